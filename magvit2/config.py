@@ -99,7 +99,7 @@ class TokenizerConfig:
         if self.max_dim is not None and self.max_dim < self.init_dim:
             raise ValueError(f"max_dim ({self.max_dim}) must be >= init_dim ({self.init_dim})")
         if self.residual_conv_kernel_size < 1 or self.residual_conv_kernel_size % 2 == 0:
-            raise ValueError(f"residual_conv_kernel_size must be odd and positive; got {self.residual_conv_kernel_size}")
+            raise ValueError(f"residual_conv_kernel_size must be odd and > 0; got {self.residual_conv_kernel_size}")
         self._validate_quantizer()
         has_cond_layer = any((s if isinstance(s, str) else s[0]) in COND_LAYERS for s in self.layers)
         if has_cond_layer and self.dim_cond is None:
@@ -124,8 +124,8 @@ class TokenizerConfig:
         if self.fsq_levels is not None:
             raise ValueError("fsq_levels given but use_fsq=False")
         groups = self.lfq_entropy_groups
-        if groups is not None and (groups < 1 or self.codebook_bits % groups):
-            raise ValueError(f"lfq_entropy_groups must divide the {self.codebook_bits} code bits; got {groups}")
+        if groups is not None and not 1 <= groups <= self.codebook_bits:
+            raise ValueError(f"lfq_entropy_groups must be in [1, {self.codebook_bits}] (the code bits); got {groups}")
         if self.lfq_entropy_anneal_steps < 0:
             raise ValueError(f"lfq_entropy_anneal_steps must be >= 0; got {self.lfq_entropy_anneal_steps}")
 
@@ -157,16 +157,12 @@ class TokenizerConfig:
         return int(math.log2(self.codebook_size))
 
     @property
-    def entropy_groups(self) -> int:
-        """Groups of bits for the codebook entropy (exact when 1); default: the fewest groups of <= 12 bits
-        (2**18 codes -> 2 groups of 9 bits, as MAGVIT-v2's sub-group entropy)."""
-        if self.lfq_entropy_groups is not None:
-            return self.lfq_entropy_groups
+    def entropy_group_sizes(self) -> tuple[int, ...]:
+        """Bits per group for the codebook entropy (exact with one group). Default: the fewest near-equal groups of
+        <= 12 bits, e.g. 2**18 codes -> (9, 9), MAGVIT-v2's sub-group entropy; 2**13 -> (7, 6)."""
         bits = self.codebook_bits
-        groups = math.ceil(bits / 12)
-        while bits % groups:
-            groups += 1
-        return groups
+        groups = self.lfq_entropy_groups or math.ceil(bits / 12)
+        return tuple(bits // groups + (i < bits % groups) for i in range(groups))
 
     # persistence --------------------------------------------------------------------------------------------------
 
