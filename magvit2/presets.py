@@ -1,0 +1,46 @@
+"""Named tokenizer sizes in one registry (DiT-style). Values are `TokenizerConfig` keyword arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magvit2.config import TokenizerConfig
+
+TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
+    # tests: 16x16 frames, 1 + 2k frames -> 1 + k latent frames of 8x8, 64 codes; every layer kind once
+    "tiny": dict(
+        image_size=16, init_dim=8, max_dim=16, codebook_size=2**6,
+        layers=("residual", "compress_space", "attend_space", "compress_time", "attend_time"),
+        input_conv_kernel_size=(3, 3, 3), attn_heads=2, attn_dim_head=8, norm_groups=4, ff_mult=2,
+    ),
+    # the CPU demo: 32x32, 17 frames -> 5 x 8 x 8 codes (4x space, 4x time), 1024 codes
+    "demo": dict(
+        image_size=32, init_dim=32, max_dim=128, codebook_size=2**10,
+        layers=("residual", "compress_space", "residual", "compress_space", "residual", "attend_space",
+                "compress_time", "residual", "compress_time", "residual", "attend_time"),
+        input_conv_kernel_size=(3, 3, 3), attn_heads=4, attn_dim_head=32, norm_groups=8, ff_mult=2,
+    ),
+    # a single-GPU model: 128x128, 17 frames -> 5 x 16 x 16 codes, 2**14 codes
+    "base": dict(
+        image_size=128, init_dim=64, max_dim=256, codebook_size=2**14,
+        layers=("residual", "compress_space", ("consecutive_residual", 2), "compress_space",
+                ("consecutive_residual", 2), "linear_attend_space", "compress_space", ("consecutive_residual", 2),
+                "attend_space", "compress_time", ("consecutive_residual", 2), "compress_time",
+                ("consecutive_residual", 2), "attend_time"),
+    ),
+    # MAGVIT-v2 (arXiv 2310.05737): 128x128, 17 frames -> 5 x 16 x 16, 2**18 codes, 8x space, 4x time
+    "paper": dict(
+        image_size=128, init_dim=128, max_dim=512, codebook_size=2**18,
+        layers=(("consecutive_residual", 4), "compress_space", ("consecutive_residual", 4), "compress_space",
+                ("consecutive_residual", 4), "compress_time", "compress_space", ("consecutive_residual", 4),
+                "compress_time", ("consecutive_residual", 4), "attend_space", "attend_time"),
+        lfq_entropy_loss_weight=0.1, lfq_commitment_loss_weight=0.25,
+    ),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
+    """The `TokenizerConfig` of a named preset, with keyword overrides."""
+    if name not in TOKENIZER_PRESETS:
+        raise ValueError(f"unknown tokenizer preset {name!r}; expected one of {sorted(TOKENIZER_PRESETS)}")
+    return TokenizerConfig(**{**TOKENIZER_PRESETS[name], **overrides})

@@ -1,0 +1,173 @@
+"""Quantizers over vector-quantize-pytorch: lookup-free (LFQ, default) and finite scalar (FSQ).
+
+Why we extend LFQ here (one place): the library's training forward builds a tokens x codebook_size probability
+matrix for its entropy loss (2.7 GB per matrix at 2^18 codes for 2,560 tokens), so we keep its projections,
+bit convention and `indices_to_codes`, and compute the same entropy exactly in factorised form instead:
+
+- per-sample entropy: the soft assignment softmax(2 * inv_temp * <z, c>) over the hypercube {-1, 1}^K factorises
+  into K independent bits with p(bit_k = 1) = sigmoid(4 * inv_temp * z_k), so its entropy is a sum of K binary
+  entropies (exact, O(K) memory);
+- codebook entropy: H(mean over tokens of the assignment) does not factorise; we compute it exactly over groups
+  of <= 12 bits (one group = the exact joint entropy; 2^18 -> two groups of 9 bits, MAGVIT-v2's sub-group
+  entropy), chunked over tokens with activation checkpointing, so memory is chunk x 2^bits_per_group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from vector_quantize_pytorch import FSQ, LFQ
+from vector_quantize_pytorch.lookup_free_quantization import maybe_distributed_mean
+
+from magvit2.config import TokenizerConfig
+
+ENTROPY_CHUNK = 4096  # tokens per chunk of the codebook-entropy computation
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns. Scalars are 0-dim tensors; `usage` and `perplexity` are detached."""
+
+    quantized: Tensor  # (b, d, t', h', w') codes projected back to the latent width (straight-through in training)
+    indices: Tensor  # (b, t', h', w') long in [0, codebook_size)
+    aux_loss: Tensor  # entropy_weight * (per_sample - gamma * codebook entropy) + commitment_weight * commitment
+    per_sample_entropy: Tensor  # nats, mean over tokens (low = confident assignments)
+    codebook_entropy: Tensor  # nats, of the batch-averaged assignment (high = codes used evenly)
+    commitment: Tensor  # mean squared distance between pre-quantization values and their codes
+    entropy_weight: float  # the (possibly annealed) entropy weight used in aux_loss
+    usage: Tensor  # fraction of the codebook used by this batch's indices
+    perplexity: Tensor  # exp(entropy of this batch's index histogram)
+
+
+def entropy_weight_at(config: TokenizerConfig, step: int | None) -> float:
+    """Entropy-loss weight at a training step: linear anneal from the start weight to the final one, then constant."""
+    final = config.lfq_entropy_loss_weight
+    start = config.lfq_entropy_anneal_start_weight
+    steps = config.lfq_entropy_anneal_steps
+    if step is None or steps == 0 or start is None:
+        return final
+    frac = min(max(step, 0) / steps, 1.0)
+    return start + (final - start) * frac
+
+
+def codebook_stats(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
+    """(usage fraction, perplexity) of integer codes; both detached 0-dim float tensors."""
+    counts = torch.bincount(indices.detach().flatten(), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    return (counts > 0).float().mean(), entropy.exp()
+
+
+def binary_entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy (nats) of Bernoulli(sigmoid(logits)), numerically stable."""
+    p = torch.sigmoid(logits)
+    return p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
+
+
+def _group_prob_sum(log_p: Tensor, log_1mp: Tensor, bits: Tensor) -> Tensor:
+    """Sum over tokens of the joint distribution over the 2^m sub-codes of one bit group.
+
+    log_p, log_1mp: (n, m) log-probabilities of each bit being 1 / 0; bits: (2^m, m) in {0, 1}. Returns (2^m,).
+    """
+    log_joint = log_p @ bits.t() + log_1mp @ (1 - bits).t()  # (n, 2^m)
+    return log_joint.exp().sum(dim=0)
+
+
+class LFQuantizer(nn.Module):
+    """Lookup-free quantization of `(b, dim, t, h, w)` latents into K = log2(codebook_size) sign bits."""
+
+    def __init__(self, dim: int, config: TokenizerConfig):
+        super().__init__()
+        self.config = config
+        self.codebook_size = config.codebook_size
+        self.lfq = LFQ(dim=dim, codebook_size=config.codebook_size, entropy_loss_weight=0.0, channel_first=True)
+        self.group_sizes = config.entropy_group_sizes
+        for i, m in enumerate(self.group_sizes):
+            codes = torch.arange(2**m)
+            bits = ((codes[:, None] >> torch.arange(m - 1, -1, -1)) & 1).float()  # (2^m, m), big-endian like LFQ
+            self.register_buffer(f"group_bits_{i}", bits, persistent=False)
+
+    def entropies(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(per-sample entropy, codebook entropy) of the soft assignment of z: (n, K) fp32 pre-quantization values."""
+        logits = 4.0 * self.config.lfq_inv_temperature * z  # (n, K): logit of each bit being +1
+        per_sample = binary_entropy_from_logits(logits).sum(dim=-1).mean()
+        log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
+        codebook_entropy = z.new_zeros(())
+        start = 0
+        for i, m in enumerate(self.group_sizes):
+            bits = getattr(self, f"group_bits_{i}")
+            lp, l1 = log_p[:, start : start + m], log_1mp[:, start : start + m]
+            start += m
+            total = z.new_zeros(2**m)
+            for c in range(0, z.shape[0], ENTROPY_CHUNK):
+                chunk = (lp[c : c + ENTROPY_CHUNK], l1[c : c + ENTROPY_CHUNK], bits)
+                total = total + (checkpoint(_group_prob_sum, *chunk, use_reentrant=False) if z.requires_grad
+                                 else _group_prob_sum(*chunk))
+            avg = maybe_distributed_mean(total / z.shape[0])  # (2^m,)
+            codebook_entropy = codebook_entropy - (avg * avg.clamp(min=1e-12).log()).sum()
+        return per_sample, codebook_entropy
+
+    def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:
+        """x: (b, dim, t, h, w) continuous latents -> QuantizerOutput with `quantized` of the same shape."""
+        t, h = x.shape[2:4]
+        with torch.autocast(device_type=x.device.type, enabled=False):  # the quantizer always runs in fp32
+            seq = rearrange(x.float(), "b d t h w -> b (t h w) d")
+            z = self.lfq.project_in(seq)  # (b, n, K)
+            q = torch.where(z > 0, torch.ones_like(z), -torch.ones_like(z))
+            indices = ((q > 0).long() * self.lfq.mask.long()).sum(dim=-1)  # (b, n)
+            zq = z + (q - z).detach() if self.training else q
+            quantized = self.lfq.project_out(zq)  # (b, n, dim)
+            zero = z.new_zeros(())
+            per_sample = codebook_entropy = commitment = zero
+            weight = entropy_weight_at(self.config, step)
+            if self.training:
+                per_sample, codebook_entropy = self.entropies(rearrange(z, "b n k -> (b n) k"))
+                commitment = F.mse_loss(z, q.detach())
+            aux = weight * (per_sample - self.config.lfq_diversity_gamma * codebook_entropy)
+            aux = aux + self.config.lfq_commitment_loss_weight * commitment
+        indices = rearrange(indices, "b (t h w) -> b t h w", t=t, h=h)
+        usage, perplexity = codebook_stats(indices, self.codebook_size)
+        return QuantizerOutput(
+            quantized=rearrange(quantized, "b (t h w) d -> b d t h w", t=t, h=h).to(x.dtype),
+            indices=indices,
+            aux_loss=aux,
+            per_sample_entropy=per_sample,
+            codebook_entropy=codebook_entropy,
+            commitment=commitment,
+            entropy_weight=weight,
+            usage=usage,
+            perplexity=perplexity,
+        )
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """(b, t, h, w) long -> (b, dim, t, h, w): exactly the eval-mode `quantized` for those indices."""
+        bits = ((indices[..., None] & self.lfq.mask) != 0).float()  # (b, t, h, w, K)
+        return rearrange(self.lfq.project_out(bits * 2 - 1), "b t h w d -> b d t h w")
+
+
+class FSQuantizer(nn.Module):
+    """Finite scalar quantization (no auxiliary loss); codebook size = prod(fsq_levels)."""
+
+    def __init__(self, dim: int, config: TokenizerConfig):
+        super().__init__()
+        self.codebook_size = config.effective_codebook_size
+        self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True)
+
+    def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            quantized, indices = self.fsq(x.float())  # (b, dim, t, h, w), (b, t, h, w)
+        zero = quantized.new_zeros(())
+        usage, perplexity = codebook_stats(indices, self.codebook_size)
+        return QuantizerOutput(quantized.to(x.dtype), indices.long(), zero, zero, zero, zero, 0.0, usage, perplexity)
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        return self.fsq.indices_to_codes(indices)  # (b, dim, t, h, w)
+
+
+def build_quantizer(dim: int, config: TokenizerConfig) -> LFQuantizer | FSQuantizer:
+    return FSQuantizer(dim, config) if config.use_fsq else LFQuantizer(dim, config)

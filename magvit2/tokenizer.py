@@ -1,0 +1,263 @@
+"""The MagViT2 video tokenizer: a causal 3D CNN encoder/decoder around a lookup-free (or FSQ) quantizer.
+
+Pixels are float `(b, c, t, h, w)` in [-1, 1] (an image `(b, c, h, w)` is a 1-frame video). With time compression
+f, a video of `1 + k*f` frames gives `1 + k` latent frames: f - 1 zero frames are prepended so the first frame
+forms a latent frame on its own (exactly what an image gives), and every later latent frame covers the next f
+frames. All convs and norms are causal in time, so latents never depend on later frames.
+This module is architecture only: losses live in `magvit2.losses`, discriminators in `magvit2.discriminator`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from magvit2.attention import GateLoopTimeBlock, LinearSpaceAttentionBlock, SpaceAttentionBlock, TimeAttentionBlock
+from magvit2.config import TokenizerConfig
+from magvit2.layers import (
+    CausalConv3d,
+    CondResidualBlock,
+    FrameGroupNorm,
+    ResidualBlock,
+    SpaceDownsample,
+    SpaceUpsample,
+    TimeDownsample,
+    TimeUpsample,
+    sequential_forward,
+)
+from magvit2.quantize import QuantizerOutput, build_quantizer
+from magvit2.serialization import load_model_dir, save_model_dir
+
+
+@dataclass
+class TokenizerOutput:
+    recon: Tensor  # (b, c, t, h, w), ~[-1, 1]
+    codes: Tensor  # (b, t', h', w') long
+    quantizer: QuantizerOutput
+
+
+def _mixing_block(name: str, dim: int, config: TokenizerConfig, dim_cond: int | None) -> nn.Module:
+    """Build one shape-preserving layer by name (encoder and decoder get separate instances)."""
+    c = config
+    cond = dim_cond if name.startswith("cond_") else None
+    base = name.removeprefix("cond_")
+    if base == "residual":
+        if cond is not None:
+            return CondResidualBlock(dim, cond, c.residual_conv_kernel_size, c.norm_groups)
+        return ResidualBlock(dim, c.residual_conv_kernel_size, c.norm_groups)
+    if base == "attend_space":
+        return SpaceAttentionBlock(dim, c.attn_heads, c.attn_dim_head, c.attn_dropout, c.ff_mult, cond)
+    if base == "linear_attend_space":
+        return LinearSpaceAttentionBlock(dim, c.linear_attn_heads, c.linear_attn_dim_head, c.ff_mult, cond)
+    if base == "attend_time":
+        return TimeAttentionBlock(dim, c.attn_heads, c.attn_dim_head, c.attn_dropout, c.ff_mult, cond)
+    if base == "gateloop_time":
+        return GateLoopTimeBlock(dim, c.ff_mult, cond)
+    raise ValueError(f"unknown layer {name!r}")  # unreachable: the config validated names
+
+
+class VideoTokenizer(nn.Module):
+    """Encode videos/images to discrete codes and decode them back.
+
+    Build it from a `TokenizerConfig` or with the same keywords (seed-compatible):
+    `VideoTokenizer(image_size=128, init_dim=64, max_dim=512, codebook_size=2**18, layers=(...), channels=3)`.
+    """
+
+    def __init__(self, config: TokenizerConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = TokenizerConfig(**kwargs)
+        elif kwargs:
+            raise ValueError(f"pass either a config or keyword arguments, not both; got extra {sorted(kwargs)}")
+        self.config = c = config
+        self.time_compression = c.time_compression
+        self.space_compression = c.space_compression
+        self.codebook_size = c.effective_codebook_size
+
+        dim_cond = None
+        if c.dim_cond is not None:
+            dim_cond = int(c.dim_cond * c.dim_cond_expansion_factor)
+            self.encoder_cond_mlp = nn.Sequential(nn.Linear(c.dim_cond, dim_cond), nn.SiLU())
+            self.decoder_cond_mlp = nn.Sequential(nn.Linear(c.dim_cond, dim_cond), nn.SiLU())
+        self.has_cond_layers = any(n.startswith("cond_") for n in c.layer_names)
+
+        dim = c.init_dim
+        max_dim = c.max_dim if c.max_dim is not None else float("inf")
+        self.conv_in = CausalConv3d(c.channels, dim, c.input_conv_kernel_size)
+        encoder, decoder = [], []
+        for spec in c.layers:
+            name, arg = (spec, None) if isinstance(spec, str) else spec
+            if name == "consecutive_residual":
+                for _ in range(arg):
+                    encoder.append(_mixing_block("residual", dim, c, dim_cond))
+                    decoder.insert(0, _mixing_block("residual", dim, c, dim_cond))
+            elif name in ("compress_space", "compress_time"):
+                dim_out = arg if arg is not None else int(min(dim * 2, max_dim))
+                space = name == "compress_space"
+                down, up = (SpaceDownsample, SpaceUpsample) if space else (TimeDownsample, TimeUpsample)
+                encoder.append(down(dim, dim_out))
+                decoder.insert(0, up(dim_out, dim))
+                dim = dim_out
+            else:
+                encoder.append(_mixing_block(name, dim, c, dim_cond))
+                decoder.insert(0, _mixing_block(name, dim, c, dim_cond))
+        self.latent_dim = dim
+        self.encoder_layers = nn.ModuleList(encoder)
+        self.encoder_norm = FrameGroupNorm(dim, c.norm_groups)
+        self.quantizer = build_quantizer(dim, c)
+        self.decoder_layers = nn.ModuleList(decoder)
+        self.decoder_norm = FrameGroupNorm(c.init_dim, c.norm_groups)
+        self.conv_out = CausalConv3d(c.init_dim, c.channels, c.output_conv_kernel_size)
+
+    # shapes and validation -----------------------------------------------------------------------------------------
+
+    def latent_shape(self, num_frames: int) -> tuple[int, int, int]:
+        """(t', h', w') of the codes for a clip of `num_frames` frames at the configured image size."""
+        self._check_num_frames(num_frames)
+        h, w = self.config.image_size
+        s = self.space_compression
+        return (1 + (num_frames - 1) // self.time_compression, h // s, w // s)
+
+    def num_frames_for(self, latent_frames: int) -> int:
+        """Pixel frames decoded from `latent_frames` latent frames: 1 + (t' - 1) * f."""
+        return 1 + (latent_frames - 1) * self.time_compression
+
+    def _check_num_frames(self, t: int) -> None:
+        f = self.time_compression
+        if t < 1 or (t - 1) % f:
+            k = max((t - 1) // f, 1)
+            raise ValueError(f"got {t} frames; need 1 + {f}k, e.g. {1 + f * k} or {1 + f * (k + 1)}")
+
+    def _check_video(self, video: Tensor) -> tuple[Tensor, bool]:
+        """Validate pixels; returns (video as (b, c, t, h, w), whether the input was an image batch)."""
+        if not isinstance(video, Tensor):
+            raise ValueError(f"expected a torch.Tensor video (b, c, t, h, w) in [-1, 1]; got {type(video).__name__}")
+        if not video.is_floating_point():
+            raise ValueError(f"expected a float video in [-1, 1]; got dtype {video.dtype} (try x.float() / 127.5 - 1)")
+        is_image = video.ndim == 4
+        if is_image:
+            video = video.unsqueeze(2)
+        if video.ndim != 5:
+            raise ValueError(f"expected a video (b, c, t, h, w) or images (b, c, h, w); got shape {tuple(video.shape)}")
+        _, ch, t, h, w = video.shape
+        if ch != self.config.channels:
+            raise ValueError(f"expected {self.config.channels} channels at dim 1; got {ch} "
+                             f"(shape {tuple(video.shape)})")
+        self._check_num_frames(t)
+        if (h, w) != self.config.image_size:
+            raise ValueError(f"expected frames of size {self.config.image_size}; got {(h, w)}")
+        return video, is_image
+
+    def _cond(self, cond: Tensor | None, mlp_name: str, batch: int) -> Tensor | None:
+        if cond is None:
+            if self.has_cond_layers:
+                raise ValueError(f"this tokenizer has cond_* layers; pass cond of shape ({batch}, "
+                                 f"{self.config.dim_cond})")
+            return None
+        if self.config.dim_cond is None:
+            raise ValueError("got cond, but this tokenizer was built without dim_cond")
+        if cond.shape != (batch, self.config.dim_cond):
+            raise ValueError(f"expected cond of shape ({batch}, {self.config.dim_cond}); got {tuple(cond.shape)}")
+        return getattr(self, mlp_name)(cond)
+
+    # encode / quantize / decode ----------------------------------------------------------------------------------
+
+    def encode(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> continuous latents (b, d, 1 + k, h', w')."""
+        video, _ = self._check_video(video)
+        cond = self._cond(cond, "encoder_cond_mlp", video.shape[0])
+        x = F.pad(video, (0, 0, 0, 0, self.time_compression - 1, 0))  # (b, c, (k+1)*f, h, w): first frame alone
+        x = self.conv_in(x)
+        x = sequential_forward(self.encoder_layers, x, cond)
+        return self.encoder_norm(x)
+
+    def quantize(self, latents: Tensor, step: int | None = None) -> QuantizerOutput:
+        """(b, d, t', h', w') latents -> QuantizerOutput (codes, straight-through values, entropy/commitment)."""
+        return self.quantizer(latents, step=step)
+
+    def decode(self, quantized: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(b, d, t', h', w') quantized latents -> video (b, c, 1 + (t'-1)*f, h, w), approximately in [-1, 1]."""
+        cond = self._cond(cond, "decoder_cond_mlp", quantized.shape[0])
+        x = sequential_forward(self.decoder_layers, quantized, cond)  # (b, init_dim, t'*f, h, w)
+        x = self.conv_out(F.silu(self.decoder_norm(x)))
+        return x[:, :, self.time_compression - 1 :]  # drop the frames that decode the prepended padding
+
+    def reconstruct(self, video: Tensor, cond: Tensor | None = None, step: int | None = None) -> TokenizerOutput:
+        """Full pass for training: (b, c, t, h, w) in [-1, 1] -> TokenizerOutput(recon, codes, quantizer stats)."""
+        video, is_image = self._check_video(video)
+        q = self.quantize(self.encode(video, cond), step=step)
+        recon = self.decode(q.quantized, cond)
+        return TokenizerOutput(recon.squeeze(2) if is_image else recon, q.indices, q)
+
+    def forward(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(b, c, t, h, w) or (b, c, h, w) in [-1, 1] -> reconstruction of the same shape."""
+        return self.reconstruct(video, cond).recon
+
+    # discrete interface ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            yield
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+
+    @torch.no_grad()
+    def tokenize(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(b, c, 1 + k*f, h, w) in [-1, 1] (or images) -> codes LongTensor (b, 1 + k, h', w').
+
+        Runs in eval mode and restores each module's train/eval mode afterwards.
+        """
+        with self._eval_mode():
+            return self.quantize(self.encode(video, cond)).indices
+
+    def _check_codes(self, codes: Tensor) -> Tensor:
+        if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dtype == torch.bool:
+            raise ValueError(f"expected integer codes; got {getattr(codes, 'dtype', type(codes).__name__)}")
+        _, hl, wl = self.latent_shape(1)
+        if codes.ndim == 2:
+            if codes.shape[1] % (hl * wl):
+                raise ValueError(f"flattened codes (b, n) need n divisible by h'*w' = {hl * wl}; "
+                                 f"got n={codes.shape[1]}")
+            codes = codes.reshape(codes.shape[0], -1, hl, wl)
+        if codes.ndim != 4 or codes.shape[2:] != (hl, wl):
+            raise ValueError(f"expected codes (b, t', {hl}, {wl}) or (b, n); got shape {tuple(codes.shape)}")
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= self.codebook_size:
+            raise ValueError(f"codes must be in [0, {self.codebook_size}); got values in [{lo}, {hi}]")
+        return codes.long()
+
+    def decode_from_code_indices(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Codes (b, t', h', w') or flattened (b, t'*h'*w') -> video (b, c, 1 + (t'-1)*f, h, w) in ~[-1, 1]."""
+        codes = self._check_codes(codes)
+        return self.decode(self.quantizer.indices_to_codes(codes), cond)
+
+    @property
+    def last_layer_weight(self) -> Tensor:
+        """Weight of the decoder's output conv: the VQGAN adaptive GAN weight balances gradients here."""
+        return self.conv_out.conv.weight
+
+    # persistence ---------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` + `model.safetensors` into `directory` (created if needed)."""
+        return save_model_dir(directory, "VideoTokenizer", self.config.to_dict(), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoTokenizer:
+        """Load a folder written by `save_pretrained` (no pickle; unknown config keys are rejected)."""
+        config, state = load_model_dir(directory, "VideoTokenizer", map_location)
+        model = cls(TokenizerConfig.from_dict(config))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory}: weights don't match the config: missing {missing[:8]}, "
+                             f"unexpected {unexpected[:8]}")
+        return model

@@ -1,0 +1,256 @@
+"""VideoTokenizer: shapes, every layer kind, causality, the discrete round trip, persistence, input validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import real_pan_clip
+
+from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
+from magvit2.config import COND_LAYERS, PLAIN_LAYERS
+
+SMALL = dict(image_size=16, init_dim=8, max_dim=16, codebook_size=2**5, input_conv_kernel_size=3, attn_heads=2,
+             attn_dim_head=8, linear_attn_heads=2, linear_attn_dim_head=8, norm_groups=4, ff_mult=2)
+
+
+def make(layers, **kw) -> VideoTokenizer:
+    torch.manual_seed(0)
+    return VideoTokenizer(**{**SMALL, "layers": layers, **kw})
+
+
+def clip(t=5, size=16, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, t, size, size, generator=g) * 2 - 1
+
+
+def test_seed_style_construction_and_compression_attributes():
+    tok = make(("residual", "compress_space", ("consecutive_residual", 2), "compress_time", "compress_time"))
+    assert isinstance(tok.config, TokenizerConfig)
+    assert (tok.time_compression, tok.space_compression, tok.codebook_size) == (4, 2, 32)
+    assert tok.latent_shape(17) == (5, 8, 8)
+
+
+def test_video_and_image_shapes_17_frames_to_5():
+    tok = make(("compress_space", "compress_time", "compress_time"))
+    video = clip(t=17, b=1)
+    out = tok.reconstruct(video)
+    assert out.recon.shape == video.shape
+    assert out.codes.shape == (1, 5, 8, 8)
+    image = video[:, :, 0]
+    assert tok(image).shape == image.shape
+    assert tok.tokenize(image).shape == (1, 1, 8, 8)
+
+
+def test_non_square_frames():
+    tok = make(("residual", "compress_space", "attend_space", "linear_attend_space", "compress_time"),
+               image_size=(16, 24))
+    video = torch.rand(1, 3, 3, 16, 24) * 2 - 1
+    assert tok(video).shape == video.shape
+    assert tok.tokenize(video).shape == (1, 2, 8, 12)
+
+
+@pytest.mark.parametrize("name", [*PLAIN_LAYERS, *COND_LAYERS, "compress_space", "compress_time"])
+def test_every_layer_kind_alone_runs_forward_and_backward(name):
+    cond_kw = {"dim_cond": 6} if name.startswith("cond_") else {}
+    tok = make((name,), **cond_kw)
+    video = clip(t=tok.time_compression * 2 + 1)
+    cond = torch.randn(2, 6) if cond_kw else None
+    out = tok.reconstruct(video, cond=cond)
+    assert out.recon.shape == video.shape
+    (out.recon.square().mean() + out.quantizer.aux_loss).backward()
+    grads = [p.grad for p in tok.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads if g is not None)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_cond_layers_mixed_with_plain_layers_in_any_order():
+    # the reference crashed when a plain layer followed a cond layer (sticky `has_cond`)
+    layers = ("cond_residual", "residual", "compress_space", "cond_attend_space", "attend_space",
+              "cond_linear_attend_space", "compress_time", "cond_attend_time", "attend_time", "gateloop_time")
+    tok = make(layers, dim_cond=6)
+    video, cond = clip(t=3), torch.randn(2, 6)
+    out = tok.reconstruct(video, cond=cond)
+    assert out.recon.shape == video.shape
+    out.recon.mean().backward()
+    with pytest.raises(ValueError, match="cond"):
+        tok(video)  # cond layers need cond
+    with pytest.raises(ValueError, match=r"cond of shape \(2, 6\)"):
+        tok(video, cond=torch.randn(2, 5))
+
+
+def test_cond_changes_output_once_modulation_is_nonzero():
+    tok = make(("cond_residual", "cond_attend_space"), dim_cond=4)
+    for p in tok.parameters():  # modulation starts at zero by design; give it weight
+        if p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.1)
+    video = clip(t=1)
+    a = tok(video, cond=torch.zeros(2, 4))
+    b = tok(video, cond=torch.ones(2, 4))
+    assert not torch.allclose(a, b)
+
+
+ALL_KINDS = ("residual", "compress_space", "attend_space", "linear_attend_space", "compress_time", "attend_time",
+             "gateloop_time", "compress_time", ("consecutive_residual", 2), "attend_time")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_causality_latents_ignore_later_frames(training):
+    tok = make(ALL_KINDS).train(training)
+    video = clip(t=13)  # f = 4 -> 4 latent frames
+    base = tok.encode(video)
+    for t_latent in range(3):
+        changed = video.clone()
+        changed[:, :, 1 + 4 * t_latent:] = torch.rand_like(changed[:, :, 1 + 4 * t_latent:])
+        latents = tok.encode(changed)
+        assert torch.equal(latents[:, :, : t_latent + 1], base[:, :, : t_latent + 1])
+        assert not torch.allclose(latents[:, :, t_latent + 1:], base[:, :, t_latent + 1:])
+
+
+def test_first_frame_is_encoded_like_an_image():
+    tok = make(ALL_KINDS).eval()
+    video = clip(t=9)
+    # same maths on differently shaped tensors: equal up to float summation order
+    torch.testing.assert_close(tok.encode(video[:, :, 0])[:, :, 0], tok.encode(video)[:, :, 0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(tok.tokenize(video[:, :, 0])[:, 0], tok.tokenize(video)[:, 0])
+
+
+@pytest.mark.parametrize("use_fsq", [False, True])
+def test_tokenize_decode_round_trip_equals_eval_reconstruction(use_fsq):
+    kw = {"use_fsq": True, "fsq_levels": (5, 4, 3), "codebook_size": None} if use_fsq else {}
+    tok = make(("residual", "compress_space", "attend_space", "compress_time"), **kw)
+    video = clip(t=5)
+    codes = tok.tokenize(video)
+    assert codes.dtype == torch.long and codes.shape == (2, 3, 8, 8)
+    assert int(codes.min()) >= 0 and int(codes.max()) < tok.codebook_size
+    assert tok.training  # tokenize did not flip the mode
+    tok.eval()
+    expected = tok(video)
+    assert torch.equal(tok.decode_from_code_indices(codes), expected)
+    assert torch.equal(tok.decode_from_code_indices(codes.flatten(1)), expected)  # flattened (b, n) codes
+    assert not tok.training
+
+
+def test_tokenize_keeps_eval_mode_and_submodule_modes():
+    tok = make(("residual",)).eval()
+    tok.tokenize(clip(t=1))
+    assert not any(m.training for m in tok.modules())
+    tok.train()
+    tok.quantizer.eval()  # mixed modes are restored exactly
+    tok.tokenize(clip(t=1))
+    assert tok.training and not tok.quantizer.training
+
+
+def test_save_and_from_pretrained_give_identical_outputs(tmp_path):
+    tok = make(ALL_KINDS).eval()
+    tok.save_pretrained(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())
+    assert config["_format_version"] == 1 and config["_kind"] == "VideoTokenizer"
+    loaded = VideoTokenizer.from_pretrained(tmp_path / "tok").eval()
+    video = clip(t=9)
+    assert torch.equal(loaded(video), tok(video))
+    assert torch.equal(loaded.tokenize(video), tok.tokenize(video))
+
+
+def test_from_pretrained_rejects_unknown_keys_versions_and_pickle(tmp_path):
+    tok = make(("residual",))
+    path = tok.save_pretrained(tmp_path / "tok")
+    payload = json.loads((path / "config.json").read_text())
+    payload["config"]["surprise"] = 1
+    (path / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="unknown TokenizerConfig keys: \\['surprise'\\]"):
+        VideoTokenizer.from_pretrained(path)
+    payload["config"].pop("surprise")
+    payload["_format_version"] = 999
+    (path / "config.json").write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="format version 999"):
+        VideoTokenizer.from_pretrained(path)
+    payload["_format_version"] = 1
+    (path / "config.json").write_text(json.dumps(payload))
+    (path / "model.safetensors").unlink()
+    (path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FileNotFoundError, match="pickle checkpoints are not loaded"):
+        VideoTokenizer.from_pretrained(path)
+
+
+def test_truncated_weights_give_error_naming_the_file(tmp_path):
+    path = make(("residual",)).save_pretrained(tmp_path / "tok")
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"model\.safetensors"):
+        VideoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    "video, message",
+    [
+        (torch.rand(2, 3, 16, 16, 16), r"got 16 frames; need 1 \+ 4k, e.g. 13 or 17"),
+        (torch.rand(3, 16, 16), r"or images \(b, c, h, w\); got shape \(3, 16, 16\)"),
+        (torch.rand(2, 1, 5, 16, 16), "expected 3 channels at dim 1; got 1"),
+        (torch.rand(2, 3, 5, 16, 8), r"expected frames of size \(16, 16\); got \(16, 8\)"),
+        (torch.randint(0, 255, (2, 3, 5, 16, 16), dtype=torch.uint8), "expected a float video in .-1, 1.; got dtype"),
+    ],
+)
+def test_bad_video_inputs_raise_clear_value_errors(video, message):
+    tok = make(("compress_time", "compress_time"))
+    with pytest.raises(ValueError, match=message):
+        tok.tokenize(video)
+
+
+def test_bad_codes_raise_clear_value_errors():
+    tok = make(("compress_space",))
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 32\); got values in \[32, 32\]"):
+        tok.decode_from_code_indices(torch.full((1, 1, 8, 8), 32))
+    with pytest.raises(ValueError, match="got values in \\[-1"):
+        tok.decode_from_code_indices(torch.full((1, 1, 8, 8), -1))
+    with pytest.raises(ValueError, match="expected integer codes"):
+        tok.decode_from_code_indices(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="n divisible by h'\\*w' = 64"):
+        tok.decode_from_code_indices(torch.zeros(1, 65, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(codebook_size=1000), "power of 2"),
+        (dict(layers=("residual", "fly")), "unknown layer 'fly'"),
+        (dict(layers=("cond_residual",)), "dim_cond"),
+        (dict(layers=(("consecutive_residual", 0),)), "positive int"),
+        (dict(image_size=18, layers=("compress_space", "compress_space")), "divisible by the space compression 4"),
+        (dict(use_fsq=True), "fsq_levels"),
+    ],
+)
+def test_bad_configs_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TokenizerConfig(**{**SMALL, "layers": ("residual",), **kwargs})
+
+
+def test_presets_build_and_paper_preset_matches_the_paper_shapes():
+    for name in ("tiny", "demo"):
+        tok = VideoTokenizer(preset_config(name))
+        assert tok.codebook_size == tok.config.codebook_size
+    paper = preset_config("paper")
+    assert paper.image_size == (128, 128) and paper.codebook_size == 2**18
+    assert (paper.time_compression, paper.space_compression) == (4, 8)
+    assert paper.entropy_group_sizes == (9, 9)
+
+
+def test_overfitting_one_real_clip_reduces_the_loss():
+    from magvit2.losses import LossConfig, TokenizerLoss
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(preset_config("tiny"))
+    loss_fn = TokenizerLoss(LossConfig(), tok.config)
+    video = real_pan_clip(num_frames=5, size=16)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        out = tok.reconstruct(video, step=step)
+        loss, parts = loss_fn.generator_loss(video, out, last_layer=tok.last_layer_weight, step=step,
+                                             use_adversarial=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(parts.recon))
+    assert losses[-1] < 0.5 * losses[0], losses
