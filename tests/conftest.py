@@ -1,0 +1,64 @@
+"""Shared fixtures. Media are real photos shipped with scikit-image, written on the fly into tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def pan_frames(num_frames: int = 20, size: tuple[int, int] = (48, 64), photo: str = "astronaut", step: int = 3
+               ) -> np.ndarray:
+    """A camera pan over a real scikit-image photo: uint8 (num_frames, h, w, 3), every frame different."""
+    from PIL import Image
+    from skimage import data
+
+    h, w = size
+    image = getattr(data, photo)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    canvas = (max(h, w) + step * num_frames) * 2
+    image = np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize((canvas, canvas)))
+    return np.stack([image[h // 2 + i * step: h // 2 + i * step + h, i * step: i * step + w]
+                     for i in range(num_frames)])
+
+
+@pytest.fixture
+def pan() -> Callable[..., np.ndarray]:
+    """The ``pan_frames`` function: ``pan(num_frames, (h, w), photo)`` -> uint8 (T, h, w, 3) of a real photo."""
+    return pan_frames
+
+
+@pytest.fixture
+def skimage_gif() -> Path:
+    """scikit-image's ``no_time_for_that_tiny.gif``: 24 real frames of 25x14 (h x w)."""
+    from skimage import data
+
+    return Path(data.__file__).parent / "no_time_for_that_tiny.gif"
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_clip("sub/a.mp4", num_frames=9, size=(48, 64), photo="astronaut")`` -> written path.
+
+    Videos use ``trainers.video_io.write_video`` (lossless H.264 for mp4/mkv/mov, Pillow for GIF); an image
+    extension (.png/.jpg/.webp) writes the first frame with Pillow. Paths are relative to ``tmp_path``.
+    """
+    from PIL import Image
+
+    from trainers.video_io import IMAGE_EXTENSIONS, write_video
+
+    def make(name: str, num_frames: int = 9, size: tuple[int, int] = (48, 64), photo: str = "astronaut",
+             fps: float = 8, lossless: bool = True) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames = pan_frames(num_frames, size, photo)
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            Image.fromarray(frames[0]).save(path)
+        else:
+            write_video(path, frames, fps=fps, lossless=lossless)
+        return path
+
+    return make

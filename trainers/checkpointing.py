@@ -1,0 +1,452 @@
+"""Atomic, verifiable training checkpoints: safetensors + JSON, never pickle.
+
+Layout (torchtitan style; a checkpoint exists only once its completion marker does)::
+
+    run_dir/checkpoints/step-00000012/
+        model.safetensors  optimizer.safetensors  ...   one file per tensor group
+        state.json                                      JSON trainer state (step, epoch, sampler, ...)
+        COMPLETE.json                                   written last: step, files, sizes, sha256
+
+``save`` writes into ``step-00000012.tmp-<pid>`` next to the target, fsyncs every file, writes ``COMPLETE.json``,
+renames the directory into place and fsyncs the parent, then prunes older checkpoints. A crash at any point
+leaves either the old set of checkpoints or the new one; stale ``*.tmp-<pid>`` directories of dead processes are
+removed on the next start. Only the main process should save (callers guard with ``is_main``).
+
+Optimizer and scheduler state go through ``flatten_state``: tensors into a safetensors group, everything else
+(ints, floats, tuples, int-keyed dicts) into JSON with type tags, so ``optimizer.load_state_dict`` gets back an
+identical structure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+
+__all__ = [
+    "CheckpointCorruptError", "CheckpointError", "CheckpointManager", "CheckpointNotFoundError",
+    "CheckpointWriteError", "NonFiniteCheckpointError", "capture_rng", "export_dir_atomic", "flatten_state",
+    "optimizer_state_from_tensors", "optimizer_state_to_tensors", "restore_rng", "unflatten_state"
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MARKER = "COMPLETE.json"
+STATE_FILE = "state.json"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_STAGING_DIR = re.compile(r"^step-\d{8}\.(tmp|old)-(\d+)$")  # only what save() itself creates
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class CheckpointError(Exception):
+    """Base class of checkpoint errors."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No (complete) checkpoint where one was asked for."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint's files do not match its ``COMPLETE.json`` or cannot be parsed."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Saving failed (e.g. disk full); the previous checkpoint is intact and the staging directory is gone."""
+
+
+class NonFiniteCheckpointError(CheckpointError, ValueError):
+    """Refused to save tensors that contain NaN or Inf."""
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory and hasattr(os, "O_DIRECTORY") else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some filesystems refuse fsync on directories; files must sync
+            raise
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(parent: Path) -> None:
+    """Remove ``*.tmp-<pid>`` / ``*.old-<pid>`` directories in ``parent`` left by dead processes (ours only)."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        match = _STAGING_DIR.match(entry.name)
+        if match and entry.is_dir() and not _pid_alive(int(match.group(2))):
+            logger.warning("removing stale checkpoint staging directory %s (left by a crashed save)", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _tensors_for_saving(group: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, storage-unshared copies (safetensors refuses shared storage)."""
+    out, seen = {}, set()
+    for key, value in tensors.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise TypeError(f"group {group!r}: expected str -> Tensor, got {key!r} -> {type(value).__name__}")
+        t = value.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        if ptr is not None and ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        out[key] = t
+    return out
+
+
+def _nonfinite_entries(tensors: Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
+    bad = []
+    for group, group_tensors in tensors.items():
+        for key, t in group_tensors.items():
+            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+                finite = torch.isfinite(t.detach())
+                if not bool(finite.all()):
+                    nan, inf = int(torch.isnan(t).sum()), int((~finite).sum()) - int(torch.isnan(t).sum())
+                    bad.append(f"{group}/{key} (nan={nan}, inf={inf})")
+    return bad
+
+
+class CheckpointManager:
+    """Save, find, verify and load checkpoints under ``run_dir/checkpoints``.
+
+    Construct it with ``is_main=False`` on other ranks: they can ``latest``/``load`` but never write or clean up
+    (a staging directory of another node's live process looks dead from here).
+
+    ``keep_last`` (>= 1) complete checkpoints are kept; older ones are pruned only after a new one is complete.
+    torchtitan requires ``keep_latest_k >= 2`` because its saves can be asynchronous: the newest checkpoint may still
+    be in flight while the older one is the only complete one. Our saves are synchronous and atomic (the new one is
+    complete before anything is pruned), so 1 is safe; 2 (or more) still guards against a checkpoint that was written
+    intact but holds bad weights, so prefer >= 2 when disk allows.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3, is_main: bool = True) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}")
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep_last = keep_last
+        self.is_main = is_main  # other ranks may find and load checkpoints, never write, prune or clean up
+        self._reported: set[str] = set()  # incomplete directories already warned about
+        if is_main:
+            _remove_stale_staging(self.dir)
+
+    @staticmethod
+    def step_name(step: int) -> str:
+        return f"step-{step:08d}"
+
+    # ------------------------------------------------------------------------------------------------ discovery
+
+    def list_complete(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every complete checkpoint, oldest first; incomplete directories are logged, skipped."""
+        found = []
+        if not self.dir.is_dir():
+            return found
+        for entry in self.dir.iterdir():
+            match = _STEP_DIR.match(entry.name)
+            if not match or not entry.is_dir():
+                continue
+            if (entry / MARKER).is_file():
+                found.append((int(match.group(1)), entry))
+            elif entry.name not in self._reported:
+                self._reported.add(entry.name)
+                logger.warning("ignoring incomplete checkpoint %s (no %s)", entry, MARKER)
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint directory, or None."""
+        complete = self.list_complete()
+        return complete[-1][1] if complete else None
+
+    def resolve(self, spec: str | os.PathLike | int) -> Path:
+        """``"latest"``, a step number, or a checkpoint directory path -> a complete checkpoint directory."""
+        if spec == "latest":
+            path = self.latest()
+            if path is None:
+                raise CheckpointNotFoundError(f"no complete checkpoint in {self.dir}")
+            return path
+        path = self.dir / self.step_name(spec) if isinstance(spec, int) else Path(spec)
+        if not path.is_absolute() and not path.exists() and (self.dir / path).is_dir():
+            path = self.dir / path  # a bare directory name such as "step-00000012"
+        if not path.is_dir():
+            raise CheckpointNotFoundError(f"checkpoint directory does not exist: {path}")
+        if not (path / MARKER).is_file():
+            raise CheckpointCorruptError(f"{path} is not a complete checkpoint (no {MARKER}; the save was "
+                                         "interrupted or the directory is not a checkpoint)")
+        return path
+
+    # ------------------------------------------------------------------------------------------------ saving
+
+    def save(self, step: int, tensors: Mapping[str, Mapping[str, torch.Tensor]], state: Mapping[str, Any]) -> Path:
+        """Atomically write ``step-<step>/`` with one ``<group>.safetensors`` per group plus ``state.json``.
+
+        Raises ``NonFiniteCheckpointError`` (before writing anything) if a floating tensor has NaN/Inf, and
+        ``CheckpointWriteError`` if writing fails (the previous checkpoint is intact, no staging directory remains).
+        """
+        if not self.is_main:
+            raise RuntimeError("CheckpointManager(is_main=False) cannot save; only the main process writes")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0; got {step!r}")
+        for group in tensors:
+            if not _GROUP_NAME.match(group) or group in ("state", "COMPLETE"):
+                raise ValueError(f"bad tensor group name {group!r}: use letters, digits, '_', '-', '.'")
+        bad = _nonfinite_entries(tensors)
+        if bad:
+            raise NonFiniteCheckpointError(f"refusing to save step-{step:08d}: non-finite values in "
+                                           f"{', '.join(bad[:10])}" + (" ..." if len(bad) > 10 else ""))
+        state_bytes = json.dumps(dict(state), indent=1, sort_keys=True).encode("utf-8")  # TypeError if not JSON-able
+
+        name = self.step_name(step)
+        target = self.dir / name
+        staging = self.dir / f"{name}.tmp-{os.getpid()}"
+        previous = self.latest()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale_staging(self.dir)
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir()
+            files: dict[str, dict[str, Any]] = {}
+            for group, group_tensors in tensors.items():
+                path = staging / f"{group}.safetensors"
+                safetensors.torch.save_file(_tensors_for_saving(group, group_tensors), str(path),
+                                            metadata={"format": "pt"})
+                _fsync_path(path)
+            (staging / STATE_FILE).write_bytes(state_bytes)
+            _fsync_path(staging / STATE_FILE)
+            for path in sorted(staging.iterdir()):
+                files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            marker = {"format_version": FORMAT_VERSION, "step": step, "time": time.time(), "files": files}
+            (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+            _fsync_path(staging / MARKER)
+            _fsync_path(staging, directory=True)
+            if target.exists():  # re-saving a step: move the old one aside, then swap
+                old = self.dir / f"{name}.old-{os.getpid()}"
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+            _fsync_path(self.dir, directory=True)
+        except BaseException as exc:
+            old = self.dir / f"{name}.old-{os.getpid()}"
+            if old.is_dir() and not target.exists():
+                os.replace(old, target)  # interrupted mid-swap: put the previous version of this step back
+            shutil.rmtree(staging, ignore_errors=True)
+            if not isinstance(exc, OSError):
+                raise
+            kept = f"previous checkpoint {previous.name} is intact" if previous else "there is no previous checkpoint"
+            what = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(exc).__name__}: {exc}"
+            message = f"{what} while writing {name} in {self.dir}; {kept}"
+            raise (CheckpointWriteError(exc.errno, message) if exc.errno else CheckpointWriteError(message)) from exc
+        self._prune(keep=target)
+        return target
+
+    def _prune(self, keep: Path) -> None:
+        complete = [(s, p) for s, p in self.list_complete() if p != keep]  # never prune what was just written
+        for _, path in complete[: max(0, len(complete) + 1 - self.keep_last)]:
+            logger.info("pruning old checkpoint %s (keep_last=%d)", path, self.keep_last)
+            shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    def load(
+        self, path: str | os.PathLike | int = "latest", verify: bool = True
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+        """Load ``(tensors by group, state)`` from a checkpoint (``"latest"``, a step, or a path), on CPU.
+
+        With ``verify`` every file listed in ``COMPLETE.json`` must exist with the recorded size and sha256.
+        Raises ``CheckpointCorruptError`` naming the file otherwise. Only safetensors and JSON are read.
+        """
+        path = self.resolve(path)
+        try:
+            marker = json.loads((path / MARKER).read_text())
+            listed: dict[str, dict[str, Any]] = marker["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointCorruptError(f"{path / MARKER} is unreadable: {exc}") from exc
+        for fname, meta in listed.items():
+            fpath = path / fname
+            if not fpath.is_file():
+                raise CheckpointCorruptError(f"{fpath} is listed in {MARKER} but missing")
+            size = fpath.stat().st_size
+            if size != meta["size"]:
+                raise CheckpointCorruptError(f"{fpath} has {size} bytes but {MARKER} records {meta['size']} "
+                                             "(truncated or modified)")
+            if verify and _sha256(fpath) != meta["sha256"]:
+                raise CheckpointCorruptError(f"{fpath} does not match the sha256 in {MARKER} (corrupted)")
+        tensors = {}
+        for fname in sorted(listed):
+            if fname.endswith(".safetensors"):
+                try:
+                    tensors[fname[: -len(".safetensors")]] = safetensors.torch.load_file(str(path / fname))
+                except Exception as exc:  # safetensors raises its own SafetensorError
+                    raise CheckpointCorruptError(f"cannot parse {path / fname}: {exc}") from exc
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointCorruptError(f"cannot parse {path / STATE_FILE}: {exc}") from exc
+        return tensors, state
+
+
+# ---------------------------------------------------------------------------------------------------- state <-> JSON
+
+
+def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tuples, tensors, scalars) into ``(tensors, JSON-able meta)``.
+
+    Tensors become ``{"__tensor__": key}`` references (key = dotted path, e.g. ``state.0.exp_avg``); tuples
+    ``{"__tuple__": [...]}``; dicts with non-string keys ``{"__dict__": [[key, value], ...]}`` (optimizer state is
+    keyed by int). ``unflatten_state`` inverts it exactly. Raises ``TypeError`` naming the path of anything else.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, path: str) -> Any:
+        join = (lambda k: f"{path}.{k}" if path else str(k))  # noqa: E731
+        if isinstance(x, torch.Tensor):
+            if path in tensors:
+                raise ValueError(f"two tensors flatten to the same key {path!r}; rename a dict key containing '.'")
+            tensors[path] = x
+            return {"__tensor__": path}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        if isinstance(x, (np.integer, np.floating, np.bool_)):
+            return x.item()
+        if isinstance(x, tuple):
+            return {"__tuple__": [walk(v, join(i)) for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [walk(v, join(i)) for i, v in enumerate(x)]
+        if isinstance(x, Mapping):
+            if all(isinstance(k, str) and not k.startswith("__") for k in x):
+                return {k: walk(v, join(k)) for k, v in x.items()}
+            for k in x:
+                if not (k is None or isinstance(k, (bool, int, float, str))):
+                    raise TypeError(f"cannot store a dict key of type {type(k).__name__} at {path or '<root>'}")
+            return {"__dict__": [[k, walk(v, join(k))] for k, v in x.items()]}
+        raise TypeError(f"cannot store a {type(x).__name__} at {path or '<root>'} in a checkpoint (not JSON/tensor)")
+
+    return tensors, walk(obj, "")
+
+
+def unflatten_state(tensors: Mapping[str, torch.Tensor], meta: Any) -> Any:
+    """Inverse of ``flatten_state``. Raises ``KeyError`` naming a referenced tensor that is missing."""
+
+    def build(x: Any) -> Any:
+        if isinstance(x, list):
+            return [build(v) for v in x]
+        if isinstance(x, dict):
+            if set(x) == {"__tensor__"}:
+                if x["__tensor__"] not in tensors:
+                    raise KeyError(f"checkpoint state refers to tensor {x['__tensor__']!r}, which is missing")
+                return tensors[x["__tensor__"]]
+            if set(x) == {"__tuple__"}:
+                return tuple(build(v) for v in x["__tuple__"])
+            if set(x) == {"__dict__"}:
+                return {k: build(v) for k, v in x["__dict__"]}
+            return {k: build(v) for k, v in x.items()}
+        return x
+
+    return build(meta)
+
+
+def optimizer_state_to_tensors(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+    """``optimizer.state_dict()`` (also schedulers, GradScaler, ...) -> ``(tensors, meta)``; see ``flatten_state``."""
+    return flatten_state(state_dict)
+
+
+def optimizer_state_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Any) -> dict[str, Any]:
+    """Inverse of ``optimizer_state_to_tensors``; pass the result to ``optimizer.load_state_dict``."""
+    return unflatten_state(tensors, meta)
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Snapshot Python, NumPy, torch CPU (and CUDA) global RNGs as ``(tensors, JSON meta)``. A backstop only:
+    randomness that matters is derived from seeds (``trainers.rng``)."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {"python": flatten_state(random.getstate())[1],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, meta
+
+
+def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Restore what ``capture_rng`` captured (CUDA states only where present and devices exist)."""
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[f"cuda_{i}"] for i in range(len(tensors)) if f"cuda_{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    random.setstate(unflatten_state({}, meta["python"]))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def export_dir_atomic(write_fn: Callable[[Path], None], dest_dir: str | os.PathLike) -> Path:
+    """Build a directory atomically: ``write_fn(tmp_dir)`` fills ``<dest>.tmp-<pid>``, which then replaces ``dest``.
+
+    E.g. ``export_dir_atomic(tokenizer.save_pretrained, run_dir / "tokenizer")``. An existing ``dest`` is renamed
+    to ``<dest>.old-<pid>``, the new one renamed in, and the old one deleted; if ``write_fn`` fails, ``dest`` is
+    untouched and the temporary directory removed.
+    """
+    dest = Path(dest_dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = dest.with_name(f"{dest.name}.tmp-{os.getpid()}"), dest.with_name(f"{dest.name}.old-{os.getpid()}")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write_fn(tmp)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync_path(path)
+        if dest.exists():
+            os.replace(dest, old)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if old.exists() and not dest.exists():
+                os.replace(old, dest)  # put the previous export back
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _fsync_path(dest.parent, directory=True)
+    return dest

@@ -1,0 +1,472 @@
+"""Folder datasets of videos and images, with bad-file skipping, captions and a resumable batch sampler.
+
+Layout: any folder tree of videos (``.mp4 .webm .avi .mkv .mpg .mpeg .mov .gif``) and images (``.jpg .jpeg
+.png .webp``), extensions case-insensitive, hidden files/folders (name starting with ".") ignored. Captions come
+from ``metadata.jsonl`` at the root (Hugging Face videofolder style: ``{"file_name": "a/b.mp4", "text": "..."}``)
+or from a sidecar ``NAME.txt`` next to ``NAME.mp4``; per file, a metadata.jsonl entry wins over a sidecar.
+
+Rectangular batches: a video gives a ``num_frames``-frame clip, an image a 1-frame clip. ``ResumableBatchSampler``
+groups indices by ``dataset.kinds`` ("video" / "image"), so every batch is homogeneous; mixed image + video
+training alternates homogeneous batches in a seeded order.
+
+Randomness and resume: the epoch's batch order depends only on ``(seed, epoch)``; a sample's augmentation (temporal
+start, spatial crop, flip) only on ``(seed, epoch, index)``. The sampler yields ``SampleKey(epoch, index,
+batch_index)`` tuples, so DataLoader workers (which hold copies of the dataset) need no shared state, and resuming
+needs two integers: ``sampler.state_dict() == {"epoch": e, "batch_index": b}``. Because DataLoader prefetches, read
+the position from the *consumed* batch: ``sampler.set_position(batch["epoch"], batch["batch_index"] + 1)``.
+
+Bad files: every file is probed at construction in the main process (PyAV header + first-frame decode; Pillow
+``verify`` for images). Unreadable, corrupt and too-short files are skipped with one ``logging`` WARNING each
+(logger ``trainers.data``) and counted in ``dataset.stats``; above ``max_bad_fraction`` a ``DataQualityError``
+lists them. A file that fails later (changed on disk) gives a ``FailedSample`` that ``collate`` drops, reporting
+``num_skipped``/``skipped`` in the batch; call ``dataset.record_skipped(batch)`` in the main process to warn once
+per file and count it (counters inside workers would be invisible).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from trainers.rng import derive_seed, make_generator
+from trainers.video_io import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    VideoInfo,
+    VideoReadError,
+    from_uint8,
+    probe_image,
+    probe_video,
+    read_clip,
+)
+
+__all__ = [
+    "DataQualityError", "DatasetStats", "FailedSample", "ResumableBatchSampler", "SampleKey", "VideoFolderDataset",
+    "build_dataloader", "collate", "load_captions", "scan_media_files", "split_files"
+]
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE_KEY, _SPLIT_KEY, _SAMPLER_KEY = 101, 102, 103  # purpose tags for derive_seed
+METADATA_FILE = "metadata.jsonl"
+
+
+class DataQualityError(ValueError):
+    """Too many unusable files in a dataset folder."""
+
+
+class SampleKey(NamedTuple):
+    """What the sampler hands to ``__getitem__``: which sample, for which epoch, in which batch."""
+
+    epoch: int
+    index: int
+    batch_index: int = -1
+
+
+@dataclass(frozen=True)
+class FailedSample:
+    """Sentinel returned by ``__getitem__`` when a file fails to decode; ``collate`` drops and counts it."""
+
+    path: str
+    reason: str
+    index: int
+    epoch: int = 0
+    batch_index: int = -1
+
+
+@dataclass
+class DatasetStats:
+    """Counts for one dataset (one split). ``skipped`` holds ``(relative path, reason)`` from construction."""
+
+    num_files: int = 0
+    num_videos: int = 0
+    num_images: int = 0
+    num_skipped: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    num_runtime_failures: int = 0
+    runtime_failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+
+
+def scan_media_files(root: str | os.PathLike, include_images: bool = True) -> list[str]:
+    """Relative POSIX paths of all media files under ``root`` (recursive, sorted, hidden entries skipped)."""
+    root = Path(root)
+    exts = set(VIDEO_EXTENSIONS) | (set(IMAGE_EXTENSIONS) if include_images else set())
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in exts:
+                found.append((Path(dirpath) / name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def split_files(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic held-out split by file: ``(train, val)``, both sorted.
+
+    Files are ranked by a seeded hash of their relative path and the first ``max(1, round(n * val_fraction))``
+    go to val, so a file's side does not depend on listing order, and adding files moves few others.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    if val_fraction == 0.0:
+        return sorted(paths), []
+    num_val = max(1, round(len(paths) * val_fraction))
+    if num_val >= len(paths):
+        raise ValueError(f"val_fraction={val_fraction} leaves no training files out of {len(paths)}")
+    ranked = sorted(paths, key=lambda p: (derive_seed(seed, _SPLIT_KEY, *p.encode("utf-8")), p))
+    return sorted(ranked[num_val:]), sorted(ranked[:num_val])
+
+
+def load_captions(root: str | os.PathLike, paths: Sequence[str]) -> dict[str, str]:
+    """Captions for ``paths`` (relative): sidecar ``NAME.txt`` files, overridden by ``metadata.jsonl`` entries.
+
+    Raises ``ValueError`` naming the line for malformed ``metadata.jsonl`` lines.
+    """
+    root = Path(root)
+    captions: dict[str, str] = {}
+    for rel in paths:
+        sidecar = (root / rel).with_suffix(".txt")
+        if sidecar.is_file():
+            captions[rel] = sidecar.read_text(encoding="utf-8", errors="replace").strip()
+    meta = root / METADATA_FILE
+    if meta.is_file():
+        with open(meta, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{meta}:{lineno}: invalid JSON ({exc})") from exc
+                text = record.get("text", record.get("caption")) if isinstance(record, dict) else None
+                if not isinstance(record, dict) or "file_name" not in record or text is None:
+                    raise ValueError(f'{meta}:{lineno}: expected {{"file_name": ..., "text": ...}}; got {line.strip()}')
+                captions[Path(record["file_name"]).as_posix().removeprefix("./")] = str(text).strip()
+    return captions
+
+
+class VideoFolderDataset(Dataset):
+    """Clips from a folder of videos and images.
+
+    Args:
+        root: dataset folder (searched recursively).
+        num_frames: frames per video clip (>= 1; the caller keeps it 1 + k*f for the tokenizer). Images: 1 frame.
+        image_size: output ``(height, width)`` (an int means square).
+        frame_stride: temporal stride between taken frames; a video needs ``1 + (num_frames - 1) * stride`` frames.
+        random_crop: random temporal start and spatial crop; otherwise start at frame 0 and center-crop.
+            Always off for ``split="val"``.
+        hflip: random horizontal flip (train only).
+        seed: base seed of the per-sample randomness (and of the split).
+        max_bad_fraction: raise ``DataQualityError`` if more than this fraction of files is unusable.
+        split: None (all files), "train" or "val".
+        val_fraction: fraction of files held out for "val" (see ``split_files``).
+        val_files: explicit relative paths of the val files (instead of ``val_fraction``).
+        include_images: also use images (as 1-frame clips).
+        captions: require a caption for every file (``ValueError`` listing some that lack one). Captions that
+            exist are returned either way; an empty caption counts as missing.
+        probe_workers: threads used to probe files at construction.
+
+    Items (``dataset[SampleKey(epoch, index, batch_index)]`` or ``dataset[index]`` with ``dataset.epoch``):
+        ``{"video": float (3, t, h, w) in [-1, 1], "caption": str, "path": str (relative to root), "index": int,
+        "epoch": int, "batch_index": int}``, or a ``FailedSample`` if decoding fails.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        num_frames: int,
+        image_size: int | tuple[int, int],
+        frame_stride: int = 1,
+        random_crop: bool = True,
+        hflip: bool = False,
+        seed: int = 0,
+        max_bad_fraction: float = 0.05,
+        split: str | None = None,
+        val_fraction: float = 0.0,
+        val_files: Sequence[str] | None = None,
+        include_images: bool = True,
+        captions: bool = False,
+        probe_workers: int = 4,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"dataset folder does not exist: {self.root}")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"dataset path is not a directory: {self.root}")
+        _check_positive_int("num_frames", num_frames)
+        _check_positive_int("frame_stride", frame_stride)
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"image_size must be a positive int or (height, width); got {image_size!r}")
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1]; got {max_bad_fraction}")
+        if split not in (None, "train", "val"):
+            raise ValueError(f"split must be None, 'train' or 'val'; got {split!r}")
+        self.num_frames, self.image_size, self.frame_stride = num_frames, size, frame_stride
+        self.frames_needed = 1 + (num_frames - 1) * frame_stride
+        self.seed, self.split, self.epoch = seed, split, 0
+        self.random_crop = random_crop and split != "val"
+        self.hflip = hflip and split != "val"
+
+        exts = ", ".join(VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if include_images else ()))
+        files = scan_media_files(self.root, include_images)
+        if not files:
+            raise ValueError(f"no video/image files under {self.root} (searched recursively for {exts})")
+        files = self._select_split(files, split, val_fraction, val_files, seed)
+
+        all_captions = load_captions(self.root, files)
+        if captions:
+            missing = [p for p in files if not all_captions.get(p)]
+            if missing:
+                raise ValueError(f"captions=True but {len(missing)} of {len(files)} files have no caption (no "
+                                 f"{METADATA_FILE} entry and no NAME.txt sidecar), e.g. {missing[:5]}")
+
+        self.stats = DatasetStats(num_files=len(files))
+        self.paths: list[str] = []
+        self.infos: list[VideoInfo] = []
+        self.kinds: list[str] = []  # "video" (num_frames frames) or "image" (1 frame); batches never mix kinds
+        with ThreadPoolExecutor(max_workers=max(1, probe_workers)) as pool:
+            probed = list(pool.map(self._probe, files))
+        for rel, (info, reason) in zip(files, probed):
+            if info is None:
+                logger.warning("skipping %s: %s", rel, reason)
+                self.stats.skipped.append((rel, reason))
+                continue
+            is_image = Path(rel).suffix.lower() in IMAGE_EXTENSIONS
+            self.paths.append(rel)
+            self.infos.append(info)
+            self.kinds.append("image" if is_image or num_frames == 1 else "video")
+            self.stats.num_images += is_image
+            self.stats.num_videos += not is_image
+        self.stats.num_skipped = len(self.stats.skipped)
+        self.captions = [all_captions.get(p, "") for p in self.paths]
+        self._warned: set[str] = {p for p, _ in self.stats.skipped}
+
+        bad = self.stats.num_skipped / len(files)
+        if bad > max_bad_fraction:
+            listing = "; ".join(f"{p} ({r})" for p, r in self.stats.skipped[:20])
+            more = f"; ... and {self.stats.num_skipped - 20} more" if self.stats.num_skipped > 20 else ""
+            raise DataQualityError(f"{self.stats.num_skipped} of {len(files)} files under {self.root} are unusable "
+                                   f"({bad:.1%} > max_bad_fraction={max_bad_fraction}): {listing}{more}")
+        if not self.paths:
+            raise ValueError(f"no usable video/image files under {self.root}: all {len(files)} were skipped")
+
+    @staticmethod
+    def _select_split(
+        files: list[str], split: str | None, val_fraction: float, val_files: Sequence[str] | None, seed: int
+    ) -> list[str]:
+        if val_files is not None:
+            val = sorted({Path(p).as_posix() for p in val_files})
+            unknown = sorted(set(val) - set(files))
+            if unknown:
+                raise ValueError(f"val_files not found among the dataset's files: {unknown[:5]}")
+            val_set = set(val)
+            train = [p for p in files if p not in val_set]
+        else:
+            train, val = split_files(files, val_fraction, seed)
+        if split == "val" and not val:
+            raise ValueError("split='val' needs val_fraction > 0 or val_files")
+        chosen = {None: files, "train": train, "val": val}[split]
+        if not chosen:
+            raise ValueError(f"split={split!r} has no files (of {len(files)})")
+        return chosen
+
+    def _probe(self, rel: str) -> tuple[VideoInfo | None, str]:
+        path = self.root / rel
+        try:
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                return probe_image(path), ""
+            info = probe_video(path, check_decode=True)
+        except (VideoReadError, OSError) as exc:
+            return None, getattr(exc, "reason", str(exc))
+        if info.num_frames < self.frames_needed:
+            return None, (f"too short: {info.num_frames} frames, need {self.frames_needed} "
+                          f"(num_frames={self.num_frames}, frame_stride={self.frame_stride})")
+        return info, ""
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for plain integer indices (``SampleKey`` carries its own)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any] | FailedSample:
+        epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (self.epoch, int(key), -1)
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self.paths)}")
+        rel, info = self.paths[index], self.infos[index]
+        gen = make_generator(self.seed, _SAMPLE_KEY, epoch, index)  # draws, in order: start, crop, flip
+        is_video = Path(rel).suffix.lower() not in IMAGE_EXTENSIONS
+        start = 0
+        if is_video and self.random_crop:
+            start = int(torch.randint(0, info.num_frames - self.frames_needed + 1, (1,), generator=gen))
+        try:
+            frames = read_clip(self.root / rel, self.image_size, start=start, num_frames=self.num_frames,
+                               stride=self.frame_stride, generator=gen if self.random_crop else None, info=info)
+        except (VideoReadError, OSError) as exc:
+            return FailedSample(rel, getattr(exc, "reason", str(exc)), index, epoch, batch_index)
+        video = from_uint8(frames)  # (3, t, h, w) in [-1, 1]
+        if self.hflip and bool(torch.rand((), generator=gen) < 0.5):
+            video = video.flip(-1)
+        return {"video": video, "caption": self.captions[index], "path": rel, "index": index,
+                "epoch": epoch, "batch_index": batch_index}
+
+    def record_skipped(self, batch: dict[str, Any]) -> None:
+        """Count a collated batch's runtime decode failures; warn once per file. Call in the main process."""
+        for rel, reason in batch.get("skipped", ()):
+            self.stats.num_runtime_failures += 1
+            if rel not in self._warned:
+                self._warned.add(rel)
+                self.stats.runtime_failures.append((rel, reason))
+                logger.warning("skipping %s at load time: %s", rel, reason)
+
+
+def collate(items: Sequence[dict[str, Any] | FailedSample]) -> dict[str, Any]:
+    """Stack a homogeneous list of items; drop ``FailedSample``s and report them.
+
+    Returns ``{"video": float (b, 3, t, h, w) or None if every item failed, "caption": list[str], "path":
+    list[str], "index": LongTensor (b,), "num_skipped": int, "skipped": list[(path, reason)], "epoch": int,
+    "batch_index": int}`` where ``epoch``/``batch_index`` locate the batch for resuming (-1 if unknown).
+    """
+    if not items:
+        raise ValueError("collate got an empty list")
+    good = [it for it in items if not isinstance(it, FailedSample)]
+    bad = [it for it in items if isinstance(it, FailedSample)]
+    shapes = sorted({tuple(it["video"].shape) for it in good})
+    if len(shapes) > 1:
+        raise ValueError(f"cannot batch clips of different shapes {shapes}; use ResumableBatchSampler, whose "
+                         "batches are all videos or all images")
+    first = items[0]
+    epoch, batch_index = (first.epoch, first.batch_index) if isinstance(first, FailedSample) else (
+        first["epoch"], first["batch_index"])
+    return {
+        "video": torch.stack([it["video"] for it in good]) if good else None,  # (b, 3, t, h, w)
+        "caption": [it["caption"] for it in good],
+        "path": [it["path"] for it in good],
+        "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
+        "num_skipped": len(bad),
+        "skipped": [(it.path, it.reason) for it in bad],
+        "epoch": epoch,
+        "batch_index": batch_index,
+    }
+
+
+class ResumableBatchSampler(Sampler[list[SampleKey]]):
+    """Homogeneous batches in an order that depends only on ``(seed, epoch)``; resumable from two integers.
+
+    Each epoch: within each kind, indices are permuted (``shuffle``) and cut into batches (the incomplete tail is
+    dropped with ``drop_last``), then all batches are permuted together. With ``num_replicas > 1`` rank ``r``
+    takes batches ``r, r + num_replicas, ...`` and the epoch is cut so every rank gets the same count.
+    ``batch_index`` counts this rank's batches. ``__iter__`` runs from the stored position to the end of that
+    epoch and then moves the position to ``(epoch + 1, 0)``; iterate again for the next epoch.
+    """
+
+    def __init__(
+        self,
+        kinds: Sequence[str],
+        batch_size: int,
+        seed: int,
+        drop_last: bool = True,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        _check_positive_int("batch_size", batch_size)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas; got rank={rank}, num_replicas={num_replicas}")
+        self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.groups: dict[str, list[int]] = {}
+        for i, kind in enumerate(kinds):
+            self.groups.setdefault(kind, []).append(i)
+        per_kind = {k: (len(v) // batch_size if drop_last else math.ceil(len(v) / batch_size))
+                    for k, v in sorted(self.groups.items())}
+        self._num_batches = sum(per_kind.values()) // num_replicas
+        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.groups.items()))
+        if self._num_batches == 0:
+            raise ValueError(f"{len(kinds)} usable samples ({counts}) give no full batch of batch_size={batch_size}"
+                             f" (drop_last={drop_last}, num_replicas={num_replicas}); need at least "
+                             f"{batch_size * num_replicas} samples of one kind, or a smaller batch_size")
+        for kind, n in per_kind.items():
+            if n == 0:
+                logger.warning("the %d %s samples are fewer than batch_size=%d and will never be used",
+                               len(self.groups[kind]), kind, batch_size)
+        self.epoch, self.batch_index = 0, 0
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return self._num_batches
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches (lists of dataset indices) of ``epoch``; a pure function of (seed, epoch)."""
+        gen = make_generator(self.seed, _SAMPLER_KEY, epoch)
+        batches: list[list[int]] = []
+        for _, indices in sorted(self.groups.items()):
+            order = torch.tensor(indices)
+            if self.shuffle:
+                order = order[torch.randperm(len(order), generator=gen)]
+            chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+            batches.extend(c for c in chunks if len(c) == self.batch_size or not self.drop_last)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches[: self._num_batches * self.num_replicas][self.rank :: self.num_replicas]
+
+    def set_position(self, epoch: int, batch_index: int) -> None:
+        """Next batch to yield: ``batch_index`` of ``epoch`` (``batch_index == len(self)`` means the next epoch)."""
+        if epoch < 0 or not 0 <= batch_index <= self._num_batches:
+            raise ValueError(f"position must have epoch >= 0 and 0 <= batch_index <= {self._num_batches}; "
+                             f"got ({epoch}, {batch_index})")
+        self.epoch, self.batch_index = int(epoch), int(batch_index)
+        if self.batch_index == self._num_batches:
+            self.epoch, self.batch_index = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batch_index"}`` of the next batch to yield (plain ints, JSON-able)."""
+        self.set_position(self.epoch, self.batch_index)  # normalise an epoch-end position
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.set_position(int(state["epoch"]), int(state["batch_index"]))
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        self.set_position(self.epoch, self.batch_index)
+        epoch = self.epoch
+        batches = self.epoch_batches(epoch)
+        for b in range(self.batch_index, len(batches)):
+            self.batch_index = b + 1  # this batch counts as consumed once handed out
+            yield [SampleKey(epoch, i, b) for i in batches[b]]
+        self.epoch, self.batch_index = epoch + 1, 0
+
+
+def build_dataloader(
+    dataset: VideoFolderDataset,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    num_replicas: int = 1,
+    rank: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate``."""
+    sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle,
+                                    num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      pin_memory=pin_memory)

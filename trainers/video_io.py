@@ -1,0 +1,423 @@
+"""Video and image I/O with PyAV (``av``) and Pillow only.
+
+Conventions:
+
+- Frames on disk and in numpy are ``uint8 (T, H, W, 3)`` RGB.
+- Frames as tensors are ``float (c, t, h, w)`` in [-1, 1] (``from_uint8`` / ``to_uint8`` convert; a batch
+  ``(b, c, t, h, w)`` is accepted by ``to_uint8`` and ``write_video``'s callers slice it).
+- Sizes are ``(height, width)``.
+- Every writer is atomic: it writes ``<name>.tmp-<pid>`` in the destination directory, fsyncs, then ``os.replace``s
+  it onto the target, so a crash never leaves a half-written file under the real name.
+
+Decoding resizes inside the decoder (``frame.to_ndarray(format="rgb24", width=, height=)``), which can only scale
+to a fixed ``(w, h)``; ``cover_size`` + ``crop_offsets`` give the usual "resize the short side, then crop" on top.
+GIF is read by PyAV too (its frames match Pillow's exactly) and written with Pillow for a good per-frame palette.
+Not handled: rotation metadata of phone videos and non-square sample aspect ratios (frames are taken as stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import GifImagePlugin, Image, ImageOps
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReadError", "atomic_write_path", "cover_size",
+    "crop_offsets", "from_uint8", "probe_image", "probe_video", "read_clip", "read_image", "read_video",
+    "save_image_grid", "to_uint8", "write_gif", "write_video"
+]
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".mov", ".gif")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+_MP4_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+class VideoReadError(RuntimeError):
+    """A file that cannot be decoded (corrupt, truncated, not a video, too few frames)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read {self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across DataLoader workers despite the two-argument constructor
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Header facts about a clip. Images report ``num_frames=1`` and ``fps=0.0``."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Probing
+
+
+def probe_video(path: str | os.PathLike, check_decode: bool = True) -> VideoInfo:
+    """Frame count, size and frame rate of the first video stream, without decoding the whole file.
+
+    The frame count is the container's ``stream.frames`` when it is > 0 (mp4, mov, avi, GIF); otherwise (mkv, webm,
+    mpeg-PS/TS) packets are counted by demuxing, which reads the file but decodes nothing. With ``check_decode``
+    the first frame is also decoded (one frame: cheap), which catches files whose header parses but whose data does
+    not, e.g. a GIF truncated after its header.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoReadError: the file is not a readable video (message says why).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            fps = float(rate) if rate else 0.0
+            num_frames = int(stream.frames or 0)
+            if check_decode:
+                first = next(iter(container.decode(stream)), None)
+                if first is None:
+                    raise VideoReadError(path, "no decodable frame")
+                width, height = first.width, first.height
+        if num_frames <= 0:  # no count in the header: count packets (demux only, no decoding) in a fresh pass
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except VideoReadError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        raise VideoReadError(path, f"{type(exc).__name__}: {exc}") from exc
+    if num_frames <= 0 or width <= 0 or height <= 0:
+        raise VideoReadError(path, f"empty video stream ({num_frames} frames, {width}x{height})")
+    return VideoInfo(num_frames=num_frames, height=height, width=width, fps=fps)
+
+
+def probe_image(path: str | os.PathLike) -> VideoInfo:
+    """Size of an image (after its EXIF rotation) via Pillow's ``verify``; raises ``VideoReadError`` if corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as im:
+            im.verify()  # must come directly after open; the image is unusable afterwards
+        with Image.open(path) as im:
+            width, height = im.size
+            if im.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
+                width, height = height, width
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise VideoReadError(path, f"{type(exc).__name__}: {exc}") from exc
+    return VideoInfo(num_frames=1, height=height, width=width, fps=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_video(
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    start: int = 0,
+    num_frames: int | None = None,
+    stride: int = 1,
+) -> np.ndarray:
+    """Decode frames ``start, start + stride, ...`` of the first video stream.
+
+    Args:
+        path: any container FFmpeg reads (mp4, webm, avi, mkv, mpg, mov, GIF, ...).
+        size: ``(height, width)`` to scale every frame to inside the decoder (aspect ratio not kept; see
+            ``cover_size``), or None for the native size.
+        start: index of the first frame to return (frames before it are decoded but not converted).
+        num_frames: how many frames to return; None = all remaining. Decoding stops as soon as they are read.
+        stride: keep every ``stride``-th frame.
+
+    Returns:
+        ``uint8 (T, H, W, 3)`` RGB.
+
+    Raises:
+        FileNotFoundError, VideoReadError (corrupt file, or fewer than ``num_frames`` frames available).
+    """
+    if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
+        raise ValueError(f"need start >= 0, stride >= 1, num_frames >= 1 or None; got {start}, {stride}, {num_frames}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such video file: {path}")
+    kwargs = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
+    frames: list[np.ndarray] = []
+    decoded = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            for frame in container.decode(container.streams.video[0]):
+                index = decoded
+                decoded += 1
+                if index < start or (index - start) % stride:
+                    continue
+                frames.append(frame.to_ndarray(format="rgb24", **kwargs))  # (H, W, 3) uint8
+                if num_frames is not None and len(frames) == num_frames:
+                    break
+    except VideoReadError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        raise VideoReadError(path, f"decoding failed after {decoded} frames: {type(exc).__name__}: {exc}") from exc
+    if num_frames is not None and len(frames) < num_frames:
+        need = start + (num_frames - 1) * stride + 1
+        raise VideoReadError(path, f"needs {need} frames (start={start}, {num_frames} at stride {stride}), "
+                                   f"decoded only {decoded}")
+    if not frames:
+        raise VideoReadError(path, f"no frames at or after start={start} (decoded {decoded})")
+    return np.stack(frames)  # (T, H, W, 3)
+
+
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image (EXIF rotation applied, alpha dropped) as a 1-frame clip ``uint8 (1, H, W, 3)``.
+
+    ``size`` is ``(height, width)``; resizing is bilinear (antialiased when shrinking), like the video decoder's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            if size is not None and (im.height, im.width) != tuple(size):
+                im = im.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)[None].copy()  # (1, H, W, 3)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise VideoReadError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def cover_size(src_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int]:
+    """Smallest aspect-preserving size of ``src_hw`` that covers ``target_hw`` (for a square target: the short
+    side becomes the target). Both are ``(height, width)``; the result is >= the target in each dimension."""
+    (h, w), (th, tw) = src_hw, target_hw
+    if min(h, w, th, tw) <= 0:
+        raise ValueError(f"sizes must be positive; got source {src_hw}, target {target_hw}")
+    scale = max(th / h, tw / w)
+    return max(th, round(h * scale)), max(tw, round(w * scale))
+
+
+def crop_offsets(
+    src_hw: tuple[int, int], target_hw: tuple[int, int], generator: torch.Generator | None = None
+) -> tuple[int, int]:
+    """``(top, left)`` of a ``target_hw`` window inside ``src_hw``: uniform random with ``generator``, else center."""
+    (h, w), (th, tw) = src_hw, target_hw
+    if th > h or tw > w:
+        raise ValueError(f"crop {target_hw} is larger than the frame {src_hw}")
+    if generator is None:
+        return (h - th) // 2, (w - tw) // 2
+    top = int(torch.randint(0, h - th + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - tw + 1, (1,), generator=generator))
+    return top, left
+
+
+def read_clip(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    start: int = 0,
+    num_frames: int = 1,
+    stride: int = 1,
+    generator: torch.Generator | None = None,
+    info: VideoInfo | None = None,
+) -> np.ndarray:
+    """Read ``num_frames`` frames (or the image) at ``size`` = ``(h, w)``: scale to cover, then crop.
+
+    The crop is random when ``generator`` is given, centered otherwise. ``info`` (from a probe) saves a re-probe.
+    Images return 1 frame whatever ``num_frames`` is. Returns ``uint8 (T, h, w, 3)``.
+    """
+    is_image = Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    if info is None:
+        info = probe_image(path) if is_image else probe_video(path, check_decode=False)
+    scaled = cover_size((info.height, info.width), size)
+    if is_image:
+        frames = read_image(path, size=scaled)
+    else:
+        frames = read_video(path, size=scaled, start=start, num_frames=num_frames, stride=stride)
+    top, left = crop_offsets(scaled, size, generator)
+    return np.ascontiguousarray(frames[:, top : top + size[0], left : left + size[1]])  # (T, h, w, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tensor <-> uint8
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Float ``(c, t, h, w)`` or ``(b, c, t, h, w)`` in [-1, 1] -> uint8 ``(t, h, w, c)`` or ``(b, t, h, w, c)``.
+
+    Values are clamped to [-1, 1], mapped with ``(x + 1) * 127.5`` and rounded to nearest (not truncated), so
+    ``to_uint8(from_uint8(a)) == a`` exactly. NaNs become 0 (black) rather than undefined bytes.
+    """
+    if not isinstance(video, torch.Tensor) or video.ndim not in (4, 5) or not video.is_floating_point():
+        desc = f"{type(video).__name__} {tuple(getattr(video, 'shape', ()))}"
+        raise ValueError(f"expected a float tensor (c, t, h, w) or (b, c, t, h, w); got {desc}")
+    x = torch.nan_to_num(video.detach().float(), nan=-1.0).clamp(-1.0, 1.0)
+    x = ((x + 1.0) * 127.5).round().to(torch.uint8).cpu()
+    x = x.movedim(-4, -1)  # (..., t, h, w, c)
+    return np.ascontiguousarray(x.numpy())
+
+
+def from_uint8(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` -> float32 ``(C, T, H, W)`` in [-1, 1] via ``x / 127.5 - 1``."""
+    x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"expected uint8 frames (T, H, W, C); got {x.dtype} {tuple(x.shape)}")
+    return (x.permute(3, 0, 1, 2).float() / 127.5 - 1.0).contiguous()  # (C, T, H, W)
+
+
+def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Accept uint8 numpy ``(T, H, W, 3)`` or float tensor ``(c, t, h, w)`` in [-1, 1]; return uint8 (T, H, W, 3)."""
+    if isinstance(frames, torch.Tensor):
+        if frames.ndim != 4:
+            raise ValueError(f"expected a float tensor (c, t, h, w); got shape {tuple(frames.shape)}")
+        frames = to_uint8(frames)
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError("expected uint8 numpy frames (T, H, W, 3) or a float tensor (c, t, h, w) in [-1, 1]; "
+                         f"got {type(frames).__name__} {getattr(frames, 'dtype', '')} {getattr(frames, 'shape', '')}")
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    if frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"expected (T >= 1, H, W, 3) frames; got {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@contextlib.contextmanager
+def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield ``<path>.tmp-<pid>`` in the same directory; on success fsync it and ``os.replace`` it onto ``path``.
+
+    On any exception the temporary file is removed and the target is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # directory fsync is best effort (not supported everywhere)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_video(
+    path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8, lossless: bool = False
+) -> Path:
+    """Write frames as H.264 (``.mp4``, ``.m4v``, ``.mov``, ``.mkv``) or as a GIF (``.gif``, via ``write_gif``).
+
+    Args:
+        frames: uint8 numpy ``(T, H, W, 3)`` or float tensor ``(c, t, h, w)`` in [-1, 1].
+        fps: frames per second.
+        lossless: libx264 ``yuv444p`` at ``crf 0`` (near exact: only the RGB<->YUV rounding is lost, ~50 dB);
+            otherwise ``yuv420p`` at ``crf 18``, which plays everywhere but needs even H and W: odd sizes are padded
+            by replicating the last row/column, so such a file reads back one pixel larger.
+
+    Returns the path written. The write is atomic.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        return write_gif(path, frames, fps=fps)
+    if suffix not in _MP4_FORMATS:
+        raise ValueError(f"cannot write {path}: supported extensions are {[*_MP4_FORMATS, '.gif']}")
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0; got {fps}")
+    data = _as_uint8_frames(frames)  # (T, H, W, 3)
+    if not lossless and (data.shape[1] % 2 or data.shape[2] % 2):
+        data = np.pad(data, ((0, 0), (0, data.shape[1] % 2), (0, data.shape[2] % 2), (0, 0)), mode="edge")
+    _, height, width, _ = data.shape
+    with atomic_write_path(path) as tmp, av.open(str(tmp), mode="w", format=_MP4_FORMATS[suffix]) as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
+        stream.options = {"crf": "0" if lossless else "18"}
+        for frame_array in data:
+            frame = av.VideoFrame.from_ndarray(frame_array, format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush the encoder
+    return path
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8) -> Path:
+    """Write an endlessly looping GIF with Pillow: one adaptive 256-colour palette per frame (no dithering).
+
+    Frames as in ``write_video``. Every frame is kept, even repeated ones (Pillow's ``save_all`` would merge
+    identical consecutive frames, changing the frame count), so a T-frame input always reads back as T frames.
+    GIF delays are in 1/100 s, so the stored rate is approximate (8 fps -> 120 ms per frame). Atomic.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0; got {fps}")
+    data = _as_uint8_frames(frames)
+    duration_ms = max(10, round(1000.0 / fps))
+    images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE) for f in data]
+    with atomic_write_path(path) as tmp, open(tmp, "wb") as fp:
+        # Pillow's frame-level GIF writers (getheader/getdata) write each frame verbatim with its own palette.
+        header, _ = GifImagePlugin.getheader(images[0], info={"loop": 0, "duration": duration_ms})
+        for chunk in header:
+            fp.write(chunk)
+        for image in images:
+            for chunk in GifImagePlugin.getdata(image, duration=duration_ms, disposal=1, include_color_table=True):
+                fp.write(chunk)
+        fp.write(b";")  # GIF trailer
+    return Path(path)
+
+
+def save_image_grid(
+    path: str | os.PathLike,
+    images: torch.Tensor | np.ndarray | Sequence[np.ndarray | torch.Tensor],
+    nrow: int = 8,
+    padding: int = 2,
+    pad_value: int = 255,
+) -> Path:
+    """Save a contact sheet PNG: images in rows of ``nrow``, separated by ``padding`` px of ``pad_value``.
+
+    ``images`` is a float tensor ``(n, c, h, w)`` in [-1, 1], a uint8 array ``(n, h, w, 3)``, or a sequence of
+    single images (float ``(c, h, w)`` in [-1, 1] or uint8 ``(h, w, 3)``) of one size. Atomic.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"expected a float tensor (n, c, h, w); got {tuple(images.shape)}")
+        tiles = to_uint8(images.unsqueeze(2))[:, 0]  # (n, c, 1, h, w) -> (n, h, w, c)
+    elif isinstance(images, np.ndarray):
+        tiles = images
+    else:
+        tiles = np.stack([to_uint8(im[:, None])[0] if isinstance(im, torch.Tensor) else im for im in images])
+    tiles = _as_uint8_frames(tiles)  # (n, h, w, 3)
+    n, h, w, _ = tiles.shape
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1; got {nrow}")
+    cols, rows = min(nrow, n), -(-n // nrow)
+    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), pad_value, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[top : top + h, left : left + w] = tile
+    with atomic_write_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return Path(path)
