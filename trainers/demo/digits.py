@@ -1,0 +1,332 @@
+"""Captioned moving-digit clips made from real handwritten digits (scikit-learn's ``load_digits``).
+
+Each clip shows one real 8x8 digit image, upscaled bilinearly, drawn bright on a black background in a per-clip
+colour, moving at constant speed in one of four directions. Captions name the digit and the direction only:
+``"the digit seven moving up"``. Some (digit, direction) pairs are held out of training entirely, so the demo can
+show compositional generalisation: digit ``d`` is never seen moving in direction ``DIRECTIONS[d % 4]`` (10 held-out
+pairs, 30 seen; every digit and every direction still appears in training). Training clips draw their digit images
+from one half of ``load_digits`` and validation/held-out clips from the other (a seeded, per-class split), so
+validation measures new handwriting too.
+
+Frames are uint8 ``(T, H, W, 3)``; a dataset is a folder of lossless mp4 files plus ``metadata.jsonl``
+(``{"file_name", "text"}`` and, for the judges and the report, ``digit``, ``direction``, ``source_index``).
+Every clip is a pure function of ``(seed, split, index)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainers.rng import derive_seed
+from trainers.video_io import write_video
+
+DIRECTIONS = ("up", "down", "left", "right")
+# (row, col) unit step of each direction; image rows grow downward, so "up" decreases the row.
+DIRECTION_STEPS = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPLITS = ("train", "val", "heldout")
+_SPLIT_CODES = {"train": 0, "val": 1, "heldout": 2}
+_IMAGE_SPLIT_KEY, _CLIP_KEY, _POOL_KEY = 7_919, 7_927, 7_933  # derive_seed purpose tags
+SPEED_WORDS = {"slowly": 0.5, "quickly": 1.0}  # fraction of `travel` covered by the clip
+
+
+def heldout_direction(digit: int) -> str:
+    """The direction digit ``digit`` is never seen moving in during training."""
+    return DIRECTIONS[digit % len(DIRECTIONS)]
+
+
+def seen_pairs() -> list[tuple[int, str]]:
+    return [(d, a) for d in range(10) for a in DIRECTIONS if a != heldout_direction(d)]
+
+
+def heldout_pairs() -> list[tuple[int, str]]:
+    return [(d, heldout_direction(d)) for d in range(10)]
+
+
+def caption(digit: int, direction: str, speed: str | None = None) -> str:
+    text = f"the digit {DIGIT_WORDS[digit]} moving {direction}"
+    return f"{text} {speed}" if speed else text
+
+
+@dataclass(frozen=True)
+class DigitDataConfig:
+    """Settings of the moving-digit dataset; every field goes into the build manifest."""
+
+    seed: int = 0  # everything (split, positions, colours) derives from it
+    size: int = 32  # frame height = width, pixels
+    num_frames: int = 17  # 1 + 4k for a tokenizer that compresses time 4x
+    clips_per_pair: int = 40  # train clips per seen (digit, direction) pair -> 30 * 40 = 1200
+    val_clips_per_pair: int = 4  # val clips per seen pair (new handwriting)
+    heldout_clips_per_pair: int = 8  # clips per held-out pair (new handwriting)
+    val_fraction: float = 0.25  # share of each digit class's images reserved for val/held-out clips
+    digit_size: int | None = None  # side of the upscaled 8x8 digit block; None: 7/16 of `size` (14 at 32)
+    travel: float | None = None  # pixels travelled over the clip; None: 7/16 of `size` (14 at 32)
+    colored: bool = True  # a random bright colour per clip (captions never mention it)
+    speed_words: bool = False  # append "slowly"/"quickly" (half or full `travel`)
+
+    def __post_init__(self) -> None:
+        for name in ("size", "num_frames"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        for name in ("clips_per_pair", "val_clips_per_pair", "heldout_clips_per_pair"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.box < 4:
+            raise ValueError(f"digit_size must be >= 4, got {self.box}")
+        if self.position_range(self.distance) < 0:
+            raise ValueError(
+                f"a {self.box}px digit travelling {self.distance}px does not fit a {self.size}px frame "
+                f"(need digit_size + travel <= size + {2 * self.margin})"
+            )
+
+    @property
+    def box(self) -> int:
+        return self.digit_size if self.digit_size is not None else max(4, round(self.size * 7 / 16))
+
+    @property
+    def distance(self) -> float:
+        return float(self.travel) if self.travel is not None else float(round(self.size * 7 / 16))
+
+    @property
+    def margin(self) -> int:
+        """Pixels the digit block may leave the frame by: the blank border of the 8x8 images (1 of 8 pixels)."""
+        return self.box // 8
+
+    def position_range(self, distance: float) -> float:
+        return self.size - self.box - distance + 2 * self.margin
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DigitClip:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    text: str
+    digit: int
+    direction: str
+    source_index: int  # row of sklearn's load_digits()
+
+    def record(self) -> dict:
+        """The metadata.jsonl fields besides ``file_name``."""
+        return {
+            "text": self.text,
+            "digit": self.digit,
+            "direction": self.direction,
+            "source_index": self.source_index,
+        }
+
+
+@lru_cache(maxsize=1)
+def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's 1,797 real handwritten digits: float32 images (n, 8, 8) in [0, 16] and int labels (n,)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = data.images.astype(np.float32)
+    images.setflags(write=False)
+    labels = data.target.astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
+
+
+@lru_cache(maxsize=8)
+def split_digit_indices(seed: int = 0, val_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (train, val) rows of ``load_digits``: a seeded permutation within each class (read-only arrays)."""
+    _, labels = load_digit_images()
+    rng = np.random.default_rng(derive_seed(seed, _IMAGE_SPLIT_KEY))
+    train, val = [], []
+    for digit in range(10):
+        rows = rng.permutation(np.flatnonzero(labels == digit))
+        n_val = max(1, round(val_fraction * len(rows)))
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    train_rows, val_rows = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    train_rows.setflags(write=False)
+    val_rows.setflags(write=False)
+    return train_rows, val_rows
+
+
+@lru_cache(maxsize=64)
+def _image_pool(seed: int, val_fraction: float, split: str, digit: int) -> np.ndarray:
+    """Rows of ``load_digits`` showing ``digit`` in the split's image half, in a seeded order."""
+    _, labels = load_digit_images()
+    train_rows, val_rows = split_digit_indices(seed, val_fraction)
+    rows = train_rows if split == "train" else val_rows
+    rows = rows[labels[rows] == digit]
+    return np.random.default_rng(derive_seed(seed, _POOL_KEY, _SPLIT_CODES[split], digit)).permutation(rows)
+
+
+def render_digit(image8: np.ndarray, size: int, box: float, top: float, left: float) -> np.ndarray:
+    """Draw an 8x8 digit (values 0..16) as a ``box``-pixel square with top-left corner at sub-pixel
+    ``(top, left)`` into a black ``size x size`` frame; bilinear. Returns float32 (size, size) in [0, 1]."""
+    src = Image.fromarray(np.ascontiguousarray(image8, dtype=np.float32) / 16.0, mode="F")
+    s = 8.0 / box  # source pixels per frame pixel
+    out = src.transform(
+        (size, size),
+        Image.Transform.AFFINE,
+        (s, 0.0, -left * s, 0.0, s, -top * s),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=0.0,
+    )
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def random_color(rng: np.random.Generator) -> np.ndarray:
+    """A bright colour: channels in [0.35, 1], the largest exactly 1."""
+    color = rng.uniform(0.35, 1.0, size=3)
+    return (color / color.max()).astype(np.float32)
+
+
+def render_moving_digit(
+    image8: np.ndarray,
+    direction: str,
+    *,
+    num_frames: int,
+    size: int,
+    box: float,
+    start: tuple[float, float],
+    distance: float,
+    color: np.ndarray,
+) -> np.ndarray:
+    """One clip: the digit block starts with its top-left corner at ``start`` (row, col) and moves
+    ``distance`` pixels in ``direction`` at constant speed. Returns uint8 (T, H, W, 3)."""
+    if direction not in DIRECTION_STEPS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    dr, dc = DIRECTION_STEPS[direction]
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        step = distance * t / max(1, num_frames - 1)
+        ink = render_digit(image8, size, box, start[0] + dr * step, start[1] + dc * step)  # (h, w)
+        frames[t] = np.round(ink[..., None] * color * 255.0).astype(np.uint8)  # (h, w, 3)
+    return frames
+
+
+def _pairs_of(split: str) -> list[tuple[int, str]]:
+    return heldout_pairs() if split == "heldout" else seen_pairs()
+
+
+def _clips_per_pair(config: DigitDataConfig, split: str) -> int:
+    field = {"train": "clips_per_pair", "val": "val_clips_per_pair", "heldout": "heldout_clips_per_pair"}[split]
+    return getattr(config, field)
+
+
+def num_clips(config: DigitDataConfig, split: str) -> int:
+    return len(_pairs_of(split)) * _clips_per_pair(config, split)
+
+
+def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitClip:
+    """Clip ``index`` of ``split``: a pure function of ``(config, split, index)``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    pairs = _pairs_of(split)
+    digit, direction = pairs[index % len(pairs)]  # interleave pairs so any prefix is balanced
+    # This is the k-th clip of `digit` in the split; it takes the k-th image of a seeded permutation of the
+    # digit's images, so the clips of a digit use as many different handwritten images as possible.
+    digit_pairs = [i for i, (d, _) in enumerate(pairs) if d == digit]
+    k = (index // len(pairs)) * len(digit_pairs) + digit_pairs.index(index % len(pairs))
+    pool = _image_pool(config.seed, config.val_fraction, split, digit)
+    source = int(pool[k % len(pool)])
+    rng = np.random.default_rng(derive_seed(config.seed, _CLIP_KEY, _SPLIT_CODES[split], index))
+    speed = None
+    distance = config.distance
+    if config.speed_words:
+        speed = list(SPEED_WORDS)[int(rng.integers(len(SPEED_WORDS)))]
+        distance *= SPEED_WORDS[speed]
+    # The block covers [lo, lo + distance] along the motion axis and sits anywhere across it; it may overhang
+    # the frame by the blank margin of the 8x8 images.
+    lo = rng.uniform(0.0, config.position_range(distance)) - config.margin
+    across = rng.uniform(0.0, config.position_range(0.0)) - config.margin
+    dr, dc = DIRECTION_STEPS[direction]
+    first = lo if dr + dc > 0 else lo + distance  # moving toward smaller coordinates starts at the far end
+    start = (first, across) if dr != 0 else (across, first)
+    color = random_color(rng) if config.colored else np.ones(3, dtype=np.float32)
+    frames = render_moving_digit(
+        load_digit_images()[0][source],
+        direction,
+        num_frames=config.num_frames,
+        size=config.size,
+        box=config.box,
+        start=start,
+        distance=distance,
+        color=color,
+    )
+    return DigitClip(frames, caption(digit, direction, speed), digit, direction, source)
+
+
+def make_digit_clips(config: DigitDataConfig, split: str, limit: int | None = None) -> list[DigitClip]:
+    n = num_clips(config, split) if limit is None else min(limit, num_clips(config, split))
+    return [make_digit_clip(config, split, i) for i in range(n)]
+
+
+# ---- dataset folders (shared with photos.py) ----------------------------------------------------------------
+
+
+def write_clip_folder(
+    folder: str | os.PathLike, clips: Iterable[tuple[str, np.ndarray, dict]], fps: int = 8, workers: int = 4
+) -> int:
+    """Write ``(file_name, frames uint8 (T, H, W, 3), record)`` items as lossless mp4 files plus
+    ``metadata.jsonl`` (one ``record`` per line, in item order, ``file_name`` first). Encoding runs in ``workers``
+    threads (PyAV releases the GIL) while the caller's generator renders the next clips. Returns the clip count."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for file_name, frames, record in clips:
+            path = folder / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pending.append(pool.submit(write_video, path, frames, fps=fps, lossless=True))
+            lines.append(json.dumps({"file_name": file_name, **record}))
+            while len(pending) > 4 * max(1, workers):  # bounded memory; re-raises a failed write
+                pending.popleft().result()
+        for future in pending:
+            future.result()
+    tmp = folder / "metadata.jsonl.tmp"
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, folder / "metadata.jsonl")
+    return len(lines)
+
+
+def prompts_table() -> dict:
+    """The seen and held-out prompts with their (digit, direction): what the demo report generates."""
+
+    def rows(pairs):
+        return [{"prompt": caption(d, a), "digit": d, "direction": a} for d, a in pairs]
+
+    return {
+        "directions": list(DIRECTIONS),
+        "heldout_rule": "digit d never moves DIRECTIONS[d % 4] in training",
+        "seen": rows(seen_pairs()),
+        "heldout": rows(heldout_pairs()),
+    }
+
+
+def build_digit_dataset(out_dir: str | os.PathLike, config: DigitDataConfig = DigitDataConfig(), fps: int = 8) -> dict:
+    """Write ``out_dir/{train,val,heldout}/`` (mp4 + metadata.jsonl) and ``out_dir/prompts.json``.
+    Returns the clip count per split."""
+    out_dir = Path(out_dir)
+    counts = {}
+    for split in SPLITS:
+
+        def items(split=split):
+            for i in range(num_clips(config, split)):
+                clip = make_digit_clip(config, split, i)
+                name = f"{i:05d}_{DIGIT_WORDS[clip.digit]}_{clip.direction}.mp4"
+                yield name, clip.frames, clip.record()
+
+        counts[split] = write_clip_folder(out_dir / split, items(), fps=fps)
+    (out_dir / "prompts.json").write_text(json.dumps(prompts_table(), indent=1) + "\n")
+    return counts
