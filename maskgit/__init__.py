@@ -1,0 +1,46 @@
+"""Stage two: a text-conditioned bidirectional MaskGit transformer over frozen MagViT2 tokenizer codes."""
+
+from .config import MaskGitConfig, factor_vocab_sizes
+from .objective import MaskedLossStats, masked_token_loss, random_token_mask
+from .sampler import SamplerStep, filter_logits, guidance_at, make_guided_logits_fn, sample
+from .schedule import SCHEDULES, mask_ratio, num_to_mask, sample_mask_ratios, train_num_masked
+from .text import (
+    CachedTextEncoder,
+    HFTextEncoder,
+    TextEmbedding,
+    TextEncoder,
+    TextEncoderNotFoundError,
+    TinyTextEncoder,
+    build_text_encoder,
+    default_text_encoder,
+)
+from .transformer import MaskGitTransformer, merge_codes, split_codes
+
+__all__ = [
+    "SCHEDULES",
+    "CachedTextEncoder",
+    "HFTextEncoder",
+    "MaskGitConfig",
+    "MaskGitTransformer",
+    "MaskedLossStats",
+    "SamplerStep",
+    "TextEmbedding",
+    "TextEncoder",
+    "TextEncoderNotFoundError",
+    "TinyTextEncoder",
+    "build_text_encoder",
+    "default_text_encoder",
+    "factor_vocab_sizes",
+    "filter_logits",
+    "guidance_at",
+    "make_guided_logits_fn",
+    "mask_ratio",
+    "masked_token_loss",
+    "merge_codes",
+    "num_to_mask",
+    "random_token_mask",
+    "sample",
+    "sample_mask_ratios",
+    "split_codes",
+    "train_num_masked",
+]

@@ -30,6 +30,7 @@ have_all() {
 }
 
 mkdir -p "$DEST" "$CACHE" || skip "cannot create $DEST or $CACHE"
+DEST="$(cd "$DEST" && pwd)" && CACHE="$(cd "$CACHE" && pwd)" || skip "cannot resolve $DEST or $CACHE"
 if have_all; then
   echo "fetch_demo_clips: all clips already in $DEST"
   exit 0

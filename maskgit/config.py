@@ -1,0 +1,123 @@
+"""Typed, self-validating configuration of the MaskGit transformer (stage two).
+
+`MaskGitConfig` holds architecture and training-objective settings of `maskgit.transformer.MaskGitTransformer`.
+It round-trips through JSON (`to_dict` / `from_dict`) and rejects unknown keys.
+
+Token factorisation (MAGVIT-v2 §3.1): a codebook of `2**K` codes with K > 14 is predicted as two sub-tokens:
+`hi = idx >> lo_bits` and `lo = idx & (2**lo_bits - 1)` with `hi_bits = ceil(K / 2)`, `lo_bits = floor(K / 2)`
+(2**18 -> 512 x 512; 2**19 -> 1024 x 512). Each sub-token has its own embedding table (+1 mask row) and its own
+output head. Only power-of-two codebooks (LFQ) can be factorised; FSQ codebooks stay single-headed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+FACTORIZE_ABOVE = 2**14  # auto: factorise codebooks larger than this (power of two only)
+
+
+def _is_pow2(k: int) -> bool:
+    return k >= 2 and k & (k - 1) == 0
+
+
+def factor_vocab_sizes(codebook_size: int, factorize: bool) -> tuple[int, ...]:
+    """Vocabulary of each sub-token: `(codebook_size,)` or `(2**ceil(K/2), 2**floor(K/2))` for `2**K` codes."""
+    if not factorize:
+        return (codebook_size,)
+    bits = codebook_size.bit_length() - 1
+    lo_bits = bits // 2
+    return (2 ** (bits - lo_bits), 2**lo_bits)
+
+
+@dataclass(frozen=True)
+class MaskGitConfig:
+    """Architecture of a `MaskGitTransformer`. Every field is JSON-serialisable."""
+
+    codebook_size: int  # tokenizer vocabulary; codes lie in [0, codebook_size); mask id = codebook_size
+    latent_shape: tuple[int, int, int]  # (t', h', w'): the largest token grid (fewer latent frames also work)
+    dim: int = 256  # transformer width
+    depth: int = 4  # number of (self-attn, cross-attn, FF) blocks
+    heads: int = 8
+    dim_head: int = 32
+    ff_mult: int = 4  # GLU feed-forward expansion
+    text_dim: int = 384  # width of the text-encoder embeddings (cross-attention context); 384 = MiniLM-L6
+    dropout: float = 0.0  # attention / FF / embedding dropout (nn.Dropout: uses torch's global RNG when > 0)
+    factorize_codes: bool | None = None  # None: auto (True when codebook_size > 2**14 and a power of two)
+    cond_drop_prob: float = 0.1  # training: per-sample probability of replacing the text by the null embedding
+    label_smoothing: float = 0.0  # training: label smoothing of the masked-token cross-entropy
+    self_condition: bool = False  # feed back the previous pass's final hidden states (Chen et al.)
+    attn_flash: bool = True  # F.scaled_dot_product_attention (flash / mem-efficient / math kernels)
+    format_version: int = field(default=1, compare=False)
+
+    def __post_init__(self) -> None:
+        k = self.codebook_size
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            raise ValueError(f"codebook_size must be an int >= 2; got {k!r}")
+        shape = self.latent_shape
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+                and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+            raise ValueError(f"latent_shape must be (t', h', w') of three positive ints; got {shape!r}")
+        object.__setattr__(self, "latent_shape", tuple(shape))
+        for name in ("dim", "depth", "heads", "dim_head", "ff_mult", "text_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        for name in ("dropout", "cond_drop_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
+        if self.factorize_codes not in (None, True, False):
+            raise ValueError(f"factorize_codes must be None (auto), True or False; got {self.factorize_codes!r}")
+        if self.factorize_codes and not (_is_pow2(k) and k >= 4):
+            raise ValueError(f"factorize_codes=True needs a power-of-two codebook_size >= 4 (LFQ); got {k}")
+        if self.format_version != 1:
+            raise ValueError(f"unsupported maskgit format_version {self.format_version}; this package reads 1")
+
+    # derived quantities -----------------------------------------------------------------------------------------
+
+    @property
+    def factorized(self) -> bool:
+        """Whether codes are predicted as two sub-tokens (`factorize_codes` with auto resolved)."""
+        if self.factorize_codes is None:
+            return self.codebook_size > FACTORIZE_ABOVE and _is_pow2(self.codebook_size)
+        return self.factorize_codes
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Vocabulary per factor, e.g. `(1024,)` or `(512, 512)` for 2**18 codes; their product = codebook_size."""
+        return factor_vocab_sizes(self.codebook_size, self.factorized)
+
+    @property
+    def mask_id(self) -> int:
+        """Id of the [MASK] token in (merged) code sequences; each factor's own mask id is its vocab size."""
+        return self.codebook_size
+
+    @property
+    def seq_len(self) -> int:
+        """Largest sequence length n = t' * h' * w'."""
+        return math.prod(self.latent_shape)
+
+    # persistence ------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["latent_shape"] = list(self.latent_shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskGitConfig:
+        """Inverse of `to_dict`; unknown keys raise ValueError (strict)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"MaskGitConfig.from_dict expects a dict; got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown MaskGitConfig keys {unknown}; expected a subset of {sorted(known)}")
+        kwargs = dict(data)
+        if "latent_shape" in kwargs and isinstance(kwargs["latent_shape"], list):
+            kwargs["latent_shape"] = tuple(kwargs["latent_shape"])
+        return cls(**kwargs)

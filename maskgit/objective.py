@@ -1,0 +1,126 @@
+"""MaskGit training objective: masked-token cross-entropy with per-sample cosine masking and condition dropout.
+
+Every random draw (mask ratios, masked positions, condition dropout, self-conditioning) comes from the explicit
+`torch.Generator`; the global RNG is only used by the model's own `nn.Dropout` layers when `config.dropout > 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .schedule import sample_mask_ratios, train_num_masked
+from .text import TextEmbedding
+from .transformer import split_codes
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """U[0, 1) draws from `generator` (on its own device), moved to `device`."""
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generator,
+                      device: torch.device) -> torch.Tensor:
+    """Per-sample random subsets: row i has exactly num_masked[i] True among n, positions from a random
+    permutation drawn from `generator`. (b,) long -> (b, n) bool."""
+    scores = _rand((num_masked.shape[0], n), generator, device)
+    ranks = scores.argsort(dim=-1).argsort(dim=-1)  # (b, n): a uniform random permutation per row
+    return ranks < num_masked.to(device)[:, None]
+
+
+@dataclass
+class MaskedLossStats:
+    """What `masked_token_loss` measured. Tensors: `mask (b, n)` bool = masked positions, `drop_text (b,)` bool."""
+
+    loss: float
+    accuracy: float  # masked positions whose argmax is right in every factor
+    mask_fraction: float  # masked / all tokens
+    drop_fraction: float  # rows whose text was replaced by the null embedding
+    mask: torch.Tensor
+    drop_text: torch.Tensor
+    self_conditioned: bool
+
+    def as_dict(self) -> dict[str, float]:
+        return {"loss": self.loss, "accuracy": self.accuracy, "mask_fraction": self.mask_fraction,
+                "drop_fraction": self.drop_fraction, "self_conditioned": float(self.self_conditioned)}
+
+
+def masked_token_loss(
+    model: Callable,
+    codes: torch.Tensor,
+    text: TextEmbedding | tuple | None,
+    generator: torch.Generator,
+    cond_drop_prob: float | None = None,
+    label_smoothing: float | None = None,
+    *,
+    schedule: str = "cosine",
+    self_cond_prob: float = 0.5,
+    grid: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, MaskedLossStats]:
+    """The MaskGit loss on a batch of ground-truth codes.
+
+    model: a `MaskGitTransformer` (or anything with its forward signature and a `.config`).
+    codes: long (b, n) or (b, t, h, w) in [0, codebook_size).
+    text: per-sample text (`TextEmbedding` (b, m, text_dim) or (embeds, mask)); None = unconditional.
+    cond_drop_prob / label_smoothing: default to the model config's values.
+    Steps: r ~ U(0, 1) per sample; ratio = mask_ratio(r) (cosine: cos(pi/2 r)); k = max(1, round(n * ratio))
+    positions masked via a random permutation; masked positions -> mask id (per factor inside the model); text
+    dropped per sample with probability cond_drop_prob (-> null embedding); optional self-conditioning (with
+    probability self_cond_prob a no-grad first pass whose final hidden states are fed back; only when the model has
+    config.self_condition); cross-entropy on masked positions only (mean over masked tokens, summed over factors).
+    Returns (scalar loss, MaskedLossStats).
+    """
+    config = model.config
+    cond_drop_prob = config.cond_drop_prob if cond_drop_prob is None else cond_drop_prob
+    label_smoothing = config.label_smoothing if label_smoothing is None else label_smoothing
+    if not 0.0 <= cond_drop_prob <= 1.0:
+        raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
+    if codes.ndim == 4:
+        grid = tuple(codes.shape[1:])
+        codes = codes.flatten(1)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be (b, n) or (b, t, h, w); got shape {tuple(codes.shape)}")
+    codes = codes.long()
+    if bool(((codes < 0) | (codes >= config.codebook_size)).any()):
+        raise ValueError(f"codes must lie in [0, {config.codebook_size}); got [{int(codes.min())}, "
+                         f"{int(codes.max())}]; does the tokenizer's codebook_size match the transformer's?")
+    b, n = codes.shape
+    device = codes.device
+
+    ratios = sample_mask_ratios(b, generator, schedule, device)  # (b,)
+    mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (b, n) bool
+    drop_text = _rand((b,), generator, device) < cond_drop_prob  # (b,) bool
+    inputs = torch.where(mask, config.mask_id, codes)  # (b, n)
+
+    self_cond = None
+    use_self_cond = bool(getattr(config, "self_condition", False))
+    use_self_cond = use_self_cond and float(_rand((1,), generator, device)) < self_cond_prob
+    if use_self_cond:
+        with torch.no_grad():
+            _, hidden = model(inputs, text, drop_text, grid=grid, return_embeddings=True)
+        self_cond = hidden.detach()
+    kwargs = {"self_cond": self_cond} if self_cond is not None else {}
+    logits = model(inputs, text, drop_text, grid=grid, **kwargs)  # tuple of (b, n, V_k)
+
+    targets = split_codes(codes, config.vocab_sizes)  # one (b, n) target per factor
+    if len(logits) != len(targets):
+        raise ValueError(f"model returned {len(logits)} logits tensors; expected one per factor ({len(targets)})")
+    loss = codes.new_zeros((), dtype=torch.float32)
+    correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=device)
+    for lg, tg in zip(logits, targets):
+        lg_m = lg[mask].float()  # (num_masked, V_k)
+        loss = loss + F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
+        correct &= lg_m.argmax(-1) == tg[mask]
+    stats = MaskedLossStats(
+        loss=float(loss.detach()),
+        accuracy=float(correct.float().mean()),
+        mask_fraction=float(mask.float().mean()),
+        drop_fraction=float(drop_text.float().mean()),
+        mask=mask,
+        drop_text=drop_text,
+        self_conditioned=use_self_cond,
+    )
+    return loss, stats

@@ -1,0 +1,256 @@
+"""MaskGIT parallel decoding as a pure function of (logits_fn, inputs, torch.Generator).
+
+Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0 .. S-1:
+  1. logits for all positions; sample a token per unknown position categorically (token `temperature`, after
+     optional top-k / top-p filtering; factorised vocabularies sample each sub-token independently);
+  2. ratio = (s + 1) / S; mask_len = floor(unknown_at_start * mask_ratio(ratio)), clamped to [1, unknown_now - 1]
+     (the upper bound wins, so every step fixes at least one token); the last step fills everything;
+  3. confidence = log p(sampled) (summed over factors) + choice_temperature * (1 - ratio) * Gumbel noise; tokens
+     that were already known (primes, earlier steps) get +inf, so they are never re-masked;
+  4. the mask_len lowest-confidence positions go back to [MASK].
+Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
+
+Classifier-free guidance (diffusers / aMUSEd / lucidrains convention): `guided = uncond + s * (cond - uncond)` on the
+raw logits, before temperature and filtering (the same as on log-softmax: the per-position log-normaliser terms only
+shift every logit of a position by one constant, which softmax ignores). s = 1: conditional only (the uncond half is
+not computed); s = 0: unconditional; s > 1: guidance. `guidance_scale` may be a float, a `(start, end)` pair for a
+linear ramp over the steps (Muse), or a callable of progress s / (S - 1) in [0, 1].
+
+`logits_fn(codes)` contract: codes (B', n) long with [MASK] = `mask_id`; returns a tuple of (B', n, V_k) logits, one
+per factor. B' = B means "conditional"; B' = 2B means rows [:B] conditional and rows [B:] unconditional, so the model
+runs once per step on a 2B batch. `make_guided_logits_fn` builds such a closure around a `MaskGitTransformer`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import mask_ratio, num_to_mask
+from .text import TextEmbedding, as_text_embedding
+from .transformer import merge_codes
+
+LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+GuidanceScale = float | tuple[float, float] | Callable[[float], float]
+
+
+@dataclass
+class SamplerStep:
+    """Passed to the progress callback after each step. codes: (b, n) state after re-masking ([MASK] = mask_id);
+    preview: (b, n) every position filled (the current x0 estimate); num_masked: (b,) still unknown."""
+
+    step: int
+    num_steps: int
+    guidance_scale: float
+    codes: torch.Tensor
+    preview: torch.Tensor
+    num_masked: torch.Tensor
+
+
+def guidance_at(guidance_scale: GuidanceScale, step: int, num_steps: int) -> float:
+    """Guidance scale at `step`: constant, linear ramp (start, end) over the steps, or callable(progress)."""
+    progress = step / max(num_steps - 1, 1)
+    if callable(guidance_scale):
+        return float(guidance_scale(progress))
+    if isinstance(guidance_scale, (tuple, list)):
+        if len(guidance_scale) != 2:
+            raise ValueError(f"a guidance ramp is (start, end); got {guidance_scale!r}")
+        start, end = guidance_scale
+        return float(start + (end - start) * progress)
+    return float(guidance_scale)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Sets logits outside the top-k and outside the top-p nucleus to -inf (the best token is always kept).
+    (..., V) -> (..., V)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        remove = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _sample_categorical(logits: torch.Tensor, temperature: float, generator: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, n, V) logits -> sampled ids (B, n) and their log-probabilities (B, n) under the sampling distribution."""
+    if temperature <= 0:  # greedy
+        logp = logits.log_softmax(dim=-1)
+        ids = logp.argmax(dim=-1)
+    else:
+        logp = (logits / temperature).log_softmax(dim=-1)
+        probs = logp.exp().reshape(-1, logp.shape[-1]).to(generator.device)
+        ids = torch.multinomial(probs, 1, generator=generator).view(logp.shape[:-1]).to(logits.device)
+    return ids, logp.gather(-1, ids[..., None]).squeeze(-1)
+
+
+def _check_logits(out: Sequence[torch.Tensor] | torch.Tensor, rows: int, n: int,
+                  vocab_sizes: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """Validates logits_fn output; a bare tensor counts as a 1-tuple. Returns the tuple."""
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    if not isinstance(out, (tuple, list)) or len(out) != len(vocab_sizes):
+        raise ValueError(f"logits_fn must return a tuple of {len(vocab_sizes)} tensors (one per factor); got "
+                         f"{type(out).__name__} of length {len(out) if isinstance(out, (tuple, list)) else '-'}")
+    for lg, v in zip(out, vocab_sizes):
+        if tuple(lg.shape) != (rows, n, v):
+            raise ValueError(f"logits_fn returned shape {tuple(lg.shape)}; expected {(rows, n, v)}")
+    return tuple(out)
+
+
+@torch.no_grad()
+def sample(
+    logits_fn: LogitsFn,
+    batch_size: int,
+    seq_len: int,
+    *,
+    generator: torch.Generator,
+    vocab_sizes: Sequence[int],
+    mask_id: int | None = None,
+    num_steps: int = 12,
+    temperature: float = 1.0,
+    choice_temperature: float = 4.5,
+    schedule: str = "cosine",
+    top_k: int | None = None,
+    top_p: float | None = None,
+    guidance_scale: GuidanceScale = 1.0,
+    known_codes: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    callback: Callable[[SamplerStep], None] | None = None,
+) -> torch.Tensor:
+    """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
+
+    vocab_sizes: vocabulary per factor, e.g. (1024,) or (512, 512); codes merge them hi-first (`merge_codes`).
+    mask_id: [MASK] in the codes passed to logits_fn; default prod(vocab_sizes) (= the model's codebook_size).
+    known_codes: (b, n) long; -1 or mask_id = unknown, anything else is kept fixed (primes / continuation / edits).
+    device: where codes live; default known_codes.device, else the generator's device. Random draws always come
+    from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
+    """
+    vocab_sizes = tuple(int(v) for v in vocab_sizes)
+    total = math.prod(vocab_sizes)
+    mask_id = total if mask_id is None else int(mask_id)
+    if 0 <= mask_id < total:
+        raise ValueError(f"mask_id {mask_id} collides with a code in [0, {total})")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    if num_steps < 1 or batch_size < 1 or seq_len < 1:
+        raise ValueError(f"num_steps, batch_size and seq_len must be >= 1; got {num_steps}, {batch_size}, {seq_len}")
+    if temperature < 0 or choice_temperature < 0:
+        raise ValueError(f"temperatures must be >= 0; got {temperature}, {choice_temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1; got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    mask_ratio(0.5, schedule)  # validates the schedule name
+
+    if known_codes is not None:
+        if tuple(known_codes.shape) != (batch_size, seq_len):
+            raise ValueError(f"known_codes must have shape {(batch_size, seq_len)}; got {tuple(known_codes.shape)}")
+        device = torch.device(device) if device is not None else known_codes.device
+        known = known_codes.to(device).long()
+        bad = (known < -1) | ((known >= total) & (known != mask_id))
+        if bool(bad.any()):
+            raise ValueError(f"known_codes must be -1 / {mask_id} (unknown) or codes in [0, {total})")
+        codes = torch.where(known == -1, mask_id, known)
+    else:
+        device = torch.device(device) if device is not None else generator.device
+        codes = torch.full((batch_size, seq_len), mask_id, dtype=torch.long, device=device)
+
+    unknown_at_start = (codes == mask_id).sum(dim=-1)  # (b,)
+    for step in range(num_steps):
+        unknown = codes == mask_id  # (b, n)
+        unknown_now = unknown.sum(dim=-1)
+        if not bool(unknown.any()):
+            break
+        scale = guidance_at(guidance_scale, step, num_steps)
+        if scale == 1.0:
+            logits = _check_logits(logits_fn(codes), batch_size, seq_len, vocab_sizes)
+            logits = [lg.float() for lg in logits]
+        else:
+            both = _check_logits(logits_fn(torch.cat([codes, codes])), 2 * batch_size, seq_len, vocab_sizes)
+            logits = []
+            for lg in both:
+                cond, uncond = lg.float().chunk(2)
+                logits.append(uncond + scale * (cond - uncond))
+
+        sub_ids, log_conf = [], torch.zeros(batch_size, seq_len, device=device)
+        for lg in logits:
+            ids, logp = _sample_categorical(filter_logits(lg, top_k, top_p), temperature, generator)
+            sub_ids.append(ids)
+            log_conf = log_conf + logp
+        sampled = merge_codes(sub_ids, vocab_sizes, mask_id)
+        filled = torch.where(unknown, sampled, codes)  # (b, n)
+
+        if step == num_steps - 1:
+            codes = filled
+        else:
+            ratio = (step + 1) / num_steps
+            mask_len = num_to_mask(unknown_at_start, ratio, schedule).to(device)  # (b,)
+            mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
+            confidence = log_conf
+            if choice_temperature > 0:
+                u = _rand((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
+                confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
+            confidence = torch.where(unknown, confidence, float("inf"))
+            ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1)  # 0 = least confident
+            codes = torch.where(ranks < mask_len[:, None], mask_id, filled)
+        if callback is not None:
+            callback(SamplerStep(step, num_steps, scale, codes.clone(), filled.clone(),
+                                 (codes == mask_id).sum(dim=-1)))
+    return codes
+
+
+def make_guided_logits_fn(model: torch.nn.Module, text: TextEmbedding | tuple | None,
+                          uncond_text: TextEmbedding | tuple | None = None, *, batch_size: int | None = None,
+                          grid: Sequence[int] | None = None) -> LogitsFn:
+    """A `logits_fn` for `sample` around a `MaskGitTransformer`.
+
+    text: conditional text (b or 1 rows); None = unconditional model. uncond_text: negative prompt for the
+    unconditional half (b or 1 rows); None = the learned null embedding. batch_size: B (default text's batch).
+    With config.self_condition the closure feeds each call's final hidden states into the next call (so it is
+    stateful; build a new one per `sample` call).
+    """
+    text = None if text is None else as_text_embedding(text)
+    b = batch_size or (text.batch_size if text is not None else None)
+    if b is None:
+        raise ValueError("batch_size is needed when text is None")
+    cond = None if text is None else text.expand(b)
+    if uncond_text is not None:
+        if cond is None:
+            raise ValueError("a negative prompt (uncond_text) needs a conditional text as well")
+        both = TextEmbedding.cat([cond, as_text_embedding(uncond_text).expand(b)])
+        drop = None
+    else:
+        both = None if cond is None else TextEmbedding.cat([cond, cond])
+        drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)])
+    state: dict[str, torch.Tensor | None] = {"hidden": None}
+    self_cond = bool(getattr(model.config, "self_condition", False))
+
+    def logits_fn(codes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows = codes.shape[0]
+        if rows == b:
+            ctx, drop_text = cond, None
+        elif rows == 2 * b:
+            ctx, drop_text = both, None if (drop is None or both is None) else drop.to(codes.device)
+        else:
+            raise ValueError(f"logits_fn expects {b} (conditional) or {2 * b} (cond + uncond) rows; got {rows}")
+        if not self_cond:
+            return model(codes, ctx, drop_text, grid=grid)
+        prev = state["hidden"]
+        if prev is not None and prev.shape[0] != rows:  # the guidance ramp switched between B and 2B rows
+            prev = prev[:rows] if prev.shape[0] > rows else prev.repeat(2, 1, 1)
+        logits, state["hidden"] = model(codes, ctx, drop_text, prev, grid=grid, return_embeddings=True)
+        return logits
+
+    return logits_fn
