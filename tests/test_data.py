@@ -12,14 +12,14 @@ from torch.utils.data import DataLoader
 from trainers.data import (
     DataQualityError,
     FailedSample,
-    ResumableBatchSampler,
+    MultiFolderDataset,
     SampleKey,
     VideoFolderDataset,
-    build_dataloader,
     collate,
     scan_media_files,
     split_files,
 )
+from trainers.sampler import ResumableBatchSampler, build_dataloader
 
 
 @pytest.fixture
@@ -223,3 +223,20 @@ def test_dataloader_with_workers_matches_single_process(media_root):
     for (p0, v0, e0, i0), (p1, v1, e1, i1) in zip(*results):
         assert p0 == p1 and torch.equal(v0, v1) and (e0, i0) == (e1, i1)
     assert [r[3] for r in results[0]] == [0, 1, 2]
+
+
+def test_multi_folder_dataset_concatenates_and_keeps_paths(tmp_path, make_clip):
+    make_clip("one/a.mp4", 9, (32, 32), "astronaut")
+    make_clip("one/b.mp4", 9, (32, 32), "coffee")
+    make_clip("two/c.gif", 9, (32, 32), "chelsea")
+    one = VideoFolderDataset(tmp_path / "one", num_frames=5, image_size=16)
+    two = VideoFolderDataset(tmp_path / "two", num_frames=5, image_size=16)
+    both = MultiFolderDataset([one, two])
+    assert len(both) == 3 and both.kinds == ["video"] * 3
+    assert both.paths == ["0:a.mp4", "0:b.mp4", "1:c.gif"]
+    item = both[SampleKey(0, 2, 0)]
+    assert item["path"] == "1:c.gif" and item["index"] == 2
+    assert torch.equal(item["video"], two[SampleKey(0, 0, 0)]["video"])
+    assert both.stats.num_files == 3
+    loader = build_dataloader(both, batch_size=3, seed=0)
+    assert next(iter(loader))["video"].shape == (3, 3, 5, 16, 16)

@@ -7,7 +7,7 @@ or from a sidecar ``NAME.txt`` next to ``NAME.mp4``; per file, a metadata.jsonl 
 
 Rectangular batches: a video gives a ``num_frames``-frame clip, an image a 1-frame clip. ``ResumableBatchSampler``
 groups indices by ``dataset.kinds`` ("video" / "image"), so every batch is homogeneous; mixed image + video
-training alternates homogeneous batches in a seeded order.
+training alternates homogeneous batches in a seeded order (``trainers.sampler``).
 
 Randomness and resume: the epoch's batch order depends only on ``(seed, epoch)``; a sample's augmentation (temporal
 start, spatial crop, flip) only on ``(seed, epoch, index)``. The sampler yields ``SampleKey(epoch, index,
@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from trainers.rng import derive_seed, make_generator
 from trainers.video_io import (
@@ -51,13 +50,13 @@ from trainers.video_io import (
 )
 
 __all__ = [
-    "DataQualityError", "DatasetStats", "FailedSample", "ResumableBatchSampler", "SampleKey", "VideoFolderDataset",
-    "build_dataloader", "collate", "load_captions", "scan_media_files", "split_files"
+    "DataQualityError", "DatasetStats", "FailedSample", "MultiFolderDataset", "SampleKey", "VideoFolderDataset",
+    "collate", "load_captions", "scan_media_files", "split_files"
 ]
 
 logger = logging.getLogger(__name__)
 
-_SAMPLE_KEY, _SPLIT_KEY, _SAMPLER_KEY = 101, 102, 103  # purpose tags for derive_seed
+_SAMPLE_KEY, _SPLIT_KEY = 101, 102  # purpose tags for derive_seed (the sampler uses 103)
 METADATA_FILE = "metadata.jsonl"
 
 
@@ -367,106 +366,49 @@ def collate(items: Sequence[dict[str, Any] | FailedSample]) -> dict[str, Any]:
     }
 
 
-class ResumableBatchSampler(Sampler[list[SampleKey]]):
-    """Homogeneous batches in an order that depends only on ``(seed, epoch)``; resumable from two integers.
+class MultiFolderDataset(Dataset):
+    """Several `VideoFolderDataset`s as one (e.g. `--data photos/ digits/`). Indices run over the folders in order;
+    items keep their folder-relative `path`, prefixed with the folder's position (`"1:clip.mp4"`)."""
 
-    Each epoch: within each kind, indices are permuted (``shuffle``) and cut into batches (the incomplete tail is
-    dropped with ``drop_last``), then all batches are permuted together. With ``num_replicas > 1`` rank ``r``
-    takes batches ``r, r + num_replicas, ...`` and the epoch is cut so every rank gets the same count.
-    ``batch_index`` counts this rank's batches. ``__iter__`` runs from the stored position to the end of that
-    epoch and then moves the position to ``(epoch + 1, 0)``; iterate again for the next epoch.
-    """
+    def __init__(self, datasets: Sequence[VideoFolderDataset]) -> None:
+        if not datasets:
+            raise ValueError("MultiFolderDataset needs at least one dataset")
+        self.datasets = list(datasets)
+        self.offsets = [0]
+        for ds in self.datasets:
+            self.offsets.append(self.offsets[-1] + len(ds))
+        self.kinds = [k for ds in self.datasets for k in ds.kinds]
+        self.captions = [c for ds in self.datasets for c in ds.captions]
+        self.paths = [f"{i}:{p}" for i, ds in enumerate(self.datasets) for p in ds.paths]
 
-    def __init__(
-        self,
-        kinds: Sequence[str],
-        batch_size: int,
-        seed: int,
-        drop_last: bool = True,
-        shuffle: bool = True,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        _check_positive_int("batch_size", batch_size)
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"need 0 <= rank < num_replicas; got rank={rank}, num_replicas={num_replicas}")
-        self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
-        self.num_replicas, self.rank = num_replicas, rank
-        self.groups: dict[str, list[int]] = {}
-        for i, kind in enumerate(kinds):
-            self.groups.setdefault(kind, []).append(i)
-        per_kind = {k: (len(v) // batch_size if drop_last else math.ceil(len(v) / batch_size))
-                    for k, v in sorted(self.groups.items())}
-        self._num_batches = sum(per_kind.values()) // num_replicas
-        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.groups.items()))
-        if self._num_batches == 0:
-            raise ValueError(f"{len(kinds)} usable samples ({counts}) give no full batch of batch_size={batch_size}"
-                             f" (drop_last={drop_last}, num_replicas={num_replicas}); need at least "
-                             f"{batch_size * num_replicas} samples of one kind, or a smaller batch_size")
-        for kind, n in per_kind.items():
-            if n == 0:
-                logger.warning("the %d %s samples are fewer than batch_size=%d and will never be used",
-                               len(self.groups[kind]), kind, batch_size)
-        self.epoch, self.batch_index = 0, 0
+    @property
+    def stats(self) -> DatasetStats:
+        merged = DatasetStats()
+        for ds in self.datasets:
+            for name in ("num_files", "num_videos", "num_images", "num_skipped", "num_runtime_failures"):
+                setattr(merged, name, getattr(merged, name) + getattr(ds.stats, name))
+            merged.skipped += [(f"{ds.root}/{p}", r) for p, r in ds.stats.skipped]
+            merged.runtime_failures += [(f"{ds.root}/{p}", r) for p, r in ds.stats.runtime_failures]
+        return merged
 
     def __len__(self) -> int:
-        """Batches per epoch for this rank."""
-        return self._num_batches
+        return self.offsets[-1]
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches (lists of dataset indices) of ``epoch``; a pure function of (seed, epoch)."""
-        gen = make_generator(self.seed, _SAMPLER_KEY, epoch)
-        batches: list[list[int]] = []
-        for _, indices in sorted(self.groups.items()):
-            order = torch.tensor(indices)
-            if self.shuffle:
-                order = order[torch.randperm(len(order), generator=gen)]
-            chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-            batches.extend(c for c in chunks if len(c) == self.batch_size or not self.drop_last)
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-        return batches[: self._num_batches * self.num_replicas][self.rank :: self.num_replicas]
+    def _locate(self, index: int) -> tuple[int, int]:
+        for i in range(len(self.datasets)):
+            if index < self.offsets[i + 1]:
+                return i, index - self.offsets[i]
+        raise IndexError(f"index {index} out of range for a dataset of {len(self)}")
 
-    def set_position(self, epoch: int, batch_index: int) -> None:
-        """Next batch to yield: ``batch_index`` of ``epoch`` (``batch_index == len(self)`` means the next epoch)."""
-        if epoch < 0 or not 0 <= batch_index <= self._num_batches:
-            raise ValueError(f"position must have epoch >= 0 and 0 <= batch_index <= {self._num_batches}; "
-                             f"got ({epoch}, {batch_index})")
-        self.epoch, self.batch_index = int(epoch), int(batch_index)
-        if self.batch_index == self._num_batches:
-            self.epoch, self.batch_index = self.epoch + 1, 0
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any] | FailedSample:
+        epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (0, int(key), -1)
+        which, local = self._locate(index)
+        item = self.datasets[which][SampleKey(epoch, local, batch_index)]
+        if isinstance(item, FailedSample):
+            return FailedSample(f"{which}:{item.path}", item.reason, index, epoch, batch_index)
+        return {**item, "path": f"{which}:{item['path']}", "index": index}
 
-    def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batch_index"}`` of the next batch to yield (plain ints, JSON-able)."""
-        self.set_position(self.epoch, self.batch_index)  # normalise an epoch-end position
-        return {"epoch": self.epoch, "batch_index": self.batch_index}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.set_position(int(state["epoch"]), int(state["batch_index"]))
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        self.set_position(self.epoch, self.batch_index)
-        epoch = self.epoch
-        batches = self.epoch_batches(epoch)
-        for b in range(self.batch_index, len(batches)):
-            self.batch_index = b + 1  # this batch counts as consumed once handed out
-            yield [SampleKey(epoch, i, b) for i in batches[b]]
-        self.epoch, self.batch_index = epoch + 1, 0
-
-
-def build_dataloader(
-    dataset: VideoFolderDataset,
-    batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    num_replicas: int = 1,
-    rank: int = 0,
-) -> DataLoader:
-    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate``."""
-    sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle,
-                                    num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      pin_memory=pin_memory)
+    def record_skipped(self, batch: dict[str, Any]) -> None:
+        for rel, reason in batch.get("skipped", ()):
+            which, _, path = rel.partition(":")
+            self.datasets[int(which)].record_skipped({"skipped": [(path, reason)]})

@@ -1,0 +1,182 @@
+"""Typed training configurations shared by both trainers, with strict nested dict/YAML round trips.
+
+A config file holds any subset of the fields (nested sections as mappings); unknown keys are errors that list the
+known ones. `resolved()` output is what a run writes to `RUN_DIR/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from magvit2.losses import LossConfig
+from trainers.optim import OptimConfig
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def to_dict(obj: Any) -> Any:
+    """A (nested) config dataclass as plain JSON/YAML types."""
+    if dataclasses.is_dataclass(obj):
+        if hasattr(obj, "to_dict") and not isinstance(obj, _Section):
+            return obj.to_dict()
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _dataclass_type(tp: Any) -> type | None:
+    """The dataclass inside an annotation like `X`, `X | None`."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
+    """Build dataclass `cls` from a (partial) mapping; nested sections recurse; unknown keys raise ValueError."""
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping; got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {unknown}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(hints[name])
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, f"{where}.{name}") if issubclass(sub, _Section) else sub.from_dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+class _Section:
+    """Marker: sections built field by field by `from_dict` (others use their own `from_dict`)."""
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Where clips come from and how they are cut."""
+
+    num_frames: int = 17  # frames per training clip: 1 + k * time_compression
+    frame_stride: int = 1  # take every n-th frame
+    batch_size: int = 4  # per process
+    num_workers: int = 0  # DataLoader workers
+    val_fraction: float = 0.05  # files held out for validation when no separate val folder is given
+    hflip: bool = True  # random horizontal flips (turn off when captions name left/right)
+    include_images: bool = True  # images train as 1-frame clips (joint image-video training)
+    max_bad_fraction: float = 0.05  # fail above this fraction of unreadable files
+    val_clips: int = 16  # clips used per validation (from the val split)
+    val_num_frames: int | None = None  # frames of validation clips (None: num_frames)
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "frame_stride", "batch_size", "val_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1; got {getattr(self, name)}")
+        if self.num_workers < 0 or not 0 <= self.val_fraction < 1:
+            raise ValueError(f"data.num_workers must be >= 0 and val_fraction in [0, 1); got {self.num_workers}, "
+                             f"{self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class EMAConfig(_Section):
+    """ema-pytorch settings for the exported model."""
+
+    beta: float = 0.999
+    update_after_step: int = 100
+    update_every: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.beta < 1 or self.update_after_step < 0 or self.update_every < 1:
+            raise ValueError(f"ema needs 0 < beta < 1, update_after_step >= 0, update_every >= 1; got {self}")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """How long to train, how often to log, validate and checkpoint."""
+
+    max_steps: int = 100_000
+    max_minutes: float | None = None  # stop (with a checkpoint and export) after this much wall time
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    mixed_precision: str = "no"  # "no", "bf16" (recommended on GPUs) or "fp16"
+    compile: bool = False  # torch.compile the model(s)
+    nonfinite: str = "raise"  # "raise" (stop before the update) or "skip" (skip the update, max 3 in a row)
+    tensorboard: bool = False
+    wandb_project: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "log_every", "val_every", "checkpoint_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name} must be >= 1; got {getattr(self, name)}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"run.max_minutes must be > 0; got {self.max_minutes}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"run.mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}")
+        if self.nonfinite not in ("raise", "skip"):
+            raise ValueError(f"run.nonfinite must be 'raise' or 'skip'; got {self.nonfinite!r}")
+
+
+@dataclass(frozen=True)
+class TokenizerTrainConfig(_Section):
+    """Everything `magvit2-train-tokenizer` needs besides paths."""
+
+    preset: str = "tiny"  # tokenizer architecture preset (magvit2.presets)
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # TokenizerConfig overrides on top of the preset
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    gen_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000))
+    disc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000))
+    disc_start_step: int = 2000  # adversarial terms (and D updates) start here
+    grad_accum: int = 1  # micro-batches per update
+
+    def __post_init__(self) -> None:
+        if self.disc_start_step < 0 or self.grad_accum < 1:
+            raise ValueError(f"disc_start_step must be >= 0 and grad_accum >= 1; got {self.disc_start_step}, "
+                             f"{self.grad_accum}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections; got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: `override` wins; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

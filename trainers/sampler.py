@@ -1,0 +1,124 @@
+"""Resumable, homogeneous batch sampling for `trainers.data` datasets, and the DataLoader that uses it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from trainers.data import SampleKey, _check_positive_int, collate
+from trainers.rng import make_generator
+
+__all__ = ["ResumableBatchSampler", "build_dataloader"]
+
+logger = logging.getLogger(__name__)
+
+_SAMPLER_KEY = 103  # purpose tag for derive_seed
+
+
+class ResumableBatchSampler(Sampler[list[SampleKey]]):
+    """Homogeneous batches in an order that depends only on ``(seed, epoch)``; resumable from two integers.
+
+    Each epoch: within each kind, indices are permuted (``shuffle``) and cut into batches (the incomplete tail is
+    dropped with ``drop_last``), then all batches are permuted together. With ``num_replicas > 1`` rank ``r``
+    takes batches ``r, r + num_replicas, ...`` and the epoch is cut so every rank gets the same count.
+    ``batch_index`` counts this rank's batches. ``__iter__`` runs from the stored position to the end of that
+    epoch and then moves the position to ``(epoch + 1, 0)``; iterate again for the next epoch.
+    """
+
+    def __init__(
+        self,
+        kinds: Sequence[str],
+        batch_size: int,
+        seed: int,
+        drop_last: bool = True,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        _check_positive_int("batch_size", batch_size)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas; got rank={rank}, num_replicas={num_replicas}")
+        self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.groups: dict[str, list[int]] = {}
+        for i, kind in enumerate(kinds):
+            self.groups.setdefault(kind, []).append(i)
+        per_kind = {k: (len(v) // batch_size if drop_last else math.ceil(len(v) / batch_size))
+                    for k, v in sorted(self.groups.items())}
+        self._num_batches = sum(per_kind.values()) // num_replicas
+        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.groups.items()))
+        if self._num_batches == 0:
+            raise ValueError(f"{len(kinds)} usable samples ({counts}) give no full batch of batch_size={batch_size}"
+                             f" (drop_last={drop_last}, num_replicas={num_replicas}); need at least "
+                             f"{batch_size * num_replicas} samples of one kind, or a smaller batch_size")
+        for kind, n in per_kind.items():
+            if n == 0:
+                logger.warning("the %d %s samples are fewer than batch_size=%d and will never be used",
+                               len(self.groups[kind]), kind, batch_size)
+        self.epoch, self.batch_index = 0, 0
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return self._num_batches
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches (lists of dataset indices) of ``epoch``; a pure function of (seed, epoch)."""
+        gen = make_generator(self.seed, _SAMPLER_KEY, epoch)
+        batches: list[list[int]] = []
+        for _, indices in sorted(self.groups.items()):
+            order = torch.tensor(indices)
+            if self.shuffle:
+                order = order[torch.randperm(len(order), generator=gen)]
+            chunks = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+            batches.extend(c for c in chunks if len(c) == self.batch_size or not self.drop_last)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches[: self._num_batches * self.num_replicas][self.rank :: self.num_replicas]
+
+    def set_position(self, epoch: int, batch_index: int) -> None:
+        """Next batch to yield: ``batch_index`` of ``epoch`` (``batch_index == len(self)`` means the next epoch)."""
+        if epoch < 0 or not 0 <= batch_index <= self._num_batches:
+            raise ValueError(f"position must have epoch >= 0 and 0 <= batch_index <= {self._num_batches}; "
+                             f"got ({epoch}, {batch_index})")
+        self.epoch, self.batch_index = int(epoch), int(batch_index)
+        if self.batch_index == self._num_batches:
+            self.epoch, self.batch_index = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "batch_index"}`` of the next batch to yield (plain ints, JSON-able)."""
+        self.set_position(self.epoch, self.batch_index)  # normalise an epoch-end position
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.set_position(int(state["epoch"]), int(state["batch_index"]))
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        self.set_position(self.epoch, self.batch_index)
+        epoch = self.epoch
+        batches = self.epoch_batches(epoch)
+        for b in range(self.batch_index, len(batches)):
+            self.batch_index = b + 1  # this batch counts as consumed once handed out
+            yield [SampleKey(epoch, i, b) for i in batches[b]]
+        self.epoch, self.batch_index = epoch + 1, 0
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    num_replicas: int = 1,
+    rank: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate``."""
+    sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle,
+                                    num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      pin_memory=pin_memory)

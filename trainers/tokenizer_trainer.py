@@ -1,0 +1,324 @@
+"""The tokenizer training loop: G/D alternation on one forward, EMA, validation, atomic checkpoints, exact resume.
+
+One update (step s) = for each of `grad_accum` micro-batches: the tokenizer reconstructs the clip once; the G loss
+(reconstruction + LFQ + adversarial from step `disc_start_step`) backpropagates; the D loss reuses that same
+reconstruction, detached (no second tokenizer forward). Then both optimizers step once, at LRs that are pure
+functions of s. Randomness is derived from (seed, s, micro) and the data order from (seed, epoch), so a resumed run
+replays the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
+from magvit2.losses import TokenizerLoss
+from magvit2.metrics import psnr, ssim
+from magvit2.quantize import codebook_stats
+from magvit2.serialization import read_model_config
+from trainers.checkpointing import CheckpointManager, export_dir_atomic, flatten_state, unflatten_state
+from trainers.configs import TokenizerTrainConfig, dump_yaml, to_dict
+from trainers.engine import (
+    Clock,
+    StepHook,
+    build_ema,
+    folder_datasets,
+    infinite_batches,
+    load_state_strict,
+    make_accelerator,
+    prepare_run_dir,
+    sampler_of,
+)
+from trainers.guards import NonFiniteGuard
+from trainers.logging import MetricsLogger, get_logger, progress_bar
+from trainers.optim import build_optimizer, clip_gradients, lr_at, set_lr, sync_gradients
+from trainers.rng import make_generator
+from trainers.sampler import build_dataloader
+from trainers.video_io import to_uint8, write_gif, write_video
+
+_G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
+
+
+def _tokenizer_config(config: TokenizerTrainConfig, init_from: Path | None) -> tuple[TokenizerConfig, Path | None]:
+    """Architecture: from --init-from's tokenizer folder when given, else the preset plus overrides."""
+    if init_from is None:
+        return preset_config(config.preset, **config.tokenizer), None
+    folder = init_from / "tokenizer" if (init_from / "tokenizer" / "config.json").is_file() else init_from
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--init-from {init_from}: expected a tokenizer folder (config.json + "
+                                "model.safetensors) or a run folder with tokenizer/")
+    return TokenizerConfig.from_dict(read_model_config(folder, "VideoTokenizer")["config"]), folder
+
+
+class TokenizerTrainer:
+    """Train a `VideoTokenizer` on folders of videos/images. `fit()` runs until max_steps or max_minutes."""
+
+    def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
+                 val_dir: str | Path | None = None, resume: str | None = None, init_from: str | Path | None = None,
+                 hooks: list[StepHook] | None = None, break_restore: str | None = None) -> None:
+        self.config, self.hooks, self.break_restore = config, list(hooks or []), break_restore
+        self.accelerator = acc = make_accelerator(config.run)
+        self.device, self.is_main = acc.device, acc.is_main_process
+        self.run_dir = prepare_run_dir(run_dir, resume, self.is_main)
+        self.log = get_logger("magvit2.train", is_main=self.is_main)
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
+        resume_path = self.ckpt.resolve(resume) if resume is not None else None  # fail before any heavy work
+        torch.manual_seed(config.run.seed)  # identical initial weights on every process
+
+        tok_config, init_folder = _tokenizer_config(config, Path(init_from) if init_from else None)
+        self.tok_config = tok_config
+        self.tokenizer = VideoTokenizer(tok_config)
+        if init_folder is not None:
+            self.tokenizer = VideoTokenizer.from_pretrained(init_folder)
+            self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", init_folder)
+        self.tokenizer.to(self.device).train()
+        self.loss_fn = TokenizerLoss(config.loss, tok_config).to(self.device).train()
+        self.ema = build_ema(self.tokenizer, config.ema).to(self.device)
+        self.opt_g = build_optimizer(self.tokenizer, config.gen_optim)
+        self.opt_d = build_optimizer(self.loss_fn.discriminator_parameters(), config.disc_optim)
+        self.reconstruct = self.tokenizer.reconstruct
+        if config.run.compile:
+            self.reconstruct = torch.compile(self.tokenizer.reconstruct)
+
+        self._build_data([Path(d) for d in data_dirs], Path(val_dir) if val_dir else None)
+        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=config.run.tensorboard,
+                                     wandb={"project": config.run.wandb_project} if config.run.wandb_project else None)
+        self.guard = NonFiniteGuard(config.run.nonfinite)
+        self.step = self.d_step = 0
+        self.last_checkpoint = "none"
+        if resume_path is not None:
+            self._restore(resume_path)
+        elif self.is_main:
+            dump_yaml(self.resolved_config(), self.run_dir / "config.yaml")
+
+    # setup -------------------------------------------------------------------------------------------------------
+
+    def _build_data(self, data_dirs: list[Path], val_dir: Path | None) -> None:
+        c, d = self.config, self.config.data
+        f = self.tokenizer.time_compression
+        for name, frames in (("data.num_frames", d.num_frames), ("data.val_num_frames", d.val_num_frames)):
+            if frames is not None and (frames - 1) % f:
+                raise ValueError(f"{name}={frames} must be 1 + {f}k for this tokenizer (e.g. {1 + f * 2})")
+        common = dict(image_size=self.tok_config.image_size, seed=c.run.seed, include_images=d.include_images,
+                      max_bad_fraction=d.max_bad_fraction, frame_stride=d.frame_stride)
+        split = None if val_dir is not None or d.val_fraction == 0 else "train"
+        self.train_set = folder_datasets(data_dirs, split, num_frames=d.num_frames, hflip=d.hflip,
+                                         val_fraction=d.val_fraction, **common)
+        val_frames = d.val_num_frames or d.num_frames
+        if val_dir is not None:
+            self.val_set = folder_datasets([val_dir], None, num_frames=val_frames, random_crop=False, **common)
+        elif d.val_fraction > 0:
+            self.val_set = folder_datasets(data_dirs, "val", num_frames=val_frames, val_fraction=d.val_fraction,
+                                           **common)
+        else:
+            self.val_set = None
+        acc = self.accelerator
+        self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
+                                       num_replicas=acc.num_processes, rank=acc.process_index)
+        stats = self.train_set.stats
+        self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
+                      stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {**to_dict(self.config), "tokenizer_resolved": self.tok_config.to_dict()}
+
+    # checkpoints ---------------------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        opt_g, meta_g = flatten_state(self.opt_g.state_dict())
+        opt_d, meta_d = flatten_state(self.opt_d.state_dict())
+        tensors = {"tokenizer": self.tokenizer.state_dict(), "ema": self.ema.state_dict(),
+                   "loss": self.loss_fn.state_dict(), "opt_g": opt_g, "opt_d": opt_d}
+        epoch, batch_index = self._position  # consumed position (the DataLoader may have prefetched further)
+        state = {"step": self.step, "d_step": self.d_step, "sampler": {"epoch": epoch, "batch_index": batch_index},
+                 "guard": self.guard.state_dict(), "opt_g_meta": meta_g, "opt_d_meta": meta_d,
+                 "config": self.resolved_config()}
+        if self.accelerator.scaler is not None:
+            state["scaler"] = self.accelerator.scaler.state_dict()
+        path = self.ckpt.save(self.step, tensors, state)
+        self.last_checkpoint = str(path)
+        self.export()
+        self.log.info("step %d: checkpoint %s", self.step, path)
+
+    def export(self) -> Path | None:
+        """Write the EMA tokenizer as a `save_pretrained` folder at RUN_DIR/tokenizer/ (atomically)."""
+        if not self.is_main:
+            return None
+        return export_dir_atomic(lambda d: self.ema.ema_model.save_pretrained(d), self.run_dir / "tokenizer")
+
+    def _restore(self, path: Path) -> None:
+        tensors, state = self.ckpt.load(path)
+        saved = state["config"]["tokenizer_resolved"]
+        if saved != self.tok_config.to_dict():
+            diff = sorted(k for k in saved if saved[k] != self.tok_config.to_dict().get(k))
+            raise ValueError(f"{path}: the checkpoint's tokenizer differs from this run's in {diff}")
+        load_state_strict(self.tokenizer, tensors["tokenizer"], "tokenizer", path)
+        load_state_strict(self.ema, tensors["ema"], "EMA", path)
+        load_state_strict(self.loss_fn, tensors["loss"], "discriminators", path)
+        if self.break_restore != "optimizer":  # test-only switch for the resume negative control
+            self.opt_g.load_state_dict(unflatten_state(tensors["opt_g"], state["opt_g_meta"]))
+            self.opt_d.load_state_dict(unflatten_state(tensors["opt_d"], state["opt_d_meta"]))
+        if self.break_restore != "sampler":
+            sampler_of(self.loader).load_state_dict(state["sampler"])
+        if "scaler" in state and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.guard.load_state_dict(state["guard"])
+        self.step, self.d_step = int(state["step"]), int(state["d_step"])
+        self.last_checkpoint = str(path)
+        self.log.info("resumed from %s at step %d", path, self.step)
+
+    # one update ----------------------------------------------------------------------------------------------------
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss / self.config.grad_accum)
+
+    def train_step(self, batches) -> dict[str, float] | None:
+        """Update number `self.step` (0-based) of G, and of D once adversarial training has started; afterwards
+        `self.step` counts completed updates. Returns log values every run.log_every updates (and on skipped ones)."""
+        c, acc, step = self.config, self.accelerator, self.step
+        use_adv = step >= c.disc_start_step
+        g_parts = d_parts = None
+        for micro in range(c.grad_accum):
+            batch = next(batches)
+            video = batch["video"].to(self.device, non_blocking=True)
+            with acc.autocast():
+                out = self.reconstruct(video, step=step)
+                g_loss, g_parts = self.loss_fn.generator_loss(
+                    video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
+                    generator=make_generator(c.run.seed, _G_KEY, step, micro))
+            self._backward(g_loss)
+            if use_adv:
+                with acc.autocast():
+                    d_loss, d_parts = self.loss_fn.discriminator_loss(
+                        video, out.recon.detach(), apply_r1=self.loss_fn.should_apply_r1(self.d_step),
+                        generator=make_generator(c.run.seed, _D_KEY, step, micro))
+                self._backward(d_loss)
+            self._position = (batch["epoch"], batch["batch_index"] + 1)
+        g_params = list(self.tokenizer.parameters())
+        d_params = self.loss_fn.discriminator_parameters()
+        sync_gradients(g_params, acc.num_processes)
+        sync_gradients(d_params, acc.num_processes)
+        if acc.scaler is not None:
+            acc.scaler.unscale_(self.opt_g)
+            if use_adv:
+                acc.scaler.unscale_(self.opt_d)
+        g_norm = clip_gradients(g_params, c.gen_optim.max_grad_norm)
+        d_norm = clip_gradients(d_params, c.disc_optim.max_grad_norm) if use_adv else torch.zeros(())
+        losses = {"generator." + k: v for k, v in g_parts.as_dict().items()}
+        if use_adv:
+            losses.update({"discriminator." + k: v for k, v in d_parts.as_dict().items()})
+        norms = {"generator": g_norm} if acc.scaler is not None else {"generator": g_norm, "discriminator": d_norm}
+        ok = self.guard.check(step, "generator+discriminator", losses, grad_norm=max(float(v) for v in norms.values())
+                              if all(torch.isfinite(v) for v in norms.values()) else float("nan"),
+                              last_checkpoint=self.last_checkpoint)
+        lr_g, lr_d = lr_at(c.gen_optim, step, c.run.max_steps), lr_at(c.disc_optim, self.d_step, c.run.max_steps)
+        if ok:
+            set_lr(self.opt_g, lr_g)
+            self._optimizer_step(self.opt_g)
+            self.ema.update()
+            if use_adv:
+                set_lr(self.opt_d, lr_d)
+                self._optimizer_step(self.opt_d)
+                self.d_step += 1
+            if acc.scaler is not None:
+                acc.scaler.update()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.step % c.run.log_every and ok:
+            return None
+        return {**losses, "lr_g": lr_g, "lr_d": lr_d if use_adv else 0.0, "grad_norm_g": float(g_norm),
+                "grad_norm_d": float(d_norm), "skipped_update": float(not ok), "epoch": float(self._position[0])}
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    # validation -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self, write_samples: bool = True) -> dict[str, float]:
+        """EMA tokenizer on up to data.val_clips held-out clips: PSNR, SSIM, codebook usage/perplexity, samples."""
+        if self.val_set is None:
+            return {}
+        model = self.ema.ema_model.eval()
+        n = min(self.config.data.val_clips, len(self.val_set))
+        psnrs, ssims, codes, samples = [], [], [], []
+        for i in range(n):
+            item = self.val_set[(0, i, -1)]
+            if not isinstance(item, dict):
+                continue
+            video = item["video"].unsqueeze(0).to(self.device)
+            with self.accelerator.autocast():
+                out = model.reconstruct(video)
+            recon = out.recon.float().clamp(-1, 1)
+            psnrs.append(psnr(recon, video)), ssims.append(ssim(recon, video)), codes.append(out.codes.flatten())
+            if len(samples) < 4:
+                samples.append(torch.cat([video, recon], dim=-1)[0])  # (3, t, h, 2w): original | reconstruction
+        if not psnrs:
+            return {}
+        usage, perplexity = codebook_stats(torch.cat(codes), model.codebook_size)
+        result = {"psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
+                  "codebook_usage": float(usage), "perplexity": float(perplexity), "clips": float(len(psnrs))}
+        if write_samples and self.is_main:
+            folder = self.run_dir / "samples" / f"step-{self.step:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for j, clip in enumerate(samples):
+                frames = to_uint8(clip)
+                write_video(folder / f"val{j}.mp4", frames, fps=8)
+                write_gif(folder / f"val{j}.gif", frames, fps=8)
+        return result
+
+    # the loop -------------------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, float]:
+        """Train until run.max_steps updates or run.max_minutes; checkpoint, export and validate on the way."""
+        c = self.config.run
+        clock = Clock()
+        batches = infinite_batches(self.loader, self.train_set)
+        self._position = tuple(sampler_of(self.loader).state_dict().values())
+        bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="tokenizer")
+        last_val: dict[str, float] = {}
+        saved_at = self.step
+        while self.step < c.max_steps:
+            logs = self.train_step(batches)
+            for hook in self.hooks:
+                hook(self, self.step)
+            bar.update(1)
+            if logs is not None:
+                self.metrics.log(logs, step=self.step, kind="train")
+                bar.set_postfix(recon=f"{logs['generator.recon']:.4f}", usage=f"{logs['generator.usage']:.2f}")
+            if self.step % c.val_every == 0:
+                last_val = self.validate()
+                self.metrics.log(last_val, step=self.step, kind="val")
+            out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
+            if self.step % c.checkpoint_every == 0 or out_of_time:
+                self._save()
+                saved_at = self.step
+            if out_of_time:
+                self.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), self.step)
+                break
+        bar.close()
+        if saved_at != self.step:
+            self._save()
+        if not last_val or self.step % c.val_every:
+            last_val = self.validate()
+            self.metrics.log(last_val, step=self.step, kind="val")
+        summary = {"step": self.step, "minutes": clock.minutes(), **last_val,
+                   "skipped_files": self.train_set.stats.num_skipped}
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.metrics.close()
+        return summary
+
+
+def with_overrides(config: TokenizerTrainConfig, **run: Any) -> TokenizerTrainConfig:
+    """Replace fields of config.run (CLI flags such as max_steps) without touching the rest."""
+    return replace(config, run=replace(config.run, **{k: v for k, v in run.items() if v is not None}))
