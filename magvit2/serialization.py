@@ -88,3 +88,20 @@ def load_model_dir(directory: str | Path, kind: str, map_location: str | torch.d
     except (SafetensorError, OSError) as e:
         raise ValueError(f"could not read {weights}: {e} (truncated or corrupted file?)") from e
     return payload["config"], state
+
+
+def resolve_model_dir(path: str | Path, kind: str, run_subdir: str) -> Path:
+    """A model folder given either itself or a training run folder holding it at `run_subdir/`."""
+    path = Path(path)
+    for candidate in (path, path / run_subdir):
+        config = candidate / CONFIG_NAME
+        if config.is_file():
+            try:
+                if json.loads(config.read_text()).get("_kind") == kind:
+                    return candidate
+            except json.JSONDecodeError:
+                pass
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    raise FileNotFoundError(f"{path} is neither a {kind} folder (config.json + model.safetensors) nor a run folder "
+                            f"with {run_subdir}/")
