@@ -2,6 +2,7 @@
 
 from .config import MaskGitConfig, factor_vocab_sizes
 from .objective import MaskedLossStats, masked_token_loss, random_token_mask
+from .pipeline import PipelineDefaults, TextToVideoPipeline, load_transformer, save_transformer
 from .sampler import SamplerStep, filter_logits, guidance_at, make_guided_logits_fn, sample
 from .schedule import SCHEDULES, mask_ratio, num_to_mask, sample_mask_ratios, train_num_masked
 from .text import (
@@ -23,16 +24,19 @@ __all__ = [
     "MaskGitConfig",
     "MaskGitTransformer",
     "MaskedLossStats",
+    "PipelineDefaults",
     "SamplerStep",
     "TextEmbedding",
     "TextEncoder",
     "TextEncoderNotFoundError",
+    "TextToVideoPipeline",
     "TinyTextEncoder",
     "build_text_encoder",
     "default_text_encoder",
     "factor_vocab_sizes",
     "filter_logits",
     "guidance_at",
+    "load_transformer",
     "make_guided_logits_fn",
     "mask_ratio",
     "masked_token_loss",
@@ -41,6 +45,7 @@ __all__ = [
     "random_token_mask",
     "sample",
     "sample_mask_ratios",
+    "save_transformer",
     "split_codes",
     "train_num_masked",
 ]

@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from trainers.checkpointing import CheckpointError
 from trainers.guards import NonFiniteLossError
 
-# Errors a user can cause (bad paths, bad values, bad files): exit 2, one line. Anything else is a bug and keeps
-# its traceback. A run stopped by the non-finite guard exits 1 with its one-line reason.
+# Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Anything
+# else is a bug and keeps its traceback. A run stopped by the non-finite guard exits 1 with its one-line reason.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
-                                               FileExistsError, IsADirectoryError, CheckpointError)
+                                               FileExistsError, IsADirectoryError, CheckpointError, ImportError)
 
 
 class ArgumentParser(argparse.ArgumentParser):

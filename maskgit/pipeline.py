@@ -1,0 +1,516 @@
+"""Text-to-video: prompts -> text embeddings -> MaskGIT decoding over tokenizer codes -> pixels.
+
+`TextToVideoPipeline` composes the three parts (diffusers-style components):
+
+* `tokenizer`    a `magvit2.VideoTokenizer` (frozen): codes <-> pixels; also tokenizes prime videos;
+* `text_encoder` a `maskgit.text.TextEncoder` (frozen): prompts -> `TextEmbedding`;
+* `transformer`  a `maskgit.MaskGitTransformer`: masked codes + text -> logits; decoded by `maskgit.sampler.sample`.
+
+Folder layout written by `save_pretrained` (no pickle anywhere)::
+
+    pipeline.json        kind, format version, text encoder {spec, max_length, dim}, sampling defaults
+    tokenizer/           config.json + model.safetensors  (VideoTokenizer.save_pretrained)
+    transformer/         config.json + model.safetensors  (save_transformer)
+
+`pipeline.json` is written last (atomically) and removed first on re-save, so a folder that has it is complete.
+
+Classifier-free guidance follows diffusers / aMUSEd: `logits = uncond + s * (cond - uncond)` per step, with both
+halves computed in one batched pass. s = 1: no guidance (conditional only, the unconditional half is skipped);
+s = 0: unconditional; s > 1: stronger prompt adherence. The unconditional half sees the transformer's learned null
+text embedding, or the negative prompt when one is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from magvit2.serialization import load_model_dir, package_version, save_model_dir
+from magvit2.tokenizer import VideoTokenizer
+
+from .config import MaskGitConfig
+from .sampler import SamplerStep, make_guided_logits_fn, sample
+from .schedule import SCHEDULES
+from .text import TextEmbedding, TextEncoder, as_text_embedding, build_text_encoder
+from .transformer import MaskGitTransformer
+
+PIPELINE_KIND = "TextToVideoPipeline"
+PIPELINE_FORMAT_VERSION = 1
+PIPELINE_CONFIG = "pipeline.json"
+TOKENIZER_DIR = "tokenizer"
+TRANSFORMER_DIR = "transformer"
+TRANSFORMER_KIND = "MaskGitTransformer"
+OUTPUT_TYPES = ("pt", "np", "latent")
+_NAMED_TEXT_ENCODERS = ("default", "minilm", "tiny")
+
+StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b, t', h', w') with [MASK] = mask id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampling defaults
+
+
+@dataclass(frozen=True)
+class PipelineDefaults:
+    """Sampling settings used when `__call__` is not given them; stored in `pipeline.json`."""
+
+    num_frames: int | None = None  # None: the longest clip the transformer's latent grid holds
+    num_inference_steps: int = 12  # MaskGIT decoding steps
+    guidance_scale: float | tuple[float, float] = 3.0  # uncond + s*(cond - uncond); 1 = none; (start, end) = ramp
+    temperature: float = 1.0  # token sampling temperature (0 = greedy)
+    choice_temperature: float = 4.5  # Gumbel noise on the confidence, annealed as 4.5 * (1 - r) (MaskGIT)
+    top_k: int | None = None  # keep the k most likely codes per position (None = all)
+    top_p: float | None = None  # nucleus sampling mass (None = all)
+    mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
+    fps: float = 8  # frame rate for written videos (metadata only)
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+            if allow_none and value is None:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}; got {value!r}")
+
+        positive_int("num_frames", self.num_frames, allow_none=True)
+        positive_int("num_inference_steps", self.num_inference_steps)
+        positive_int("top_k", self.top_k, allow_none=True)
+        g = self.guidance_scale
+        if isinstance(g, list):
+            object.__setattr__(self, "guidance_scale", g := tuple(g))
+        if not (_is_number(g) or (isinstance(g, tuple) and len(g) == 2 and all(_is_number(x) for x in g))):
+            raise ValueError(f"guidance_scale must be a number or a (start, end) pair; got {g!r}")
+        for name in ("temperature", "choice_temperature"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1] or None; got {self.top_p!r}")
+        if self.mask_schedule not in SCHEDULES:
+            raise ValueError(f"mask_schedule must be one of {', '.join(SCHEDULES)}; got {self.mask_schedule!r}")
+        if not _is_number(self.fps) or self.fps <= 0:
+            raise ValueError(f"fps must be a number > 0; got {self.fps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if isinstance(self.guidance_scale, tuple):
+            out["guidance_scale"] = list(self.guidance_scale)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineDefaults:
+        """Inverse of `to_dict`; unknown keys raise ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"pipeline defaults must be a JSON object; got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown pipeline default(s) {unknown}; expected a subset of "
+                             f"{sorted(f.name for f in fields(cls))}")
+        return cls(**data)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformer folders and small helpers
+
+
+def save_transformer(transformer: MaskGitTransformer, directory: str | os.PathLike) -> Path:
+    """`config.json` + `model.safetensors` of a `MaskGitTransformer` (as `VideoTokenizer.save_pretrained`)."""
+    return save_model_dir(directory, TRANSFORMER_KIND, transformer.config.to_dict(), transformer.state_dict())
+
+
+def load_transformer(directory: str | os.PathLike, device: torch.device | str | None = None) -> MaskGitTransformer:
+    """Inverse of `save_transformer`; unknown config keys and mismatched weights raise ValueError."""
+    config, state = load_model_dir(directory, TRANSFORMER_KIND)
+    model = MaskGitTransformer(MaskGitConfig.from_dict(config))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{directory}: weights don't match the config: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]}")
+    model.eval()
+    return model if device is None else model.to(device)
+
+
+def _portable_spec(spec: str) -> str:
+    """A text-encoder spec that rebuilds from any working directory (local folders become absolute paths)."""
+    if spec in _NAMED_TEXT_ENCODERS or spec.startswith("tiny:"):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules: nn.Module):
+    """Every submodule in eval mode inside the block; each one's own mode restored afterwards."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _fresh_generator() -> torch.Generator:
+    """A CPU generator seeded from the OS entropy pool (never from, and never advancing, torch's global RNG)."""
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checked contents of `directory/pipeline.json` (kind, format version, known keys only)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"pipeline folder not found: {directory}")
+    path = directory / PIPELINE_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no {PIPELINE_CONFIG} in {directory} (expected a folder written by "
+                                f"TextToVideoPipeline.save_pretrained)")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(payload, dict) or payload.get("_kind") != PIPELINE_KIND:
+        raise ValueError(f"{path} describes a {payload.get('_kind') if isinstance(payload, dict) else None!r}, "
+                         f"not a {PIPELINE_KIND!r}")
+    if payload.get("_format_version") != PIPELINE_FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {payload.get('_format_version')!r} is not supported (this package "
+                         f"reads {PIPELINE_FORMAT_VERSION}); upgrade magvit2-maskgit or re-export the pipeline")
+    expected = {"_kind", "_format_version", "_package_version", "text_encoder", "defaults"}
+    unknown = sorted(set(payload) - expected)
+    missing = sorted(expected - set(payload) - {"_package_version"})
+    if unknown or missing:
+        raise ValueError(f"{path}: unknown keys {unknown}, missing keys {missing}")
+    text = payload["text_encoder"]
+    if not isinstance(text, dict) or set(text) != {"spec", "max_length", "dim"}:
+        raise ValueError(f"{path}: text_encoder must hold exactly spec, max_length and dim; got {text!r}")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class TextToVideoPipeline:
+    """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer.
+
+    Compatibility is checked here, once: the transformer's vocabulary must equal the tokenizer's codebook, the
+    tokenizer's latent frame (h', w') must fit the transformer's grid, and the text width must match `text_dim`.
+    """
+
+    def __init__(self, tokenizer: VideoTokenizer, text_encoder: TextEncoder, transformer: MaskGitTransformer,
+                 defaults: PipelineDefaults | None = None):
+        for name, value, cls in (("tokenizer", tokenizer, VideoTokenizer), ("text_encoder", text_encoder, TextEncoder),
+                                 ("transformer", transformer, MaskGitTransformer)):
+            if not isinstance(value, cls):
+                raise ValueError(f"{name} must be a {cls.__name__}; got {type(value).__name__}")
+        defaults = PipelineDefaults() if defaults is None else defaults
+        if not isinstance(defaults, PipelineDefaults):
+            raise ValueError(f"defaults must be a PipelineDefaults; got {type(defaults).__name__}")
+        if tokenizer.has_cond_layers:
+            raise ValueError("the pipeline needs an unconditioned tokenizer; this one has cond_* layers")
+        if tokenizer.codebook_size != transformer.config.codebook_size:
+            raise ValueError(f"vocabulary mismatch: the tokenizer has {tokenizer.codebook_size} codes but the "
+                             f"transformer was built for codebook_size={transformer.config.codebook_size}; "
+                             f"train the transformer on this tokenizer's codes")
+        _, h, w = tokenizer.latent_shape(1)
+        if (h, w) != tuple(transformer.config.latent_shape[1:]):
+            raise ValueError(f"latent grid mismatch: the tokenizer gives {h}x{w} codes per frame but the transformer "
+                             f"was built for {transformer.config.latent_shape[1]}x{transformer.config.latent_shape[2]}")
+        transformer.check_compatible(tokenizer.codebook_size, (1, h, w))
+        if text_encoder.dim != transformer.config.text_dim:
+            raise ValueError(f"text width mismatch: the text encoder ({text_encoder.spec!r}) gives "
+                             f"{text_encoder.dim}-d embeddings but the transformer expects "
+                             f"text_dim={transformer.config.text_dim}")
+        self.tokenizer, self.text_encoder, self.transformer = tokenizer, text_encoder, transformer
+        self.defaults = defaults
+        if defaults.num_frames is not None:
+            self.latent_grid(defaults.num_frames)
+
+    # shapes and devices -------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer lives (codes are sampled there)."""
+        return next(self.transformer.parameters()).device
+
+    def to(self, device: torch.device | str) -> TextToVideoPipeline:
+        """Moves all three parts to `device`; returns self."""
+        for module in (self.tokenizer, self.text_encoder, self.transformer):
+            module.to(device)
+        return self
+
+    @property
+    def max_num_frames(self) -> int:
+        """The longest clip the transformer's latent grid holds: 1 + (t' - 1) * f."""
+        return self.tokenizer.num_frames_for(self.transformer.config.latent_shape[0])
+
+    def latent_grid(self, num_frames: int) -> tuple[int, int, int]:
+        """(t', h', w') of a `num_frames` clip; ValueError unless num_frames = 1 + k*f and t' fits the transformer."""
+        f = self.tokenizer.time_compression
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int):
+            raise ValueError(f"num_frames must be an int 1 + {f}k; got {num_frames!r}")
+        if num_frames < 1 or (num_frames - 1) % f:
+            k = max((num_frames - 1) // f, 0)
+            hint = f"try {1 + f * k} or {1 + f * (k + 1)}" if num_frames > 1 else f"try 1 or {1 + f}"
+            raise ValueError(f"num_frames={num_frames} is not 1 + {f}k; {hint}")
+        grid = self.tokenizer.latent_shape(num_frames)
+        if grid[0] > self.transformer.config.latent_shape[0]:
+            raise ValueError(f"num_frames={num_frames} needs {grid[0]} latent frames but the transformer holds at most "
+                             f"{self.transformer.config.latent_shape[0]} (num_frames <= {self.max_num_frames})")
+        return grid
+
+    def settings(self, **overrides: Any) -> PipelineDefaults:
+        """`self.defaults` with the non-None `overrides` applied and num_frames resolved (validated)."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(PipelineDefaults)})
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}")
+        s = replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
+        if s.num_frames is None:
+            s = replace(s, num_frames=self.max_num_frames)
+        self.latent_grid(s.num_frames)
+        return s
+
+    # inputs -------------------------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str | Sequence[str] | None = None,
+                      negative_prompt: str | Sequence[str] | None = None,
+                      prompt_embeds: TextEmbedding | tuple | None = None,
+                      negative_prompt_embeds: TextEmbedding | tuple | None = None
+                      ) -> tuple[TextEmbedding, TextEmbedding | None]:
+        """(conditional, negative or None) embeddings with one row per prompt, on the transformer's device."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of prompt and prompt_embeds" if prompt is not None
+                             else "pass a prompt (str or list of str) or prompt_embeds")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass at most one of negative_prompt and negative_prompt_embeds")
+        if prompt is not None:
+            prompts = _as_prompt_list(prompt, "prompt")
+            cond = self.text_encoder.encode(prompts)
+        else:
+            cond = as_text_embedding(prompt_embeds)
+        b = cond.batch_size
+        uncond = None
+        if negative_prompt is not None:
+            negatives = _as_prompt_list(negative_prompt, "negative_prompt")
+            if len(negatives) == 1:
+                negatives = negatives * b
+            if len(negatives) != b:
+                raise ValueError(f"got {len(negatives)} negative prompts for {b} prompts; pass one or {b}")
+            uncond = self.text_encoder.encode(negatives)
+        elif negative_prompt_embeds is not None:
+            uncond = as_text_embedding(negative_prompt_embeds)
+            if uncond.batch_size not in (1, b):
+                raise ValueError(f"negative_prompt_embeds has {uncond.batch_size} rows for {b} prompts; pass 1 or {b}")
+            uncond = uncond.expand(b)
+        for name, emb in (("prompt_embeds", cond), ("negative_prompt_embeds", uncond)):
+            if emb is not None and emb.dim != self.transformer.config.text_dim:
+                raise ValueError(f"{name} have width {emb.dim}; the transformer expects text_dim "
+                                 f"{self.transformer.config.text_dim}")
+        device = self.device
+        return cond.to(device), None if uncond is None else uncond.to(device)
+
+    def prime_latents(self, grid: Sequence[int], batch_size: int, prime_video: Tensor | None = None,
+                      prime_codes: Tensor | None = None) -> Tensor | None:
+        """Codes (batch_size, t0', h', w') that fix the first latent frames, from a prime video or given codes.
+
+        prime_video: (b, 3, 1 + j*f, h, w) or an image (b, 3, h, w), float in [-1, 1]; b = 1 or batch_size.
+        prime_codes: (b, t0', h', w') long in [0, codebook_size). At most t' latent frames (the whole clip).
+        """
+        if prime_video is not None and prime_codes is not None:
+            raise ValueError("pass at most one of prime_video and prime_codes")
+        if prime_video is None and prime_codes is None:
+            return None
+        t, h, w = grid
+        if prime_video is not None:
+            if not isinstance(prime_video, Tensor) or prime_video.ndim not in (4, 5):
+                raise ValueError(f"prime_video must be a float tensor (b, 3, t, h, w) or an image (b, 3, h, w); got "
+                                 f"{tuple(getattr(prime_video, 'shape', ())) or type(prime_video).__name__}")
+            param = next(self.tokenizer.parameters())
+            prime_codes = self.tokenizer.tokenize(prime_video.to(param.device, param.dtype))  # (b, t0', h', w')
+            what = f"prime_video ({prime_video.shape[2] if prime_video.ndim == 5 else 1} frames)"
+        else:
+            what = "prime_codes"
+            if (not isinstance(prime_codes, Tensor) or prime_codes.is_floating_point()
+                    or prime_codes.dtype == torch.bool or prime_codes.ndim != 4):
+                raise ValueError(f"prime_codes must be an integer tensor (b, t0', {h}, {w}); got "
+                                 f"{getattr(prime_codes, 'dtype', type(prime_codes).__name__)} "
+                                 f"{tuple(getattr(prime_codes, 'shape', ()))}")
+            if tuple(prime_codes.shape[2:]) != (h, w):
+                raise ValueError(f"prime_codes must have {h}x{w} codes per latent frame; got shape "
+                                 f"{tuple(prime_codes.shape)}")
+            k = self.tokenizer.codebook_size
+            if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= k):
+                raise ValueError(f"prime_codes must lie in [0, {k}); got values in [{int(prime_codes.min())}, "
+                                 f"{int(prime_codes.max())}]")
+        t0 = prime_codes.shape[1]
+        if not 1 <= t0 <= t:
+            raise ValueError(f"{what} gives {t0} latent frames but the clip has {t} "
+                             f"(num_frames={self.tokenizer.num_frames_for(t)}); prime with fewer frames")
+        if prime_codes.shape[0] not in (1, batch_size):
+            raise ValueError(f"{what} has batch {prime_codes.shape[0]} for {batch_size} prompts; pass 1 or "
+                             f"{batch_size}")
+        return prime_codes.long().to(self.device).expand(batch_size, -1, -1, -1)
+
+    # generation ---------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | tuple[float, float] | None = None,
+        temperature: float | None = None,
+        choice_temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pt",
+        prompt_embeds: TextEmbedding | None = None,
+        negative_prompt_embeds: TextEmbedding | None = None,
+        num_videos_per_prompt: int = 1,
+        prime_video: Tensor | None = None,
+        prime_codes: Tensor | None = None,
+        callback: StepCallback | None = None,
+        mask_schedule: str | None = None,
+    ) -> Tensor | np.ndarray:
+        """Generates `num_videos_per_prompt` videos per prompt (rows ordered prompt-major).
+
+        Unset settings come from `self.defaults` (num_frames: the longest clip the transformer holds).
+        num_frames must be 1 + k*f (f = tokenizer.time_compression). guidance_scale s: `uncond + s*(cond - uncond)`
+        on the logits; 1 = no guidance; a (start, end) pair ramps linearly over the steps.
+        generator: every random draw comes from it (any device); the same seed gives the same codes and video.
+        None draws a fresh seed from the OS (`secrets`); torch's global RNG is never used or advanced.
+        prime_video / prime_codes: the first latent frames are fixed to these codes (image-to-video, continuation);
+        the decoded output then starts with the tokenizer's reconstruction of the prime (the decoder is causal).
+        callback(step, num_steps, codes): after each decoding step; codes (b, t', h', w') with [MASK] = codebook_size.
+
+        Returns, for b = prompts * num_videos_per_prompt:
+            'pt': float video (b, 3, num_frames, h, w) in [-1, 1] on the tokenizer's device;
+            'np': uint8 numpy (b, num_frames, h, w, 3);
+            'latent': long codes (b, t', h', w') in [0, codebook_size) on the transformer's device.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) \
+                or num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt must be a positive int; got {num_videos_per_prompt!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+        s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
+                          guidance_scale=guidance_scale, temperature=temperature,
+                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule)
+        grid = self.latent_grid(s.num_frames)
+        cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
+        num_prompts = cond.batch_size
+        prime = self.prime_latents(grid, num_prompts, prime_video, prime_codes)  # (p, t0', h', w') or None
+
+        r = num_videos_per_prompt
+        b, n = num_prompts * r, math.prod(grid)
+        cond = cond.repeat_interleave(r)
+        uncond = None if uncond is None else uncond.repeat_interleave(r)
+        known = None
+        if prime is not None:
+            known = torch.full((b, *grid), -1, dtype=torch.long, device=self.device)  # (b, t', h', w')
+            known[:, : prime.shape[1]] = prime.repeat_interleave(r, dim=0)
+            known = known.flatten(1)  # (b, n)
+
+        step_fn = None
+        if callback is not None:
+            def step_fn(state: SamplerStep) -> None:
+                callback(state.step, state.num_steps, state.codes.view(b, *grid))
+
+        with _eval_mode(self.tokenizer, self.transformer):
+            logits_fn = make_guided_logits_fn(self.transformer, cond, uncond, batch_size=b, grid=grid)
+            codes = sample(
+                logits_fn, b, n, generator=generator if generator is not None else _fresh_generator(),
+                vocab_sizes=self.transformer.vocab_sizes, mask_id=self.transformer.mask_id,
+                num_steps=s.num_inference_steps, temperature=s.temperature, choice_temperature=s.choice_temperature,
+                schedule=s.mask_schedule, top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
+                known_codes=known, device=self.device, callback=step_fn,
+            ).view(b, *grid)  # (b, t', h', w')
+            if output_type == "latent":
+                return codes
+            tokenizer_device = next(self.tokenizer.parameters()).device
+            video = self.tokenizer.decode_from_code_indices(codes.to(tokenizer_device))  # (b, 3, t, h, w)
+        video = video.float().clamp(-1.0, 1.0)
+        if output_type == "pt":
+            return video
+        frames = ((video + 1.0) * 127.5).round().to(torch.uint8)  # same rounding as trainers.video_io.to_uint8
+        return np.ascontiguousarray(frames.permute(0, 2, 3, 4, 1).cpu().numpy())  # (b, t, h, w, 3)
+
+    # persistence --------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes `tokenizer/`, `transformer/` and then `pipeline.json` (see the module docstring)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PIPELINE_CONFIG).unlink(missing_ok=True)  # the folder counts as incomplete until rewritten
+        self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
+        save_transformer(self.transformer, directory / TRANSFORMER_DIR)
+        payload = {
+            "_kind": PIPELINE_KIND,
+            "_format_version": PIPELINE_FORMAT_VERSION,
+            "_package_version": package_version(),
+            "text_encoder": {"spec": _portable_spec(self.text_encoder.spec),
+                             "max_length": int(self.text_encoder.max_length), "dim": int(self.text_encoder.dim)},
+            "defaults": self.defaults.to_dict(),
+        }
+        _atomic_write_text(directory / PIPELINE_CONFIG, json.dumps(payload, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str | None = None,
+                        text_encoder: TextEncoder | None = None) -> TextToVideoPipeline:
+        """Loads a folder written by `save_pretrained` (modules in eval mode, on `device` or the CPU).
+
+        text_encoder: an instance to use instead of rebuilding the stored spec (it must give the same width).
+        """
+        directory = Path(directory)
+        payload = read_pipeline_config(directory)
+        for sub in (TOKENIZER_DIR, TRANSFORMER_DIR):
+            if not (directory / sub).is_dir():
+                raise FileNotFoundError(f"pipeline folder {directory} has no {sub}/ subfolder (incomplete save?)")
+        defaults = PipelineDefaults.from_dict(payload["defaults"])
+        tokenizer = VideoTokenizer.from_pretrained(directory / TOKENIZER_DIR).eval()
+        transformer = load_transformer(directory / TRANSFORMER_DIR)
+        if text_encoder is None:
+            text = payload["text_encoder"]
+            text_encoder = build_text_encoder(text["spec"], max_length=text["max_length"], device=device)
+            if text_encoder.dim != text["dim"]:
+                raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
+                                 f"was saved with {text['dim']}-d ones")
+        pipe = cls(tokenizer, text_encoder, transformer, defaults)
+        return pipe if device is None else pipe.to(device)
+
+
+def _as_prompt_list(prompt: str | Sequence[str], name: str) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+    if prompts is None or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{name} must be a str or a list of str; got {prompt!r:.80}")
+    if not prompts:
+        raise ValueError(f"{name} is an empty list; pass at least one prompt")
+    return prompts

@@ -1,0 +1,85 @@
+"""`magvit2-generate`: prompts -> videos with a trained text-to-video pipeline (argument parsing and a call).
+
+Examples:
+    magvit2-generate --model runs/maskgit --prompt "a red digit moving left" --prompt "a blue one moving up"
+    magvit2-generate --model runs/maskgit/pipeline --prompt-file prompts.txt --seed 1 --format gif
+    magvit2-generate --model runs/maskgit --prompt "the camera pans right" --prime-video first_frame.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from scripts._cli import ArgumentParser, positive_float, positive_int, run
+
+DESCRIPTION = """Generate one video per prompt with a TextToVideoPipeline (MagViT2 tokenizer + text encoder +
+MaskGit transformer). Videos go to OUT_DIR/NNN-<prompt>.mp4|gif and one JSON line per video (prompt, seed, file,
+settings) is appended to OUT_DIR/samples.jsonl. Unset sampling options come from the pipeline's saved defaults."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="magvit2-generate", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="a pipeline folder (holds pipeline.json) or a MaskGit run folder (uses RUN_DIR/pipeline/)")
+    p.add_argument("--prompt", action="extend", nargs="+", metavar="TEXT",
+                   help="prompt(s); repeat the flag or pass several")
+    p.add_argument("--prompt-file", metavar="FILE", help="UTF-8 text file, one prompt per line (blank lines skipped)")
+    p.add_argument("--negative-prompt", metavar="TEXT",
+                   help="replaces the null text in the unconditional half of guidance (default: none)")
+    p.add_argument("--num-frames", type=positive_int, metavar="N",
+                   help="frames per video, 1 + k*f for the tokenizer's time compression f "
+                        "(default: the pipeline's, else the longest the model holds)")
+    p.add_argument("--steps", type=positive_int, metavar="S", help="MaskGIT decoding steps (default: pipeline's, 12)")
+    p.add_argument("--guidance-scale", type=float, metavar="G",
+                   help="classifier-free guidance: uncond + G*(cond - uncond); 1 = none (default: pipeline's, 3.0)")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="token sampling temperature, 0 = greedy (default: pipeline's, 1.0)")
+    p.add_argument("--choice-temperature", type=float, metavar="C",
+                   help="Gumbel noise on the re-masking confidence, annealed C*(1-r) (default: pipeline's, 4.5)")
+    p.add_argument("--top-k", type=positive_int, metavar="K",
+                   help="sample among the K most likely codes (default: pipeline's, all)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed; prompt i uses derive_seed(seed, i), so it reproduces alone (default: 0)")
+    p.add_argument("--out-dir", default="samples", metavar="DIR", help="output folder (default: samples)")
+    p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="video format (default: mp4)")
+    p.add_argument("--fps", type=positive_float, metavar="F", help="frame rate of the files (default: pipeline's, 8)")
+    p.add_argument("--prime-video", metavar="FILE",
+                   help="video or image whose first 1 + j*f frames are kept and continued (image-to-video)")
+    p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    return p
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from maskgit.generate_utils import (
+        generate_to_files,
+        load_prime_video,
+        read_prompts,
+        resolve_device,
+        resolve_pipeline_dir,
+    )
+    from maskgit.pipeline import TextToVideoPipeline
+
+    prompts = read_prompts(args.prompt, args.prompt_file)
+    device = resolve_device(args.device)
+    model_dir = resolve_pipeline_dir(args.model)
+    pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device)
+    settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
+                                 guidance_scale=args.guidance_scale, temperature=args.temperature,
+                                 choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)
+    prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames)
+    paths = generate_to_files(pipeline, prompts, settings, args.out_dir, seed=args.seed, fmt=args.format,
+                              negative_prompt=args.negative_prompt, prime_video=prime,
+                              record={"model": str(model_dir), "prime_video": args.prime_video, "device": str(device)})
+    for path in paths:
+        print(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_generate, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""`magvit2-generate` end to end on a tiny saved pipeline (in-process `main(argv)`; one subprocess check)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskgit import MaskGitConfig, MaskGitTransformer
+from maskgit.generate_utils import slugify
+from maskgit.pipeline import save_transformer
+from scripts.generate import main
+from tests.conftest import pan_frames
+from tests.test_pipeline import TEXT_DIM, build_pipeline
+from trainers.video_io import read_video, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A MaskGit run folder whose pipeline/ holds a tiny pipeline (3 steps, 5 frames of 16x16)."""
+    run = tmp_path_factory.mktemp("run")
+    build_pipeline(num_inference_steps=3, num_frames=5, fps=8).save_pretrained(run / "pipeline")
+    return run
+
+
+def generate(*args, out: Path) -> int:
+    return main([*map(str, args), "--out-dir", str(out), "--device", "cpu"])
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def expect_user_error(capsys, argv, match: str) -> None:
+    try:
+        code = main([*map(str, argv), "--device", "cpu"])
+    except SystemExit as e:  # argparse's own errors (bad choices, bad types) exit from parse_args
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("magvit2-generate: error:") and match in err, err
+
+
+def test_writes_one_mp4_per_prompt_and_a_log(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert generate("--model", run_dir, "--prompt", "A red ball, bouncing!", "--prompt", "clouds", out=out) == 0
+    files = sorted(p.name for p in out.glob("*.mp4"))
+    assert files == ["000-a-red-ball-bouncing.mp4", "001-clouds.mp4"]
+    assert capsys.readouterr().out.split() == [str(out / f) for f in files]
+    for f in files:
+        assert read_video(out / f).shape == (5, 16, 16, 3)
+    lines = log_lines(out)
+    assert [line["file"] for line in lines] == files and [line["prompt"] for line in lines] == ["A red ball, bouncing!",
+                                                                                                 "clouds"]
+    first = lines[0]
+    assert first["seed"] != lines[1]["seed"] and first["base_seed"] == 0 and first["prompt_index"] == 0
+    assert {k: first[k] for k in ("num_frames", "steps", "guidance_scale", "temperature", "choice_temperature",
+                                  "top_k", "format", "fps", "negative_prompt", "prime_video")} == {
+        "num_frames": 5, "steps": 3, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5,
+        "top_k": None, "format": "mp4", "fps": 8, "negative_prompt": None, "prime_video": None}
+    assert first["model"] == str(run_dir / "pipeline")
+
+    # a second run into the same folder continues the numbering and appends to the log
+    assert generate("--model", run_dir / "pipeline", "--prompt", "clouds", "--steps", "2", "--num-frames", "3",
+                    "--top-k", "5", out=out) == 0
+    assert (out / "002-clouds.mp4").is_file() and read_video(out / "002-clouds.mp4").shape[0] == 3
+    last = log_lines(out)[-1]
+    assert (last["steps"], last["num_frames"], last["top_k"]) == (2, 3, 5)
+
+
+def test_gif_prompt_file_and_settings(run_dir, tmp_path):
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("a red ball\n\n  clouds over a hill  \n", encoding="utf-8")
+    out = tmp_path / "gifs"
+    assert generate("--model", run_dir, "--prompt-file", prompt_file, "--format", "gif", "--fps", "5",
+                    "--guidance-scale", "1.5", "--temperature", "0.5", "--choice-temperature", "2",
+                    "--negative-prompt", "noise", "--seed", "9", out=out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000-a-red-ball.gif", "001-clouds-over-a-hill.gif",
+                                                     "samples.jsonl"]
+    assert read_video(out / "001-clouds-over-a-hill.gif").shape == (5, 16, 16, 3)
+    line = log_lines(out)[1]
+    assert (line["prompt"], line["format"], line["fps"], line["guidance_scale"], line["temperature"],
+            line["choice_temperature"], line["negative_prompt"], line["base_seed"]) == (
+        "clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9)
+
+
+def test_same_seed_same_frames_and_each_prompt_reproduces_alone(run_dir, tmp_path):
+    def frames(name: str, *args) -> list[np.ndarray]:
+        out = tmp_path / name
+        assert generate("--model", run_dir, *args, out=out) == 0
+        return [read_video(out / line["file"]) for line in log_lines(out)]
+
+    a = frames("a", "--prompt", "a red ball", "clouds", "--seed", "3")
+    b = frames("b", "--prompt", "a red ball", "--prompt", "clouds", "--seed", "3")
+    c = frames("c", "--prompt", "a red ball", "clouds", "--seed", "4")
+    d = frames("d", "--prompt", "a red ball", "--seed", "3")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    assert np.array_equal(a[0], d[0])
+
+
+def test_prime_video_and_image(run_dir, tmp_path):
+    clip = tmp_path / "prime.mp4"
+    write_video(clip, pan_frames(7, (24, 32)), lossless=True)
+    out = tmp_path / "primed"
+    assert generate("--model", run_dir, "--prompt", "pan on", "--prime-video", clip, out=out) == 0
+    line = log_lines(out)[0]
+    assert line["prime_frames"] == 3 and line["prime_video"] == str(clip)  # 1 + 2j <= 5 - 2 frames: 3
+    assert read_video(out / line["file"]).shape == (5, 16, 16, 3)
+
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.fromarray(pan_frames(1, (20, 20))[0]).save(image)
+    assert generate("--model", run_dir, "--prompt", "from a still", "--prime-video", image, out=out) == 0
+    assert log_lines(out)[-1]["prime_frames"] == 1
+
+
+def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    cases = [
+        (["--model", run_dir], "no prompts"),
+        (["--model", run_dir, "--prompt", "a", "--num-frames", "4"], "num_frames=4 is not 1 + 2k; try 3 or 5"),
+        (["--model", run_dir, "--prompt", "a", "--num-frames", "9"], "at most 3"),
+        (["--model", tmp_path / "missing", "--prompt", "a"], "found no"),
+        (["--model", run_dir, "--prompt-file", empty], "holds no prompts"),
+        (["--model", run_dir, "--prompt-file", tmp_path / "nope.txt"], "no such file"),
+        (["--model", run_dir, "--prompt", "a", "--prime-video", broken], "--prime-video"),
+        (["--model", run_dir, "--prompt", "a", "--prime-video", tmp_path / "nope.mp4"], "no such file"),
+        (["--model", run_dir, "--prompt", "a", "--format", "webm"], "invalid choice"),
+        (["--model", run_dir, "--prompt", "a", "--steps", "0"], "positive integer"),
+    ]
+    for argv, match in cases:
+        expect_user_error(capsys, argv, match)
+    assert main(["--model", str(run_dir), "--prompt", "a", "--device", "tpu9"]) == 2
+    assert "not a torch device" in capsys.readouterr().err
+
+    mismatched = tmp_path / "mismatch"
+    build_pipeline().save_pretrained(mismatched)
+    save_transformer(MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1,
+                                                      heads=2, dim_head=16, text_dim=TEXT_DIM)),
+                     mismatched / "transformer")
+    expect_user_error(capsys, ["--model", mismatched, "--prompt", "a"], "vocabulary mismatch")
+
+
+def test_subprocess_exit_code_and_help(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "scripts.generate", "--model", str(tmp_path / "missing"),
+                           "--prompt", "a"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "magvit2-generate: error: --model" in proc.stderr
+
+
+def test_help_lists_every_option_with_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--prompt", "--prompt-file", "--negative-prompt", "--num-frames", "--steps",
+                 "--guidance-scale", "--temperature", "--choice-temperature", "--top-k", "--seed", "--out-dir",
+                 "--format", "--fps", "--prime-video", "--device"):
+        assert flag in text
+    assert "default: samples" in text and "default: mp4" in text
+
+
+def test_slugify():
+    assert slugify("A Cat, jumping!") == "a-cat-jumping"
+    assert slugify("Crème brûlée") == "creme-brulee"
+    assert slugify("!!!") == "video"
+    assert len(slugify("word " * 40)) <= 48
