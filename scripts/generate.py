@@ -53,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from maskgit.generate_utils import (
+    from maskgit.pipeline import TextToVideoPipeline
+    from trainers.generate import (
         generate_to_files,
         load_prime_video,
         read_prompts,
         resolve_device,
         resolve_pipeline_dir,
     )
-    from maskgit.pipeline import TextToVideoPipeline
 
     prompts = read_prompts(args.prompt, args.prompt_file)
     device = resolve_device(args.device)

@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "E > 1 = E random crops (seeded)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--shard-size", type=positive_int, default=4096, help="clips per shard file")
+    p.add_argument("--max-bad-fraction", type=float, default=0.05, help="fail when more files than this are "
+                   "unreadable or too short (they are skipped and listed in index.json otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     return p
@@ -32,7 +34,7 @@ def main_(args: argparse.Namespace) -> None:
 
     index = tokenize_folder(args.tokenizer, args.data, args.out, num_frames=args.num_frames, epochs=args.epochs,
                             batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
-                            device=args.device)
+                            device=args.device, max_bad_fraction=args.max_bad_fraction)
     print(f"wrote {index['num_clips']} clips of codes {tuple(index['latent_shape'])} to {args.out} "
           f"({len(index['skipped'])} files skipped)")
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from maskgit import MaskGitConfig, MaskGitTransformer
-from maskgit.generate_utils import slugify
 from maskgit.pipeline import save_transformer
 from scripts.generate import main
 from tests.conftest import pan_frames
 from tests.test_pipeline import TEXT_DIM, build_pipeline
+from trainers.generate import slugify
 from trainers.video_io import read_video, write_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from trainers.logging import progress_bar
 @torch.no_grad()
 def tokenize_folder(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     num_frames: int | None = None, epochs: int = 1, batch_size: int = 16, shard_size: int = 4096,
-                    seed: int = 0, device: str | None = None) -> dict[str, Any]:
+                    seed: int = 0, device: str | None = None, max_bad_fraction: float = 0.05) -> dict[str, Any]:
     """Encode every usable file of `data_dir` (`epochs` crops each) with the tokenizer; returns the index."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     folder = resolve_model_dir(tokenizer_path, "VideoTokenizer", "tokenizer")
@@ -26,7 +26,8 @@ def tokenize_folder(tokenizer_path: str | Path, data_dir: str | Path, out_dir: s
     num_frames = num_frames or 1 + 4 * f
     tokenizer.latent_shape(num_frames)  # validates 1 + k*f with a clear message
     dataset = VideoFolderDataset(data_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
-                                 random_crop=epochs > 1, seed=seed, include_images=False)
+                                 random_crop=epochs > 1, seed=seed, include_images=False,
+                                 max_bad_fraction=max_bad_fraction)
     writer = CodeShardWriter(out_dir, shard_size)
     bar = progress_bar(len(dataset) * epochs, desc="tokenize")
     for epoch in range(epochs):

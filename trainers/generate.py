@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from maskgit.pipeline import PIPELINE_CONFIG, PipelineDefaults, TextToVideoPipeline
 from trainers.logging import progress_bar
 from trainers.rng import derive_seed
 from trainers.video_io import (
@@ -28,8 +29,6 @@ from trainers.video_io import (
     write_gif,
     write_video,
 )
-
-from .pipeline import PIPELINE_CONFIG, PipelineDefaults, TextToVideoPipeline
 
 FORMATS = ("mp4", "gif")
 SAMPLES_LOG = "samples.jsonl"

@@ -1,0 +1,76 @@
+"""Reconstruct clips with a trained tokenizer and measure them (the work behind `magvit2-reconstruct`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magvit2 import VideoTokenizer
+from magvit2.metrics import psnr, ssim
+from magvit2.serialization import resolve_model_dir
+from trainers.video_io import (
+    IMAGE_EXTENSIONS,
+    VideoReadError,
+    from_uint8,
+    probe_video,
+    read_clip,
+    to_uint8,
+    write_video,
+)
+
+DEFAULT_MAX_LATENT_FRAMES = 9  # default clip length: up to 1 + 8f frames (33 at f = 4); --num-frames overrides
+
+
+def clip_length(available: int, f: int, num_frames: int | None) -> int:
+    """Frames to reconstruct: `num_frames` (checked) or the longest 1 + k*f that fits, capped at 1 + 8f."""
+    if num_frames is not None:
+        if (num_frames - 1) % f:
+            example = 1 + f * max((num_frames - 1) // f, 1)
+            raise ValueError(f"--num-frames {num_frames} is not 1 + {f}k (e.g. {example})")
+        if num_frames > available:
+            raise ValueError(f"--num-frames {num_frames} but the clip has only {available} frames")
+        return num_frames
+    return 1 + f * min((available - 1) // f, DEFAULT_MAX_LATENT_FRAMES - 1)
+
+
+@torch.no_grad()
+def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
+                      num_frames: int | None = None, lossless: bool = False, side_by_side: bool = False,
+                      device: str | None = None) -> dict[str, Any]:
+    """Reconstruct each input (video: first frames; image: 1 frame) at the tokenizer's size; write
+    `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = VideoTokenizer.from_pretrained(resolve_model_dir(tokenizer_path, "VideoTokenizer", "tokenizer"))
+    tokenizer = tokenizer.to(device).eval()
+    size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"input not found: {p}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for path in paths:
+        try:
+            is_image = path.suffix.lower() in IMAGE_EXTENSIONS
+            frames = 1 if is_image else clip_length(probe_video(path).num_frames, f, num_frames)
+            video = from_uint8(read_clip(path, size, num_frames=frames))[None].to(device)  # (1, 3, t, h, w)
+        except VideoReadError as e:
+            raise ValueError(f"cannot read {path}: {e.reason}") from e
+        recon = tokenizer(video).float().clamp(-1, 1)
+        shown = torch.cat([video, recon], dim=-1) if side_by_side else recon
+        name = path.stem if sum(p.stem == path.stem for p in paths) == 1 else f"{path.stem}-{path.suffix[1:]}"
+        write_video(out_dir / f"{name}.mp4", to_uint8(shown[0]), fps=8, lossless=lossless)
+        clips.append({"input": str(path), "output": f"{name}.mp4", "frames": video.shape[2],
+                      "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})
+    metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "clips": clips,
+               "mean_psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
+               "mean_ssim": sum(c["ssim"] for c in clips) / len(clips)}
+    tmp = out_dir / f".metrics.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, out_dir / "metrics.json")
+    return metrics
