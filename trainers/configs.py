@@ -180,3 +180,59 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# stage two
+
+_MASKGIT_FILLED = ("codebook_size", "latent_shape", "text_dim")  # MaskGitConfig fields the trainer fills in
+
+
+@dataclass(frozen=True)
+class MaskGitTrainConfig(_Section):
+    """Everything `magvit2-train-maskgit` needs besides paths."""
+
+    preset: str = "tiny"  # recipe name (trainers.recipes.MASKGIT_RECIPES)
+    maskgit: dict[str, Any] = field(default_factory=dict)  # MaskGitConfig fields (dim, depth, heads, cond_drop_prob,
+    # label_smoothing, self_condition, ...); codebook_size / latent_shape / text_dim come from the tokenizer, the
+    # codes and the text encoder
+    text_encoder: str = "default"  # 'default' (bundled MiniLM), 'tiny[:DIM]' (tests only), HF name or local folder
+    text_max_length: int = 77  # prompt tokens kept by the text encoder
+    data: DataConfig = field(default_factory=lambda: DataConfig(hflip=False, include_images=False))
+    run: RunConfig = field(default_factory=RunConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000, schedule="cosine"))
+    grad_accum: int = 1  # micro-batches per update
+    mask_schedule: str = "cosine"  # training mask-ratio schedule (maskgit.schedule)
+    self_cond_prob: float = 0.5  # with maskgit.self_condition: probability of a self-conditioning first pass
+    val_mask_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # validation masks these fractions (fixed masks)
+    pipeline: dict[str, Any] = field(default_factory=dict)  # PipelineDefaults (sampling settings) for the sample
+    # videos and the exported pipeline
+
+    def __post_init__(self) -> None:
+        from maskgit.config import MaskGitConfig
+        from maskgit.schedule import SCHEDULES
+
+        if self.grad_accum < 1 or self.text_max_length < 1:
+            raise ValueError(f"grad_accum and text_max_length must be >= 1; got {self.grad_accum}, "
+                             f"{self.text_max_length}")
+        if self.mask_schedule not in SCHEDULES:
+            raise ValueError(f"mask_schedule must be one of {SCHEDULES}; got {self.mask_schedule!r}")
+        if not 0 <= self.self_cond_prob <= 1:
+            raise ValueError(f"self_cond_prob must be in [0, 1]; got {self.self_cond_prob}")
+        ratios = tuple(self.val_mask_ratios)
+        object.__setattr__(self, "val_mask_ratios", ratios)
+        if not ratios or not all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios):
+            raise ValueError(f"val_mask_ratios must be numbers in (0, 1]; got {list(ratios)}")
+        if not isinstance(self.maskgit, dict):
+            raise ValueError(f"maskgit must be a mapping of MaskGitConfig fields; got {type(self.maskgit).__name__}")
+        filled = sorted(set(self.maskgit) & set(_MASKGIT_FILLED))
+        if filled:
+            raise ValueError(f"maskgit.{filled[0]} is set by the trainer (from the tokenizer, the codes and the text "
+                             f"encoder); remove {filled} from the config")
+        known = {f.name for f in dataclasses.fields(MaskGitConfig)} - set(_MASKGIT_FILLED) - {"format_version"}
+        unknown = sorted(set(self.maskgit) - known)
+        if unknown:
+            raise ValueError(f"unknown keys in maskgit: {unknown}; known keys: {sorted(known)}")
+        if not isinstance(self.pipeline, dict):
+            raise ValueError(f"pipeline must be a mapping of sampling settings; got {type(self.pipeline).__name__}")

@@ -46,3 +46,60 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
         "loss": {"temporal_window_lengths": [4, 8], "perceptual_weight": 0.0},
     },
 }
+
+# Stage two: partial `MaskGitTrainConfig` dicts. `maskgit` holds MaskGitConfig fields; codebook_size, latent_shape
+# and text_dim always come from the tokenizer, the codes and the text encoder.
+MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
+    # seconds-long runs for tests: a 2-block model, the test-only hash text encoder, EMA from step 0
+    "tiny": {
+        "maskgit": {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2},
+        "text_encoder": "tiny:32",
+        "data": {"num_frames": 5, "batch_size": 4, "val_clips": 4, "val_fraction": 0.25, "hflip": False,
+                 "include_images": False},
+        "run": {"max_steps": 20, "log_every": 1, "val_every": 10, "checkpoint_every": 5},
+        "ema": {"beta": 0.9, "update_after_step": 0},
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
+        "pipeline": {"num_inference_steps": 4, "guidance_scale": 2.0},
+    },
+    # the CPU demo (make demo): 5x8x8 = 320 tokens of a 1024-code tokenizer, ~1200 captioned moving-digit clips,
+    # the bundled MiniLM text encoder; a starting point to tune. Measured fwd+bwd+AdamW at batch 16 on 2 idle cores:
+    # dim 128 x depth 4 (1.8M params) ~0.5 s/update; dim 192 x 4 (3.2M) ~1.0 s; dim 256 x 6 (7.6M) ~1.9 s
+    "demo": {
+        "maskgit": {"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4, "cond_drop_prob": 0.1},
+        "text_encoder": "default",
+        "data": {"num_frames": 17, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
+                 "include_images": False},
+        "run": {"max_steps": 2000, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
+        "ema": {"beta": 0.995, "update_after_step": 100},
+        "optim": {"lr": 1e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
+        "pipeline": {"num_inference_steps": 12, "guidance_scale": 3.0},
+    },
+    # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
+    "base": {
+        "maskgit": {"dim": 768, "depth": 12, "heads": 12, "dim_head": 64, "ff_mult": 4, "cond_drop_prob": 0.1,
+                    "label_smoothing": 0.1},
+        "text_encoder": "default",
+        "data": {"num_frames": 17, "batch_size": 32, "num_workers": 4, "val_clips": 256, "hflip": False,
+                 "include_images": False},
+        "run": {"max_steps": 300_000, "mixed_precision": "bf16", "log_every": 50, "val_every": 5000,
+                "checkpoint_every": 5000},
+        "ema": {"beta": 0.9999, "update_after_step": 1000},
+        "optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.9, 0.96],
+                  "weight_decay": 0.045},
+        "pipeline": {"num_inference_steps": 12, "guidance_scale": 3.0},
+    },
+    # MAGVIT-v2-sized (24 x 1024); multi-GPU with accelerate launch (batch is per GPU)
+    "paper": {
+        "maskgit": {"dim": 1024, "depth": 24, "heads": 16, "dim_head": 64, "ff_mult": 4, "cond_drop_prob": 0.1,
+                    "label_smoothing": 0.1},
+        "text_encoder": "default",
+        "data": {"num_frames": 17, "batch_size": 32, "num_workers": 8, "val_clips": 512, "hflip": False,
+                 "include_images": False},
+        "run": {"max_steps": 1_000_000, "mixed_precision": "bf16", "log_every": 100, "val_every": 10_000,
+                "checkpoint_every": 10_000},
+        "ema": {"beta": 0.9999, "update_after_step": 1000},
+        "optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.9, 0.96],
+                  "weight_decay": 0.045},
+        "pipeline": {"num_inference_steps": 12, "guidance_scale": 3.0},
+    },
+}

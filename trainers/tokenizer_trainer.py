@@ -140,10 +140,12 @@ class TokenizerTrainer:
                  "config": self.resolved_config()}
         if self.accelerator.scaler is not None:
             state["scaler"] = self.accelerator.scaler.state_dict()
-        path = self.ckpt.save(self.step, tensors, state)
-        self.last_checkpoint = str(path)
-        self.export()
-        self.log.info("step %d: checkpoint %s", self.step, path)
+        if self.is_main:  # every process holds identical state; one writes it
+            path = self.ckpt.save(self.step, tensors, state)
+            self.last_checkpoint = str(path)
+            self.export()
+            self.log.info("step %d: checkpoint %s", self.step, path)
+        self.accelerator.wait_for_everyone()
 
     def export(self) -> Path | None:
         """Write the EMA tokenizer as a `save_pretrained` folder at RUN_DIR/tokenizer/ (atomically)."""

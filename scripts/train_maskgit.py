@@ -1,0 +1,87 @@
+"""magvit2-train-maskgit: train the text-conditioned MaskGit transformer (stage two) on a frozen tokenizer's codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scripts._cli import ArgumentParser, positive_float, positive_int, run
+from trainers.configs import MaskGitTrainConfig, from_dict, load_yaml, merge, to_dict
+from trainers.engine import crash_hook
+from trainers.recipes import MASKGIT_RECIPES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="magvit2-train-maskgit", description=__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       epilog="Config precedence: preset recipe < --config YAML < flags. Works under `accelerate "
+                              "launch`. The EMA pipeline is exported to RUN_DIR/pipeline/ (magvit2-generate --model "
+                              "RUN_DIR).")
+    p.add_argument("--tokenizer", required=True, metavar="PATH", help="frozen tokenizer: a tokenizer folder or a "
+                   "tokenizer run folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--codes", metavar="CODES_DIR", help="code shards written by magvit2-tokenize (fast path)")
+    source.add_argument("--data", nargs="+", metavar="DIR", help="captioned clip folder(s), tokenized on the fly "
+                        "(captions from metadata.jsonl or NAME.txt sidecars)")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val-codes", metavar="DIR", help="held-out code shards (default: data.val_fraction of the "
+                     "training files)")
+    val.add_argument("--val-data", metavar="DIR", help="held-out captioned clip folder")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, metrics)")
+    p.add_argument("--preset", default="tiny", choices=sorted(MASKGIT_RECIPES), help="model size + recipe")
+    p.add_argument("--config", metavar="FILE.yaml", help="overrides: keys maskgit, text_encoder, data, run, ema, "
+                   "optim, grad_accum, mask_schedule, self_cond_prob, val_mask_ratios, pipeline")
+    p.add_argument("--text-encoder", metavar="SPEC", help="'default' (bundled MiniLM), 'tiny' / 'tiny:DIM' (tests "
+                   "only), or a Hugging Face name or local folder (default: the preset's)")
+    p.add_argument("--sample-prompts", metavar="FILE", help="prompts (one per line) rendered to mp4 + gif at every "
+                   "validation")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many updates")
+    p.add_argument("--max-minutes", type=positive_float, help="stop (checkpoint + export) after this much time")
+    p.add_argument("--resume", metavar="latest|PATH", help="continue from the newest complete checkpoint or a "
+                   "checkpoint folder")
+    p.add_argument("--init-from", metavar="PATH", help="fine-tune: start from a pipeline, MaskGit run or checkpoint "
+                   "folder (transformer weights only; fresh optimizer and schedule)")
+    p.add_argument("--seed", type=int, help="seed of weights, data order, masks and samples")
+    p.add_argument("--batch-size", type=positive_int, help="clips per process per micro-batch")
+    p.add_argument("--num-frames", type=positive_int, help="with --data: frames per clip (1 + k*time_compression)")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
+    p.add_argument("--_test-crash-at", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_test-break-restore", choices=("optimizer", "sampler"), help=argparse.SUPPRESS)
+    return p
+
+
+def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
+    config = merge(to_dict(MaskGitTrainConfig()), {"preset": args.preset, **MASKGIT_RECIPES[args.preset]})
+    if args.config:
+        config = merge(config, load_yaml(args.config))
+    flags = {"run": {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes),
+                                       ("seed", args.seed), ("mixed_precision", args.mixed_precision),
+                                       ("compile", args.compile)) if v is not None},
+             "data": {k: v for k, v in (("batch_size", args.batch_size), ("num_frames", args.num_frames))
+                      if v is not None}}
+    if args.text_encoder is not None:
+        flags["text_encoder"] = args.text_encoder
+    return from_dict(MaskGitTrainConfig, merge(config, flags))
+
+
+def train(args: argparse.Namespace) -> None:
+    from trainers.maskgit_trainer import MaskGitTrainer
+
+    hooks = [crash_hook(args._test_crash_at)] if args._test_crash_at is not None else []
+    trainer = MaskGitTrainer(make_config(args), args.tokenizer, args.out, codes_dir=args.codes, data_dirs=args.data,
+                             val_codes_dir=args.val_codes, val_data_dir=args.val_data, resume=args.resume,
+                             init_from=args.init_from, sample_prompts=args.sample_prompts, hooks=hooks,
+                             break_restore=args._test_break_restore)
+    summary = trainer.fit()
+    if trainer.is_main:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, (int, float)))
+        print(f"done: {shown}; pipeline at {trainer.run_dir / 'pipeline'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(train, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

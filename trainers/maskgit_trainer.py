@@ -1,0 +1,462 @@
+"""The MaskGit (stage two) training loop: masked-token training over frozen-tokenizer codes, conditioned on frozen
+text embeddings; EMA, fixed-mask validation, sample videos, atomic checkpoints, exact resume, pipeline export.
+
+One update (step s) = `grad_accum` micro-batches, each: codes (from shards, or the frozen tokenizer run on the clips
+under no_grad), the batch's text from the caption bank (the text encoder ran once per unique caption at startup),
+`maskgit.objective.masked_token_loss` with a generator derived from (seed, s, micro, rank) (mask ratios, masked
+positions, condition dropout, self-conditioning), backward; then gradients are averaged across processes, clipped,
+checked (non-finite guard, before the update) and AdamW steps once at `lr_at(s)`; the EMA follows. Data order comes
+from (seed, epoch), so a resumed run replays the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from maskgit.config import MaskGitConfig
+from maskgit.objective import masked_token_loss, random_token_mask
+from maskgit.pipeline import PipelineDefaults, TextToVideoPipeline
+from maskgit.text import build_text_encoder
+from maskgit.transformer import MaskGitTransformer, split_codes
+from trainers.checkpointing import CheckpointManager, export_dir_atomic, flatten_state, unflatten_state
+from trainers.codes import CodeShardDataset
+from trainers.configs import MaskGitTrainConfig, dump_yaml, to_dict
+from trainers.engine import (
+    Clock,
+    StepHook,
+    build_ema,
+    folder_datasets,
+    infinite_batches,
+    load_state_strict,
+    make_accelerator,
+    prepare_run_dir,
+    sampler_of,
+)
+from trainers.guards import NonFiniteGuard
+from trainers.logging import MetricsLogger, get_logger, progress_bar
+from trainers.maskgit_data import (
+    CaptionBank,
+    CodeClips,
+    collate_codes,
+    load_frozen_tokenizer,
+    load_init_weights,
+    read_prompt_file,
+    slug,
+    split_code_clips,
+    warn_empty_captions,
+)
+from trainers.optim import build_optimizer, clip_gradients, lr_at, set_lr, sync_gradients
+from trainers.rng import derive_seed, make_generator
+from trainers.sampler import ResumableBatchSampler, build_dataloader
+from trainers.video_io import write_gif, write_video
+
+_MASK_KEY, _DROPOUT_KEY, _VAL_KEY = 301, 302, 303  # purpose tags for derive_seed
+_TRAINING_FIELDS = ("cond_drop_prob", "label_smoothing", "dropout", "attn_flash")  # not architecture
+
+
+class MaskGitTrainer:
+    """Train a `MaskGitTransformer` on the codes of a frozen tokenizer. `fit()` runs until max_steps/max_minutes.
+
+    Exactly one of `codes_dir` (shards from `magvit2-tokenize`) and `data_dirs` (captioned clips, tokenized on the
+    fly) is given; validation uses `val_codes_dir`, `val_data_dir`, or `data.val_fraction` of the training files.
+    """
+
+    def __init__(self, config: MaskGitTrainConfig, tokenizer: str | Path, run_dir: str | Path,
+                 codes_dir: str | Path | None = None, data_dirs: list[str | Path] | None = None,
+                 val_codes_dir: str | Path | None = None, val_data_dir: str | Path | None = None,
+                 resume: str | None = None, init_from: str | Path | None = None,
+                 sample_prompts: str | Path | list[str] | None = None, hooks: list[StepHook] | None = None,
+                 break_restore: str | None = None) -> None:
+        if (codes_dir is None) == (not data_dirs):
+            raise ValueError("pass exactly one of --codes CODES_DIR and --data DIR")
+        if val_codes_dir is not None and val_data_dir is not None:
+            raise ValueError("pass at most one of --val-codes and --val-data")
+        if resume is not None and init_from is not None:
+            raise ValueError("pass either --resume (continue this run) or --init-from (start a new one from weights)")
+        self.config, self.hooks, self.break_restore = config, list(hooks or []), break_restore
+        self.accelerator = acc = make_accelerator(config.run)
+        self.device, self.is_main = acc.device, acc.is_main_process
+        self.run_dir = prepare_run_dir(run_dir, resume, self.is_main)
+        self.log = get_logger("maskgit.train", is_main=self.is_main)
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
+        resume_path = self.ckpt.resolve(resume) if resume is not None else None  # fail before any heavy work
+        self.sample_prompts = (read_prompt_file(sample_prompts) if isinstance(sample_prompts, (str, Path))
+                               else list(sample_prompts or []))
+        defaults = PipelineDefaults.from_dict(config.pipeline)  # bad sampling settings fail before training
+
+        self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device)
+        self.text_encoder = build_text_encoder(config.text_encoder, max_length=config.text_max_length,
+                                               device=self.device)
+        self._build_data(Path(codes_dir) if codes_dir else None, [Path(d) for d in data_dirs or []],
+                         Path(val_codes_dir) if val_codes_dir else None, Path(val_data_dir) if val_data_dir else None)
+        captions = list(self.train_set.captions) + (self.val_clips.captions if self.val_clips is not None else [])
+        self.num_empty_captions = warn_empty_captions(self.train_set.captions, "training clips")
+        self.captions = CaptionBank(self.text_encoder, captions + self.sample_prompts)
+        self.log.info("text: %d unique captions embedded once with %r (%d-d)", len(self.captions),
+                      config.text_encoder, self.text_encoder.dim)
+
+        self.model_config, init_state = self._model_config(init_from)
+        torch.manual_seed(config.run.seed)  # identical initial weights on every process
+        self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
+        if init_state is not None:
+            load_state_strict(self.transformer, init_state, "transformer", init_from)
+        self.ema = build_ema(self.transformer, config.ema).to(self.device)
+        self.optimizer = build_optimizer(self.transformer, config.optim)
+        self.model = torch.compile(self.transformer) if config.run.compile else self.transformer
+        if defaults.num_frames is None:
+            defaults = replace(defaults, num_frames=self.num_frames)
+        self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder, self.ema.ema_model, defaults)
+
+        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=config.run.tensorboard,
+                                     wandb={"project": config.run.wandb_project} if config.run.wandb_project else None)
+        self.guard = NonFiniteGuard(config.run.nonfinite)
+        self.step = 0
+        self.last_checkpoint = "none"
+        if resume_path is not None:
+            self._restore(resume_path)
+        elif self.is_main:
+            dump_yaml(self.resolved_config(), self.run_dir / "config.yaml")
+        if config.text_encoder.startswith("tiny"):
+            self.log.warning("text encoder %r is the test-only hash encoder; use 'default' (MiniLM) or a Hugging "
+                             "Face encoder for real runs", config.text_encoder)
+
+    # setup -------------------------------------------------------------------------------------------------------
+
+    def _shards(self, codes_dir: Path, flag: str) -> CodeClips:
+        """Code shards checked against the tokenizer: same vocabulary and the latent grid it gives."""
+        shards, tok = CodeShardDataset(codes_dir), self.tokenizer
+        if shards.codebook_size != tok.codebook_size:
+            raise ValueError(f"vocabulary mismatch: {flag} {codes_dir} holds codes of a {shards.codebook_size}-code "
+                             f"tokenizer ({shards.index.get('tokenizer')}) but --tokenizer {self.tokenizer_dir} has "
+                             f"{tok.codebook_size} codes; tokenize the clips with this tokenizer (magvit2-tokenize)")
+        frames = int(shards.index["num_frames"])
+        try:
+            expected = tok.latent_shape(frames)
+        except ValueError as e:
+            raise ValueError(f"{flag} {codes_dir} was tokenized with {frames}-frame clips, which --tokenizer "
+                             f"{self.tokenizer_dir} cannot take: {e}") from e
+        if tuple(shards.latent_shape) != tuple(expected):
+            raise ValueError(f"latent grid mismatch: {flag} {codes_dir} holds {tuple(shards.latent_shape)} codes per "
+                             f"clip but --tokenizer {self.tokenizer_dir} gives {tuple(expected)} for {frames} frames")
+        if shards.index.get("tokenizer_config") != tok.config.to_dict():
+            self.log.warning("%s %s was written by a tokenizer with another config (%s); its codes may not decode "
+                             "as intended with --tokenizer %s", flag, codes_dir, shards.index.get("tokenizer"),
+                             self.tokenizer_dir)
+        return CodeClips.from_shards(shards)
+
+    @torch.no_grad()
+    def _tokenize_clips(self, dataset, limit: int) -> CodeClips:
+        """Codes of the first `limit` usable clips of a folder dataset (center crops, frame 0)."""
+        codes, captions, paths = [], [], []
+        bs = self.config.data.batch_size
+        for start in range(0, min(limit, len(dataset)), bs):
+            items = [dataset[(0, i, -1)] for i in range(start, min(start + bs, limit, len(dataset)))]
+            items = [it for it in items if isinstance(it, dict)]
+            if items:
+                video = torch.stack([it["video"] for it in items]).to(self.device)  # (b, 3, t, h, w)
+                codes.append(self.tokenizer.tokenize(video).cpu())  # (b, t', h', w')
+                captions += [it["caption"] for it in items]
+                paths += [it["path"] for it in items]
+        if not codes:
+            raise ValueError("no readable validation clips")
+        return CodeClips(torch.cat(codes), captions, paths)
+
+    def _build_data(self, codes_dir: Path | None, data_dirs: list[Path], val_codes_dir: Path | None,
+                    val_data_dir: Path | None) -> None:
+        c, d, acc = self.config, self.config.data, self.accelerator
+        f, size = self.tokenizer.time_compression, self.tokenizer.config.image_size
+        common = dict(image_size=size, seed=c.run.seed, include_images=d.include_images,
+                      max_bad_fraction=d.max_bad_fraction, frame_stride=d.frame_stride)
+        separate_val = val_codes_dir is not None or val_data_dir is not None
+        val_clips = None
+        if codes_dir is not None:
+            clips = self._shards(codes_dir, "--codes")
+            self.num_frames = self.tokenizer.num_frames_for(clips.latent_shape[0])
+            self.train_set, val_clips = (clips, None) if separate_val else split_code_clips(clips, d.val_fraction,
+                                                                                             c.run.seed)
+            sampler = ResumableBatchSampler(self.train_set.kinds, d.batch_size, c.run.seed,
+                                            num_replicas=acc.num_processes, rank=acc.process_index)
+            self.loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_codes,
+                                     num_workers=d.num_workers)
+        else:
+            self.num_frames = d.num_frames
+            if (d.num_frames - 1) % f:
+                raise ValueError(f"data.num_frames={d.num_frames} must be 1 + {f}k for this tokenizer "
+                                 f"(e.g. {1 + f * 4})")
+            split = None if separate_val or d.val_fraction == 0 else "train"
+            self.train_set = folder_datasets(data_dirs, split, num_frames=d.num_frames, hflip=d.hflip,
+                                             val_fraction=d.val_fraction, **common)
+            self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
+                                           num_replicas=acc.num_processes, rank=acc.process_index)
+            if not separate_val and d.val_fraction > 0:
+                val_set = folder_datasets(data_dirs, "val", num_frames=d.val_num_frames or d.num_frames,
+                                          val_fraction=d.val_fraction, **common)
+                val_clips = self._tokenize_clips(val_set, d.val_clips)
+        if val_codes_dir is not None:
+            val_clips = self._shards(val_codes_dir, "--val-codes")
+        elif val_data_dir is not None:
+            val_set = folder_datasets([val_data_dir], None, num_frames=d.val_num_frames or self.num_frames,
+                                      random_crop=False, **common)
+            val_clips = self._tokenize_clips(val_set, d.val_clips)
+        self.latent_shape = self.tokenizer.latent_shape(self.num_frames)  # (t', h', w') of the training clips
+        if val_clips is not None:
+            val_clips = val_clips.select(range(min(d.val_clips, len(val_clips))))
+            if val_clips.latent_shape[1:] != self.latent_shape[1:] or val_clips.latent_shape[0] > self.latent_shape[0]:
+                raise ValueError(f"validation codes {val_clips.latent_shape} do not fit the training grid "
+                                 f"{self.latent_shape}")
+        self.val_clips = val_clips
+        self.log.info("training clips: %d (%s); validation clips: %d; codes per clip: %s", len(self.train_set),
+                      "code shards" if codes_dir else "tokenized on the fly", len(val_clips) if val_clips else 0,
+                      self.latent_shape)
+
+    def _model_config(self, init_from: str | Path | None) -> tuple[MaskGitConfig, dict[str, torch.Tensor] | None]:
+        """From the recipe (+ codebook, grid and text width filled in), or from --init-from's weights."""
+        c, tok, text_dim = self.config, self.tokenizer, self.text_encoder.dim
+        if init_from is None:
+            return MaskGitConfig(codebook_size=tok.codebook_size, latent_shape=self.latent_shape, text_dim=text_dim,
+                                 **c.maskgit), None
+        loaded, state, source = load_init_weights(init_from)
+        if loaded.codebook_size != tok.codebook_size:
+            raise ValueError(f"vocabulary mismatch: --init-from {source} predicts {loaded.codebook_size} codes but "
+                             f"--tokenizer {self.tokenizer_dir} has {tok.codebook_size}")
+        if loaded.text_dim != text_dim:
+            raise ValueError(f"--init-from {source} expects {loaded.text_dim}-d text but the text encoder "
+                             f"{c.text_encoder!r} gives {text_dim}-d embeddings")
+        t, h, w = self.latent_shape
+        if tuple(loaded.latent_shape[1:]) != (h, w) or loaded.latent_shape[0] < t:
+            raise ValueError(f"--init-from {source} holds a {loaded.latent_shape} latent grid; the codes need "
+                             f"{t}x{h}x{w}")
+        self.log.info("initialised the transformer from %s (architecture from there; fresh optimizer, EMA, schedule)",
+                      source)
+        return replace(loaded, **{k: v for k, v in c.maskgit.items() if k in _TRAINING_FIELDS}), state
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {**to_dict(self.config), "maskgit_resolved": self.model_config.to_dict(),
+                "tokenizer_resolved": {"path": str(self.tokenizer_dir), "codebook_size": self.tokenizer.codebook_size,
+                                       "latent_shape": list(self.latent_shape), "num_frames": self.num_frames},
+                "text_encoder_resolved": {"spec": self.text_encoder.spec, "dim": self.text_encoder.dim,
+                                          "max_length": self.text_encoder.max_length}}
+
+    # checkpoints ---------------------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        opt, meta = flatten_state(self.optimizer.state_dict())
+        tensors = {"transformer": self.transformer.state_dict(), "ema": self.ema.state_dict(), "optimizer": opt}
+        epoch, batch_index = self._position  # consumed position (the DataLoader may have prefetched further)
+        state = {"step": self.step, "sampler": {"epoch": epoch, "batch_index": batch_index},
+                 "guard": self.guard.state_dict(), "optimizer_meta": meta, "config": self.resolved_config()}
+        if self.accelerator.scaler is not None:
+            state["scaler"] = self.accelerator.scaler.state_dict()
+        if self.is_main:
+            self.last_checkpoint = str(self.ckpt.save(self.step, tensors, state))
+            self.export()
+            self.log.info("step %d: checkpoint %s", self.step, self.last_checkpoint)
+
+    def export(self) -> Path | None:
+        """Write the EMA pipeline (tokenizer + text encoder spec + EMA transformer) at RUN_DIR/pipeline/."""
+        if not self.is_main:
+            return None
+        return export_dir_atomic(self.pipeline.save_pretrained, self.run_dir / "pipeline")
+
+    def _restore(self, path: Path) -> None:
+        tensors, state = self.ckpt.load(path)
+        text = state["config"]["text_encoder_resolved"]
+        if (text["spec"], text["dim"]) != (self.text_encoder.spec, self.text_encoder.dim):
+            raise ValueError(f"{path}: the run was trained with text encoder {text['spec']!r} ({text['dim']}-d); "
+                             f"got {self.text_encoder.spec!r} ({self.text_encoder.dim}-d)")
+        saved, ours = state["config"]["maskgit_resolved"], self.model_config.to_dict()
+        if saved != ours:
+            diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+            raise ValueError(f"{path}: the checkpoint's transformer differs from this run's in {diff}")
+        load_state_strict(self.transformer, tensors["transformer"], "transformer", path)
+        load_state_strict(self.ema, tensors["ema"], "EMA", path)
+        if self.break_restore != "optimizer":  # test-only switch for the resume negative control
+            self.optimizer.load_state_dict(unflatten_state(tensors["optimizer"], state["optimizer_meta"]))
+        if self.break_restore != "sampler":
+            sampler_of(self.loader).load_state_dict(state["sampler"])
+        if "scaler" in state and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.guard.load_state_dict(state["guard"])
+        self.step = int(state["step"])
+        self.last_checkpoint = str(path)
+        self.log.info("resumed from %s at step %d", path, self.step)
+
+    # one update ----------------------------------------------------------------------------------------------------
+
+    def batch_codes(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's codes (b, t', h', w'): from the shards, or the frozen tokenizer on its clips (no grad)."""
+        if "codes" in batch:
+            return batch["codes"].to(self.device, non_blocking=True)
+        return self.tokenizer.tokenize(batch["video"].to(self.device, non_blocking=True))
+
+    def train_step(self, batches) -> dict[str, float] | None:
+        """Update number `self.step` (0-based); afterwards `self.step` counts completed updates. Returns log values
+        every run.log_every updates (and on skipped ones)."""
+        c, acc, step, rank = self.config, self.accelerator, self.step, self.accelerator.process_index
+        start = time.perf_counter()
+        torch.manual_seed(derive_seed(c.run.seed, _DROPOUT_KEY, step, rank))  # only nn.Dropout (dropout > 0) uses it
+        sums = dict.fromkeys(("accuracy", "mask_fraction", "drop_fraction"), 0.0)
+        loss_sum, tokens = torch.zeros((), device=self.device), 0
+        for micro in range(c.grad_accum):
+            batch = next(batches)
+            codes = self.batch_codes(batch)  # (b, t', h', w')
+            text = self.captions.embed(batch["caption"]).to(self.device)
+            with acc.autocast():
+                loss, stats = masked_token_loss(self.model, codes, text, make_generator(c.run.seed, _MASK_KEY, step,
+                                                                                        micro, rank),
+                                                schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob)
+            acc.backward(loss / c.grad_accum)
+            loss_sum += loss.detach()
+            for k in sums:
+                sums[k] += getattr(stats, k) / c.grad_accum
+            tokens += codes.numel()
+            self._position = (batch["epoch"], batch["batch_index"] + 1)
+        params = [p for p in self.transformer.parameters() if p.requires_grad]
+        sync_gradients(params, acc.num_processes)
+        if acc.scaler is not None:
+            acc.scaler.unscale_(self.optimizer)
+        norm = clip_gradients(params, c.optim.max_grad_norm)
+        loss = loss_sum / c.grad_accum
+        # fp16: the scaler skips overflowing steps itself, so only the loss is checked there
+        ok = self.guard.check(step, "transformer", {"loss": loss}, grad_norm=None if acc.scaler else norm,
+                              last_checkpoint=self.last_checkpoint)
+        lr = lr_at(c.optim, step, c.run.max_steps)
+        if ok:
+            set_lr(self.optimizer, lr)
+            if acc.scaler is not None:
+                acc.scaler.step(self.optimizer)
+                acc.scaler.update()
+            else:
+                self.optimizer.step()
+            self.ema.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.step % c.run.log_every and ok:
+            return None
+        return {"loss": float(loss), **sums, "lr": lr, "grad_norm": float(norm), "skipped_update": float(not ok),
+                "tokens_per_s": tokens * acc.num_processes / (time.perf_counter() - start),
+                "epoch": float(self._position[0])}
+
+    # validation -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validation_losses(self) -> dict[str, float]:
+        """EMA model on the held-out codes with FIXED masks (a generator per (ratio, chunk) seeded from
+        (seed, 'val')) at each of `val_mask_ratios`: masked-token CE and accuracy per ratio and their means."""
+        if self.val_clips is None:
+            return {}
+        model, clips, c = self.ema.ema_model, self.val_clips, self.config
+        was_training = model.training
+        model.eval()
+        grid, n = clips.latent_shape, clips.codes[0].numel()
+        result: dict[str, float] = {}
+        for i, ratio in enumerate(c.val_mask_ratios):
+            k = min(n, max(1, round(n * ratio)))
+            loss_sum = correct_sum = count = 0.0
+            for j, start in enumerate(range(0, len(clips), c.data.batch_size)):
+                codes = clips.codes[start : start + c.data.batch_size].to(self.device).flatten(1)  # (b, n)
+                b = codes.shape[0]
+                mask = random_token_mask(torch.full((b,), k), n, make_generator(c.run.seed, _VAL_KEY, i, j),
+                                         self.device)  # (b, n) bool
+                text = self.captions.embed(clips.captions[start : start + b]).to(self.device)
+                with self.accelerator.autocast():
+                    logits = model(torch.where(mask, model.mask_id, codes), text, grid=grid)
+                correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=self.device)
+                for lg, tg in zip(logits, split_codes(codes, model.vocab_sizes)):
+                    lg_m = lg[mask].float()  # (masked, V_k)
+                    loss_sum += float(F.cross_entropy(lg_m, tg[mask], reduction="sum"))
+                    correct &= lg_m.argmax(-1) == tg[mask]
+                correct_sum += float(correct.sum())
+                count += float(mask.sum())
+            result[f"loss@{ratio:g}"], result[f"accuracy@{ratio:g}"] = loss_sum / count, correct_sum / count
+        model.train(was_training)
+        ratios = [f"{r:g}" for r in c.val_mask_ratios]
+        result["loss"] = sum(result[f"loss@{r}"] for r in ratios) / len(ratios)
+        result["accuracy"] = sum(result[f"accuracy@{r}"] for r in ratios) / len(ratios)
+        return result
+
+    @torch.no_grad()
+    def write_samples(self) -> Path | None:
+        """Videos of the sample prompts from the EMA pipeline (prompt i seeded derive_seed(run.seed, i), as
+        `magvit2-generate --seed SEED` does) -> RUN_DIR/samples/step-NNNNNNNN/NNN-slug.{mp4,gif} + samples.jsonl."""
+        if not self.sample_prompts or not self.is_main:
+            return None
+        folder = self.run_dir / "samples" / f"step-{self.step:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings, lines = self.pipeline.settings(), []
+        for i, prompt in enumerate(self.sample_prompts):
+            seed = derive_seed(self.config.run.seed, i)
+            with self.accelerator.autocast():
+                frames = self.pipeline(prompt, generator=torch.Generator().manual_seed(seed), output_type="np")[0]
+            stem = f"{i:03d}-{slug(prompt)}"
+            write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)  # (t, h, w, 3) uint8
+            write_gif(folder / f"{stem}.gif", frames, fps=settings.fps)
+            lines.append({"prompt": prompt, "file": f"{stem}.mp4", "gif": f"{stem}.gif", "seed": seed,
+                          "step": self.step, "settings": settings.to_dict()})
+        (folder / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return folder
+
+    def validate(self, write_samples: bool = True) -> dict[str, float]:
+        result = self.validation_losses()
+        if write_samples:
+            self.write_samples()
+        return result
+
+    # the loop -------------------------------------------------------------------------------------------------------
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Batches forever from the sampler's stored position (code batches never hold failed clips)."""
+        if not isinstance(self.train_set, CodeClips):
+            yield from infinite_batches(self.loader, self.train_set)
+        while True:
+            yield from self.loader
+
+    def fit(self) -> dict[str, float]:
+        """Train until run.max_steps updates or run.max_minutes; checkpoint, export and validate on the way."""
+        c = self.config.run
+        clock = Clock()
+        batches = self._batches()
+        self._position = tuple(sampler_of(self.loader).state_dict().values())
+        bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="maskgit")
+        last_val: dict[str, float] = {}
+        saved_at, validated_at = self.step, None
+        while self.step < c.max_steps:
+            logs = self.train_step(batches)
+            for hook in self.hooks:
+                hook(self, self.step)
+            bar.update(1)
+            if logs is not None:
+                self.metrics.log(logs, step=self.step, kind="train")
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.2f}")
+            if self.step % c.val_every == 0:
+                last_val, validated_at = self.validate(), self.step
+                self.metrics.log(last_val, step=self.step, kind="val")
+            out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
+            if self.step % c.checkpoint_every == 0 or out_of_time:
+                self._save()
+                saved_at = self.step
+            if out_of_time:
+                self.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), self.step)
+                break
+        bar.close()
+        if saved_at != self.step:
+            self._save()
+        if validated_at != self.step:
+            last_val = self.validate()
+            self.metrics.log(last_val, step=self.step, kind="val")
+        summary = {"step": self.step, "minutes": clock.minutes(), **{f"val_{k}": v for k, v in last_val.items()},
+                   "train_clips": len(self.train_set), "unique_captions": len(self.captions),
+                   "empty_captions": self.num_empty_captions}
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.metrics.close()
+        return summary
