@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
@@ -19,10 +20,11 @@ def _triple(k: int | tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 class CausalConv3d(nn.Module):
-    """3D conv that is causal in time and 'same' in space.
+    """3D conv that is causal in time and 'same' (zero-padded) in space.
 
-    Pads `k_t - s_t` zero frames on the left, so with stride 2 an output frame j covers input frames
-    [2j - 1, 2j + 1]: block-causal (it never looks past the end of its own block of `s_t` frames).
+    Pads `k_t - s_t` copies of the first frame on the left, so with stride 2 an output frame j covers input frames
+    [2j - 1, 2j + 1]: block-causal (it never looks past the end of its own block of `s_t` frames). Replicating the
+    first frame (not zeros) makes a still image look like a still video to every kernel.
     """
 
     def __init__(self, dim_in: int, dim_out: int, kernel_size: int | tuple[int, int, int], time_stride: int = 1):
@@ -35,7 +37,9 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(dim_in, dim_out, (kt, kh, kw), stride=(time_stride, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.pad(x, (*self.space_pad, self.time_pad, 0))  # (b, c, t + pad, h + 2p, w + 2p)
+        if self.time_pad:
+            x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)  # (b, c, t + pad, h, w)
+        x = F.pad(x, self.space_pad)  # (b, c, t + pad, h + 2p, w + 2p)
         return self.conv(x)
 
 
@@ -138,11 +142,18 @@ class SpaceUpsample(nn.Module):
 
 
 class TimeDownsample(nn.Module):
-    """Halve t with a causal 3x3x3 conv of time stride 2 (t must be even; the tokenizer pads to make it so)."""
+    """Halve t with a causal 3x3x3 conv of time stride 2 (t must be even; the tokenizer pads to make it so).
+
+    Initialised to add the average of each pair of frames (channel-wise, where widths allow) to its random init,
+    so the untrained layer already passes the content through; this speeds up early training a lot.
+    """
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.conv = CausalConv3d(dim_in, dim_out, 3, time_stride=2)
+        with torch.no_grad():
+            eye = torch.eye(min(dim_in, dim_out))
+            self.conv.conv.weight[: eye.shape[0], : eye.shape[1], 1:, 1, 1] += 0.5 * eye[..., None]
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.conv(x)  # (b, c', t/2, h, w)
@@ -154,6 +165,9 @@ class TimeUpsample(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.conv = CausalConv3d(dim_in, dim_out * 2, 3)
+        with torch.no_grad():  # start close to "repeat each latent frame twice" (see TimeDownsample)
+            eye = torch.eye(min(dim_in, dim_out))
+            self.conv.conv.weight[: eye.shape[0], : eye.shape[1], 2, 1, 1] += eye
         _init_as_repeat(self.conv.conv, 2)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:

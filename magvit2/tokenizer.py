@@ -171,7 +171,8 @@ class VideoTokenizer(nn.Module):
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> continuous latents (b, d, 1 + k, h', w')."""
         video, _ = self._check_video(video)
         cond = self._cond(cond, "encoder_cond_mlp", video.shape[0])
-        x = F.pad(video, (0, 0, 0, 0, self.time_compression - 1, 0))  # (b, c, (k+1)*f, h, w): first frame alone
+        pad = video[:, :, :1].expand(-1, -1, self.time_compression - 1, -1, -1)  # copies of the first frame
+        x = torch.cat([pad, video], dim=2)  # (b, c, (k+1)*f, h, w): the first frame forms a latent frame alone
         x = self.conv_in(x)
         x = sequential_forward(self.encoder_layers, x, cond)
         return self.encoder_norm(x)

@@ -1,0 +1,37 @@
+"""The demo pipeline end to end in seconds (tiny presets): every stage runs and the report holds its fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainers.video_io import read_video
+
+
+@pytest.mark.slow
+def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path):
+    from scripts.demo import main
+
+    out = tmp_path / "demo"
+    assert main(["--tiny", "--out", str(out), "--data", str(tmp_path / "data")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for key in ("psnr_db", "ssim", "codebook_usage"):
+        assert 0 <= report["tokenizer"][key] < 100
+    assert 0 <= report["maskgit"]["val_token_accuracy"] <= 1
+    for group, n in (("seen", 30), ("held_out", 10)):
+        scores = report["prompt_following"][group]
+        assert scores["n"] == n and 0 <= scores["digit_acc"] <= 1 and 0 <= scores["direction_acc"] <= 1
+    assert set(report["minutes"]) == {"data", "tokenizer", "tokenize", "maskgit", "generate", "report", "total"}
+    assert "## Prompt following" in (out / "report.md").read_text()
+    for name in ("tokenizer_curves.png", "maskgit_curves.png", "samples/contact_sheet.png"):
+        assert (out / name).stat().st_size > 1000
+    records = [json.loads(line) for line in (out / "samples" / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 40
+    video = read_video(out / "samples" / records[0]["file"])
+    assert video.shape == (5, 16, 16, 3)
+    assert (out / "samples" / records[0]["file"].replace(".mp4", ".gif")).is_file()
+    with pytest.raises(FileExistsError):  # never writes over a previous run
+        from trainers.demo.run import run_demo
+
+        run_demo(out, tmp_path / "data", tiny=True)
