@@ -56,7 +56,8 @@ class TokenizerConfig:
     dim_cond_expansion_factor: float = 4.0  # cond vector is expanded by an MLP to dim_cond * this
     input_conv_kernel_size: tuple[int, int, int] = (7, 7, 7)  # (t, h, w) kernel of the causal stem
     output_conv_kernel_size: tuple[int, int, int] = (3, 3, 3)  # (t, h, w) kernel of the output conv
-    residual_conv_kernel_size: int = 3  # kernel of the causal convs inside residual blocks
+    residual_conv_kernel_size: int | tuple[int, int, int] = 3  # (t, h, w) kernel in residual blocks; (1, 3, 3):
+    # spatial-only residuals, 3x cheaper, time mixed by the compress_time / attend_time layers
     norm_groups: int = 8  # GroupNorm groups (applied per frame, so normalisation stays causal)
     attn_dim_head: int = 32
     attn_heads: int = 8
@@ -83,7 +84,7 @@ class TokenizerConfig:
             raise ValueError(f"image_size must be an int or (h, w) of positive ints; got {self.image_size!r}")
         set_("image_size", tuple(size))
         set_("layers", tuple(_normalize_layer(s) for s in self.layers))
-        for name in ("input_conv_kernel_size", "output_conv_kernel_size"):
+        for name in ("input_conv_kernel_size", "output_conv_kernel_size", "residual_conv_kernel_size"):
             k = getattr(self, name)
             k = (k, k, k) if isinstance(k, int) else tuple(k)
             if len(k) != 3 or any(not isinstance(v, int) or v < 1 or v % 2 == 0 for v in k):
@@ -98,8 +99,6 @@ class TokenizerConfig:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
         if self.max_dim is not None and self.max_dim < self.init_dim:
             raise ValueError(f"max_dim ({self.max_dim}) must be >= init_dim ({self.init_dim})")
-        if self.residual_conv_kernel_size < 1 or self.residual_conv_kernel_size % 2 == 0:
-            raise ValueError(f"residual_conv_kernel_size must be odd and > 0; got {self.residual_conv_kernel_size}")
         self._validate_quantizer()
         has_cond_layer = any((s if isinstance(s, str) else s[0]) in COND_LAYERS for s in self.layers)
         if has_cond_layer and self.dim_cond is None:
@@ -170,7 +169,7 @@ class TokenizerConfig:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         d["layers"] = [s if isinstance(s, str) else list(s) for s in self.layers]
-        for key in ("input_conv_kernel_size", "output_conv_kernel_size", "fsq_levels"):
+        for key in ("input_conv_kernel_size", "output_conv_kernel_size", "residual_conv_kernel_size", "fsq_levels"):
             d[key] = None if d[key] is None else list(d[key])
         return d
 

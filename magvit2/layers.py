@@ -60,7 +60,7 @@ class ResidualBlock(nn.Module):
     """norm -> SiLU -> causal conv, twice, plus the identity. The last conv starts at zero (the block starts as
     the identity)."""
 
-    def __init__(self, dim: int, kernel_size: int = 3, norm_groups: int = 8):
+    def __init__(self, dim: int, kernel_size: int | tuple[int, int, int] = 3, norm_groups: int = 8):
         super().__init__()
         self.norm1 = FrameGroupNorm(dim, norm_groups)
         self.conv1 = CausalConv3d(dim, dim, kernel_size)
@@ -81,7 +81,7 @@ class CondResidualBlock(ResidualBlock):
     The modulation starts at zero, so an untrained block ignores `cond`.
     """
 
-    def __init__(self, dim: int, dim_cond: int, kernel_size: int = 3, norm_groups: int = 8):
+    def __init__(self, dim: int, dim_cond: int, kernel_size: int | tuple[int, int, int] = 3, norm_groups: int = 8):
         super().__init__(dim, kernel_size, norm_groups)
         self.to_mod = nn.Linear(dim_cond, dim * 4)
         nn.init.zeros_(self.to_mod.weight)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, positive_float, run
+from scripts._cli import ArgumentParser, HelpFormatter, positive_float, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="magvit2-demo", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="magvit2-demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", default="runs/demo", help="run folder (must be new or empty)")
     p.add_argument("--data", default="data/demo", help="where the demo data is built (reused when up to date)")
     p.add_argument("--minutes", type=positive_float, default=11.0, help="training minutes, split between stages")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, positive_int, run
+from scripts._cli import ArgumentParser, HelpFormatter, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="magvit2-reconstruct", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        epilog="Inputs are resized (short side) and center-cropped to the tokenizer's image size. "
                               "Videos use their first frames: --num-frames, else the longest 1 + k*f up to 1 + 8f.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files")

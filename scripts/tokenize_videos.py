@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, positive_int, run
+from scripts._cli import ArgumentParser, HelpFormatter, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="magvit2-tokenize", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        epilog="Output: CODES_DIR/index.json + codes-NNNNN.safetensors (int32 (n, t', h', w')) + "
                               "codes-NNNNN.jsonl (path, caption per clip).")
     p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer folder, or a tokenizer run folder")
@@ -20,11 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=positive_int, help="frames per clip, 1 + k*f (default: 1 + 4*f, e.g. 17)")
     p.add_argument("--epochs", type=positive_int, default=1, help="clips per file: 1 = center crop from frame 0; "
                    "E > 1 = E random crops (seeded)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="clips encoded per forward pass")
     p.add_argument("--shard-size", type=positive_int, default=4096, help="clips per shard file")
     p.add_argument("--max-bad-fraction", type=float, default=0.05, help="fail when more files than this are "
                    "unreadable or too short (they are skipped and listed in index.json otherwise)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random crops (with --epochs > 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     return p
 

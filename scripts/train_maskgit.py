@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, positive_float, positive_int, run
+from scripts._cli import ArgumentParser, HelpFormatter, positive_float, positive_int, run
 from trainers.configs import MaskGitTrainConfig, from_dict, load_yaml, merge, to_dict
 from trainers.engine import crash_hook
 from trainers.recipes import MASKGIT_RECIPES
@@ -13,7 +13,7 @@ from trainers.recipes import MASKGIT_RECIPES
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="magvit2-train-maskgit", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        epilog="Config precedence: preset recipe < --config YAML < flags. Works under `accelerate "
                               "launch`. The EMA pipeline is exported to RUN_DIR/pipeline/ (magvit2-generate --model "
                               "RUN_DIR).")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from magvit2.presets import TOKENIZER_PRESETS
-from scripts._cli import ArgumentParser, positive_float, positive_int, run
+from scripts._cli import ArgumentParser, HelpFormatter, positive_float, positive_int, run
 from trainers.configs import TokenizerTrainConfig, from_dict, load_yaml, merge, to_dict
 from trainers.engine import crash_hook
 from trainers.recipes import TOKENIZER_RECIPES
@@ -14,7 +14,7 @@ from trainers.recipes import TOKENIZER_RECIPES
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="magvit2-train-tokenizer", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        epilog="Config precedence: preset recipe < --config YAML < flags. Works under "
                               "`accelerate launch`. The EMA tokenizer is exported to RUN_DIR/tokenizer/.")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
