@@ -13,10 +13,11 @@ TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
         layers=("residual", "compress_space", "attend_space", "compress_time", "attend_time"),
         input_conv_kernel_size=(3, 3, 3), attn_heads=2, attn_dim_head=8, norm_groups=4, ff_mult=2,
     ),
-    # the CPU demo: 32x32, 17 frames -> 5 x 8 x 8 codes (4x space, 4x time), 1024 codes; sized for minutes on
-    # 2 cores (~0.45 s per update of 8 clips of 9 frames), all compute at <= 16x16 after the stem
+    # the CPU demo: 32x32, 9 frames -> 3 x 8 x 8 codes (4x space, 4x time), FSQ with 1000 codes; sized for minutes
+    # on 2 cores (~0.45 s per update of 8 clips of 9 frames), all compute at <= 16x16 after the stem. FSQ, not LFQ:
+    # in a 5-minute CPU budget LFQ learned digit shapes far more slowly (benchmarks/quantizer_budget.py)
     "demo": dict(
-        image_size=32, init_dim=16, max_dim=64, codebook_size=2**10,
+        image_size=32, init_dim=16, max_dim=64, use_fsq=True, fsq_levels=(8, 5, 5, 5),
         layers=("compress_space", "residual", "compress_space", "residual", "compress_time", "residual",
                 "compress_time", "residual"),
         input_conv_kernel_size=(3, 3, 3), norm_groups=8,

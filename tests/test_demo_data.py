@@ -87,7 +87,7 @@ def test_digit_folders_read_back_with_right_shapes_and_captions(digit_dir):
         assert len(records) == n
         for i, rec in enumerate(records[:6]):
             frames = read_video(digit_dir / split / rec["file_name"])
-            assert frames.shape == (17, 32, 32, 3) and frames.dtype == np.uint8
+            assert frames.shape == (9, 32, 32, 3) and frames.dtype == np.uint8
             assert rec["text"] == caption(rec["digit"], rec["direction"])
             assert judge_direction(frames)[0] == rec["direction"]  # the caption matches the motion
             expected = make_digit_clip(SMALL_DIGITS, split, i).frames  # lossless: only YUV rounding differs
@@ -195,7 +195,7 @@ def test_photo_clips_sizes_and_heldout_sources(photo_dir):
     assert {r["kind"] for r in train} == {"photo", "gif", "face"}
     for rec in train[::7] + val[:2]:
         frames = read_video(photo_dir / ("val" if rec in val else "train") / rec["file_name"])
-        assert frames.shape == (17, 32, 32, 3)
+        assert frames.shape == (9, 32, 32, 3)
         assert rec["source"].split(".")[0] in rec["text"] or rec["kind"] == "face"
     moving = read_video(photo_dir / "train" / train[0]["file_name"]).astype(np.float32)
     assert np.abs(moving[-1] - moving[0]).mean() > 2.0  # the camera moves
@@ -222,7 +222,7 @@ def test_video_segments_spread_with_stride_and_val_routing(tmp_path):
     segments = list(video_segments(folder / "cup.mp4", 3, config))
     assert len(segments) == 3
     levels = [seg[0][:, 8, 8, 0].astype(int) for seg in segments]
-    assert all(seg[0].shape == (17, 16, 16, 3) for seg in segments)
+    assert all(seg[0].shape == (9, 16, 16, 3) for seg in segments)
     assert all(np.all(np.abs(np.diff(lv) - 12) <= 2) for lv in levels)  # stride 3 frames
     assert levels[0][0] <= 2 and levels[-1][-1] >= 4 * 59 - 2  # spread from start to end
     counts = build_tokenizer_dataset(tmp_path / "tok", config, debian_dir=folder)

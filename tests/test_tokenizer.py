@@ -229,7 +229,8 @@ def test_bad_configs_raise(kwargs, message):
 def test_presets_build_and_paper_preset_matches_the_paper_shapes():
     for name in ("tiny", "demo"):
         tok = VideoTokenizer(preset_config(name))
-        assert tok.codebook_size == tok.config.codebook_size
+        assert tok.codebook_size == tok.config.effective_codebook_size
+    assert preset_config("demo").effective_codebook_size == 8 * 5 * 5 * 5  # the demo preset uses FSQ
     paper = preset_config("paper")
     assert paper.image_size == (128, 128) and paper.codebook_size == 2**18
     assert (paper.time_compression, paper.space_compression) == (4, 8)

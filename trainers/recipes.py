@@ -18,7 +18,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     },
     # the CPU demo (make demo): short clips, high LR, GAN late and light
     "demo": {
-        "data": {"num_frames": 9, "batch_size": 8, "val_clips": 36, "val_num_frames": 17, "val_fraction": 0.0},
+        "data": {"num_frames": 9, "batch_size": 8, "val_clips": 36, "val_fraction": 0.0},
         "run": {"max_steps": 3000, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.99, "update_after_step": 50},
         "gen_optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.05},
@@ -67,7 +67,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     "demo": {
         "maskgit": {"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4, "cond_drop_prob": 0.1},
         "text_encoder": "default",
-        "data": {"num_frames": 17, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
+        "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
                  "include_images": False},
         "run": {"max_steps": 2000, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.995, "update_after_step": 100},

@@ -64,14 +64,14 @@ class DigitDataConfig:
 
     seed: int = 0  # everything (split, positions, colours) derives from it
     size: int = 32  # frame height = width, pixels
-    num_frames: int = 17  # 1 + 4k for a tokenizer that compresses time 4x
+    num_frames: int = 9  # 1 + 4k for a tokenizer that compresses time 4x (9 frames -> 3 latent frames)
     clips_per_pair: int = 40  # train clips per seen (digit, direction) pair -> 30 * 40 = 1200
     val_clips_per_pair: int = 4  # val clips per seen pair (new handwriting)
     heldout_clips_per_pair: int = 8  # clips per held-out pair (new handwriting)
     val_fraction: float = 0.25  # share of each digit class's images reserved for val/held-out clips
     digit_size: int | None = None  # side of the upscaled 8x8 digit block; None: 7/16 of `size` (14 at 32)
     travel: float | None = None  # pixels travelled over the clip; None: 7/16 of `size` (14 at 32)
-    colored: bool = True  # a random bright colour per clip (captions never mention it)
+    colored: bool = False  # a random bright colour per clip (captions never mention it); off: white digits
     speed_words: bool = False  # append "slowly"/"quickly" (half or full `travel`)
 
     def __post_init__(self) -> None:

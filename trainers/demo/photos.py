@@ -52,7 +52,7 @@ class PhotoDataConfig:
 
     seed: int = 0
     size: int = 32  # frame height = width
-    num_frames: int = 17
+    num_frames: int = 9
     fps: int = 8  # target frame rate of the video segments (sets their frame stride)
     clips_per_photo: int = 12  # Ken Burns clips per training photo
     val_clips_per_photo: int = 6  # Ken Burns clips per held-out photo

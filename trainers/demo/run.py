@@ -69,7 +69,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                             data / "tokenizer/val", "--out", tok_run, "--preset", preset, "--seed", seed, *limit])
     stage("tokenizer")
 
-    frames = 5 if tiny else 17
+    frames = 5 if tiny else 9
     for split in ("train", "val"):
         _call(tokenize, ["--tokenizer", tok_run, "--data", data / "digits" / split, "--out", out / "codes" / split,
                          "--num-frames", frames])
