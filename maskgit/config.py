@@ -6,7 +6,11 @@ It round-trips through JSON (`to_dict` / `from_dict`) and rejects unknown keys.
 Token factorisation (MAGVIT-v2 §3.1): a codebook of `2**K` codes with K > 14 is predicted as two sub-tokens:
 `hi = idx >> lo_bits` and `lo = idx & (2**lo_bits - 1)` with `hi_bits = ceil(K / 2)`, `lo_bits = floor(K / 2)`
 (2**18 -> 512 x 512; 2**19 -> 1024 x 512). Each sub-token has its own embedding table (+1 mask row) and its own
-output head. Only power-of-two codebooks (LFQ) can be factorised; FSQ codebooks stay single-headed.
+output head. `factorize_codes` does this for power-of-two (LFQ) codebooks. `code_factors` names the sub-token
+vocabularies explicitly (mixed radix, most significant first); for an FSQ codebook with levels (8, 5, 5, 5) the
+factors (5, 5, 5, 8) make each sub-token exactly one FSQ dimension, so codes that differ in one level share three
+of four embeddings and targets. The MaskGit trainer does this for FSQ tokenizers above 2**14 codes (the same rule
+as LFQ) or when `factorize_codes` is True.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class MaskGitConfig:
     text_dim: int = 384  # width of the text-encoder embeddings (cross-attention context); 384 = MiniLM-L6
     dropout: float = 0.0  # attention / FF / embedding dropout (nn.Dropout: uses torch's global RNG when > 0)
     factorize_codes: bool | None = None  # None: auto (True when codebook_size > 2**14 and a power of two)
+    code_factors: tuple[int, ...] | None = None  # explicit sub-token vocabularies (most significant first)
     cond_drop_prob: float = 0.1  # training: per-sample probability of replacing the text by the null embedding
     label_smoothing: float = 0.0  # training: label smoothing of the masked-token cross-entropy
     self_condition: bool = False  # feed back the previous pass's final hidden states (Chen et al.)
@@ -72,8 +77,19 @@ class MaskGitConfig:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
         if self.factorize_codes not in (None, True, False):
             raise ValueError(f"factorize_codes must be None (auto), True or False; got {self.factorize_codes!r}")
-        if self.factorize_codes and not (_is_pow2(k) and k >= 4):
+        if self.factorize_codes and self.code_factors is None and not (_is_pow2(k) and k >= 4):
             raise ValueError(f"factorize_codes=True needs a power-of-two codebook_size >= 4 (LFQ); got {k}")
+        if self.code_factors is not None:
+            factors = self.code_factors
+            if not (isinstance(factors, (list, tuple)) and len(factors) >= 1
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in factors)):
+                raise ValueError(f"code_factors must be a list of ints >= 2 (e.g. FSQ levels); got {factors!r}")
+            if math.prod(factors) != k:
+                raise ValueError(f"code_factors {tuple(factors)} multiply to {math.prod(factors)}, but "
+                                 f"codebook_size is {k}")
+            if self.factorize_codes is False:
+                raise ValueError("code_factors needs factorize_codes None or True; got False")
+            object.__setattr__(self, "code_factors", tuple(factors))
         if self.format_version != 1:
             raise ValueError(f"unsupported maskgit format_version {self.format_version}; this package reads 1")
 
@@ -81,14 +97,19 @@ class MaskGitConfig:
 
     @property
     def factorized(self) -> bool:
-        """Whether codes are predicted as two sub-tokens (`factorize_codes` with auto resolved)."""
+        """Whether codes are predicted as several sub-tokens (`code_factors`, or `factorize_codes` resolved)."""
+        if self.code_factors is not None:
+            return len(self.code_factors) > 1
         if self.factorize_codes is None:
             return self.codebook_size > FACTORIZE_ABOVE and _is_pow2(self.codebook_size)
         return self.factorize_codes
 
     @property
     def vocab_sizes(self) -> tuple[int, ...]:
-        """Vocabulary per factor, e.g. `(1024,)` or `(512, 512)` for 2**18 codes; their product = codebook_size."""
+        """Vocabulary per factor, e.g. `(1024,)`, `(512, 512)` for 2**18 codes or `(5, 5, 5, 8)` for FSQ; their
+        product = codebook_size."""
+        if self.code_factors is not None:
+            return self.code_factors
         return factor_vocab_sizes(self.codebook_size, self.factorized)
 
     @property
@@ -106,6 +127,7 @@ class MaskGitConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["latent_shape"] = list(self.latent_shape)
+        out["code_factors"] = None if self.code_factors is None else list(self.code_factors)
         return out
 
     @classmethod
@@ -118,6 +140,7 @@ class MaskGitConfig:
         if unknown:
             raise ValueError(f"unknown MaskGitConfig keys {unknown}; expected a subset of {sorted(known)}")
         kwargs = dict(data)
-        if "latent_shape" in kwargs and isinstance(kwargs["latent_shape"], list):
-            kwargs["latent_shape"] = tuple(kwargs["latent_shape"])
+        for key in ("latent_shape", "code_factors"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)

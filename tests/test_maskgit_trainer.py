@@ -30,13 +30,15 @@ CAPTIONS = ("an astronaut in a white suit", "a cup of coffee", "a cat looking up
             "a man with a camera", "")  # one empty caption: trains as unconditional, with a warning
 
 
-def make_stage_two(root: Path, photos=PHOTOS, captions=CAPTIONS, codebook_size: int = 2**6) -> dict[str, Path]:
+def make_stage_two(root: Path, photos=PHOTOS, captions=CAPTIONS, codebook_size: int | None = 2**6,
+                   **quantizer) -> dict[str, Path]:
     """A tiny saved tokenizer, captioned lossless clips of real photo pans (5 frames) and their code shards."""
     from tests.conftest import pan_frames
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        VideoTokenizer(preset_config("tiny", codebook_size=codebook_size)).save_pretrained(root / "tokenizer")
+        tok_config = preset_config("tiny", codebook_size=codebook_size, **quantizer)
+        VideoTokenizer(tok_config).save_pretrained(root / "tokenizer")
     clips = root / "clips"
     clips.mkdir(parents=True)
     lines = []
@@ -218,6 +220,26 @@ def test_vocabulary_and_grid_mismatches_are_clear_errors(stage_two, tmp_path):
         MaskGitTrainer(config(), big, tmp_path / "run", codes_dir=stage_two["codes"])
     with pytest.raises(ValueError, match=r"maskgit\.codebook_size is set by the trainer"):
         config(maskgit={"codebook_size": 64})
+
+
+def test_large_fsq_codebooks_get_one_sub_token_per_fsq_dimension(tmp_path):
+    levels = (8, 8, 8, 8, 5)  # 20480 codes > 2**14: factorised by default, like LFQ codebooks of that size
+    data = make_stage_two(tmp_path, codebook_size=None, use_fsq=True, fsq_levels=levels)
+    t = trainer(data, tmp_path / "run", cfg=config("--max-steps", "2"))
+    assert t.transformer.vocab_sizes == (5, 8, 8, 8, 8) and t.transformer.config.codebook_size == 20480
+    t.fit()
+    pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert pipe.transformer.vocab_sizes == (5, 8, 8, 8, 8)
+    codes = pipe(["a cup of coffee"], generator=torch.Generator().manual_seed(0), output_type="latent",
+                 num_inference_steps=3)
+    assert codes.shape == (1, 3, 8, 8) and int(codes.min()) >= 0 and int(codes.max()) < 20480
+    single = trainer(data, tmp_path / "single", cfg=config("--max-steps", "1", maskgit={"factorize_codes": False}))
+    assert single.transformer.vocab_sizes == (20480,)  # opting out keeps one head
+    small = make_stage_two(tmp_path / "small", codebook_size=None, use_fsq=True,
+                           fsq_levels=(5, 4, 3))
+    assert trainer(small, tmp_path / "s", cfg=config("--max-steps", "1")).transformer.vocab_sizes == (60,)
+    forced = trainer(small, tmp_path / "f", cfg=config("--max-steps", "1", maskgit={"factorize_codes": True}))
+    assert forced.transformer.vocab_sizes == (3, 4, 5)
 
 
 def test_on_the_fly_tokenization_feeds_the_same_codes_as_the_shards(stage_two, tmp_path):

@@ -67,6 +67,31 @@ def test_factorisation_rule():
     assert c.mask_id == 2**18 and c.seq_len == 32 and c.factorized
 
 
+def test_explicit_code_factors_for_fsq_levels():
+    c = tiny_config(codebook_size=1000, code_factors=[5, 5, 5, 8])  # FSQ levels (8, 5, 5, 5), most significant first
+    assert c.vocab_sizes == (5, 5, 5, 8) and c.factorized and c.code_factors == (5, 5, 5, 8)
+    assert MaskGitConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert not tiny_config(codebook_size=1000, code_factors=(1000,)).factorized
+    with pytest.raises(ValueError, match="multiply to 500"):
+        tiny_config(codebook_size=1000, code_factors=(5, 5, 5, 4))
+    with pytest.raises(ValueError, match="ints >= 2"):
+        tiny_config(codebook_size=1000, code_factors=(1000, 1))
+    with pytest.raises(ValueError, match="factorize_codes"):
+        tiny_config(codebook_size=1000, code_factors=(5, 5, 5, 8), factorize_codes=False)
+
+
+def test_fsq_code_factors_are_exactly_the_fsq_level_indices():
+    from vector_quantize_pytorch import FSQ
+
+    fsq = FSQ(levels=[8, 5, 5, 5])
+    codes = torch.arange(1000)
+    levels = fsq.indices_to_level_indices(codes)  # (1000, 4), least significant level first
+    subs = split_codes(codes, (5, 5, 5, 8))
+    for k, sub in enumerate(subs):
+        assert torch.equal(sub, levels[:, 3 - k])
+    assert torch.equal(merge_codes(subs, (5, 5, 5, 8)), codes)
+
+
 # --- split / merge ---------------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from maskgit.config import MaskGitConfig
+from maskgit.config import FACTORIZE_ABOVE, MaskGitConfig
 from maskgit.objective import masked_token_loss, random_token_mask
 from maskgit.pipeline import PipelineDefaults, TextToVideoPipeline
 from maskgit.text import build_text_encoder
@@ -222,8 +222,13 @@ class MaskGitTrainer:
         """From the recipe (+ codebook, grid and text width filled in), or from --init-from's weights."""
         c, tok, text_dim = self.config, self.tokenizer, self.text_encoder.dim
         if init_from is None:
+            extra = {}
+            wanted = c.maskgit.get("factorize_codes")
+            wanted = tok.codebook_size > FACTORIZE_ABOVE if wanted is None else wanted
+            if tok.config.use_fsq and wanted and "code_factors" not in c.maskgit:
+                extra["code_factors"] = tuple(reversed(tok.config.fsq_levels))  # one sub-token per FSQ dimension
             return MaskGitConfig(codebook_size=tok.codebook_size, latent_shape=self.latent_shape, text_dim=text_dim,
-                                 **c.maskgit), None
+                                 **extra, **c.maskgit), None
         loaded, state, source = load_init_weights(init_from)
         if loaded.codebook_size != tok.codebook_size:
             raise ValueError(f"vocabulary mismatch: --init-from {source} predicts {loaded.codebook_size} codes but "
