@@ -132,7 +132,23 @@ def test_speed_words_caption_the_distance():
         assert word in ("slowly", "quickly") and clip.text.startswith(caption(clip.digit, clip.direction))
 
 
+def test_grid_puts_digits_on_tokenizer_cells_moving_whole_pixels():
+    config = DigitDataConfig()  # 16 px digits travelling 8 px over 9 frames, starts on a 4 px grid
+    for x in np.linspace(-2.0, 10.0, 25):
+        snapped = config.snap(float(x), 8.0)
+        assert snapped % 4 == 0 and -2 <= snapped <= 10
+    assert DigitDataConfig(grid=0).snap(1.3, 8.0) == 1.3
+    axes = {"up": (0, -1), "down": (0, 1), "left": (1, -1), "right": (1, 1)}
+    for i in range(8):
+        clip = make_digit_clip(config, "train", i)
+        axis, sign = axes[clip.direction]
+        for t in range(1, 9):  # whole-pixel motion: every frame is the first one shifted by t pixels
+            assert np.array_equal(np.roll(clip.frames[0], sign * t, axis=axis), clip.frames[t])
+
+
 def test_bad_digit_config_raises():
+    with pytest.raises(ValueError, match="grid"):
+        DigitDataConfig(grid=-1)
     with pytest.raises(ValueError, match="does not fit"):
         DigitDataConfig(size=16, digit_size=14)
     with pytest.raises(ValueError, match="val_fraction"):

@@ -22,8 +22,15 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path):
     for group, n in (("seen", 30), ("held_out", 10)):
         scores = report["prompt_following"][group]
         assert scores["n"] == n and 0 <= scores["digit_acc"] <= 1 and 0 <= scores["direction_acc"] <= 1
+    legible = report["prompt_following"]["legibility"]
+    assert legible["clips"] == 30 and legible["ground_truth_digit_acc"] > 0.8  # the judge reads real clips
+    assert 0 <= legible["reconstructed_digit_acc"] <= 1
+    assert len(report["showcase"]["prompts"]) == 20  # first seen and first held-out video of each digit
+    showcase = read_video(out / report["showcase"]["file"])  # (t, h, w, 3): 4 rows x 5 tiles of 16 px, 3x
+    assert showcase.shape == (5, 3 * (4 * 18 + 2), 3 * (5 * 18 + 2), 3)
     assert set(report["minutes"]) == {"data", "tokenizer", "tokenize", "maskgit", "generate", "report", "total"}
-    assert "## Prompt following" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "## Prompt following" in markdown and "![generated](samples/showcase.gif)" in markdown
     for name in ("tokenizer_curves.png", "maskgit_curves.png", "samples/contact_sheet.png"):
         assert (out / name).stat().st_size > 1000
     records = [json.loads(line) for line in (out / "samples" / "samples.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     # the CPU demo (make demo): short clips, high LR, GAN late and light
     "demo": {
         "data": {"num_frames": 9, "batch_size": 8, "val_clips": 36, "val_fraction": 0.0},
-        "run": {"max_steps": 3000, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
+        "run": {"max_steps": 600, "log_every": 10, "val_every": 200, "checkpoint_every": 200},
         "ema": {"beta": 0.99, "update_after_step": 50},
         "gen_optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.05},
         "disc_optim": {"lr": 2e-4, "warmup_steps": 50},
@@ -61,15 +61,15 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "optim": {"lr": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
         "pipeline": {"num_inference_steps": 4, "guidance_scale": 2.0},
     },
-    # the CPU demo (make demo): 5x8x8 = 320 tokens of a 1024-code tokenizer, ~1200 captioned moving-digit clips,
-    # the bundled MiniLM text encoder; a starting point to tune. Measured fwd+bwd+AdamW at batch 16 on 2 idle cores:
-    # dim 128 x depth 4 (1.8M params) ~0.5 s/update; dim 192 x 4 (3.2M) ~1.0 s; dim 256 x 6 (7.6M) ~1.9 s
+    # the CPU demo (make demo): 3x8x8 = 192 tokens of the demo tokenizer's 1000 FSQ codes, 1200 captioned
+    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (1.8M params) at batch 16 runs
+    # ~0.34 s/update on 2 cores (~1050 updates in 6 minutes)
     "demo": {
         "maskgit": {"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4, "cond_drop_prob": 0.1},
         "text_encoder": "default",
         "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
                  "include_images": False},
-        "run": {"max_steps": 2000, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
+        "run": {"max_steps": 1300, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.995, "update_after_step": 100},
         "optim": {"lr": 1e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
         "pipeline": {"num_inference_steps": 12, "guidance_scale": 3.0},

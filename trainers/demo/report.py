@@ -61,6 +61,29 @@ def evaluate_tokenizer(tokenizer_dir: Path, val_dir: Path, num_frames: int, batc
 
 
 @torch.no_grad()
+def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, num_frames: int,
+                     batch_size: int = 16) -> dict[str, Any]:
+    """How often the judge reads the right digit in held-out digit clips and in the tokenizer's reconstructions of
+    them: the ceiling that prompt following can reach with this tokenizer."""
+    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval()
+    records = {json.loads(line)["file_name"]: json.loads(line)
+               for line in (digits_dir / "metadata.jsonl").read_text().splitlines() if line.strip()}
+    dataset = VideoFolderDataset(digits_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
+                                 random_crop=False, include_images=False)
+    truth_hits, recon_hits = 0, 0
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[(0, i, -1)] for i in range(start, min(start + batch_size, len(dataset)))]
+        video = torch.stack([it["video"] for it in items])  # (b, c, t, h, w) in [-1, 1]
+        recon = tokenizer(video).clamp(-1, 1)
+        for it, clip, rec in zip(items, video, recon):
+            digit = records[it["path"]]["digit"]
+            truth_hits += judge.judge_digit(clip)[0] == digit
+            recon_hits += judge.judge_digit(rec)[0] == digit
+    n = len(dataset)
+    return {"clips": n, "ground_truth_digit_acc": truth_hits / n, "reconstructed_digit_acc": recon_hits / n}
+
+
+@torch.no_grad()
 def generate_and_judge(pipeline_dir: Path, prompts: dict, out_dir: Path, judge: DigitJudge, per_seen: int,
                        per_heldout: int, seed: int, batch_size: int = 16) -> tuple[dict[str, Any], list[dict]]:
     """Generate `per_seen` videos per seen prompt and `per_heldout` per held-out prompt; judge each one."""
@@ -122,6 +145,32 @@ def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_show
     return path
 
 
+def showcase_gif(records: list[dict], sample_dir: Path, path: Path, per_row: int = 5, scale: int = 3,
+                 fps: float = 4) -> tuple[Path, list[dict]]:
+    """An animated GIF tiling generated videos: the first seen-prompt video of each digit, then the first
+    held-out one of each digit, `per_row` per row, upscaled `scale`x. Returns the path and the records shown
+    (in reading order, so a caption can list the prompts)."""
+    from trainers.video_io import read_video
+
+    shown, taken = [], set()
+    for group in ("seen", "held_out"):
+        for r in records:
+            if r["group"] == group and (group, r["digit"]) not in taken:
+                taken.add((group, r["digit"]))
+                shown.append(r)
+    videos = [read_video(sample_dir / r["file"]) for r in shown]  # each (t, h, w, 3)
+    t, h, w, _ = videos[0].shape
+    rows = -(-len(videos) // per_row)
+    pad = 2
+    grid = np.full((t, rows * (h + pad) + pad, per_row * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, video in enumerate(videos):
+        top, left = pad + (i // per_row) * (h + pad), pad + (i % per_row) * (w + pad)
+        grid[:, top : top + h, left : left + w] = video
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    write_gif(path, grid, fps=fps)
+    return path, shown
+
+
 def plot_curves(run_dir: Path, keys: list[str], path: Path, title: str) -> Path | None:
     """Loss curves from a run's metrics.jsonl (train records; the last record per step wins after a resume)."""
     import matplotlib
@@ -180,6 +229,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """report.json (everything) and report.md (the tables people read)."""
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     tok, mg, pf, mins = report["tokenizer"], report["maskgit"], report["prompt_following"], report["minutes"]
+    legible = pf["legibility"]
     lines = [
         "# magvit2-maskgit demo report", "",
         f"Trained on this machine ({report['environment']['cpu_count']} CPU cores, torch "
@@ -209,7 +259,12 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         *[f"| {g.replace('_', '-')} | {pf[g]['n']} | {pf[g]['digit_acc']:.1%} | {pf[g]['direction_acc']:.1%} | "
           f"{pf[g]['joint_acc']:.1%} |" for g in ("seen", "held_out")],
         "| chance | | 10% | 25% | 2.5% |", "",
-        "![samples](samples/contact_sheet.png)", "",
+        f"The ceiling this tokenizer sets: the judge reads the right digit in {legible['ground_truth_digit_acc']:.1%} "
+        f"of {legible['clips']} held-out digit clips and in {legible['reconstructed_digit_acc']:.1%} of the "
+        "tokenizer's reconstructions of them.", "",
+        "![generated](samples/showcase.gif)", "",
+        "Prompts, row by row: " + "; ".join(f"{i + 1}. {p}" for i, p in enumerate(report["showcase"]["prompts"])),
+        "", "Every sample, with the judges' verdicts: `samples/contact_sheet.png`.", "",
         "## Aims", "", "| quantity | measured | aim | met |", "|---|---|---|---|",
         *[f"| {k} | {v['value'] if not isinstance(v['value'], float) else round(v['value'], 3)} | {v['aim']} | "
           f"{'yes' if v['met'] else 'no'} |" for k, v in report["aims"].items()], "",

@@ -17,6 +17,7 @@ from trainers.demo.photos import PhotoDataConfig
 from trainers.logging import get_logger
 
 log = get_logger("magvit2.demo")
+TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (prompt following is the harder part)
 
 
 def _call(main, argv: list[str]) -> None:
@@ -35,10 +36,12 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     from trainers.demo.report import (
         aims_met,
         contact_sheet,
+        digit_legibility,
         environment,
         evaluate_tokenizer,
         generate_and_judge,
         plot_curves,
+        showcase_gif,
         write_report,
     )
 
@@ -63,7 +66,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     stage("data")
 
     preset = "tiny" if tiny else "demo"
-    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * 0.5:.2f}"]
+    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * TOKENIZER_SHARE:.2f}"]
     tok_run = out / "tokenizer"
     _call(train_tokenizer, ["--data", data / "tokenizer/train", data / "digits/train", "--val-data",
                             data / "tokenizer/val", "--out", tok_run, "--preset", preset, "--seed", seed, *limit])
@@ -79,7 +82,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     sample_prompts = out / "sample_prompts.txt"
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
-    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * 0.5:.2f}"]
+    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * (1 - TOKENIZER_SHARE):.2f}"]
     _call(train_maskgit, ["--tokenizer", tok_run, "--codes", out / "codes/train", "--val-codes", out / "codes/val",
                           "--out", mg_run, "--preset", preset, "--seed", seed, "--sample-prompts", sample_prompts,
                           *limit])
@@ -89,6 +92,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     scores, records = generate_and_judge(mg_run / "pipeline", prompts, out / "samples", judge,
                                          per_seen=1 if tiny else 2, per_heldout=1 if tiny else 4, seed=seed)
     contact_sheet(records, out / "samples", out / "samples" / "contact_sheet.png")
+    _, shown = showcase_gif(records, out / "samples", out / "samples" / "showcase.gif")
     stage("generate")
 
     tok_summary = json.loads((tok_run / "summary.json").read_text())
@@ -100,7 +104,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                     "accuracy_by_ratio": {k.split("@")[1]: v for k, v in mg_summary.items()
                                           if k.startswith("val_accuracy@")},
                     "steps": mg_summary["step"], "train_clips": mg_summary["train_clips"]},
-        "prompt_following": {**scores, "judge": {"digit_val_accuracy": judge.val_accuracy}},
+        "prompt_following": {**scores, "judge": {"digit_val_accuracy": judge.val_accuracy},
+                             "legibility": digit_legibility(tok_run / "tokenizer", data / "digits/val", judge, frames)},
+        "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
         "environment": environment(),
         "settings": {"minutes_budget": minutes, "seed": seed, "tiny": tiny, "data": str(data)},
     }
