@@ -35,9 +35,8 @@ demo: venv
 bench: venv
 	$(PY) -m benchmarks.run_all
 
-lint: venv
+lint: venv  # ruff's linter; the code is not held to `ruff format`
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -65,10 +65,17 @@ def get_logger(name: str, is_main: bool | None = None, level: int = logging.INFO
 
 
 def progress_bar(total: int | None, disable: bool = False, **kwargs: Any):
-    """A tqdm bar (``disable=not is_main`` on other ranks); extra kwargs go to tqdm."""
+    """A tqdm bar (``disable=not is_main`` on other ranks); extra kwargs go to tqdm.
+
+    When stderr is not a terminal (a log file, a CI job) the bar redraws at most every 30 s instead of 10 times a
+    second, so logs stay readable."""
+    import sys
+
     from tqdm.auto import tqdm
 
     kwargs.setdefault("dynamic_ncols", True)
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30.0)
     return tqdm(total=total, disable=disable, **kwargs)
 
 
