@@ -7,7 +7,8 @@ reads correctly (its accuracy on the originals is ~98%), held-out photo PSNR and
 
     python -m benchmarks.quantizer_budget --minutes 5      # needs `python -m scripts.build_demo_data --out data/demo`
 
-Measured on 2 CPU cores (torch 2.13 CPU), 5 minutes each, seed 0:
+Measured on 2 CPU cores (torch 2.13 CPU), 5 minutes each, seed 0 (with the earlier demo digits: 14 px, free
+sub-pixel positions, travelling 14 px):
     LFQ 2^10 (entropy 0.1, commitment 0.25)  643 steps  digit PSNR 19.1  digits read 19%  photo PSNR 14.6  usage 82%
     FSQ (8, 5, 5, 5) = 1000 codes             672 steps  digit PSNR 22.0  digits read 65%  photo PSNR 16.8  usage 40%
     FSQ (7, 5, 5, 5, 5) = 4375 codes          685 steps  digit PSNR 22.2  digits read 59%  photo PSNR 16.8  usage 21%

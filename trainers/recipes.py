@@ -71,7 +71,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
                  "include_images": False},
         "run": {"max_steps": 1300, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.995, "update_after_step": 100},
-        "optim": {"lr": 1e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
+        # lr 2e-3 vs 1e-3 in the 7-minute demo: seen-prompt digit accuracy 42.5% vs 34.2% (120 videos each)
+        "optim": {"lr": 2e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
         "pipeline": {"num_inference_steps": 12, "guidance_scale": 3.0},
     },
     # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
