@@ -15,9 +15,18 @@ from trainers.demo import build_demo_data
 from trainers.demo.digits import DigitDataConfig
 from trainers.demo.photos import PhotoDataConfig
 from trainers.logging import get_logger
+from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
 
 log = get_logger("magvit2.demo")
 TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (prompt following is the harder part)
+DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach in this budget
+
+
+def _budget(minutes: float, share: float, recipe: dict) -> list[str]:
+    """Stop at `share` of the minutes, or at the recipe's step count scaled to the budget (so the cosine schedule
+    ends where the time does on 2 cores, and a bigger budget trains proportionally longer)."""
+    steps = max(1, round(recipe["run"]["max_steps"] * minutes / DEFAULT_MINUTES))
+    return ["--max-minutes", f"{minutes * share:.2f}", "--max-steps", steps]
 
 
 def _call(main, argv: list[str]) -> None:
@@ -26,7 +35,7 @@ def _call(main, argv: list[str]) -> None:
         raise RuntimeError(f"stage failed with exit code {code}: {' '.join(map(str, argv))}")
 
 
-def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minutes: float = 11.0,
+def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minutes: float = DEFAULT_MINUTES,
              debian_dir: str | Path | None = None, seed: int = 0, tiny: bool = False) -> dict[str, Any]:
     """Run every stage; `minutes` is the training budget, split between the tokenizer and the MaskGit."""
     from scripts.tokenize_videos import main as tokenize
@@ -66,7 +75,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     stage("data")
 
     preset = "tiny" if tiny else "demo"
-    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * TOKENIZER_SHARE:.2f}"]
+    limit = ["--max-steps", "6"] if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
     tok_run = out / "tokenizer"
     _call(train_tokenizer, ["--data", data / "tokenizer/train", data / "digits/train", "--val-data",
                             data / "tokenizer/val", "--out", tok_run, "--preset", preset, "--seed", seed, *limit])
@@ -82,7 +91,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     sample_prompts = out / "sample_prompts.txt"
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
-    limit = ["--max-steps", "6"] if tiny else ["--max-minutes", f"{minutes * (1 - TOKENIZER_SHARE):.2f}"]
+    limit = ["--max-steps", "6"] if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
     _call(train_maskgit, ["--tokenizer", tok_run, "--codes", out / "codes/train", "--val-codes", out / "codes/val",
                           "--out", mg_run, "--preset", preset, "--seed", seed, "--sample-prompts", sample_prompts,
                           *limit])
