@@ -65,3 +65,30 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number; got {text}")
     return value
+
+
+def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str, num_frames: str,
+                       compiled: str) -> None:
+    """The flags both trainers share (stopping, resume, fine-tuning, batch, precision); the keyword arguments are
+    the help texts that differ between them."""
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many updates")
+    p.add_argument("--max-minutes", type=positive_float, help="stop (checkpoint + export) after this much time")
+    p.add_argument("--resume", metavar="latest|PATH", help="continue from the newest complete checkpoint or a "
+                   "checkpoint folder")
+    p.add_argument("--init-from", metavar="PATH", help=init_from)
+    p.add_argument("--seed", type=int, help=seed)
+    p.add_argument("--batch-size", type=positive_int, help="clips per process per micro-batch")
+    p.add_argument("--num-frames", type=positive_int, help=num_frames)
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
+    p.add_argument("--_test-crash-at", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--_test-break-restore", choices=("optimizer", "sampler"), help=argparse.SUPPRESS)
+
+
+def training_flag_overrides(args: argparse.Namespace) -> dict:
+    """The `run` / `data` config overrides given by `add_training_flags` flags (unset flags are left out)."""
+    run_flags = (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("seed", args.seed),
+                 ("mixed_precision", args.mixed_precision), ("compile", args.compile))
+    data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames))
+    return {"run": {k: v for k, v in run_flags if v is not None},
+            "data": {k: v for k, v in data_flags if v is not None}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, HelpFormatter, positive_float, positive_int, run
+from scripts._cli import ArgumentParser, HelpFormatter, add_training_flags, run, training_flag_overrides
 from trainers.configs import MaskGitTrainConfig, from_dict, load_yaml, merge, to_dict
 from trainers.engine import crash_hook
 from trainers.recipes import MASKGIT_RECIPES
@@ -35,19 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "only), or a Hugging Face name or local folder (default: the preset's)")
     p.add_argument("--sample-prompts", metavar="FILE", help="prompts (one per line) rendered to mp4 + gif at every "
                    "validation")
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many updates")
-    p.add_argument("--max-minutes", type=positive_float, help="stop (checkpoint + export) after this much time")
-    p.add_argument("--resume", metavar="latest|PATH", help="continue from the newest complete checkpoint or a "
-                   "checkpoint folder")
-    p.add_argument("--init-from", metavar="PATH", help="fine-tune: start from a pipeline, MaskGit run or checkpoint "
-                   "folder (transformer weights only; fresh optimizer and schedule)")
-    p.add_argument("--seed", type=int, help="seed of weights, data order, masks and samples")
-    p.add_argument("--batch-size", type=positive_int, help="clips per process per micro-batch")
-    p.add_argument("--num-frames", type=positive_int, help="with --data: frames per clip (1 + k*time_compression)")
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
-    p.add_argument("--_test-crash-at", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--_test-break-restore", choices=("optimizer", "sampler"), help=argparse.SUPPRESS)
+    add_training_flags(p, init_from="fine-tune: start from a pipeline, MaskGit run or checkpoint folder "
+                       "(transformer weights only; fresh optimizer and schedule)",
+                       seed="seed of weights, data order, masks and samples",
+                       num_frames="with --data: frames per clip (1 + k*time_compression)", compiled="transformer")
     return p
 
 
@@ -55,11 +46,7 @@ def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
     config = merge(to_dict(MaskGitTrainConfig()), {"preset": args.preset, **MASKGIT_RECIPES[args.preset]})
     if args.config:
         config = merge(config, load_yaml(args.config))
-    flags = {"run": {k: v for k, v in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes),
-                                       ("seed", args.seed), ("mixed_precision", args.mixed_precision),
-                                       ("compile", args.compile)) if v is not None},
-             "data": {k: v for k, v in (("batch_size", args.batch_size), ("num_frames", args.num_frames))
-                      if v is not None}}
+    flags = training_flag_overrides(args)
     if args.text_encoder is not None:
         flags["text_encoder"] = args.text_encoder
     return from_dict(MaskGitTrainConfig, merge(config, flags))

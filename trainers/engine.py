@@ -116,3 +116,41 @@ def crash_hook(at_step: int) -> StepHook:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook
+
+
+def train_loop(trainer: Any, batches: Iterator[dict[str, Any]], bar: Any, clock: Clock,
+               postfix: Callable[[dict[str, float]], dict[str, str]]) -> dict[str, float]:
+    """The loop both trainers run: `trainer.train_step` until `run.max_steps` or `run.max_minutes`, hooks after each
+    update, validation every `val_every`, checkpoints every `checkpoint_every` and when time is up; then a final
+    checkpoint and validation unless the last step already had them. Returns the last validation metrics.
+
+    `trainer` provides: config.run, step, hooks, metrics, log, train_step(batches) -> logs | None (a skipped
+    update), validate() -> dict, _save()."""
+    c = trainer.config.run
+    last_val: dict[str, float] = {}
+    saved_at, validated_at = trainer.step, None
+    while trainer.step < c.max_steps:
+        logs = trainer.train_step(batches)
+        for hook in trainer.hooks:
+            hook(trainer, trainer.step)
+        bar.update(1)
+        if logs is not None:
+            trainer.metrics.log(logs, step=trainer.step, kind="train")
+            bar.set_postfix(**postfix(logs))
+        if trainer.step % c.val_every == 0:
+            last_val, validated_at = trainer.validate(), trainer.step
+            trainer.metrics.log(last_val, step=trainer.step, kind="val")
+        out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
+        if trainer.step % c.checkpoint_every == 0 or out_of_time:
+            trainer._save()
+            saved_at = trainer.step
+        if out_of_time:
+            trainer.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), trainer.step)
+            break
+    bar.close()
+    if saved_at != trainer.step:
+        trainer._save()
+    if validated_at != trainer.step:
+        last_val = trainer.validate()
+        trainer.metrics.log(last_val, step=trainer.step, kind="val")
+    return last_val

@@ -40,6 +40,7 @@ from trainers.engine import (
     make_accelerator,
     prepare_run_dir,
     sampler_of,
+    train_loop,
 )
 from trainers.guards import NonFiniteGuard
 from trainers.logging import MetricsLogger, get_logger, progress_bar
@@ -432,32 +433,8 @@ class MaskGitTrainer:
         batches = self._batches()
         self._position = tuple(sampler_of(self.loader).state_dict().values())
         bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="maskgit")
-        last_val: dict[str, float] = {}
-        saved_at, validated_at = self.step, None
-        while self.step < c.max_steps:
-            logs = self.train_step(batches)
-            for hook in self.hooks:
-                hook(self, self.step)
-            bar.update(1)
-            if logs is not None:
-                self.metrics.log(logs, step=self.step, kind="train")
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.2f}")
-            if self.step % c.val_every == 0:
-                last_val, validated_at = self.validate(), self.step
-                self.metrics.log(last_val, step=self.step, kind="val")
-            out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
-            if self.step % c.checkpoint_every == 0 or out_of_time:
-                self._save()
-                saved_at = self.step
-            if out_of_time:
-                self.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), self.step)
-                break
-        bar.close()
-        if saved_at != self.step:
-            self._save()
-        if validated_at != self.step:
-            last_val = self.validate()
-            self.metrics.log(last_val, step=self.step, kind="val")
+        last_val = train_loop(self, batches, bar, clock,
+                              lambda logs: {"loss": f"{logs['loss']:.3f}", "acc": f"{logs['accuracy']:.2f}"})
         summary = {"step": self.step, "minutes": clock.minutes(), **{f"val_{k}": v for k, v in last_val.items()},
                    "train_clips": len(self.train_set), "unique_captions": len(self.captions),
                    "empty_captions": self.num_empty_captions}

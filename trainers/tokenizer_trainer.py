@@ -33,6 +33,7 @@ from trainers.engine import (
     make_accelerator,
     prepare_run_dir,
     sampler_of,
+    train_loop,
 )
 from trainers.guards import NonFiniteGuard
 from trainers.logging import MetricsLogger, get_logger, progress_bar
@@ -287,32 +288,8 @@ class TokenizerTrainer:
         batches = infinite_batches(self.loader, self.train_set)
         self._position = tuple(sampler_of(self.loader).state_dict().values())
         bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="tokenizer")
-        last_val: dict[str, float] = {}
-        saved_at = self.step
-        while self.step < c.max_steps:
-            logs = self.train_step(batches)
-            for hook in self.hooks:
-                hook(self, self.step)
-            bar.update(1)
-            if logs is not None:
-                self.metrics.log(logs, step=self.step, kind="train")
-                bar.set_postfix(recon=f"{logs['generator.recon']:.4f}", usage=f"{logs['generator.usage']:.2f}")
-            if self.step % c.val_every == 0:
-                last_val = self.validate()
-                self.metrics.log(last_val, step=self.step, kind="val")
-            out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
-            if self.step % c.checkpoint_every == 0 or out_of_time:
-                self._save()
-                saved_at = self.step
-            if out_of_time:
-                self.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), self.step)
-                break
-        bar.close()
-        if saved_at != self.step:
-            self._save()
-        if not last_val or self.step % c.val_every:
-            last_val = self.validate()
-            self.metrics.log(last_val, step=self.step, kind="val")
+        last_val = train_loop(self, batches, bar, clock, lambda logs: {
+            "recon": f"{logs['generator.recon']:.4f}", "usage": f"{logs['generator.usage']:.2f}"})
         summary = {"step": self.step, "minutes": clock.minutes(), **last_val,
                    "skipped_files": self.train_set.stats.num_skipped}
         if self.is_main:
