@@ -136,7 +136,7 @@ def train_loop(trainer: Any, batches: Iterator[dict[str, Any]], bar: Any, clock:
         bar.update(1)
         if logs is not None:
             trainer.metrics.log(logs, step=trainer.step, kind="train")
-            bar.set_postfix(**postfix(logs))
+            bar.set_postfix(refresh=False, **postfix(logs))  # shown at the next redraw (rate-limited)
         if trainer.step % c.val_every == 0:
             last_val, validated_at = trainer.validate(), trainer.step
             trainer.metrics.log(last_val, step=trainer.step, kind="val")

@@ -291,7 +291,8 @@ class TokenizerTrainer:
         last_val = train_loop(self, batches, bar, clock, lambda logs: {
             "recon": f"{logs['generator.recon']:.4f}", "usage": f"{logs['generator.usage']:.2f}"})
         summary = {"step": self.step, "minutes": clock.minutes(), **last_val,
-                   "skipped_files": self.train_set.stats.num_skipped}
+                   "skipped_files": self.train_set.stats.num_skipped,
+                   "load_failures": self.train_set.stats.num_runtime_failures}  # decode failures while training
         if self.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.metrics.close()
