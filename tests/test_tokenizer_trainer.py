@@ -169,7 +169,18 @@ def test_bad_frame_count_for_the_tokenizer_is_a_clear_error(clips, tmp_path):
 
 
 
-def test_bf16_autocast_path_trains_with_finite_losses_and_fp32_weights(clips, tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: reset it around a test that needs another mixed precision."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_path_trains_with_finite_losses_and_fp32_weights(clips, tmp_path, monkeypatch,
+                                                                       fresh_accelerate_state):
     """The mixed-precision path on CPU (accelerate's bf16 autocast), GAN off: the encoder runs in bf16 inside
     autocast, the quantizer casts to fp32 itself, losses stay finite and the stored weights stay fp32.
     (GAN steps under CPU bf16 are not covered: see the closing note of the tokenizer-training issue.)"""
