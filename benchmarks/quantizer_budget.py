@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from magvit2 import VideoTokenizer, preset_config
+from magvit2.metrics import psnr
+from magvit2.quantize import codebook_stats
 from trainers.data import VideoFolderDataset
 from trainers.demo.judge import DigitJudge
 from trainers.video_io import to_uint8
@@ -68,14 +70,14 @@ def run(name: str, data: Path, minutes: float, seed: int, frames: int = 9) -> di
     with torch.no_grad():
         for i, path in enumerate(val_ds.paths):
             recon = tok(val[i : i + 1]).clamp(-1, 1)
-            psnrs.append(float(10 * torch.log10(4 / (recon - val[i : i + 1]).square().mean())))
+            psnrs.append(float(psnr(recon, val[i : i + 1])))
             read += judge.judge_digit(to_uint8(recon[0]))[0] == meta[path]["digit"]
         photos, _ = load(data / "tokenizer/val", frames)
         out = tok.reconstruct(photos)
-        photo_psnr = 10 * torch.log10(4 / (out.recon.clamp(-1, 1) - photos).square().flatten(1).mean(1))
+        photo_psnr = psnr(out.recon.clamp(-1, 1), photos)
     return {"quantizer": name, "steps": step, "digit_psnr_db": float(np.mean(psnrs)),
             "digits_read": read / len(val_ds), "photo_psnr_db": float(photo_psnr.mean()),
-            "codebook_usage": out.codes.unique().numel() / tok.codebook_size}
+            "codebook_usage": float(codebook_stats(out.codes, tok.codebook_size)[0])}
 
 
 def main() -> None:

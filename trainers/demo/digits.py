@@ -4,7 +4,7 @@ Each clip shows one real 8x8 digit image, upscaled bilinearly (2x to 16 px by de
 background (white, or a per-clip colour), moving at constant speed in one of four directions. By default it starts on
 the demo tokenizer's 4-pixel cell grid and moves one whole pixel per frame (8 px over 9 frames), so each latent frame
 is the previous one shifted by exactly one cell: the moving digit stays the same pattern of codes, which a CPU-sized
-MaskGit learns in minutes (with free sub-pixel positions, the same training reached about half the digit accuracy).
+MaskGit learns in minutes (seen-prompt digit accuracy 32% vs 18% with free sub-pixel 14 px digits, same demo).
 Captions name the digit and the direction only:
 ``"the digit seven moving up"``. Some (digit, direction) pairs are held out of training entirely, so the demo can
 show compositional generalisation: digit ``d`` is never seen moving in direction ``DIRECTIONS[d % 4]`` (10 held-out

@@ -35,15 +35,20 @@ AIMS = {"tokenizer.psnr_db": 26.0, "tokenizer.codebook_usage": 0.90, "prompt_fol
 
 
 @torch.no_grad()
+def _center_clip_batches(dataset: VideoFolderDataset, batch_size: int):
+    """(items, video (b, c, t, h, w) in [-1, 1]) over every clip of `dataset`, in order, from frame 0 of epoch 0."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[(0, i, -1)] for i in range(start, min(start + batch_size, len(dataset)))]
+        yield items, torch.stack([it["video"] for it in items])
+
+
 def evaluate_tokenizer(tokenizer_dir: Path, val_dir: Path, num_frames: int, batch_size: int = 8) -> dict[str, Any]:
     """Reconstruction quality of the tokenizer on every clip of a held-out folder (center crops from frame 0)."""
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval()
     dataset = VideoFolderDataset(val_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
                                  random_crop=False, include_images=False)
     psnrs, ssims, codes, sources = [], [], [], []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[(0, i, -1)] for i in range(start, min(start + batch_size, len(dataset)))]
-        video = torch.stack([it["video"] for it in items])
+    for items, video in _center_clip_batches(dataset, batch_size):
         out = tokenizer.reconstruct(video)
         recon = out.recon.clamp(-1, 1)
         psnrs.append(psnr(recon, video)), ssims.append(ssim(recon, video)), codes.append(out.codes.flatten())
@@ -71,9 +76,7 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
     dataset = VideoFolderDataset(digits_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
                                  random_crop=False, include_images=False)
     truth_hits, recon_hits = 0, 0
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[(0, i, -1)] for i in range(start, min(start + batch_size, len(dataset)))]
-        video = torch.stack([it["video"] for it in items])  # (b, c, t, h, w) in [-1, 1]
+    for items, video in _center_clip_batches(dataset, batch_size):
         recon = tokenizer(video).clamp(-1, 1)
         for it, clip, rec in zip(items, video, recon):
             digit = records[it["path"]]["digit"]
