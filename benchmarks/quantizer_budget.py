@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from magvit2 import VideoTokenizer, preset_config
-from magvit2.metrics import psnr
-from magvit2.quantize import codebook_stats
-from trainers.data import VideoFolderDataset
+from magvit2.metrics import codebook_usage, psnr
+from magvit2.pixels import to_uint8
+from trainers.data.folders import VideoFolderDataset
 from trainers.demo.judge import DigitJudge
-from trainers.video_io import to_uint8
 
 QUANTIZERS = {
     "lfq-2^10": dict(use_fsq=False, fsq_levels=None, codebook_size=2**10),
@@ -77,7 +76,7 @@ def run(name: str, data: Path, minutes: float, seed: int, frames: int = 9) -> di
         photo_psnr = psnr(out.recon.clamp(-1, 1), photos)
     return {"quantizer": name, "steps": step, "digit_psnr_db": float(np.mean(psnrs)),
             "digits_read": read / len(val_ds), "photo_psnr_db": float(photo_psnr.mean()),
-            "codebook_usage": float(codebook_stats(out.codes, tok.codebook_size)[0])}
+            "codebook_usage": float(codebook_usage(out.codes, tok.codebook_size)[0])}
 
 
 def main() -> None:

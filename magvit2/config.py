@@ -7,8 +7,10 @@ It round-trips through JSON (`to_dict` / `from_dict`) and rejects unknown keys.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from magvit2.serialization import config_from_dict
 
 # Layer names of the seed's layer vocabulary. `consecutive_residual` takes a count; `compress_*` an optional width.
 PLAIN_LAYERS = ("residual", "attend_space", "linear_attend_space", "attend_time", "gateloop_time")
@@ -175,10 +177,5 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TokenizerConfig keys: {unknown}; known keys: {sorted(known)}")
-        d = dict(d)
-        d["layers"] = tuple(tuple(s) if isinstance(s, list) else s for s in d.get("layers", ()))
-        return cls(**d)
+        """Inverse of `to_dict`; unknown keys raise ValueError."""
+        return config_from_dict(cls, d)

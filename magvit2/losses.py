@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from magvit2.config import TokenizerConfig
 from magvit2.discriminator import Discriminator3D, DiscriminatorConfig, TemporalDiscriminators, as_video
 from magvit2.perceptual import LPIPSDistance
+from magvit2.serialization import config_from_dict
 
 # ---------------------------------------------------------------------------------------------------------------
 # pure functions
@@ -161,11 +162,8 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LossConfig keys: {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
+        """Inverse of `to_dict`; unknown keys raise ValueError."""
+        return config_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------------------------------------------------------

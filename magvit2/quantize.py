@@ -25,6 +25,7 @@ from vector_quantize_pytorch import FSQ, LFQ
 from vector_quantize_pytorch.lookup_free_quantization import maybe_distributed_mean
 
 from magvit2.config import TokenizerConfig
+from magvit2.metrics import codebook_usage
 
 ENTROPY_CHUNK = 4096  # tokens per chunk of the codebook-entropy computation
 
@@ -53,14 +54,6 @@ def entropy_weight_at(config: TokenizerConfig, step: int | None) -> float:
         return final
     frac = min(max(step, 0) / steps, 1.0)
     return start + (final - start) * frac
-
-
-def codebook_stats(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
-    """(usage fraction, perplexity) of integer codes; both detached 0-dim float tensors."""
-    counts = torch.bincount(indices.detach().flatten(), minlength=codebook_size).float()
-    probs = counts / counts.sum().clamp(min=1)
-    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
-    return (counts > 0).float().mean(), entropy.exp()
 
 
 def binary_entropy_from_logits(logits: Tensor) -> Tensor:
@@ -131,7 +124,7 @@ class LFQuantizer(nn.Module):
             aux = weight * (per_sample - self.config.lfq_diversity_gamma * codebook_entropy)
             aux = aux + self.config.lfq_commitment_loss_weight * commitment
         indices = rearrange(indices, "b (t h w) -> b t h w", t=t, h=h)
-        usage, perplexity = codebook_stats(indices, self.codebook_size)
+        usage, perplexity = codebook_usage(indices, self.codebook_size, validate=False)
         return QuantizerOutput(
             quantized=rearrange(quantized, "b (t h w) d -> b d t h w", t=t, h=h).to(x.dtype),
             indices=indices,
@@ -162,7 +155,7 @@ class FSQuantizer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             quantized, indices = self.fsq(x.float())  # (b, dim, t, h, w), (b, t, h, w)
         zero = quantized.new_zeros(())
-        usage, perplexity = codebook_stats(indices, self.codebook_size)
+        usage, perplexity = codebook_usage(indices, self.codebook_size, validate=False)
         return QuantizerOutput(quantized.to(x.dtype), indices.long(), zero, zero, zero, zero, 0.0, usage, perplexity)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:

@@ -1,13 +1,23 @@
-"""Model folders: `config.json` (kind, format version, package version, config) + `model.safetensors`.
+"""The one home of persistence: atomic writes, model folders, strict config and state loading.
 
-No pickle anywhere: weights are safetensors, configs are JSON. Files are written atomically (temporary file in the
-same folder, then `os.replace`), so an interrupted save never leaves a half-written file under the final name.
+* Atomic writes: a file is written under a hidden temporary name in its own folder, fsynced, then `os.replace`d onto
+  its final name (`atomic_write`, `atomic_write_text`); a folder is built beside its destination and renamed in
+  (`atomic_dir`). An interrupted save never leaves a half-written file or folder under the final name.
+* Model folders: `config.json` (kind, format version, package version, config) + `model.safetensors`; no pickle.
+  `resolve_model_dir` turns "a model folder, or a run folder holding one" into the folder.
+* Strict loading: `config_from_dict` builds a config dataclass and refuses unknown keys; `load_state_strict` loads a
+  state dict and names every missing, unexpected or mis-shaped tensor.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +25,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -28,18 +39,163 @@ def package_version() -> str:
         return "unknown"
 
 
-def _atomic_write(path: Path, write) -> None:
+# ---------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    """fsync a file (errors raise) or a directory (best effort: some filesystems refuse it)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, fsync it and rename it onto `path`.
+
+    On any exception the temporary file is removed and `path` is untouched. The parent folder is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent, directory=True)
 
 
-def save_model_dir(directory: str | Path, kind: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 `text` to `path` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_dir(write_fn: Callable[[Path], Any], dest: str | os.PathLike) -> Path:
+    """Build a folder atomically: `write_fn(tmp)` fills `<dest>.tmp-<pid>`, which then replaces `dest`.
+
+    An existing `dest` is renamed to `<dest>.old-<pid>`, the new one renamed in, and the old one deleted; if
+    `write_fn` fails, `dest` is untouched and the temporary folder removed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = dest.with_name(f"{dest.name}.tmp-{os.getpid()}"), dest.with_name(f"{dest.name}.old-{os.getpid()}")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write_fn(tmp)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                fsync_path(path)
+        if dest.exists():
+            os.replace(dest, old)
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if old.exists() and not dest.exists():
+                os.replace(old, dest)  # put the previous version back
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_path(dest.parent, directory=True)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# strict configs and state dicts
+
+
+def _dataclass_in(annotation: Any) -> type | None:
+    """The dataclass inside an annotation like `X` or `X | None`."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _tuples(value: Any) -> Any:
+    """JSON/YAML lists -> tuples, recursively (configs hold tuples); mappings keep their type."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any] | None, where: str | None = None) -> Any:
+    """Build config dataclass `cls` from a (partial) mapping: unknown keys raise ValueError listing the known ones,
+    nested dataclass fields recurse, lists become tuples. The dataclass's own `__post_init__` validates values."""
+    where = where or cls.__name__
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping; got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {unknown}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_in(hints[name])
+        if sub is not None and isinstance(value, Mapping):
+            value = config_from_dict(sub, value, f"{where}.{name}")
+        elif not isinstance(value, Mapping):
+            value = _tuples(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_to_dict(obj: Any) -> Any:
+    """A (nested) config dataclass as plain JSON/YAML types (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [config_to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: config_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike,
+                      what: str = "weights") -> None:
+    """`module.load_state_dict(state)` that refuses any mismatch with one message naming `source`, `what` and the
+    keys: missing, unexpected, or "key K has shape S, this model expects S'"."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"key {k} has shape {tuple(state[k].shape)}, this model expects {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = ([f"missing {missing[:6]}"] if missing else []) + ([f"unexpected {unexpected[:6]}"] if unexpected
+                                                                   else []) + shapes[:3]
+        raise ValueError(f"{source}: the {what} do not match this model (another config?): {'; '.join(parts)}")
+    module.load_state_dict(dict(state), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model folders
+
+
+def save_model_dir(directory: str | Path, kind: str, config: dict[str, Any], state_dict: Mapping[str, torch.Tensor],
                    extra: dict[str, Any] | None = None) -> Path:
     """Write a model folder. `kind` names the class so loading the wrong folder fails clearly."""
     directory = Path(directory)
@@ -47,8 +203,9 @@ def save_model_dir(directory: str | Path, kind: str, config: dict[str, Any], sta
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}  # clone: no shared storage
     header = {"_kind": kind, "_format_version": FORMAT_VERSION, "_package_version": package_version()}
     payload = {**header, **(extra or {}), "config": config}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+    with atomic_write(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
     return directory
 
 
@@ -61,15 +218,18 @@ def read_model_config(directory: str | Path, kind: str) -> dict[str, Any]:
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory} (expected a folder written by save_pretrained)")
     try:
-        payload = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
+        payload = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{config_path} is not valid JSON: {e}") from e
-    if payload.get("_kind") != kind:
-        raise ValueError(f"{directory} holds a {payload.get('_kind')!r}, not a {kind!r}")
+    if not isinstance(payload, dict) or payload.get("_kind") != kind:
+        found = payload.get("_kind") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{directory} holds a {found!r}, not a {kind!r}")
     version = payload.get("_format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{config_path}: format version {version} is not supported (this package reads "
                          f"{FORMAT_VERSION}); upgrade magvit2-maskgit or re-export the model")
+    if not isinstance(payload.get("config"), dict):
+        raise ValueError(f"{config_path}: 'config' must be a JSON object; got {type(payload.get('config')).__name__}")
     return payload
 
 
@@ -90,18 +250,19 @@ def load_model_dir(directory: str | Path, kind: str, map_location: str | torch.d
     return payload["config"], state
 
 
-def resolve_model_dir(path: str | Path, kind: str, run_subdir: str) -> Path:
-    """A model folder given either itself or a training run folder holding it at `run_subdir/`."""
-    path = Path(path)
+def resolve_model_dir(path: str | os.PathLike, kind: str, run_subdir: str, config_name: str = CONFIG_NAME) -> Path:
+    """The folder holding a `kind` (its `config_name` JSON names it), given the folder itself or a training run
+    folder that holds it at `run_subdir/` (RUN_DIR/tokenizer, RUN_DIR/pipeline)."""
+    path = Path(path).expanduser()
     for candidate in (path, path / run_subdir):
-        config = candidate / CONFIG_NAME
+        config = candidate / config_name
         if config.is_file():
             try:
-                if json.loads(config.read_text()).get("_kind") == kind:
-                    return candidate
-            except json.JSONDecodeError:
-                pass
+                payload = json.loads(config.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(payload, dict) and payload.get("_kind") == kind:
+                return candidate
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    raise FileNotFoundError(f"{path} is neither a {kind} folder (config.json + model.safetensors) nor a run folder "
-                            f"with {run_subdir}/")
+    raise FileNotFoundError(f"{path} is neither a {kind} folder ({config_name}) nor a run folder with {run_subdir}/")

@@ -9,7 +9,6 @@ This module is architecture only: losses live in `magvit2.losses`, discriminator
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from magvit2.layers import (
     sequential_forward,
 )
 from magvit2.quantize import QuantizerOutput, build_quantizer
-from magvit2.serialization import load_model_dir, save_model_dir
+from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
+from magvit2.torch_utils import eval_mode
 
 
 @dataclass
@@ -201,23 +201,13 @@ class VideoTokenizer(nn.Module):
 
     # discrete interface ----------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _eval_mode(self):
-        modes = {m: m.training for m in self.modules()}
-        self.eval()
-        try:
-            yield
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-
     @torch.no_grad()
     def tokenize(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images) -> codes LongTensor (b, 1 + k, h', w').
 
         Runs in eval mode and restores each module's train/eval mode afterwards.
         """
-        with self._eval_mode():
+        with eval_mode(self):
             return self.quantize(self.encode(video, cond)).indices
 
     def _check_codes(self, codes: Tensor) -> Tensor:
@@ -257,8 +247,5 @@ class VideoTokenizer(nn.Module):
         """Load a folder written by `save_pretrained` (no pickle; unknown config keys are rejected)."""
         config, state = load_model_dir(directory, "VideoTokenizer", map_location)
         model = cls(TokenizerConfig.from_dict(config))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory}: weights don't match the config: missing {missing[:8]}, "
-                             f"unexpected {unexpected[:8]}")
+        load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
         return model

@@ -1,7 +1,8 @@
 """Typed, self-validating configuration of the MaskGit transformer (stage two).
 
-`MaskGitConfig` holds architecture and training-objective settings of `maskgit.transformer.MaskGitTransformer`.
-It round-trips through JSON (`to_dict` / `from_dict`) and rejects unknown keys.
+`MaskGitConfig` holds the architecture of `maskgit.transformer.MaskGitTransformer` (training-objective settings such
+as condition dropout and label smoothing belong to the trainer). It round-trips through JSON (`to_dict` /
+`from_dict`) and rejects unknown keys.
 
 Token factorisation (MAGVIT-v2 §3.1): a codebook of `2**K` codes with K > 14 is predicted as two sub-tokens:
 `hi = idx >> lo_bits` and `lo = idx & (2**lo_bits - 1)` with `hi_bits = ceil(K / 2)`, `lo_bits = floor(K / 2)`
@@ -16,10 +17,14 @@ as LFQ) or when `factorize_codes` is True.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from magvit2.serialization import config_from_dict
+
 FACTORIZE_ABOVE = 2**14  # auto: factorise codebooks larger than this (power of two only)
+_LEGACY_KEYS = ("cond_drop_prob", "label_smoothing")  # training settings stored by earlier versions
 
 
 def _is_pow2(k: int) -> bool:
@@ -50,8 +55,6 @@ class MaskGitConfig:
     dropout: float = 0.0  # attention / FF / embedding dropout (nn.Dropout: uses torch's global RNG when > 0)
     factorize_codes: bool | None = None  # None: auto (True when codebook_size > 2**14 and a power of two)
     code_factors: tuple[int, ...] | None = None  # explicit sub-token vocabularies (most significant first)
-    cond_drop_prob: float = 0.1  # training: per-sample probability of replacing the text by the null embedding
-    label_smoothing: float = 0.0  # training: label smoothing of the masked-token cross-entropy
     self_condition: bool = False  # feed back the previous pass's final hidden states (Chen et al.)
     attn_flash: bool = True  # F.scaled_dot_product_attention (flash / mem-efficient / math kernels)
     format_version: int = field(default=1, compare=False)
@@ -69,12 +72,8 @@ class MaskGitConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
-        for name in ("dropout", "cond_drop_prob"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
-        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1]; got {self.dropout!r}")
         if self.factorize_codes not in (None, True, False):
             raise ValueError(f"factorize_codes must be None (auto), True or False; got {self.factorize_codes!r}")
         if self.factorize_codes and self.code_factors is None and not (_is_pow2(k) and k >= 4):
@@ -131,16 +130,8 @@ class MaskGitConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MaskGitConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> MaskGitConfig:
         """Inverse of `to_dict`; unknown keys raise ValueError (strict)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"MaskGitConfig.from_dict expects a dict; got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown MaskGitConfig keys {unknown}; expected a subset of {sorted(known)}")
-        kwargs = dict(data)
-        for key in ("latent_shape", "code_factors"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        if isinstance(data, Mapping):  # folders written by earlier versions also hold these training settings
+            data = {k: v for k, v in data.items() if k not in _LEGACY_KEYS}
+        return config_from_dict(cls, data)

@@ -12,21 +12,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from magvit2.torch_utils import uniform
+
 from .schedule import sample_mask_ratios, train_num_masked
 from .text import TextEmbedding
 from .transformer import split_codes
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """U[0, 1) draws from `generator` (on its own device), moved to `device`."""
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generator,
                       device: torch.device) -> torch.Tensor:
     """Per-sample random subsets: row i has exactly num_masked[i] True among n, positions from a random
     permutation drawn from `generator`. (b,) long -> (b, n) bool."""
-    scores = _rand((num_masked.shape[0], n), generator, device)
+    scores = uniform((num_masked.shape[0], n), generator, device)
     ranks = scores.argsort(dim=-1).argsort(dim=-1)  # (b, n): a uniform random permutation per row
     return ranks < num_masked.to(device)[:, None]
 
@@ -53,8 +50,8 @@ def masked_token_loss(
     codes: torch.Tensor,
     text: TextEmbedding | tuple | None,
     generator: torch.Generator,
-    cond_drop_prob: float | None = None,
-    label_smoothing: float | None = None,
+    cond_drop_prob: float = 0.1,
+    label_smoothing: float = 0.0,
     *,
     schedule: str = "cosine",
     self_cond_prob: float = 0.5,
@@ -65,7 +62,8 @@ def masked_token_loss(
     model: a `MaskGitTransformer` (or anything with its forward signature and a `.config`).
     codes: long (b, n) or (b, t, h, w) in [0, codebook_size).
     text: per-sample text (`TextEmbedding` (b, m, text_dim) or (embeds, mask)); None = unconditional.
-    cond_drop_prob / label_smoothing: default to the model config's values.
+    cond_drop_prob: per-sample probability of replacing the text by the null embedding, in [0, 1].
+    label_smoothing: label smoothing of the cross-entropy, in [0, 1).
     Steps: r ~ U(0, 1) per sample; ratio = mask_ratio(r) (cosine: cos(pi/2 r)); k = max(1, round(n * ratio))
     positions masked via a random permutation; masked positions -> mask id (per factor inside the model); text
     dropped per sample with probability cond_drop_prob (-> null embedding); optional self-conditioning (with
@@ -74,10 +72,10 @@ def masked_token_loss(
     Returns (scalar loss, MaskedLossStats).
     """
     config = model.config
-    cond_drop_prob = config.cond_drop_prob if cond_drop_prob is None else cond_drop_prob
-    label_smoothing = config.label_smoothing if label_smoothing is None else label_smoothing
     if not 0.0 <= cond_drop_prob <= 1.0:
         raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
     if codes.ndim == 4:
         grid = tuple(codes.shape[1:])
         codes = codes.flatten(1)
@@ -92,12 +90,12 @@ def masked_token_loss(
 
     ratios = sample_mask_ratios(b, generator, schedule, device)  # (b,)
     mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (b, n) bool
-    drop_text = _rand((b,), generator, device) < cond_drop_prob  # (b,) bool
+    drop_text = uniform((b,), generator, device) < cond_drop_prob  # (b,) bool
     inputs = torch.where(mask, config.mask_id, codes)  # (b, n)
 
     self_cond = None
     use_self_cond = bool(getattr(config, "self_condition", False))
-    use_self_cond = use_self_cond and float(_rand((1,), generator, device)) < self_cond_prob
+    use_self_cond = use_self_cond and float(uniform((1,), generator, device)) < self_cond_prob
     if use_self_cond:
         with torch.no_grad():
             _, hidden = model(inputs, text, drop_text, grid=grid, return_embeddings=True)

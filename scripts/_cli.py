@@ -81,8 +81,6 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
     p.add_argument("--num-frames", type=positive_int, help=num_frames)
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision")
     p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
-    p.add_argument("--_test-crash-at", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--_test-break-restore", choices=("optimizer", "sampler"), help=argparse.SUPPRESS)
 
 
 def training_flag_overrides(args: argparse.Namespace) -> dict:
@@ -92,3 +90,11 @@ def training_flag_overrides(args: argparse.Namespace) -> dict:
     data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames))
     return {"run": {k: v for k, v in run_flags if v is not None},
             "data": {k: v for k, v in data_flags if v is not None}}
+
+
+def fit_and_report(trainer, exported: str) -> None:
+    """Run `trainer.fit()` and print its summary (main process) with where the model was exported."""
+    summary = trainer.fit()
+    if trainer.is_main:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, (int, float)))
+        print(f"done: {shown}; {exported} at {trainer.run_dir / trainer.export_name}")

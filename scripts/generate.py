@@ -54,17 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _generate(args: argparse.Namespace) -> None:
     from maskgit.pipeline import TextToVideoPipeline
-    from trainers.generate import (
-        generate_to_files,
-        load_prime_video,
-        read_prompts,
-        resolve_device,
-        resolve_pipeline_dir,
-    )
+    from trainers.commands.generate import generate_to_files, load_prime_video, resolve_device
+    from trainers.data.captions import read_prompts
+    from trainers.model_sources import pipeline_dir
 
     prompts = read_prompts(args.prompt, args.prompt_file)
     device = resolve_device(args.device)
-    model_dir = resolve_pipeline_dir(args.model)
+    model_dir = pipeline_dir(args.model)
     pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=args.guidance_scale, temperature=args.temperature,

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_(args: argparse.Namespace) -> None:
-    from trainers.reconstruct import reconstruct_files
+    from trainers.commands.reconstruct import reconstruct_files
 
     metrics = reconstruct_files(args.tokenizer, args.inputs, args.out_dir, num_frames=args.num_frames,
                                 lossless=args.lossless, side_by_side=args.side_by_side, device=args.device)

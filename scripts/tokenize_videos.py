@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_(args: argparse.Namespace) -> None:
-    from trainers.tokenize import tokenize_folder
+    from trainers.commands.tokenize_folder import tokenize_folder
 
     index = tokenize_folder(args.tokenizer, args.data, args.out, num_frames=args.num_frames, epochs=args.epochs,
                             batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,

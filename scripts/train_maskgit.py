@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts._cli import ArgumentParser, HelpFormatter, add_training_flags, run, training_flag_overrides
-from trainers.configs import MaskGitTrainConfig, from_dict, load_yaml, merge, to_dict
-from trainers.engine import crash_hook
+from scripts._cli import (
+    ArgumentParser,
+    HelpFormatter,
+    add_training_flags,
+    fit_and_report,
+    run,
+    training_flag_overrides,
+)
+from trainers.configs import MaskGitTrainConfig, build_config
 from trainers.recipes import MASKGIT_RECIPES
 
 
@@ -30,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, metrics)")
     p.add_argument("--preset", default="tiny", choices=sorted(MASKGIT_RECIPES), help="model size + recipe")
     p.add_argument("--config", metavar="FILE.yaml", help="overrides: keys maskgit, text_encoder, data, run, ema, "
-                   "optim, grad_accum, mask_schedule, self_cond_prob, val_mask_ratios, pipeline")
+                   "optim, grad_accum, mask_schedule, cond_drop_prob, label_smoothing, self_cond_prob, "
+                   "val_mask_ratios, pipeline")
     p.add_argument("--text-encoder", metavar="SPEC", help="'default' (bundled MiniLM), 'tiny' / 'tiny:DIM' (tests "
                    "only), or a Hugging Face name or local folder (default: the preset's)")
     p.add_argument("--sample-prompts", metavar="FILE", help="prompts (one per line) rendered to mp4 + gif at every "
@@ -43,27 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
-    config = merge(to_dict(MaskGitTrainConfig()), {"preset": args.preset, **MASKGIT_RECIPES[args.preset]})
-    if args.config:
-        config = merge(config, load_yaml(args.config))
     flags = training_flag_overrides(args)
     if args.text_encoder is not None:
         flags["text_encoder"] = args.text_encoder
-    return from_dict(MaskGitTrainConfig, merge(config, flags))
+    return build_config("maskgit", args.preset, args.config, flags)
 
 
 def train(args: argparse.Namespace) -> None:
     from trainers.maskgit_trainer import MaskGitTrainer
 
-    hooks = [crash_hook(args._test_crash_at)] if args._test_crash_at is not None else []
     trainer = MaskGitTrainer(make_config(args), args.tokenizer, args.out, codes_dir=args.codes, data_dirs=args.data,
                              val_codes_dir=args.val_codes, val_data_dir=args.val_data, resume=args.resume,
-                             init_from=args.init_from, sample_prompts=args.sample_prompts, hooks=hooks,
-                             break_restore=args._test_break_restore)
-    summary = trainer.fit()
-    if trainer.is_main:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, (int, float)))
-        print(f"done: {shown}; pipeline at {trainer.run_dir / 'pipeline'}")
+                             init_from=args.init_from, sample_prompts=args.sample_prompts)
+    fit_and_report(trainer, "pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,15 @@ import argparse
 import sys
 
 from magvit2.presets import TOKENIZER_PRESETS
-from scripts._cli import ArgumentParser, HelpFormatter, add_training_flags, run, training_flag_overrides
-from trainers.configs import TokenizerTrainConfig, from_dict, load_yaml, merge, to_dict
-from trainers.engine import crash_hook
-from trainers.recipes import TOKENIZER_RECIPES
+from scripts._cli import (
+    ArgumentParser,
+    HelpFormatter,
+    add_training_flags,
+    fit_and_report,
+    run,
+    training_flag_overrides,
+)
+from trainers.configs import TokenizerTrainConfig, build_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,22 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_config(args: argparse.Namespace) -> TokenizerTrainConfig:
-    config = merge(to_dict(TokenizerTrainConfig()), {"preset": args.preset, **TOKENIZER_RECIPES[args.preset]})
-    if args.config:
-        config = merge(config, load_yaml(args.config))
-    return from_dict(TokenizerTrainConfig, merge(config, training_flag_overrides(args)))
+    return build_config("tokenizer", args.preset, args.config, training_flag_overrides(args))
 
 
 def train(args: argparse.Namespace) -> None:
     from trainers.tokenizer_trainer import TokenizerTrainer
 
-    hooks = [crash_hook(args._test_crash_at)] if args._test_crash_at is not None else []
     trainer = TokenizerTrainer(make_config(args), args.data, args.out, val_dir=args.val_data, resume=args.resume,
-                               init_from=args.init_from, hooks=hooks, break_restore=args._test_break_restore)
-    summary = trainer.fit()
-    if trainer.is_main:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, (int, float)))
-        print(f"done: {shown}; tokenizer at {trainer.run_dir / 'tokenizer'}")
+                               init_from=args.init_from)
+    fit_and_report(trainer, "tokenizer")
 
 
 def main(argv: list[str] | None = None) -> int:

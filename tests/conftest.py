@@ -43,12 +43,12 @@ def skimage_gif() -> Path:
 def make_clip(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_clip("sub/a.mp4", num_frames=9, size=(48, 64), photo="astronaut")`` -> written path.
 
-    Videos use ``trainers.video_io.write_video`` (lossless H.264 for mp4/mkv/mov, Pillow for GIF); an image
+    Videos use ``trainers.data.video_io.write_video`` (lossless H.264 for mp4/mkv/mov, Pillow for GIF); an image
     extension (.png/.jpg/.webp) writes the first frame with Pillow. Paths are relative to ``tmp_path``.
     """
     from PIL import Image
 
-    from trainers.video_io import IMAGE_EXTENSIONS, write_video
+    from trainers.data.video_io import IMAGE_EXTENSIONS, write_video
 
     def make(name: str, num_frames: int = 9, size: tuple[int, int] = (48, 64), photo: str = "astronaut",
              fps: float = 8, lossless: bool = True) -> Path:
@@ -62,3 +62,14 @@ def make_clip(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops gain nothing from threads, and on a busy 2-core runner thread contention costs ~10x or more."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

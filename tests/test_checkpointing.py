@@ -5,15 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
+from magvit2.serialization import atomic_dir
 from trainers import checkpointing as ckpt
 from trainers.checkpointing import (
     CheckpointCorruptError,
@@ -172,7 +171,7 @@ def _build():
 def test_adamw_and_scheduler_state_round_trip_exactly(tmp_path):
     model, optimizer, scheduler = _build()
     _train(model, optimizer, scheduler, 3, seed=1)
-    opt_tensors, opt_meta = ckpt.optimizer_state_to_tensors(optimizer.state_dict())
+    opt_tensors, opt_meta = ckpt.flatten_state(optimizer.state_dict())
     manager = CheckpointManager(tmp_path)
     manager.save(3, {"model": model.state_dict(), "optimizer": opt_tensors},
                  {"optimizer": opt_meta, "scheduler": scheduler.state_dict()})
@@ -180,7 +179,7 @@ def test_adamw_and_scheduler_state_round_trip_exactly(tmp_path):
     fresh_model, fresh_opt, fresh_sched = _build()
     tensors, state = manager.load("latest")
     fresh_model.load_state_dict(tensors["model"])
-    fresh_opt.load_state_dict(ckpt.optimizer_state_from_tensors(tensors["optimizer"], state["optimizer"]))
+    fresh_opt.load_state_dict(ckpt.unflatten_state(tensors["optimizer"], state["optimizer"]))
     fresh_sched.load_state_dict(state["scheduler"])
     restored = fresh_opt.state_dict()
     original = optimizer.state_dict()
@@ -205,17 +204,7 @@ def test_flatten_state_refuses_unknown_types():
                                                                            "s": "x"}
 
 
-def test_rng_capture_and_restore_through_json_and_safetensors(tmp_path):
-    tensors, meta = ckpt.capture_rng()
-    expected = (random.random(), np.random.rand(), torch.rand(3))
-    path = tmp_path / "rng.safetensors"
-    safetensors.torch.save_file(tensors, str(path))
-    ckpt.restore_rng(safetensors.torch.load_file(str(path)), json.loads(json.dumps(meta)))
-    got = (random.random(), np.random.rand(), torch.rand(3))
-    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
-
-
-def test_export_dir_atomic_replaces_and_survives_failures(tmp_path):
+def test_atomic_dir_replaces_and_survives_failures(tmp_path):
     dest = tmp_path / "tokenizer"
 
     def writer(text):
@@ -223,8 +212,8 @@ def test_export_dir_atomic_replaces_and_survives_failures(tmp_path):
             (d / "config.json").write_text(text)
         return write
 
-    ckpt.export_dir_atomic(writer("v1"), dest)
-    ckpt.export_dir_atomic(writer("v2"), dest)
+    atomic_dir(writer("v1"), dest)
+    atomic_dir(writer("v2"), dest)
     assert (dest / "config.json").read_text() == "v2"
 
     def broken(d):
@@ -232,6 +221,6 @@ def test_export_dir_atomic_replaces_and_survives_failures(tmp_path):
         raise RuntimeError("crash while exporting")
 
     with pytest.raises(RuntimeError, match="crash while exporting"):
-        ckpt.export_dir_atomic(broken, dest)
+        atomic_dir(broken, dest)
     assert (dest / "config.json").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]

@@ -12,8 +12,9 @@ import torch
 
 from magvit2 import VideoTokenizer, preset_config
 from magvit2.metrics import psnr
-from trainers.codes import CodeShardDataset
-from trainers.video_io import from_uint8, read_clip, read_video
+from magvit2.pixels import from_uint8
+from trainers.data.codes import CodeShardDataset
+from trainers.data.video_io import read_clip, read_video
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,17 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from trainers.data import (
+from trainers.data.batches import ResumableBatchSampler, build_dataloader
+from trainers.data.folders import (
     DataQualityError,
-    FailedSample,
     MultiFolderDataset,
-    SampleKey,
     VideoFolderDataset,
-    collate,
     scan_media_files,
     split_files,
 )
-from trainers.sampler import ResumableBatchSampler, build_dataloader
+from trainers.data.samples import FailedSample, SampleKey, collate
 
 
 @pytest.fixture

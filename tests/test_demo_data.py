@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from scripts.build_demo_data import main as build_main
+from trainers.data.video_io import read_video, write_video
 from trainers.demo import (
     DIGIT_WORDS,
     DIRECTIONS,
@@ -32,7 +33,6 @@ from trainers.demo import (
     split_digit_indices,
 )
 from trainers.demo.photos import PHOTOS, VAL_PHOTOS, VAL_VIDEOS, available_photos, video_segments
-from trainers.video_io import read_video, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_DIGITS = DigitDataConfig(clips_per_pair=2, val_clips_per_pair=1, heldout_clips_per_pair=2)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trainers.video_io import read_video
+from trainers.data.video_io import read_video
 
 
 @pytest.mark.slow

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from maskgit import MaskGitConfig, MaskGitTransformer
-from maskgit.pipeline import save_transformer
 from scripts.generate import main
 from tests.conftest import pan_frames
 from tests.test_pipeline import TEXT_DIM, build_pipeline
-from trainers.generate import slugify
-from trainers.video_io import read_video, write_video
+from trainers.commands.generate import slugify
+from trainers.data.video_io import read_video, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +129,8 @@ def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
         (["--model", run_dir], "no prompts"),
         (["--model", run_dir, "--prompt", "a", "--num-frames", "4"], "num_frames=4 is not 1 + 2k; try 3 or 5"),
         (["--model", run_dir, "--prompt", "a", "--num-frames", "9"], "at most 3"),
-        (["--model", tmp_path / "missing", "--prompt", "a"], "found no"),
+        (["--model", tmp_path / "missing", "--prompt", "a"], "missing does not exist"),
+        (["--model", tmp_path, "--prompt", "a"], "neither a TextToVideoPipeline folder (pipeline.json) nor a run"),
         (["--model", run_dir, "--prompt-file", empty], "holds no prompts"),
         (["--model", run_dir, "--prompt-file", tmp_path / "nope.txt"], "no such file"),
         (["--model", run_dir, "--prompt", "a", "--prime-video", broken], "--prime-video"),
@@ -145,9 +145,8 @@ def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
 
     mismatched = tmp_path / "mismatch"
     build_pipeline().save_pretrained(mismatched)
-    save_transformer(MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1,
-                                                      heads=2, dim_head=16, text_dim=TEXT_DIM)),
-                     mismatched / "transformer")
+    MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1, heads=2, dim_head=16,
+                                     text_dim=TEXT_DIM)).save_pretrained(mismatched / "transformer")
     expect_user_error(capsys, ["--model", mismatched, "--prompt", "a"], "vocabulary mismatch")
 
 

@@ -144,7 +144,7 @@ def test_loss_config_validation_and_round_trip():
     config = LossConfig(temporal_window_lengths=[4, 8], disc_dim=32)
     assert config.temporal_window_lengths == (4, 8)
     assert LossConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown LossConfig keys"):
+    with pytest.raises(ValueError, match="unknown keys in LossConfig"):
         LossConfig.from_dict({"disc_weight": 1.0})
 
 

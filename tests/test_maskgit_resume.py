@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from maskgit import TextToVideoPipeline
 from scripts.train_maskgit import main
 from tests.test_maskgit_trainer import make_stage_two
+from trainers.data.video_io import read_video
 from trainers.logging import read_metrics
-from trainers.video_io import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
@@ -33,8 +33,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return make_stage_two(tmp_path_factory.mktemp("stage2"))
 
 
-def train(data: dict[str, Path], run_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "scripts.train_maskgit", "--tokenizer", str(data["tokenizer"]), "--codes",
+def train(data: dict[str, Path], run_dir: Path, *extra: str, check: bool = True, faults: tuple[str, ...] = ()
+          ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "tests" / "faults.py"), *faults, "scripts.train_maskgit", "--tokenizer",
+           str(data["tokenizer"]), "--codes",
            str(data["codes"]), "--out", str(run_dir), "--preset", "tiny", "--max-steps", "9", "--seed", "3",
            "--batch-size", "2", *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
@@ -68,7 +70,7 @@ def baseline(data, tmp_path_factory) -> Path:
 def crashed(data, tmp_path_factory) -> Path:
     """A run SIGKILLed after update 7, before any checkpoint of it (checkpoint_every=5: step-00000005 survives)."""
     run = tmp_path_factory.mktemp("crashed") / "run"
-    result = train(data, run, "--_test-crash-at", "7", check=False)
+    result = train(data, run, check=False, faults=("--crash-at", "7"))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     complete = sorted(p.name for p in (run / "checkpoints").iterdir() if (p / "COMPLETE.json").exists())
     assert complete[-1] == "step-00000005"
@@ -93,7 +95,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, baseline, cra
 def test_negative_control_a_broken_restore_is_detected(data, baseline, crashed, tmp_path, broken):
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
-    train(data, run, "--resume", "latest", "--_test-break-restore", broken)
+    train(data, run, "--resume", "latest", faults=("--break-restore", broken))
     expected, got = logged(baseline), logged(run)
     assert any(got[s]["loss"] != expected[s]["loss"] for s in range(6, 10))
     assert not same(final_tensors(run), final_tensors(baseline))

@@ -13,17 +13,19 @@ import pytest
 import torch
 
 from magvit2 import VideoTokenizer, preset_config
+from magvit2.serialization import config_from_dict
 from maskgit import TextToVideoPipeline
 from scripts.train_maskgit import build_parser, make_config
+from tests.helpers import weights_after_update
 from trainers.checkpointing import CheckpointManager
-from trainers.codes import CodeShardDataset
-from trainers.configs import MaskGitTrainConfig, from_dict, merge, to_dict
+from trainers.commands.tokenize_folder import tokenize_folder
+from trainers.configs import MaskGitTrainConfig, merge, to_dict
+from trainers.data.codes import CodeShardDataset
+from trainers.data.video_io import read_video, write_video
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
 from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.optim import lr_at
-from trainers.tokenize import tokenize_folder
-from trainers.video_io import read_video, write_video
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 CAPTIONS = ("an astronaut in a white suit", "a cup of coffee", "a cat looking up", "a rocket on the launch pad",
@@ -55,19 +57,10 @@ def stage_two(tmp_path_factory) -> dict[str, Path]:
     return make_stage_two(tmp_path_factory.mktemp("stage2"))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops gain nothing from threads, and on a busy 2-core runner thread contention costs ~10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config(*flags: str, **overrides) -> MaskGitTrainConfig:
     """The tiny preset (+ CLI flags), then nested `overrides` (e.g. maskgit={"dim": 48})."""
     base = make_config(build_parser().parse_args(["--tokenizer", "x", "--codes", "x", "--out", "y", *flags]))
-    return from_dict(MaskGitTrainConfig, merge(to_dict(base), overrides))
+    return config_from_dict(MaskGitTrainConfig, merge(to_dict(base), overrides))
 
 
 def trainer(data: dict[str, Path], run_dir: Path, *flags: str, cfg: MaskGitTrainConfig | None = None,
@@ -109,7 +102,7 @@ class DropSpy:
 
 @pytest.mark.parametrize("rate", [0.1, 0.0])
 def test_condition_dropout_happens_at_the_configured_rate(stage_two, tmp_path, rate, one_thread):
-    cfg = config("--max-steps", "60", "--batch-size", "6", maskgit={"cond_drop_prob": rate},
+    cfg = config("--max-steps", "60", "--batch-size", "6", cond_drop_prob=rate,
                  data={"val_fraction": 0.0}, run={"val_every": 1000, "checkpoint_every": 1000})
     t = trainer(stage_two, tmp_path / "run", cfg=cfg)
     t.model = spy = DropSpy(t.transformer)
@@ -158,9 +151,7 @@ def test_non_finite_loss_stops_before_the_update_and_writes_no_checkpoint(stage_
     cfg = config("--max-steps", "8", run={"checkpoint_every": 1})
     t = trainer(stage_two, tmp_path / "run", cfg=cfg)
     nan_loss_at({3}, t, monkeypatch)
-    snapshot = {}
-    t.hooks.append(lambda tr, step: snapshot.update({k: v.clone() for k, v in tr.transformer.state_dict().items()})
-                   if step == 3 else None)
+    snapshot = weights_after_update(monkeypatch, t, t.transformer, 3)  # before the non-finite update
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(transformer\): loss=nan.*step-00000003"):
         t.fit()
     assert t.step == 3
@@ -194,7 +185,7 @@ def test_checkpoint_round_trips_every_state_exactly_and_continues_identically(st
     assert sa["param_groups"] == sb["param_groups"]
     assert all(states_equal(state, sb["state"][i]) for i, state in sa["state"].items())
     for t in (a, b):  # one more update from the same consumed data position gives the same weights
-        t.train_step(t._batches())
+        t.train_step(t.batches())
     assert states_equal(a.transformer.state_dict(), b.transformer.state_dict())
 
 

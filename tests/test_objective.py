@@ -118,11 +118,21 @@ def test_condition_dropout_rate(p, lo, hi):
         assert lo <= rate <= hi
 
 
-def test_condition_dropout_defaults_to_config():
-    config = MaskGitConfig(codebook_size=64, latent_shape=(1, 2, 2), text_dim=TEXT_DIM, cond_drop_prob=1.0)
-    codes = torch.randint(0, 64, (16, 4), generator=torch.Generator().manual_seed(0))
-    _, stats = masked_token_loss(FakeModel(config), codes, None, torch.Generator().manual_seed(0))
-    assert stats.drop_text.all()
+def test_condition_dropout_default_is_explicit():
+    config = MaskGitConfig(codebook_size=64, latent_shape=(1, 2, 2), text_dim=TEXT_DIM)
+    assert not hasattr(config, "cond_drop_prob")  # a training setting: the caller passes it
+    codes = torch.randint(0, 64, (4000, 4), generator=torch.Generator().manual_seed(0))
+    _, default = masked_token_loss(FakeModel(config), codes, None, torch.Generator().manual_seed(0))
+    _, explicit = masked_token_loss(FakeModel(config), codes, None, torch.Generator().manual_seed(0),
+                                    cond_drop_prob=0.1)
+    assert torch.equal(default.drop_text, explicit.drop_text)  # the default is 0.1
+    assert abs(default.drop_fraction - 0.1) < 3 * math.sqrt(0.1 * 0.9 / 4000)
+    _, always = masked_token_loss(FakeModel(config), codes[:16], None, torch.Generator().manual_seed(0),
+                                  cond_drop_prob=1.0)
+    assert always.drop_text.all()
+    for name, value in (("cond_drop_prob", 1.5), ("label_smoothing", 1.0)):
+        with pytest.raises(ValueError, match=name):
+            masked_token_loss(FakeModel(config), codes[:16], None, torch.Generator().manual_seed(0), **{name: value})
 
 
 def test_dropped_rows_really_see_the_null_embedding():

@@ -12,7 +12,8 @@ from vector_quantize_pytorch import LFQ
 
 import magvit2.quantize as quantize
 from magvit2 import TokenizerConfig
-from magvit2.quantize import LFQuantizer, codebook_stats, entropy_weight_at
+from magvit2.metrics import codebook_usage
+from magvit2.quantize import LFQuantizer, entropy_weight_at
 
 
 def config(bits=8, **kw) -> TokenizerConfig:
@@ -90,10 +91,10 @@ def test_entropy_weight_annealing_schedule():
 
 
 def test_codebook_usage_and_perplexity():
-    usage, perplexity = codebook_stats(torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 8)
+    usage, perplexity = codebook_usage(torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 8)
     assert usage == pytest.approx(0.5)
     assert perplexity == pytest.approx(4.0)
-    usage, perplexity = codebook_stats(torch.zeros(10, dtype=torch.long), 8)
+    usage, perplexity = codebook_usage(torch.zeros(10, dtype=torch.long), 8)
     assert usage == pytest.approx(1 / 8) and perplexity == pytest.approx(1.0)
 
 

@@ -24,7 +24,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 def clips(tmp_path_factory):
     from conftest import pan_frames
 
-    from trainers.video_io import write_video
+    from trainers.data.video_io import write_video
 
     root = tmp_path_factory.mktemp("clips")
     for photo in PHOTOS:  # 6 clips, batch 2: 3 updates per epoch, so the crash lands after the first epoch
@@ -32,8 +32,10 @@ def clips(tmp_path_factory):
     return root
 
 
-def train(clips: Path, run_dir: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "scripts.train_tokenizer", "--data", str(clips), "--out", str(run_dir),
+def train(clips: Path, run_dir: Path, *extra: str, check: bool = True, faults: tuple[str, ...] = ()
+          ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "tests" / "faults.py"), *faults, "scripts.train_tokenizer", "--data", str(clips),
+           "--out", str(run_dir),
            "--preset", "tiny", "--max-steps", "9", "--seed", "3", *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
     if check:
@@ -64,7 +66,7 @@ def baseline(clips, tmp_path_factory):
 
 
 def crashed_run(clips: Path, run: Path) -> None:
-    result = train(clips, run, "--_test-crash-at", "7", check=False)
+    result = train(clips, run, check=False, faults=("--crash-at", "7"))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     complete = sorted(p.name for p in (run / "checkpoints").iterdir() if (p / "COMPLETE.json").exists())
     assert complete[-1] == "step-00000005"  # checkpoint_every=5: the kill came after update 7, before any save
@@ -89,7 +91,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(clips, baseline, tm
 def test_negative_control_a_broken_restore_is_detected(clips, baseline, tmp_path, broken):
     run = tmp_path / "run"
     crashed_run(clips, run)
-    train(clips, run, "--resume", "latest", "--_test-break-restore", broken)
+    train(clips, run, "--resume", "latest", faults=("--break-restore", broken))
     expected, got = losses(baseline), losses(run)
     assert any(got[s]["generator.total"] != expected[s]["generator.total"] for s in range(6, 10))
     assert not same(final_tensors(run), final_tensors(baseline))

@@ -4,16 +4,9 @@ import time
 import pytest
 import torch
 
-import maskgit.text as text_mod
-from maskgit.text import (
-    CachedTextEncoder,
-    HFTextEncoder,
-    TextEmbedding,
-    TextEncoderNotFoundError,
-    TinyTextEncoder,
-    build_text_encoder,
-    default_text_encoder,
-)
+import maskgit.text_hf as text_hf
+from maskgit.text import TextEmbedding, TinyTextEncoder, build_text_encoder
+from maskgit.text_hf import HFTextEncoder, TextEncoderNotFoundError, default_text_encoder
 
 MISSING = "no-such-org-xyz/no-such-model-xyz"
 
@@ -139,7 +132,7 @@ def test_missing_hub_name_fails_fast_online(monkeypatch, how):
 
         monkeypatch.setattr(socket, "create_connection", refuse)
     else:
-        monkeypatch.setattr(text_mod, "hub_reachable", lambda timeout=2.0: calls.append(timeout) or False)
+        monkeypatch.setattr(text_hf, "hub_reachable", lambda timeout=2.0: calls.append(timeout) or False)
     start = time.perf_counter()
     with pytest.raises(TextEncoderNotFoundError, match="local directory") as err:
         build_text_encoder(MISSING)
@@ -162,48 +155,5 @@ def test_cached_hub_name_skips_probe(monkeypatch):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: "/cache/config.json")
-    monkeypatch.setattr(text_mod, "hub_reachable", lambda timeout=2.0: pytest.fail("probed a cached name"))
-    assert text_mod.resolve_hf_source("org/cached-model") == "org/cached-model"
-
-
-# --- cache -----------------------------------------------------------------------------------------------------
-
-
-class CountingTiny(TinyTextEncoder):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.encoded: list[str] = []
-
-    def _encode(self, prompts):
-        self.encoded.extend(prompts)
-        return super()._encode(prompts)
-
-
-def test_cache_memory_identical_and_avoids_reencoding():
-    inner = CountingTiny(dim=8)
-    cache = CachedTextEncoder(inner)
-    prompts = ["a red ball", "a cat", "a red ball"]
-    first = cache.encode(prompts)
-    assert sorted(inner.encoded) == ["a cat", "a red ball"]  # duplicates encoded once
-    direct = TinyTextEncoder(dim=8).encode(prompts)
-    assert torch.equal(first.embeds, direct.embeds) and torch.equal(first.mask, direct.mask)
-    second = cache.encode(prompts)
-    assert len(inner.encoded) == 2
-    assert torch.equal(first.embeds, second.embeds) and torch.equal(first.mask, second.mask)
-    cache.encode(["a cat", "a new prompt"])
-    assert inner.encoded[2:] == ["a new prompt"]
-    assert cache.dim == 8 and cache.spec == inner.spec
-
-
-def test_cache_on_disk(tmp_path):
-    inner = CountingTiny(dim=8)
-    prompts = ["a red ball", "clouds over a hill"]
-    first = CachedTextEncoder(inner, cache_dir=tmp_path).encode(prompts)
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and all(f.endswith(".safetensors") and len(f) == 64 + 12 for f in files)
-    fresh_inner = CountingTiny(dim=8)
-    again = CachedTextEncoder(fresh_inner, cache_dir=tmp_path).encode(prompts)
-    assert fresh_inner.encoded == []
-    assert torch.equal(first.embeds, again.embeds) and torch.equal(first.mask, again.mask)
-    other = CachedTextEncoder(CountingTiny(dim=8, seed=1), cache_dir=tmp_path)  # different name -> different key
-    assert other.key(prompts[0]) != CachedTextEncoder(inner).key(prompts[0])
+    monkeypatch.setattr(text_hf, "hub_reachable", lambda timeout=2.0: pytest.fail("probed a cached name"))
+    assert text_hf.resolve_hf_source("org/cached-model") == "org/cached-model"

@@ -159,7 +159,7 @@ def test_from_pretrained_rejects_unknown_keys_versions_and_pickle(tmp_path):
     payload = json.loads((path / "config.json").read_text())
     payload["config"]["surprise"] = 1
     (path / "config.json").write_text(json.dumps(payload))
-    with pytest.raises(ValueError, match="unknown TokenizerConfig keys: \\['surprise'\\]"):
+    with pytest.raises(ValueError, match="unknown keys in TokenizerConfig: \\['surprise'\\]"):
         VideoTokenizer.from_pretrained(path)
     payload["config"].pop("surprise")
     payload["_format_version"] = 999

@@ -11,6 +11,7 @@ import torch
 
 from magvit2 import VideoTokenizer
 from scripts.train_tokenizer import build_parser, make_config
+from tests.helpers import weights_after_update
 from trainers.checkpointing import CheckpointManager
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
@@ -85,13 +86,7 @@ def test_non_finite_loss_stops_before_the_update_and_writes_no_checkpoint(clips,
         return total, parts
 
     monkeypatch.setattr(t.loss_fn, "generator_loss", nan_at_step_3)
-    snapshot = {}
-
-    def remember(trainer, step):
-        if step == 3:
-            snapshot.update({k: v.clone() for k, v in trainer.tokenizer.state_dict().items()})
-
-    t.hooks.append(remember)
+    snapshot = weights_after_update(monkeypatch, t, t.tokenizer, 3)  # before the non-finite update
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*generator\.recon"):
         t.fit()
     assert t.step == 3

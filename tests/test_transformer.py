@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maskgit.config import MaskGitConfig
+from maskgit.presets import MASKGIT_PRESETS, maskgit_preset
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer, merge_codes, split_codes
 
@@ -32,11 +33,15 @@ def text():
 
 
 def test_config_json_round_trip_and_strictness():
-    c = tiny_config(factorize_codes=False, cond_drop_prob=0.2, label_smoothing=0.1)
+    c = tiny_config(factorize_codes=False, dropout=0.1)
     again = MaskGitConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again == c and again.latent_shape == (2, 4, 4)
-    with pytest.raises(ValueError, match="unknown MaskGitConfig keys"):
+    with pytest.raises(ValueError, match=r"unknown keys in MaskGitConfig: \['dimm'\]"):
         MaskGitConfig.from_dict({**c.to_dict(), "dimm": 3})
+    # folders written by earlier versions also hold the training settings: they are ignored, not rejected
+    legacy = {**c.to_dict(), "cond_drop_prob": 0.2, "label_smoothing": 0.1}
+    assert MaskGitConfig.from_dict(legacy) == c
+    assert "cond_drop_prob" not in c.to_dict() and "label_smoothing" not in c.to_dict()
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
@@ -45,8 +50,6 @@ def test_config_json_round_trip_and_strictness():
     ("latent_shape", (2, 0, 4), "latent_shape"),
     ("dim", 0, "dim"),
     ("dropout", 1.5, "dropout"),
-    ("cond_drop_prob", -0.1, "cond_drop_prob"),
-    ("label_smoothing", 1.0, "label_smoothing"),
     ("factorize_codes", "yes", "factorize_codes"),
 ])
 def test_config_validation(field, value, match):
@@ -208,3 +211,48 @@ def test_self_condition_input(text):
         model.self_cond_proj[1].weight.normal_(generator=torch.Generator().manual_seed(0))
     fed = model(codes, text, self_cond=torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1)))[0]
     assert base.shape == fed.shape and not torch.allclose(base, fed)
+
+
+# --- persistence and presets -----------------------------------------------------------------------------------
+
+
+def test_save_and_from_pretrained_round_trip(text, tmp_path):
+    model = tiny_model(factorize_codes=True, self_condition=True).train()
+    folder = model.save_pretrained(tmp_path / "transformer")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    payload = json.loads((folder / "config.json").read_text())
+    assert payload["_kind"] == "MaskGitTransformer" and payload["config"] == model.config.to_dict()
+    loaded = MaskGitTransformer.from_pretrained(folder)
+    assert isinstance(loaded, MaskGitTransformer) and not loaded.training and loaded.config == model.config
+    codes = torch.randint(0, 65, (3, 32), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        for a, b in zip(model(codes, text), loaded(codes, text)):
+            assert torch.equal(a, b)
+
+
+def test_from_pretrained_refuses_other_weights_and_kinds(tmp_path):
+    folder = tiny_model().save_pretrained(tmp_path / "a")
+    bigger = tiny_model(dim=64).state_dict()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in bigger.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model\.safetensors: the weights do not match .* has shape"):
+        MaskGitTransformer.from_pretrained(folder)
+    payload = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**payload, "_kind": "VideoTokenizer"}))
+    with pytest.raises(ValueError, match="not a 'MaskGitTransformer'"):
+        MaskGitTransformer.from_pretrained(folder)
+
+
+def test_presets():
+    assert list(MASKGIT_PRESETS) == ["tiny", "demo", "base", "paper"]
+    assert maskgit_preset("base") == {"dim": 768, "depth": 12, "heads": 12, "dim_head": 64, "ff_mult": 4}
+    copy = maskgit_preset("tiny")
+    copy["dim"] = 999
+    assert MASKGIT_PRESETS["tiny"]["dim"] == 32  # a copy, not the table itself
+    for name in MASKGIT_PRESETS:
+        config = tiny_config(**maskgit_preset(name))
+        assert config.dim == MASKGIT_PRESETS[name]["dim"]
+    with pytest.raises(ValueError, match="tiny, demo, base, paper"):
+        maskgit_preset("huge")

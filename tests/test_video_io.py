@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from trainers import video_io as vio
+from magvit2.pixels import from_uint8, to_uint8
+from trainers.data import video_io as vio
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,19 +133,19 @@ def test_corrupt_and_missing_files_raise_clear_errors(tmp_path, skimage_gif):
 
 def test_uint8_tensor_conversions_round_trip_exactly(pan):
     frames = pan(3, (8, 10))
-    video = vio.from_uint8(frames)
+    video = from_uint8(frames)
     assert video.shape == (3, 3, 8, 10) and video.dtype == torch.float32
     assert video.min() >= -1 and video.max() <= 1
-    np.testing.assert_array_equal(vio.to_uint8(video), frames)
-    assert vio.to_uint8(video[None]).shape == (1, 3, 8, 10, 3)
+    np.testing.assert_array_equal(to_uint8(video), frames)
+    assert to_uint8(video[None]).shape == (1, 3, 8, 10, 3)
     x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.5, float("nan")]).view(1, 1, 1, 6).expand(3, 1, 1, 6)
-    assert vio.to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255, 0]  # clamped, rounded (not truncated)
+    assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255, 0]  # clamped, rounded (not truncated)
     with pytest.raises(ValueError, match="float tensor"):
-        vio.to_uint8(torch.zeros(3, 8, 8))
+        to_uint8(torch.zeros(3, 8, 8))
 
 
 def test_write_accepts_float_tensor_and_is_atomic(tmp_path, monkeypatch, pan):
-    video = vio.from_uint8(pan(5, (16, 16)))  # (3, 5, 16, 16) in [-1, 1]
+    video = from_uint8(pan(5, (16, 16)))  # (3, 5, 16, 16) in [-1, 1]
     path = vio.write_video(tmp_path / "t.mp4", video, lossless=True)
     assert vio.read_video(path).shape == (5, 16, 16, 3)
     vio.write_gif(tmp_path / "t.gif", video)
@@ -165,9 +166,9 @@ def test_write_accepts_float_tensor_and_is_atomic(tmp_path, monkeypatch, pan):
 
 
 def test_save_image_grid_layout(tmp_path, pan):
-    images = vio.from_uint8(pan(5, (10, 12))).transpose(0, 1)  # (5, 3, 10, 12) in [-1, 1]
+    images = from_uint8(pan(5, (10, 12))).transpose(0, 1)  # (5, 3, 10, 12) in [-1, 1]
     path = vio.save_image_grid(tmp_path / "grid.png", images, nrow=3, padding=2)
     grid = np.asarray(Image.open(path))
     assert grid.shape == (2 * 12 + 2, 3 * 14 + 2, 3)
     assert (grid[:2] == 255).all() and (grid[:, :2] == 255).all()  # separators
-    np.testing.assert_array_equal(grid[2:12, 2:14], vio.to_uint8(images[:1].unsqueeze(2))[0, 0])
+    np.testing.assert_array_equal(grid[2:12, 2:14], to_uint8(images[:1].unsqueeze(2))[0, 0])

@@ -12,24 +12,22 @@ renames the directory into place and fsyncs the parent, then prunes older checkp
 leaves either the old set of checkpoints or the new one; stale ``*.tmp-<pid>`` directories of dead processes are
 removed on the next start. Only the main process should save (callers guard with ``is_main``).
 
-Optimizer and scheduler state go through ``flatten_state``: tensors into a safetensors group, everything else
+Optimizer and GradScaler state go through ``flatten_state``: tensors into a safetensors group, everything else
 (ints, floats, tuples, int-keyed dicts) into JSON with type tags, so ``optimizer.load_state_dict`` gets back an
 identical structure.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +35,11 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from magvit2.serialization import fsync_path
+
 __all__ = [
     "CheckpointCorruptError", "CheckpointError", "CheckpointManager", "CheckpointNotFoundError",
-    "CheckpointWriteError", "NonFiniteCheckpointError", "capture_rng", "export_dir_atomic", "flatten_state",
-    "optimizer_state_from_tensors", "optimizer_state_to_tensors", "restore_rng", "unflatten_state"
+    "CheckpointWriteError", "NonFiniteCheckpointError", "flatten_state", "unflatten_state"
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,17 +70,6 @@ class CheckpointWriteError(CheckpointError, OSError):
 
 class NonFiniteCheckpointError(CheckpointError, ValueError):
     """Refused to save tensors that contain NaN or Inf."""
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory and hasattr(os, "O_DIRECTORY") else 0))
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:  # some filesystems refuse fsync on directories; files must sync
-            raise
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -246,15 +234,15 @@ class CheckpointManager:
                 path = staging / f"{group}.safetensors"
                 safetensors.torch.save_file(_tensors_for_saving(group, group_tensors), str(path),
                                             metadata={"format": "pt"})
-                _fsync_path(path)
+                fsync_path(path)
             (staging / STATE_FILE).write_bytes(state_bytes)
-            _fsync_path(staging / STATE_FILE)
+            fsync_path(staging / STATE_FILE)
             for path in sorted(staging.iterdir()):
                 files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
             marker = {"format_version": FORMAT_VERSION, "step": step, "time": time.time(), "files": files}
             (staging / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-            _fsync_path(staging / MARKER)
-            _fsync_path(staging, directory=True)
+            fsync_path(staging / MARKER)
+            fsync_path(staging, directory=True)
             if target.exists():  # re-saving a step: move the old one aside, then swap
                 old = self.dir / f"{name}.old-{os.getpid()}"
                 os.replace(target, old)
@@ -262,7 +250,7 @@ class CheckpointManager:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(staging, target)
-            _fsync_path(self.dir, directory=True)
+            fsync_path(self.dir, directory=True)
         except BaseException as exc:
             old = self.dir / f"{name}.old-{os.getpid()}"
             if old.is_dir() and not target.exists():
@@ -381,72 +369,3 @@ def unflatten_state(tensors: Mapping[str, torch.Tensor], meta: Any) -> Any:
         return x
 
     return build(meta)
-
-
-def optimizer_state_to_tensors(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
-    """``optimizer.state_dict()`` (also schedulers, GradScaler, ...) -> ``(tensors, meta)``; see ``flatten_state``."""
-    return flatten_state(state_dict)
-
-
-def optimizer_state_from_tensors(tensors: Mapping[str, torch.Tensor], meta: Any) -> dict[str, Any]:
-    """Inverse of ``optimizer_state_to_tensors``; pass the result to ``optimizer.load_state_dict``."""
-    return unflatten_state(tensors, meta)
-
-
-def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Snapshot Python, NumPy, torch CPU (and CUDA) global RNGs as ``(tensors, JSON meta)``. A backstop only:
-    randomness that matters is derived from seeds (``trainers.rng``)."""
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda_{i}"] = s
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    meta = {"python": flatten_state(random.getstate())[1],
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
-    return tensors, meta
-
-
-def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Restore what ``capture_rng`` captured (CUDA states only where present and devices exist)."""
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[f"cuda_{i}"] for i in range(len(tensors)) if f"cuda_{i}" in tensors]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-    random.setstate(unflatten_state({}, meta["python"]))
-    kind, keys, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def export_dir_atomic(write_fn: Callable[[Path], None], dest_dir: str | os.PathLike) -> Path:
-    """Build a directory atomically: ``write_fn(tmp_dir)`` fills ``<dest>.tmp-<pid>``, which then replaces ``dest``.
-
-    E.g. ``export_dir_atomic(tokenizer.save_pretrained, run_dir / "tokenizer")``. An existing ``dest`` is renamed
-    to ``<dest>.old-<pid>``, the new one renamed in, and the old one deleted; if ``write_fn`` fails, ``dest`` is
-    untouched and the temporary directory removed.
-    """
-    dest = Path(dest_dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = dest.with_name(f"{dest.name}.tmp-{os.getpid()}"), dest.with_name(f"{dest.name}.old-{os.getpid()}")
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        write_fn(tmp)
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                _fsync_path(path)
-        if dest.exists():
-            os.replace(dest, old)
-        try:
-            os.replace(tmp, dest)
-        except BaseException:
-            if old.exists() and not dest.exists():
-                os.replace(old, dest)  # put the previous export back
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        _fsync_path(dest.parent, directory=True)
-    return dest

@@ -1,14 +1,11 @@
-"""Typed training configurations shared by both trainers, with strict nested dict/YAML round trips.
-
-A config file holds any subset of the fields (nested sections as mappings); unknown keys are errors that list the
-known ones. `resolved()` output is what a run writes to `RUN_DIR/config.yaml`.
+"""Typed training configurations of both trainers, and how a run's config is assembled: preset recipe < YAML file
+< flags (`build_config`, callable without argv). Unknown keys are errors that list the known ones
+(`magvit2.serialization.config_from_dict`); `to_dict(config)` is what a run writes to `RUN_DIR/config.yaml`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,62 +13,14 @@ from typing import Any
 import yaml
 
 from magvit2.losses import LossConfig
+from magvit2.serialization import atomic_write_text, config_from_dict, config_to_dict
 from trainers.optim import OptimConfig
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
-def to_dict(obj: Any) -> Any:
-    """A (nested) config dataclass as plain JSON/YAML types."""
-    if dataclasses.is_dataclass(obj):
-        if hasattr(obj, "to_dict") and not isinstance(obj, _Section):
-            return obj.to_dict()
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def _dataclass_type(tp: Any) -> type | None:
-    """The dataclass inside an annotation like `X`, `X | None`."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
-                return arg
-    return None
-
-
-def from_dict(cls: type, data: dict[str, Any] | None, where: str = "config") -> Any:
-    """Build dataclass `cls` from a (partial) mapping; nested sections recurse; unknown keys raise ValueError."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping; got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown keys in {where}: {unknown}; known keys: {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        sub = _dataclass_type(hints[name])
-        if sub is not None and isinstance(value, dict):
-            value = from_dict(sub, value, f"{where}.{name}") if issubclass(sub, _Section) else sub.from_dict(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-class _Section:
-    """Marker: sections built field by field by `from_dict` (others use their own `from_dict`)."""
-
-
 @dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig:
     """Where clips come from and how they are cut."""
 
     num_frames: int = 17  # frames per training clip: 1 + k * time_compression
@@ -95,7 +44,7 @@ class DataConfig(_Section):
 
 
 @dataclass(frozen=True)
-class EMAConfig(_Section):
+class EMAConfig:
     """ema-pytorch settings for the exported model."""
 
     beta: float = 0.999
@@ -108,7 +57,7 @@ class EMAConfig(_Section):
 
 
 @dataclass(frozen=True)
-class RunConfig(_Section):
+class RunConfig:
     """How long to train, how often to log, validate and checkpoint."""
 
     max_steps: int = 100_000
@@ -137,7 +86,7 @@ class RunConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TokenizerTrainConfig(_Section):
+class TokenizerTrainConfig:
     """Everything `magvit2-train-tokenizer` needs besides paths."""
 
     preset: str = "tiny"  # tokenizer architecture preset (magvit2.presets)
@@ -179,7 +128,7 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -189,13 +138,13 @@ _MASKGIT_FILLED = ("codebook_size", "latent_shape", "text_dim")  # MaskGitConfig
 
 
 @dataclass(frozen=True)
-class MaskGitTrainConfig(_Section):
+class MaskGitTrainConfig:
     """Everything `magvit2-train-maskgit` needs besides paths."""
 
-    preset: str = "tiny"  # recipe name (trainers.recipes.MASKGIT_RECIPES)
-    maskgit: dict[str, Any] = field(default_factory=dict)  # MaskGitConfig fields (dim, depth, heads, cond_drop_prob,
-    # label_smoothing, self_condition, ...); codebook_size / latent_shape / text_dim come from the tokenizer, the
-    # codes and the text encoder
+    preset: str = "tiny"  # transformer size (maskgit.presets) + recipe (trainers.recipes.MASKGIT_RECIPES)
+    maskgit: dict[str, Any] = field(default_factory=dict)  # MaskGitConfig overrides on top of the preset (dim, depth,
+    # heads, self_condition, dropout, ...); codebook_size / latent_shape / text_dim come from the tokenizer, the codes
+    # and the text encoder
     text_encoder: str = "default"  # 'default' (bundled MiniLM), 'tiny[:DIM]' (tests only), HF name or local folder
     text_max_length: int = 77  # prompt tokens kept by the text encoder
     data: DataConfig = field(default_factory=lambda: DataConfig(hflip=False, include_images=False))
@@ -204,6 +153,8 @@ class MaskGitTrainConfig(_Section):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000, schedule="cosine"))
     grad_accum: int = 1  # micro-batches per update
     mask_schedule: str = "cosine"  # training mask-ratio schedule (maskgit.schedule)
+    cond_drop_prob: float = 0.1  # per-sample probability of training on the null text (classifier-free guidance)
+    label_smoothing: float = 0.0  # of the masked-token cross-entropy
     self_cond_prob: float = 0.5  # with maskgit.self_condition: probability of a self-conditioning first pass
     val_mask_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # validation masks these fractions (fixed masks)
     pipeline: dict[str, Any] = field(default_factory=dict)  # PipelineDefaults (sampling settings) for the sample
@@ -218,8 +169,11 @@ class MaskGitTrainConfig(_Section):
                              f"{self.text_max_length}")
         if self.mask_schedule not in SCHEDULES:
             raise ValueError(f"mask_schedule must be one of {SCHEDULES}; got {self.mask_schedule!r}")
-        if not 0 <= self.self_cond_prob <= 1:
-            raise ValueError(f"self_cond_prob must be in [0, 1]; got {self.self_cond_prob}")
+        for name in ("self_cond_prob", "cond_drop_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         ratios = tuple(self.val_mask_ratios)
         object.__setattr__(self, "val_mask_ratios", ratios)
         if not ratios or not all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios):
@@ -236,3 +190,28 @@ class MaskGitTrainConfig(_Section):
             raise ValueError(f"unknown keys in maskgit: {unknown}; known keys: {sorted(known)}")
         if not isinstance(self.pipeline, dict):
             raise ValueError(f"pipeline must be a mapping of sampling settings; got {type(self.pipeline).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# assembling a run's config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A train config as plain YAML types (what RUN_DIR/config.yaml holds)."""
+    return config_to_dict(config)
+
+
+def build_config(kind: str, preset: str = "tiny", config_file: str | Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> TokenizerTrainConfig | MaskGitTrainConfig:
+    """The config of a `kind` ("tokenizer" or "maskgit") run: defaults < the preset's recipe < `config_file` (YAML)
+    < `overrides` (nested mappings merge key by key), validated."""
+    from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
+
+    cls, recipes = {"tokenizer": (TokenizerTrainConfig, TOKENIZER_RECIPES),
+                    "maskgit": (MaskGitTrainConfig, MASKGIT_RECIPES)}[kind]
+    if preset not in recipes:
+        raise ValueError(f"unknown {kind} preset {preset!r}; known: {sorted(recipes)}")
+    config = merge(to_dict(cls()), {"preset": preset, **recipes[preset]})
+    if config_file is not None:
+        config = merge(config, load_yaml(config_file))
+    return config_from_dict(cls, merge(config, overrides or {}), kind)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["NonFiniteGuard", "NonFiniteLossError", "check_finite", "nonfinite_params", "params_finite"]
+__all__ = ["NonFiniteGuard", "NonFiniteLossError", "check_finite"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +128,3 @@ class NonFiniteGuard:
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         self.total_skipped = int(state["total_skipped"])  # type: ignore[arg-type]
         self.consecutive = {str(k): int(v) for k, v in dict(state["consecutive"]).items()}  # type: ignore[arg-type]
-
-
-def nonfinite_params(module: torch.nn.Module, grads: bool = False) -> list[str]:
-    """Names of parameters (or, with ``grads``, of parameter gradients) containing NaN/Inf."""
-    named = [(n, p.grad if grads else p) for n, p in module.named_parameters()]
-    named = [(n, t) for n, t in named if t is not None and t.numel()]
-    if not named:
-        return []
-    flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu().tolist()
-    return [n for (n, _), ok in zip(named, flags) if not ok]
-
-
-def params_finite(module: torch.nn.Module) -> bool:
-    """True when every parameter of ``module`` is finite (check before writing a checkpoint)."""
-    return not nonfinite_params(module)

@@ -11,87 +11,59 @@ from (seed, epoch), so a resumed run replays the uninterrupted one exactly.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from magvit2.serialization import load_state_strict
 from maskgit.config import FACTORIZE_ABOVE, MaskGitConfig
-from maskgit.objective import masked_token_loss, random_token_mask
-from maskgit.pipeline import PipelineDefaults, TextToVideoPipeline
+from maskgit.objective import masked_token_loss
+from maskgit.pipeline import TextToVideoPipeline
+from maskgit.pipeline_settings import PipelineDefaults
+from maskgit.presets import maskgit_preset
 from maskgit.text import build_text_encoder
-from maskgit.transformer import MaskGitTransformer, split_codes
-from trainers.checkpointing import CheckpointManager, export_dir_atomic, flatten_state, unflatten_state
-from trainers.codes import CodeShardDataset
-from trainers.configs import MaskGitTrainConfig, dump_yaml, to_dict
-from trainers.engine import (
-    Clock,
-    StepHook,
-    build_ema,
-    folder_datasets,
-    infinite_batches,
-    load_state_strict,
-    make_accelerator,
-    prepare_run_dir,
-    sampler_of,
-    train_loop,
-)
-from trainers.guards import NonFiniteGuard
-from trainers.logging import MetricsLogger, get_logger, progress_bar
-from trainers.maskgit_data import (
-    CaptionBank,
-    CodeClips,
-    collate_codes,
-    load_frozen_tokenizer,
-    load_init_weights,
-    read_prompt_file,
-    slug,
-    split_code_clips,
-    warn_empty_captions,
-)
-from trainers.optim import build_optimizer, clip_gradients, lr_at, set_lr, sync_gradients
+from maskgit.transformer import MaskGitTransformer
+from trainers.base import Trainer, build_ema
+from trainers.configs import MaskGitTrainConfig, to_dict
+from trainers.data.batches import build_dataloader
+from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_captions
+from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, split_code_clips
+from trainers.data.folders import folder_datasets
+from trainers.maskgit_eval import validation_losses, write_samples
+from trainers.model_sources import load_frozen_tokenizer, load_init_weights
+from trainers.optim import build_optimizer, clip_gradients, lr_at, sync_gradients
 from trainers.rng import derive_seed, make_generator
-from trainers.sampler import ResumableBatchSampler, build_dataloader
-from trainers.video_io import write_gif, write_video
 
-_MASK_KEY, _DROPOUT_KEY, _VAL_KEY = 301, 302, 303  # purpose tags for derive_seed
-_TRAINING_FIELDS = ("cond_drop_prob", "label_smoothing", "dropout", "attn_flash")  # not architecture
+_MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
+_RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from may change (no effect on weights)
 
 
-class MaskGitTrainer:
+class MaskGitTrainer(Trainer):
     """Train a `MaskGitTransformer` on the codes of a frozen tokenizer. `fit()` runs until max_steps/max_minutes.
 
     Exactly one of `codes_dir` (shards from `magvit2-tokenize`) and `data_dirs` (captioned clips, tokenized on the
     fly) is given; validation uses `val_codes_dir`, `val_data_dir`, or `data.val_fraction` of the training files.
     """
 
+    name, export_name = "maskgit", "pipeline"
+
     def __init__(self, config: MaskGitTrainConfig, tokenizer: str | Path, run_dir: str | Path,
                  codes_dir: str | Path | None = None, data_dirs: list[str | Path] | None = None,
                  val_codes_dir: str | Path | None = None, val_data_dir: str | Path | None = None,
                  resume: str | None = None, init_from: str | Path | None = None,
-                 sample_prompts: str | Path | list[str] | None = None, hooks: list[StepHook] | None = None,
-                 break_restore: str | None = None) -> None:
+                 sample_prompts: str | Path | list[str] | None = None) -> None:
         if (codes_dir is None) == (not data_dirs):
             raise ValueError("pass exactly one of --codes CODES_DIR and --data DIR")
         if val_codes_dir is not None and val_data_dir is not None:
             raise ValueError("pass at most one of --val-codes and --val-data")
         if resume is not None and init_from is not None:
             raise ValueError("pass either --resume (continue this run) or --init-from (start a new one from weights)")
-        self.config, self.hooks, self.break_restore = config, list(hooks or []), break_restore
-        self.accelerator = acc = make_accelerator(config.run)
-        self.device, self.is_main = acc.device, acc.is_main_process
-        self.run_dir = prepare_run_dir(run_dir, resume, self.is_main)
-        self.log = get_logger("maskgit.train", is_main=self.is_main)
-        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
-        resume_path = self.ckpt.resolve(resume) if resume is not None else None  # fail before any heavy work
-        self.sample_prompts = (read_prompt_file(sample_prompts) if isinstance(sample_prompts, (str, Path))
-                               else list(sample_prompts or []))
+        super().__init__(config, run_dir, resume, "maskgit.train")
+        self.sample_prompts = (read_prompt_file(sample_prompts, "--sample-prompts")
+                               if isinstance(sample_prompts, (str, Path)) else list(sample_prompts or []))
         defaults = PipelineDefaults.from_dict(config.pipeline)  # bad sampling settings fail before training
 
         self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device)
@@ -109,23 +81,16 @@ class MaskGitTrainer:
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
         self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
         if init_state is not None:
-            load_state_strict(self.transformer, init_state, "transformer", init_from)
+            load_state_strict(self.transformer, init_state, init_from, "--init-from weights")
         self.ema = build_ema(self.transformer, config.ema).to(self.device)
         self.optimizer = build_optimizer(self.transformer, config.optim)
+        self.checkpointed = {"transformer": self.transformer, "ema": self.ema}
+        self.optimizers = {"optimizer": self.optimizer}
         self.model = torch.compile(self.transformer) if config.run.compile else self.transformer
         if defaults.num_frames is None:
             defaults = replace(defaults, num_frames=self.num_frames)
         self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder, self.ema.ema_model, defaults)
-
-        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=config.run.tensorboard,
-                                     wandb={"project": config.run.wandb_project} if config.run.wandb_project else None)
-        self.guard = NonFiniteGuard(config.run.nonfinite)
-        self.step = 0
-        self.last_checkpoint = "none"
-        if resume_path is not None:
-            self._restore(resume_path)
-        elif self.is_main:
-            dump_yaml(self.resolved_config(), self.run_dir / "config.yaml")
+        self.start()
         if config.text_encoder.startswith("tiny"):
             self.log.warning("text encoder %r is the test-only hash encoder; use 'default' (MiniLM) or a Hugging "
                              "Face encoder for real runs", config.text_encoder)
@@ -184,10 +149,9 @@ class MaskGitTrainer:
             self.num_frames = self.tokenizer.num_frames_for(clips.latent_shape[0])
             self.train_set, val_clips = (clips, None) if separate_val else split_code_clips(clips, d.val_fraction,
                                                                                              c.run.seed)
-            sampler = ResumableBatchSampler(self.train_set.kinds, d.batch_size, c.run.seed,
-                                            num_replicas=acc.num_processes, rank=acc.process_index)
-            self.loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_codes,
-                                     num_workers=d.num_workers)
+            self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
+                                           num_replicas=acc.num_processes, rank=acc.process_index,
+                                           collate_fn=collate_codes)
         else:
             self.num_frames = d.num_frames
             if (d.num_frames - 1) % f:
@@ -220,7 +184,8 @@ class MaskGitTrainer:
                       self.latent_shape)
 
     def _model_config(self, init_from: str | Path | None) -> tuple[MaskGitConfig, dict[str, torch.Tensor] | None]:
-        """From the recipe (+ codebook, grid and text width filled in), or from --init-from's weights."""
+        """From the preset + maskgit overrides (+ codebook, grid and text width filled in), or from --init-from's
+        weights."""
         c, tok, text_dim = self.config, self.tokenizer, self.text_encoder.dim
         if init_from is None:
             extra = {}
@@ -228,8 +193,9 @@ class MaskGitTrainer:
             wanted = tok.codebook_size > FACTORIZE_ABOVE if wanted is None else wanted
             if tok.config.use_fsq and wanted and "code_factors" not in c.maskgit:
                 extra["code_factors"] = tuple(reversed(tok.config.fsq_levels))  # one sub-token per FSQ dimension
+            fields = {**maskgit_preset(c.preset), **extra, **c.maskgit}
             return MaskGitConfig(codebook_size=tok.codebook_size, latent_shape=self.latent_shape, text_dim=text_dim,
-                                 **extra, **c.maskgit), None
+                                 **fields), None
         loaded, state, source = load_init_weights(init_from)
         if loaded.codebook_size != tok.codebook_size:
             raise ValueError(f"vocabulary mismatch: --init-from {source} predicts {loaded.codebook_size} codes but "
@@ -243,7 +209,7 @@ class MaskGitTrainer:
                              f"{t}x{h}x{w}")
         self.log.info("initialised the transformer from %s (architecture from there; fresh optimizer, EMA, schedule)",
                       source)
-        return replace(loaded, **{k: v for k, v in c.maskgit.items() if k in _TRAINING_FIELDS}), state
+        return replace(loaded, **{k: v for k, v in c.maskgit.items() if k in _RUNTIME_FIELDS}), state
 
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "maskgit_resolved": self.model_config.to_dict(),
@@ -252,29 +218,9 @@ class MaskGitTrainer:
                 "text_encoder_resolved": {"spec": self.text_encoder.spec, "dim": self.text_encoder.dim,
                                           "max_length": self.text_encoder.max_length}}
 
-    # checkpoints ---------------------------------------------------------------------------------------------------
+    # checkpoint hooks --------------------------------------------------------------------------------------------
 
-    def _save(self) -> None:
-        opt, meta = flatten_state(self.optimizer.state_dict())
-        tensors = {"transformer": self.transformer.state_dict(), "ema": self.ema.state_dict(), "optimizer": opt}
-        epoch, batch_index = self._position  # consumed position (the DataLoader may have prefetched further)
-        state = {"step": self.step, "sampler": {"epoch": epoch, "batch_index": batch_index},
-                 "guard": self.guard.state_dict(), "optimizer_meta": meta, "config": self.resolved_config()}
-        if self.accelerator.scaler is not None:
-            state["scaler"] = self.accelerator.scaler.state_dict()
-        if self.is_main:
-            self.last_checkpoint = str(self.ckpt.save(self.step, tensors, state))
-            self.export()
-            self.log.info("step %d: checkpoint %s", self.step, self.last_checkpoint)
-
-    def export(self) -> Path | None:
-        """Write the EMA pipeline (tokenizer + text encoder spec + EMA transformer) at RUN_DIR/pipeline/."""
-        if not self.is_main:
-            return None
-        return export_dir_atomic(self.pipeline.save_pretrained, self.run_dir / "pipeline")
-
-    def _restore(self, path: Path) -> None:
-        tensors, state = self.ckpt.load(path)
+    def check_resume(self, state: dict[str, Any], path: Path) -> None:
         text = state["config"]["text_encoder_resolved"]
         if (text["spec"], text["dim"]) != (self.text_encoder.spec, self.text_encoder.dim):
             raise ValueError(f"{path}: the run was trained with text encoder {text['spec']!r} ({text['dim']}-d); "
@@ -283,18 +229,10 @@ class MaskGitTrainer:
         if saved != ours:
             diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
             raise ValueError(f"{path}: the checkpoint's transformer differs from this run's in {diff}")
-        load_state_strict(self.transformer, tensors["transformer"], "transformer", path)
-        load_state_strict(self.ema, tensors["ema"], "EMA", path)
-        if self.break_restore != "optimizer":  # test-only switch for the resume negative control
-            self.optimizer.load_state_dict(unflatten_state(tensors["optimizer"], state["optimizer_meta"]))
-        if self.break_restore != "sampler":
-            sampler_of(self.loader).load_state_dict(state["sampler"])
-        if "scaler" in state and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        self.guard.load_state_dict(state["guard"])
-        self.step = int(state["step"])
-        self.last_checkpoint = str(path)
-        self.log.info("resumed from %s at step %d", path, self.step)
+
+    def write_export(self, folder: Path) -> None:
+        """The EMA pipeline: tokenizer + text encoder spec + EMA transformer (RUN_DIR/pipeline/)."""
+        self.pipeline.save_pretrained(folder)
 
     # one update ----------------------------------------------------------------------------------------------------
 
@@ -313,19 +251,19 @@ class MaskGitTrainer:
         sums = dict.fromkeys(("accuracy", "mask_fraction", "drop_fraction"), 0.0)
         loss_sum, tokens = torch.zeros((), device=self.device), 0
         for micro in range(c.grad_accum):
-            batch = next(batches)
+            batch = self.next_batch(batches)
             codes = self.batch_codes(batch)  # (b, t', h', w')
             text = self.captions.embed(batch["caption"]).to(self.device)
             with acc.autocast():
                 loss, stats = masked_token_loss(self.model, codes, text, make_generator(c.run.seed, _MASK_KEY, step,
                                                                                         micro, rank),
-                                                schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob)
+                                                schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob,
+                                                cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing)
             acc.backward(loss / c.grad_accum)
             loss_sum += loss.detach()
             for k in sums:
                 sums[k] += getattr(stats, k) / c.grad_accum
             tokens += codes.numel()
-            self._position = (batch["epoch"], batch["batch_index"] + 1)
         params = [p for p in self.transformer.parameters() if p.requires_grad]
         sync_gradients(params, acc.num_processes)
         if acc.scaler is not None:
@@ -337,108 +275,37 @@ class MaskGitTrainer:
                               last_checkpoint=self.last_checkpoint)
         lr = lr_at(c.optim, step, c.run.max_steps)
         if ok:
-            set_lr(self.optimizer, lr)
+            self.optimizer_step(self.optimizer, lr)
             if acc.scaler is not None:
-                acc.scaler.step(self.optimizer)
                 acc.scaler.update()
-            else:
-                self.optimizer.step()
             self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        if self.step % c.run.log_every and ok:
+        if not self.logs_due(ok):
             return None
         return {"loss": float(loss), **sums, "lr": lr, "grad_norm": float(norm), "skipped_update": float(not ok),
                 "tokens_per_s": tokens * acc.num_processes / (time.perf_counter() - start),
                 "epoch": float(self._position[0])}
 
-    # validation -----------------------------------------------------------------------------------------------
+    # validation ---------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def validation_losses(self) -> dict[str, float]:
-        """EMA model on the held-out codes with FIXED masks (a generator per (ratio, chunk) seeded from
-        (seed, 'val')) at each of `val_mask_ratios`: masked-token CE and accuracy per ratio and their means."""
-        if self.val_clips is None:
-            return {}
-        model, clips, c = self.ema.ema_model, self.val_clips, self.config
-        was_training = model.training
-        model.eval()
-        grid, n = clips.latent_shape, clips.codes[0].numel()
-        result: dict[str, float] = {}
-        for i, ratio in enumerate(c.val_mask_ratios):
-            k = min(n, max(1, round(n * ratio)))
-            loss_sum = correct_sum = count = 0.0
-            for j, start in enumerate(range(0, len(clips), c.data.batch_size)):
-                codes = clips.codes[start : start + c.data.batch_size].to(self.device).flatten(1)  # (b, n)
-                b = codes.shape[0]
-                mask = random_token_mask(torch.full((b,), k), n, make_generator(c.run.seed, _VAL_KEY, i, j),
-                                         self.device)  # (b, n) bool
-                text = self.captions.embed(clips.captions[start : start + b]).to(self.device)
-                with self.accelerator.autocast():
-                    logits = model(torch.where(mask, model.mask_id, codes), text, grid=grid)
-                correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=self.device)
-                for lg, tg in zip(logits, split_codes(codes, model.vocab_sizes)):
-                    lg_m = lg[mask].float()  # (masked, V_k)
-                    loss_sum += float(F.cross_entropy(lg_m, tg[mask], reduction="sum"))
-                    correct &= lg_m.argmax(-1) == tg[mask]
-                correct_sum += float(correct.sum())
-                count += float(mask.sum())
-            result[f"loss@{ratio:g}"], result[f"accuracy@{ratio:g}"] = loss_sum / count, correct_sum / count
-        model.train(was_training)
-        ratios = [f"{r:g}" for r in c.val_mask_ratios]
-        result["loss"] = sum(result[f"loss@{r}"] for r in ratios) / len(ratios)
-        result["accuracy"] = sum(result[f"accuracy@{r}"] for r in ratios) / len(ratios)
+    def validate(self) -> dict[str, float]:
+        """EMA model: fixed-mask loss/accuracy on the held-out codes; sample videos of the sample prompts."""
+        c, acc = self.config, self.accelerator
+        result = {}
+        if self.val_clips is not None:
+            result = validation_losses(self.ema.ema_model, self.val_clips, self.captions, c.val_mask_ratios,
+                                       c.data.batch_size, c.run.seed, self.device, acc.autocast)
+        if self.sample_prompts and self.is_main:
+            write_samples(self.pipeline, self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:08d}",
+                          c.run.seed, self.step, acc.autocast)
         return result
 
-    @torch.no_grad()
-    def write_samples(self) -> Path | None:
-        """Videos of the sample prompts from the EMA pipeline (prompt i seeded derive_seed(run.seed, i), as
-        `magvit2-generate --seed SEED` does) -> RUN_DIR/samples/step-NNNNNNNN/NNN-slug.{mp4,gif} + samples.jsonl."""
-        if not self.sample_prompts or not self.is_main:
-            return None
-        folder = self.run_dir / "samples" / f"step-{self.step:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        settings, lines = self.pipeline.settings(), []
-        for i, prompt in enumerate(self.sample_prompts):
-            seed = derive_seed(self.config.run.seed, i)
-            with self.accelerator.autocast():
-                frames = self.pipeline(prompt, generator=torch.Generator().manual_seed(seed), output_type="np")[0]
-            stem = f"{i:03d}-{slug(prompt)}"
-            write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)  # (t, h, w, 3) uint8
-            write_gif(folder / f"{stem}.gif", frames, fps=settings.fps)
-            lines.append({"prompt": prompt, "file": f"{stem}.mp4", "gif": f"{stem}.gif", "seed": seed,
-                          "step": self.step, "settings": settings.to_dict()})
-        (folder / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        return folder
+    # what fit() reports ---------------------------------------------------------------------------------------------
 
-    def validate(self, write_samples: bool = True) -> dict[str, float]:
-        result = self.validation_losses()
-        if write_samples:
-            self.write_samples()
-        return result
+    def postfix(self, logs: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{logs['loss']:.3f}", "acc": f"{logs['accuracy']:.2f}"}
 
-    # the loop -------------------------------------------------------------------------------------------------------
-
-    def _batches(self) -> Iterator[dict[str, Any]]:
-        """Batches forever from the sampler's stored position (code batches never hold failed clips)."""
-        if not isinstance(self.train_set, CodeClips):
-            yield from infinite_batches(self.loader, self.train_set)
-        while True:
-            yield from self.loader
-
-    def fit(self) -> dict[str, float]:
-        """Train until run.max_steps updates or run.max_minutes; checkpoint, export and validate on the way."""
-        c = self.config.run
-        clock = Clock()
-        batches = self._batches()
-        self._position = tuple(sampler_of(self.loader).state_dict().values())
-        bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="maskgit")
-        last_val = train_loop(self, batches, bar, clock,
-                              lambda logs: {"loss": f"{logs['loss']:.3f}", "acc": f"{logs['accuracy']:.2f}"})
-        summary = {"step": self.step, "minutes": clock.minutes(), **{f"val_{k}": v for k, v in last_val.items()},
-                   "train_clips": len(self.train_set), "unique_captions": len(self.captions),
-                   "empty_captions": self.num_empty_captions}
-        if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.metrics.close()
-        return summary
+    def summary(self, last_val: dict[str, float]) -> dict[str, Any]:
+        return {**{f"val_{k}": v for k, v in last_val.items()}, "train_clips": len(self.train_set),
+                "unique_captions": len(self.captions), "empty_captions": self.num_empty_captions}

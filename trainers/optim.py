@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -48,18 +47,6 @@ class OptimConfig:
             raise ValueError(f"max_grad_norm must be > 0 or None; got {self.max_grad_norm}")
         if self.total_steps is not None and self.total_steps < 1:
             raise ValueError(f"total_steps must be >= 1 or None; got {self.total_steps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OptimConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown optimizer keys: {unknown}; known: {sorted(f.name for f in fields(cls))}")
-        return cls(**d)
 
 
 def lr_at(config: OptimConfig, step: int, total_steps: int | None = None) -> float:

@@ -1,5 +1,6 @@
-"""Training recipes per preset: partial `TokenizerTrainConfig` dicts (the CLI's --preset picks architecture and
-recipe together; a --config YAML and flags override them)."""
+"""Training recipes per preset: partial train-config dicts (steps, batch, learning rates, loss settings). A preset
+name picks an architecture (`magvit2.presets` / `maskgit.presets`) and its recipe together; a YAML file and flags
+override them (`trainers.configs.build_config`)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,11 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Stage two: partial `MaskGitTrainConfig` dicts. `maskgit` holds MaskGitConfig fields; codebook_size, latent_shape
-# and text_dim always come from the tokenizer, the codes and the text encoder.
+# Stage two: partial `MaskGitTrainConfig` dicts; the transformer sizes are in maskgit.presets. codebook_size,
+# latent_shape and text_dim always come from the tokenizer, the codes and the text encoder.
 MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     # seconds-long runs for tests: a 2-block model, the test-only hash text encoder, EMA from step 0
     "tiny": {
-        "maskgit": {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2},
         "text_encoder": "tiny:32",
         "data": {"num_frames": 5, "batch_size": 4, "val_clips": 4, "val_fraction": 0.25, "hflip": False,
                  "include_images": False},
@@ -65,7 +65,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (1.8M params) at batch 16 runs
     # ~0.33 s/update on 2 cores (1300 updates in the demo's 7.2 minutes)
     "demo": {
-        "maskgit": {"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4, "cond_drop_prob": 0.1},
+        "cond_drop_prob": 0.1,
         "text_encoder": "default",
         "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
                  "include_images": False},
@@ -77,8 +77,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     },
     # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
     "base": {
-        "maskgit": {"dim": 768, "depth": 12, "heads": 12, "dim_head": 64, "ff_mult": 4, "cond_drop_prob": 0.1,
-                    "label_smoothing": 0.1},
+        "cond_drop_prob": 0.1,
+        "label_smoothing": 0.1,
         "text_encoder": "default",
         "data": {"num_frames": 17, "batch_size": 32, "num_workers": 4, "val_clips": 256, "hflip": False,
                  "include_images": False},
@@ -91,8 +91,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     },
     # MAGVIT-v2-sized (24 x 1024); multi-GPU with accelerate launch (batch is per GPU)
     "paper": {
-        "maskgit": {"dim": 1024, "depth": 24, "heads": 16, "dim_head": 64, "ff_mult": 4, "cond_drop_prob": 0.1,
-                    "label_smoothing": 0.1},
+        "cond_drop_prob": 0.1,
+        "label_smoothing": 0.1,
         "text_encoder": "default",
         "data": {"num_frames": 17, "batch_size": 32, "num_workers": 8, "val_clips": 512, "hflip": False,
                  "include_images": False},

@@ -9,8 +9,6 @@ replays the uninterrupted one exactly.
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,84 +16,59 @@ import torch
 
 from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
 from magvit2.losses import TokenizerLoss
-from magvit2.metrics import psnr, ssim
-from magvit2.quantize import codebook_stats
+from magvit2.metrics import codebook_usage, psnr, ssim
+from magvit2.pixels import to_uint8
 from magvit2.serialization import read_model_config
-from trainers.checkpointing import CheckpointManager, export_dir_atomic, flatten_state, unflatten_state
-from trainers.configs import TokenizerTrainConfig, dump_yaml, to_dict
-from trainers.engine import (
-    Clock,
-    StepHook,
-    build_ema,
-    folder_datasets,
-    infinite_batches,
-    load_state_strict,
-    make_accelerator,
-    prepare_run_dir,
-    sampler_of,
-    train_loop,
-)
-from trainers.guards import NonFiniteGuard
-from trainers.logging import MetricsLogger, get_logger, progress_bar
-from trainers.optim import build_optimizer, clip_gradients, lr_at, set_lr, sync_gradients
+from trainers.base import Trainer, build_ema
+from trainers.configs import TokenizerTrainConfig, to_dict
+from trainers.data.batches import build_dataloader
+from trainers.data.folders import folder_datasets
+from trainers.data.video_io import write_gif, write_video
+from trainers.model_sources import TOKENIZER_KIND, tokenizer_dir
+from trainers.optim import build_optimizer, clip_gradients, lr_at, sync_gradients
 from trainers.rng import make_generator
-from trainers.sampler import build_dataloader
-from trainers.video_io import to_uint8, write_gif, write_video
 
 _G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
 
 
-def _tokenizer_config(config: TokenizerTrainConfig, init_from: Path | None) -> tuple[TokenizerConfig, Path | None]:
-    """Architecture: from --init-from's tokenizer folder when given, else the preset plus overrides."""
+def _tokenizer_config(config: TokenizerTrainConfig, init_from: str | Path | None
+                      ) -> tuple[TokenizerConfig, Path | None]:
+    """Architecture: from --init-from's tokenizer (a tokenizer or tokenizer run folder) when given, else the preset
+    plus overrides."""
     if init_from is None:
         return preset_config(config.preset, **config.tokenizer), None
-    folder = init_from / "tokenizer" if (init_from / "tokenizer" / "config.json").is_file() else init_from
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"--init-from {init_from}: expected a tokenizer folder (config.json + "
-                                "model.safetensors) or a run folder with tokenizer/")
-    return TokenizerConfig.from_dict(read_model_config(folder, "VideoTokenizer")["config"]), folder
+    folder = tokenizer_dir(init_from, "--init-from")
+    return TokenizerConfig.from_dict(read_model_config(folder, TOKENIZER_KIND)["config"]), folder
 
 
-class TokenizerTrainer:
+class TokenizerTrainer(Trainer):
     """Train a `VideoTokenizer` on folders of videos/images. `fit()` runs until max_steps or max_minutes."""
 
-    def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
-                 val_dir: str | Path | None = None, resume: str | None = None, init_from: str | Path | None = None,
-                 hooks: list[StepHook] | None = None, break_restore: str | None = None) -> None:
-        self.config, self.hooks, self.break_restore = config, list(hooks or []), break_restore
-        self.accelerator = acc = make_accelerator(config.run)
-        self.device, self.is_main = acc.device, acc.is_main_process
-        self.run_dir = prepare_run_dir(run_dir, resume, self.is_main)
-        self.log = get_logger("magvit2.train", is_main=self.is_main)
-        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
-        resume_path = self.ckpt.resolve(resume) if resume is not None else None  # fail before any heavy work
-        torch.manual_seed(config.run.seed)  # identical initial weights on every process
+    name, export_name = "tokenizer", "tokenizer"
 
-        tok_config, init_folder = _tokenizer_config(config, Path(init_from) if init_from else None)
-        self.tok_config = tok_config
-        self.tokenizer = VideoTokenizer(tok_config)
+    def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
+                 val_dir: str | Path | None = None, resume: str | None = None,
+                 init_from: str | Path | None = None) -> None:
+        super().__init__(config, run_dir, resume, "magvit2.train")
+        torch.manual_seed(config.run.seed)  # identical initial weights on every process
+        self.tok_config, init_folder = _tokenizer_config(config, init_from)
+        self.tokenizer = VideoTokenizer(self.tok_config)
         if init_folder is not None:
             self.tokenizer = VideoTokenizer.from_pretrained(init_folder)
             self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", init_folder)
         self.tokenizer.to(self.device).train()
-        self.loss_fn = TokenizerLoss(config.loss, tok_config).to(self.device).train()
+        self.loss_fn = TokenizerLoss(config.loss, self.tok_config).to(self.device).train()
         self.ema = build_ema(self.tokenizer, config.ema).to(self.device)
         self.opt_g = build_optimizer(self.tokenizer, config.gen_optim)
         self.opt_d = build_optimizer(self.loss_fn.discriminator_parameters(), config.disc_optim)
+        self.checkpointed = {"tokenizer": self.tokenizer, "ema": self.ema, "loss": self.loss_fn}
+        self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         self.reconstruct = self.tokenizer.reconstruct
         if config.run.compile:
             self.reconstruct = torch.compile(self.tokenizer.reconstruct)
-
         self._build_data([Path(d) for d in data_dirs], Path(val_dir) if val_dir else None)
-        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=config.run.tensorboard,
-                                     wandb={"project": config.run.wandb_project} if config.run.wandb_project else None)
-        self.guard = NonFiniteGuard(config.run.nonfinite)
-        self.step = self.d_step = 0
-        self.last_checkpoint = "none"
-        if resume_path is not None:
-            self._restore(resume_path)
-        elif self.is_main:
-            dump_yaml(self.resolved_config(), self.run_dir / "config.yaml")
+        self.d_step = 0
+        self.start()
 
     # setup -------------------------------------------------------------------------------------------------------
 
@@ -128,57 +101,25 @@ class TokenizerTrainer:
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "tokenizer_resolved": self.tok_config.to_dict()}
 
-    # checkpoints ---------------------------------------------------------------------------------------------------
+    # checkpoint hooks --------------------------------------------------------------------------------------------
 
-    def _save(self) -> None:
-        opt_g, meta_g = flatten_state(self.opt_g.state_dict())
-        opt_d, meta_d = flatten_state(self.opt_d.state_dict())
-        tensors = {"tokenizer": self.tokenizer.state_dict(), "ema": self.ema.state_dict(),
-                   "loss": self.loss_fn.state_dict(), "opt_g": opt_g, "opt_d": opt_d}
-        epoch, batch_index = self._position  # consumed position (the DataLoader may have prefetched further)
-        state = {"step": self.step, "d_step": self.d_step, "sampler": {"epoch": epoch, "batch_index": batch_index},
-                 "guard": self.guard.state_dict(), "opt_g_meta": meta_g, "opt_d_meta": meta_d,
-                 "config": self.resolved_config()}
-        if self.accelerator.scaler is not None:
-            state["scaler"] = self.accelerator.scaler.state_dict()
-        if self.is_main:  # every process holds identical state; one writes it
-            path = self.ckpt.save(self.step, tensors, state)
-            self.last_checkpoint = str(path)
-            self.export()
-            self.log.info("step %d: checkpoint %s", self.step, path)
-        self.accelerator.wait_for_everyone()
+    def extra_state(self) -> dict[str, Any]:
+        return {"d_step": self.d_step}
 
-    def export(self) -> Path | None:
-        """Write the EMA tokenizer as a `save_pretrained` folder at RUN_DIR/tokenizer/ (atomically)."""
-        if not self.is_main:
-            return None
-        return export_dir_atomic(lambda d: self.ema.ema_model.save_pretrained(d), self.run_dir / "tokenizer")
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.d_step = int(state["d_step"])
 
-    def _restore(self, path: Path) -> None:
-        tensors, state = self.ckpt.load(path)
-        saved = state["config"]["tokenizer_resolved"]
-        if saved != self.tok_config.to_dict():
-            diff = sorted(k for k in saved if saved[k] != self.tok_config.to_dict().get(k))
+    def check_resume(self, state: dict[str, Any], path: Path) -> None:
+        saved, ours = state["config"]["tokenizer_resolved"], self.tok_config.to_dict()
+        if saved != ours:
+            diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
             raise ValueError(f"{path}: the checkpoint's tokenizer differs from this run's in {diff}")
-        load_state_strict(self.tokenizer, tensors["tokenizer"], "tokenizer", path)
-        load_state_strict(self.ema, tensors["ema"], "EMA", path)
-        load_state_strict(self.loss_fn, tensors["loss"], "discriminators", path)
-        if self.break_restore != "optimizer":  # test-only switch for the resume negative control
-            self.opt_g.load_state_dict(unflatten_state(tensors["opt_g"], state["opt_g_meta"]))
-            self.opt_d.load_state_dict(unflatten_state(tensors["opt_d"], state["opt_d_meta"]))
-        if self.break_restore != "sampler":
-            sampler_of(self.loader).load_state_dict(state["sampler"])
-        if "scaler" in state and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        self.guard.load_state_dict(state["guard"])
-        self.step, self.d_step = int(state["step"]), int(state["d_step"])
-        self.last_checkpoint = str(path)
-        self.log.info("resumed from %s at step %d", path, self.step)
+
+    def write_export(self, folder: Path) -> None:
+        """The EMA tokenizer (RUN_DIR/tokenizer/)."""
+        self.ema.ema_model.save_pretrained(folder)
 
     # one update ----------------------------------------------------------------------------------------------------
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss / self.config.grad_accum)
 
     def train_step(self, batches) -> dict[str, float] | None:
         """Update number `self.step` (0-based) of G, and of D once adversarial training has started; afterwards
@@ -187,20 +128,20 @@ class TokenizerTrainer:
         use_adv = step >= c.disc_start_step
         g_parts = d_parts = None
         for micro in range(c.grad_accum):
-            batch = next(batches)
+            batch = self.next_batch(batches)
             video = batch["video"].to(self.device, non_blocking=True)
             with acc.autocast():
                 out = self.reconstruct(video, step=step)
                 g_loss, g_parts = self.loss_fn.generator_loss(
                     video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
                     generator=make_generator(c.run.seed, _G_KEY, step, micro))
-            self._backward(g_loss)
+            acc.backward(g_loss / c.grad_accum)
             if use_adv:
                 with acc.autocast():
                     d_loss, d_parts = self.loss_fn.discriminator_loss(
                         video, out.recon.detach(), apply_r1=self.loss_fn.should_apply_r1(self.d_step),
                         generator=make_generator(c.run.seed, _D_KEY, step, micro))
-                self._backward(d_loss)
+                acc.backward(d_loss / c.grad_accum)
             self._position = (batch["epoch"], batch["batch_index"] + 1)
         g_params = list(self.tokenizer.parameters())
         d_params = self.loss_fn.discriminator_parameters()
@@ -221,28 +162,20 @@ class TokenizerTrainer:
                               last_checkpoint=self.last_checkpoint)
         lr_g, lr_d = lr_at(c.gen_optim, step, c.run.max_steps), lr_at(c.disc_optim, self.d_step, c.run.max_steps)
         if ok:
-            set_lr(self.opt_g, lr_g)
-            self._optimizer_step(self.opt_g)
+            self.optimizer_step(self.opt_g, lr_g)
             self.ema.update()
             if use_adv:
-                set_lr(self.opt_d, lr_d)
-                self._optimizer_step(self.opt_d)
+                self.optimizer_step(self.opt_d, lr_d)
                 self.d_step += 1
             if acc.scaler is not None:
                 acc.scaler.update()
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         self.step += 1
-        if self.step % c.run.log_every and ok:
+        if not self.logs_due(ok):
             return None
         return {**losses, "lr_g": lr_g, "lr_d": lr_d if use_adv else 0.0, "grad_norm_g": float(g_norm),
                 "grad_norm_d": float(d_norm), "skipped_update": float(not ok), "epoch": float(self._position[0])}
-
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.accelerator.scaler is not None:
-            self.accelerator.scaler.step(optimizer)
-        else:
-            optimizer.step()
 
     # validation -----------------------------------------------------------------------------------------------
 
@@ -267,7 +200,7 @@ class TokenizerTrainer:
                 samples.append(torch.cat([video, recon], dim=-1)[0])  # (3, t, h, 2w): original | reconstruction
         if not psnrs:
             return {}
-        usage, perplexity = codebook_stats(torch.cat(codes), model.codebook_size)
+        usage, perplexity = codebook_usage(torch.cat(codes), model.codebook_size)
         result = {"psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
                   "codebook_usage": float(usage), "perplexity": float(perplexity), "clips": float(len(psnrs))}
         if write_samples and self.is_main:
@@ -279,26 +212,11 @@ class TokenizerTrainer:
                 write_gif(folder / f"val{j}.gif", frames, fps=8)
         return result
 
-    # the loop -------------------------------------------------------------------------------------------------------
+    # what fit() reports ---------------------------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, float]:
-        """Train until run.max_steps updates or run.max_minutes; checkpoint, export and validate on the way."""
-        c = self.config.run
-        clock = Clock()
-        batches = infinite_batches(self.loader, self.train_set)
-        self._position = tuple(sampler_of(self.loader).state_dict().values())
-        bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc="tokenizer")
-        last_val = train_loop(self, batches, bar, clock, lambda logs: {
-            "recon": f"{logs['generator.recon']:.4f}", "usage": f"{logs['generator.usage']:.2f}"})
-        summary = {"step": self.step, "minutes": clock.minutes(), **last_val,
-                   "skipped_files": self.train_set.stats.num_skipped,
-                   "load_failures": self.train_set.stats.num_runtime_failures}  # decode failures while training
-        if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.metrics.close()
-        return summary
+    def postfix(self, logs: dict[str, float]) -> dict[str, str]:
+        return {"recon": f"{logs['generator.recon']:.4f}", "usage": f"{logs['generator.usage']:.2f}"}
 
-
-def with_overrides(config: TokenizerTrainConfig, **run: Any) -> TokenizerTrainConfig:
-    """Replace fields of config.run (CLI flags such as max_steps) without touching the rest."""
-    return replace(config, run=replace(config.run, **{k: v for k, v in run.items() if v is not None}))
+    def summary(self, last_val: dict[str, float]) -> dict[str, Any]:
+        return {**last_val, "skipped_files": self.train_set.stats.num_skipped,
+                "load_failures": self.train_set.stats.num_runtime_failures}  # decode failures while training

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trainers.data.video_io import write_video
 from trainers.rng import derive_seed
-from trainers.video_io import write_video
 
 DIRECTIONS = ("up", "down", "left", "right")
 # (row, col) unit step of each direction; image rows grow downward, so "up" decreases the row.

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trainers.data.video_io import cover_size, crop_offsets, probe_video, read_video
 from trainers.rng import derive_seed
-from trainers.video_io import cover_size, crop_offsets, probe_video, read_video
 
 from .digits import write_clip_folder
 

@@ -21,14 +21,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from magvit2 import VideoTokenizer
-from magvit2.metrics import psnr, ssim
-from magvit2.quantize import codebook_stats
+from magvit2.metrics import codebook_usage, psnr, ssim
+from magvit2.pixels import to_uint8
 from maskgit.pipeline import TextToVideoPipeline
-from trainers.data import VideoFolderDataset
+from trainers.data.folders import VideoFolderDataset
+from trainers.data.video_io import write_gif, write_video
 from trainers.demo.judge import DigitJudge, judge_direction
 from trainers.logging import read_metrics
 from trainers.rng import make_generator
-from trainers.video_io import to_uint8, write_gif, write_video
 
 AIMS = {"tokenizer.psnr_db": 26.0, "tokenizer.codebook_usage": 0.90, "prompt_following.seen.digit_acc": 0.80,
         "prompt_following.seen.direction_acc": 0.80}
@@ -54,7 +54,7 @@ def evaluate_tokenizer(tokenizer_dir: Path, val_dir: Path, num_frames: int, batc
         psnrs.append(psnr(recon, video)), ssims.append(ssim(recon, video)), codes.append(out.codes.flatten())
         sources += [it["caption"] or it["path"] for it in items]
     psnr_all, ssim_all = torch.cat(psnrs), torch.cat(ssims)
-    usage, perplexity = codebook_stats(torch.cat(codes), tokenizer.codebook_size)
+    usage, perplexity = codebook_usage(torch.cat(codes), tokenizer.codebook_size)
     per_source: dict[str, list[float]] = {}
     for source, value in zip(sources, psnr_all.tolist()):
         per_source.setdefault(source, []).append(value)
@@ -126,7 +126,7 @@ def generate_and_judge(pipeline_dir: Path, prompts: dict, out_dir: Path, judge: 
 
 def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_shown: int = 5, scale: int = 2) -> Path:
     """One PNG: a row per generated video (evenly spaced frames), labelled with its prompt and the judges' verdict."""
-    from trainers.video_io import read_video
+    from trainers.data.video_io import read_video
 
     rows = []
     for r in records:
@@ -153,7 +153,7 @@ def showcase_gif(records: list[dict], sample_dir: Path, path: Path, per_row: int
     """An animated GIF tiling generated videos: the first seen-prompt video of each digit, then the first
     held-out one of each digit, `per_row` per row, upscaled `scale`x. Returns the path and the records shown
     (in reading order, so a caption can list the prompts)."""
-    from trainers.video_io import read_video
+    from trainers.data.video_io import read_video
 
     shown, taken = [], set()
     for group in ("seen", "held_out"):

@@ -1,7 +1,8 @@
 """The end-to-end demo: data -> tokenizer -> code shards -> MaskGit -> generated videos -> report.
 
-Every stage goes through the same commands a user runs (`main(argv)` of each console script), so the demo is also
-an end-to-end check of the CLI. `tiny=True` runs the same pipeline in seconds for the test suite.
+Every stage calls the library functions behind the commands a user runs (`build_config` + the trainers,
+`tokenize_folder`), with the same recipes and precedence. `tiny=True` runs the same pipeline in seconds for the test
+suite.
 """
 
 from __future__ import annotations
@@ -11,36 +12,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainers.commands.tokenize_folder import tokenize_folder
+from trainers.configs import build_config
 from trainers.demo import build_demo_data
 from trainers.demo.digits import DigitDataConfig
 from trainers.demo.photos import PhotoDataConfig
 from trainers.logging import get_logger
+from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
+from trainers.tokenizer_trainer import TokenizerTrainer
 
 log = get_logger("magvit2.demo")
 TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (prompt following is the harder part)
 DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach in this budget
 
 
-def _budget(minutes: float, share: float, recipe: dict) -> list[str]:
+def _budget(minutes: float, share: float, recipe: dict) -> dict[str, float]:
     """Stop at `share` of the minutes, or at the recipe's step count scaled to the budget (so the cosine schedule
     ends where the time does on 2 cores, and a bigger budget trains proportionally longer)."""
     steps = max(1, round(recipe["run"]["max_steps"] * minutes / DEFAULT_MINUTES))
-    return ["--max-minutes", f"{minutes * share:.2f}", "--max-steps", steps]
-
-
-def _call(main, argv: list[str]) -> None:
-    code = main([str(a) for a in argv])
-    if code:
-        raise RuntimeError(f"stage failed with exit code {code}: {' '.join(map(str, argv))}")
+    return {"max_minutes": round(minutes * share, 2), "max_steps": steps}
 
 
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minutes: float = DEFAULT_MINUTES,
              debian_dir: str | Path | None = None, seed: int = 0, tiny: bool = False) -> dict[str, Any]:
     """Run every stage; `minutes` is the training budget, split between the tokenizer and the MaskGit."""
-    from scripts.tokenize_videos import main as tokenize
-    from scripts.train_maskgit import main as train_maskgit
-    from scripts.train_tokenizer import main as train_tokenizer
     from trainers.demo.judge import DigitJudge
     from trainers.demo.report import (
         aims_met,
@@ -75,26 +71,25 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     stage("data")
 
     preset = "tiny" if tiny else "demo"
-    limit = ["--max-steps", "6"] if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
+    limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
     tok_run = out / "tokenizer"
-    _call(train_tokenizer, ["--data", data / "tokenizer/train", data / "digits/train", "--val-data",
-                            data / "tokenizer/val", "--out", tok_run, "--preset", preset, "--seed", seed, *limit])
+    TokenizerTrainer(build_config("tokenizer", preset, overrides={"run": {"seed": seed, **limit}}),
+                     [data / "tokenizer/train", data / "digits/train"], tok_run, val_dir=data / "tokenizer/val").fit()
     stage("tokenizer")
 
     frames = 5 if tiny else 9
     for split in ("train", "val"):
-        _call(tokenize, ["--tokenizer", tok_run, "--data", data / "digits" / split, "--out", out / "codes" / split,
-                         "--num-frames", frames])
+        tokenize_folder(tok_run, data / "digits" / split, out / "codes" / split, num_frames=frames)
     stage("tokenize")
 
     prompts = json.loads((data / "digits/prompts.json").read_text())
     sample_prompts = out / "sample_prompts.txt"
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
-    limit = ["--max-steps", "6"] if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
-    _call(train_maskgit, ["--tokenizer", tok_run, "--codes", out / "codes/train", "--val-codes", out / "codes/val",
-                          "--out", mg_run, "--preset", preset, "--seed", seed, "--sample-prompts", sample_prompts,
-                          *limit])
+    limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
+    MaskGitTrainer(build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}}), tok_run, mg_run,
+                   codes_dir=out / "codes/train", val_codes_dir=out / "codes/val",
+                   sample_prompts=sample_prompts).fit()
     stage("maskgit")
 
     judge = DigitJudge(seed=seed)

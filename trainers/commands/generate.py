@@ -1,6 +1,6 @@
 """The `magvit2-generate` command's work: locate a pipeline, read prompts and a prime clip, write videos + a log.
 
-Kept out of `maskgit.pipeline` because it does file and media I/O (`trainers.video_io`); `scripts/generate.py` only
+Kept out of `maskgit.pipeline` because it does file and media I/O (`trainers.data.video_io`); `scripts/generate.py` only
 parses arguments and calls `generate_to_files`.
 """
 
@@ -10,66 +10,22 @@ import json
 import os
 import re
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from maskgit.pipeline import PIPELINE_CONFIG, PipelineDefaults, TextToVideoPipeline
+from magvit2.pixels import from_uint8
+from maskgit.pipeline import TextToVideoPipeline
+from maskgit.pipeline_settings import PipelineDefaults
+from trainers.data.captions import slugify
+from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip, write_gif, write_video
 from trainers.logging import progress_bar
 from trainers.rng import derive_seed
-from trainers.video_io import (
-    IMAGE_EXTENSIONS,
-    VideoReadError,
-    from_uint8,
-    probe_video,
-    read_clip,
-    write_gif,
-    write_video,
-)
 
 FORMATS = ("mp4", "gif")
 SAMPLES_LOG = "samples.jsonl"
-RUN_PIPELINE_DIR = "pipeline"  # where the MaskGit trainer exports the pipeline inside its run folder
-
-
-def resolve_pipeline_dir(path: str | os.PathLike) -> Path:
-    """A pipeline folder (holds `pipeline.json`) or a run folder whose `pipeline/` is one."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / RUN_PIPELINE_DIR):
-        if (candidate / PIPELINE_CONFIG).is_file():
-            return candidate
-    nested = path / RUN_PIPELINE_DIR / PIPELINE_CONFIG
-    raise FileNotFoundError(f"--model {path}: found no {path / PIPELINE_CONFIG} nor {nested} "
-                            f"(pass a pipeline folder or a MaskGit run folder)")
-
-
-def read_prompts(prompts: Sequence[str] | None, prompt_file: str | os.PathLike | None) -> list[str]:
-    """`--prompt` values, then the non-blank lines of `--prompt-file` (UTF-8, stripped)."""
-    out = [p.strip() for p in (prompts or [])]
-    if any(not p for p in out):
-        raise ValueError("--prompt must not be empty or blank")
-    if prompt_file is not None:
-        path = Path(prompt_file).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--prompt-file {path}: no such file")
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        from_file = [line for line in lines if line]
-        if not from_file:
-            raise ValueError(f"--prompt-file {path} holds no prompts (one per line; blank lines are skipped)")
-        out += from_file
-    if not out:
-        raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompt-file FILE")
-    return out
-
-
-def slugify(text: str, max_length: int = 48) -> str:
-    """A file-name-safe ASCII slug: 'A Cat, jumping!' -> 'a-cat-jumping' (empty -> 'video')."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_length].rstrip("-") or "video"
 
 
 def resolve_device(name: str | None) -> torch.device:

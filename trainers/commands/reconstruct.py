@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,10 @@ import torch
 
 from magvit2 import VideoTokenizer
 from magvit2.metrics import psnr, ssim
-from magvit2.serialization import resolve_model_dir
-from trainers.video_io import (
-    IMAGE_EXTENSIONS,
-    VideoReadError,
-    from_uint8,
-    probe_video,
-    read_clip,
-    to_uint8,
-    write_video,
-)
+from magvit2.pixels import from_uint8, to_uint8
+from magvit2.serialization import atomic_write_text
+from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip, write_video
+from trainers.model_sources import tokenizer_dir
 
 DEFAULT_MAX_LATENT_FRAMES = 9  # default clip length: up to 1 + 8f frames (33 at f = 4); --num-frames overrides
 
@@ -44,7 +37,7 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
     """Reconstruct each input (video: first frames; image: 1 frame) at the tokenizer's size; write
     `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = VideoTokenizer.from_pretrained(resolve_model_dir(tokenizer_path, "VideoTokenizer", "tokenizer"))
+    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir(tokenizer_path))
     tokenizer = tokenizer.to(device).eval()
     size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
     paths = [Path(p) for p in inputs]
@@ -70,7 +63,5 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
     metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "clips": clips,
                "mean_psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
                "mean_ssim": sum(c["ssim"] for c in clips) / len(clips)}
-    tmp = out_dir / f".metrics.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,22 +1,29 @@
-"""Code shards: tokenized clips on disk for fast stage-two training (`magvit2-tokenize` writes, MaskGit reads).
+"""Stage-two codes: code shards on disk (`magvit2-tokenize` writes, the MaskGit trainer reads) and `CodeClips`, the
+in-memory code dataset the resumable batch sampler indexes.
 
 Layout of CODES_DIR:
     index.json                  format version, tokenizer config, latent shape, shard list, counts, skipped files
     codes-00000.safetensors     "codes": int32 (n, t', h', w')
     codes-00000.jsonl           one line per clip: {"path", "caption", "clip"}
 Shards are written atomically and index.json last, so a folder with an index is complete.
+
+`split_code_clips` holds out `val_fraction` of the *source files* (seeded, `trainers.data.folders.split_files`), so
+the clips of one file (several epochs of crops in a shard folder) never land on both sides.
 """
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
+
+from magvit2.serialization import atomic_write, atomic_write_text
+from trainers.data.folders import SampleKey, split_files
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
@@ -46,12 +53,9 @@ class CodeShardWriter:
         if not self.codes:
             return
         name = f"codes-{len(self.shards):05d}"
-        tmp = self.out_dir / f".{name}.tmp-{os.getpid()}"
-        save_file({"codes": torch.stack(self.codes)}, str(tmp))
-        os.replace(tmp, self.out_dir / f"{name}.safetensors")
-        lines = "".join(json.dumps(r) + "\n" for r in self.records)
-        (self.out_dir / f".{name}.jsonl.tmp").write_text(lines)
-        os.replace(self.out_dir / f".{name}.jsonl.tmp", self.out_dir / f"{name}.jsonl")
+        with atomic_write(self.out_dir / f"{name}.safetensors") as tmp:
+            save_file({"codes": torch.stack(self.codes)}, str(tmp))
+        atomic_write_text(self.out_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
         self.shards.append({"file": f"{name}.safetensors", "count": len(self.codes)})
         self.codes, self.records = [], []
 
@@ -60,9 +64,7 @@ class CodeShardWriter:
         self._flush()
         index = {"format_version": FORMAT_VERSION, **info, "shards": self.shards,
                  "num_clips": sum(s["count"] for s in self.shards)}
-        tmp = self.out_dir / f".{INDEX}.tmp"
-        tmp.write_text(json.dumps(index, indent=2) + "\n")
-        os.replace(tmp, self.out_dir / INDEX)
+        atomic_write_text(self.out_dir / INDEX, json.dumps(index, indent=2) + "\n")
         return index
 
 
@@ -109,3 +111,58 @@ class CodeShardDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
         index = key[1] if isinstance(key, tuple) else int(key)
         return {"codes": self.codes[index], "caption": self.captions[index], "index": index}
+
+
+class CodeClips(Dataset):
+    """Code grids in memory: items `{"codes": long (t', h', w'), "caption", "path", "index", "epoch",
+    "batch_index"}`; one kind, so every batch is rectangular."""
+
+    def __init__(self, codes: torch.Tensor, captions: Sequence[str], paths: Sequence[str]) -> None:
+        if codes.ndim != 4 or not len(codes) == len(captions) == len(paths):
+            raise ValueError(f"CodeClips needs codes (n, t', h', w') and n captions and paths; got "
+                             f"{tuple(codes.shape)}, {len(captions)}, {len(paths)}")
+        self.codes = codes.long()  # (n, t', h', w')
+        self.captions, self.paths = list(captions), list(paths)
+        self.kinds = ["codes"] * len(self.captions)
+
+    @classmethod
+    def from_shards(cls, shards: CodeShardDataset) -> CodeClips:
+        return cls(shards.codes, shards.captions, [r["path"] for r in shards.records])
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.codes.shape[1:])
+
+    def select(self, indices: Sequence[int]) -> CodeClips:
+        index = torch.tensor(list(indices), dtype=torch.long)
+        return CodeClips(self.codes[index], [self.captions[i] for i in indices], [self.paths[i] for i in indices])
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (0, int(key), -1)
+        return {"codes": self.codes[index], "caption": self.captions[index], "path": self.paths[index],
+                "index": index, "epoch": epoch, "batch_index": batch_index}
+
+
+def collate_codes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`{"codes": long (b, t', h', w'), "caption": list, "path": list, "index": (b,), "epoch", "batch_index"}`."""
+    return {"codes": torch.stack([it["codes"] for it in items]), "caption": [it["caption"] for it in items],
+            "path": [it["path"] for it in items], "index": torch.tensor([it["index"] for it in items]),
+            "epoch": items[0]["epoch"], "batch_index": items[0]["batch_index"]}
+
+
+def split_code_clips(clips: CodeClips, val_fraction: float, seed: int) -> tuple[CodeClips, CodeClips | None]:
+    """(train, val) by source file: a seeded `val_fraction` of the distinct paths is held out; 0 -> (clips, None)."""
+    if val_fraction == 0:
+        return clips, None
+    paths = sorted(set(clips.paths))
+    if len(paths) < 2:
+        raise ValueError(f"data.val_fraction={val_fraction} needs clips from at least 2 files to hold some out; the "
+                         f"codes come from {len(paths)} (set data.val_fraction: 0 or pass --val-codes)")
+    _, val_paths = split_files(paths, val_fraction, seed)
+    held = set(val_paths)
+    train = [i for i, p in enumerate(clips.paths) if p not in held]
+    val = [i for i, p in enumerate(clips.paths) if p in held]
+    return clips.select(train), clips.select(val)

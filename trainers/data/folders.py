@@ -1,4 +1,4 @@
-"""Folder datasets of videos and images, with bad-file skipping, captions and a resumable batch sampler.
+"""Folder datasets of videos and images: scanning, held-out split, captions, bad-file skipping, multi-folder.
 
 Layout: any folder tree of videos (``.mp4 .webm .avi .mkv .mpg .mpeg .mov .gif``) and images (``.jpg .jpeg
 .png .webp``), extensions case-insensitive, hidden files/folders (name starting with ".") ignored. Captions come
@@ -7,7 +7,7 @@ or from a sidecar ``NAME.txt`` next to ``NAME.mp4``; per file, a metadata.jsonl 
 
 Rectangular batches: a video gives a ``num_frames``-frame clip, an image a 1-frame clip. ``ResumableBatchSampler``
 groups indices by ``dataset.kinds`` ("video" / "image"), so every batch is homogeneous; mixed image + video
-training alternates homogeneous batches in a seeded order (``trainers.sampler``).
+training alternates homogeneous batches in a seeded order (``trainers.data.batches``).
 
 Randomness and resume: the epoch's batch order depends only on ``(seed, epoch)``; a sample's augmentation (temporal
 start, spatial crop, flip) only on ``(seed, epoch, index)``. The sampler yields ``SampleKey(epoch, index,
@@ -17,7 +17,7 @@ the position from the *consumed* batch: ``sampler.set_position(batch["epoch"], b
 
 Bad files: every file is probed at construction in the main process (PyAV header + first-frame decode; Pillow
 ``verify`` for images). Unreadable, corrupt and too-short files are skipped with one ``logging`` WARNING each
-(logger ``trainers.data``) and counted in ``dataset.stats``; above ``max_bad_fraction`` a ``DataQualityError``
+(logger ``trainers.data.folders``) and counted in ``dataset.stats``; above ``max_bad_fraction`` a ``DataQualityError``
 lists them. A file that fails later (changed on disk) gives a ``FailedSample`` that ``collate`` drops, reporting
 ``num_skipped``/``skipped`` in the batch; call ``dataset.record_skipped(batch)`` in the main process to warn once
 per file and count it (counters inside workers would be invisible).
@@ -30,29 +30,27 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from trainers.rng import derive_seed, make_generator
-from trainers.video_io import (
+from magvit2.pixels import from_uint8
+from trainers.data.samples import DatasetStats, FailedSample, SampleKey, check_positive_int
+from trainers.data.video_io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     VideoInfo,
     VideoReadError,
-    from_uint8,
     probe_image,
     probe_video,
     read_clip,
 )
+from trainers.rng import derive_seed, make_generator
 
-__all__ = [
-    "DataQualityError", "DatasetStats", "FailedSample", "MultiFolderDataset", "SampleKey", "VideoFolderDataset",
-    "collate", "load_captions", "scan_media_files", "split_files"
-]
+__all__ = ["DataQualityError", "MultiFolderDataset", "VideoFolderDataset", "folder_datasets", "load_captions",
+           "scan_media_files", "split_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,43 +60,6 @@ METADATA_FILE = "metadata.jsonl"
 
 class DataQualityError(ValueError):
     """Too many unusable files in a dataset folder."""
-
-
-class SampleKey(NamedTuple):
-    """What the sampler hands to ``__getitem__``: which sample, for which epoch, in which batch."""
-
-    epoch: int
-    index: int
-    batch_index: int = -1
-
-
-@dataclass(frozen=True)
-class FailedSample:
-    """Sentinel returned by ``__getitem__`` when a file fails to decode; ``collate`` drops and counts it."""
-
-    path: str
-    reason: str
-    index: int
-    epoch: int = 0
-    batch_index: int = -1
-
-
-@dataclass
-class DatasetStats:
-    """Counts for one dataset (one split). ``skipped`` holds ``(relative path, reason)`` from construction."""
-
-    num_files: int = 0
-    num_videos: int = 0
-    num_images: int = 0
-    num_skipped: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    num_runtime_failures: int = 0
-    runtime_failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
 
 
 def scan_media_files(root: str | os.PathLike, include_images: bool = True) -> list[str]:
@@ -207,8 +168,8 @@ class VideoFolderDataset(Dataset):
             raise FileNotFoundError(f"dataset folder does not exist: {self.root}")
         if not self.root.is_dir():
             raise NotADirectoryError(f"dataset path is not a directory: {self.root}")
-        _check_positive_int("num_frames", num_frames)
-        _check_positive_int("frame_stride", frame_stride)
+        check_positive_int("num_frames", num_frames)
+        check_positive_int("frame_stride", frame_stride)
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
             raise ValueError(f"image_size must be a positive int or (height, width); got {image_size!r}")
@@ -336,36 +297,6 @@ class VideoFolderDataset(Dataset):
                 logger.warning("skipping %s at load time: %s", rel, reason)
 
 
-def collate(items: Sequence[dict[str, Any] | FailedSample]) -> dict[str, Any]:
-    """Stack a homogeneous list of items; drop ``FailedSample``s and report them.
-
-    Returns ``{"video": float (b, 3, t, h, w) or None if every item failed, "caption": list[str], "path":
-    list[str], "index": LongTensor (b,), "num_skipped": int, "skipped": list[(path, reason)], "epoch": int,
-    "batch_index": int}`` where ``epoch``/``batch_index`` locate the batch for resuming (-1 if unknown).
-    """
-    if not items:
-        raise ValueError("collate got an empty list")
-    good = [it for it in items if not isinstance(it, FailedSample)]
-    bad = [it for it in items if isinstance(it, FailedSample)]
-    shapes = sorted({tuple(it["video"].shape) for it in good})
-    if len(shapes) > 1:
-        raise ValueError(f"cannot batch clips of different shapes {shapes}; use ResumableBatchSampler, whose "
-                         "batches are all videos or all images")
-    first = items[0]
-    epoch, batch_index = (first.epoch, first.batch_index) if isinstance(first, FailedSample) else (
-        first["epoch"], first["batch_index"])
-    return {
-        "video": torch.stack([it["video"] for it in good]) if good else None,  # (b, 3, t, h, w)
-        "caption": [it["caption"] for it in good],
-        "path": [it["path"] for it in good],
-        "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
-        "num_skipped": len(bad),
-        "skipped": [(it.path, it.reason) for it in bad],
-        "epoch": epoch,
-        "batch_index": batch_index,
-    }
-
-
 class MultiFolderDataset(Dataset):
     """Several `VideoFolderDataset`s as one (e.g. `--data photos/ digits/`). Indices run over the folders in order;
     items keep their folder-relative `path`, prefixed with the folder's position (`"1:clip.mp4"`)."""
@@ -412,3 +343,19 @@ class MultiFolderDataset(Dataset):
         for rel, reason in batch.get("skipped", ()):
             which, _, path = rel.partition(":")
             self.datasets[int(which)].record_skipped({"skipped": [(path, reason)]})
+
+
+def folder_datasets(dirs: Sequence[str | os.PathLike], split: str | None, **kwargs: Any
+                    ) -> VideoFolderDataset | MultiFolderDataset:
+    """One dataset over several folders. For split='val', folders whose split comes out empty are left out."""
+    datasets = []
+    for d in dirs:
+        try:
+            datasets.append(VideoFolderDataset(d, split=split, **kwargs))
+        except ValueError as e:
+            if split == "val" and "has no files" in str(e):
+                continue
+            raise
+    if not datasets:
+        raise ValueError(f"no validation clips in {[str(d) for d in dirs]}: raise data.val_fraction or pass --val-data")
+    return datasets[0] if len(datasets) == 1 else MultiFolderDataset(datasets)

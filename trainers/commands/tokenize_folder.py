@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from magvit2 import VideoTokenizer
-from magvit2.serialization import resolve_model_dir
-from trainers.codes import CodeShardWriter
-from trainers.data import VideoFolderDataset, collate
+from trainers.data.codes import CodeShardWriter
+from trainers.data.folders import VideoFolderDataset
+from trainers.data.samples import collate
 from trainers.logging import progress_bar
+from trainers.model_sources import tokenizer_dir
 
 
 @torch.no_grad()
@@ -20,7 +21,7 @@ def tokenize_folder(tokenizer_path: str | Path, data_dir: str | Path, out_dir: s
                     seed: int = 0, device: str | None = None, max_bad_fraction: float = 0.05) -> dict[str, Any]:
     """Encode every usable file of `data_dir` (`epochs` crops each) with the tokenizer; returns the index."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    folder = resolve_model_dir(tokenizer_path, "VideoTokenizer", "tokenizer")
+    folder = tokenizer_dir(tokenizer_path)
     tokenizer = VideoTokenizer.from_pretrained(folder).to(device).eval()
     f = tokenizer.time_compression
     num_frames = num_frames or 1 + 4 * f

@@ -3,11 +3,10 @@
 Conventions:
 
 - Frames on disk and in numpy are ``uint8 (T, H, W, 3)`` RGB.
-- Frames as tensors are ``float (c, t, h, w)`` in [-1, 1] (``from_uint8`` / ``to_uint8`` convert; a batch
-  ``(b, c, t, h, w)`` is accepted by ``to_uint8`` and ``write_video``'s callers slice it).
+- Frames as tensors are ``float (c, t, h, w)`` in [-1, 1] (``magvit2.pixels.from_uint8`` / ``to_uint8`` convert).
 - Sizes are ``(height, width)``.
-- Every writer is atomic: it writes ``<name>.tmp-<pid>`` in the destination directory, fsyncs, then ``os.replace``s
-  it onto the target, so a crash never leaves a half-written file under the real name.
+- Every writer is atomic (``magvit2.serialization.atomic_write``), so a crash never leaves a half-written file under
+  the real name.
 
 Decoding resizes inside the decoder (``frame.to_ndarray(format="rgb24", width=, height=)``), which can only scale
 to a fixed ``(w, h)``; ``cover_size`` + ``crop_offsets`` give the usual "resize the short side, then crop" on top.
@@ -17,9 +16,8 @@ Not handled: rotation metadata of phone videos and non-square sample aspect rati
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,10 +27,13 @@ import numpy as np
 import torch
 from PIL import GifImagePlugin, Image, ImageOps
 
+from magvit2.pixels import to_uint8
+from magvit2.serialization import atomic_write
+
 __all__ = [
-    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReadError", "atomic_write_path", "cover_size",
-    "crop_offsets", "from_uint8", "probe_image", "probe_video", "read_clip", "read_image", "read_video",
-    "save_image_grid", "to_uint8", "write_gif", "write_video"
+    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReadError", "cover_size", "crop_offsets",
+    "probe_image", "probe_video", "read_clip", "read_image", "read_video", "save_image_grid", "write_gif",
+    "write_video"
 ]
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".mov", ".gif")
@@ -259,29 +260,6 @@ def read_clip(
 # Tensor <-> uint8
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """Float ``(c, t, h, w)`` or ``(b, c, t, h, w)`` in [-1, 1] -> uint8 ``(t, h, w, c)`` or ``(b, t, h, w, c)``.
-
-    Values are clamped to [-1, 1], mapped with ``(x + 1) * 127.5`` and rounded to nearest (not truncated), so
-    ``to_uint8(from_uint8(a)) == a`` exactly. NaNs become 0 (black) rather than undefined bytes.
-    """
-    if not isinstance(video, torch.Tensor) or video.ndim not in (4, 5) or not video.is_floating_point():
-        desc = f"{type(video).__name__} {tuple(getattr(video, 'shape', ()))}"
-        raise ValueError(f"expected a float tensor (c, t, h, w) or (b, c, t, h, w); got {desc}")
-    x = torch.nan_to_num(video.detach().float(), nan=-1.0).clamp(-1.0, 1.0)
-    x = ((x + 1.0) * 127.5).round().to(torch.uint8).cpu()
-    x = x.movedim(-4, -1)  # (..., t, h, w, c)
-    return np.ascontiguousarray(x.numpy())
-
-
-def from_uint8(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 ``(T, H, W, C)`` -> float32 ``(C, T, H, W)`` in [-1, 1] via ``x / 127.5 - 1``."""
-    x = torch.as_tensor(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ValueError(f"expected uint8 frames (T, H, W, C); got {x.dtype} {tuple(x.shape)}")
-    return (x.permute(3, 0, 1, 2).float() / 127.5 - 1.0).contiguous()  # (C, T, H, W)
-
-
 def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
     """Accept uint8 numpy ``(T, H, W, 3)`` or float tensor ``(c, t, h, w)`` in [-1, 1]; return uint8 (T, H, W, 3)."""
     if isinstance(frames, torch.Tensor):
@@ -300,31 +278,6 @@ def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Writing
-
-
-@contextlib.contextmanager
-def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield ``<path>.tmp-<pid>`` in the same directory; on success fsync it and ``os.replace`` it onto ``path``.
-
-    On any exception the temporary file is removed and the target is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # directory fsync is best effort (not supported everywhere)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_video(
@@ -353,7 +306,7 @@ def write_video(
     if not lossless and (data.shape[1] % 2 or data.shape[2] % 2):
         data = np.pad(data, ((0, 0), (0, data.shape[1] % 2), (0, data.shape[2] % 2), (0, 0)), mode="edge")
     _, height, width, _ = data.shape
-    with atomic_write_path(path) as tmp, av.open(str(tmp), mode="w", format=_MP4_FORMATS[suffix]) as container:
+    with atomic_write(path) as tmp, av.open(str(tmp), mode="w", format=_MP4_FORMATS[suffix]) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
@@ -377,7 +330,7 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: f
     data = _as_uint8_frames(frames)
     duration_ms = max(10, round(1000.0 / fps))
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE) for f in data]
-    with atomic_write_path(path) as tmp, open(tmp, "wb") as fp:
+    with atomic_write(path) as tmp, open(tmp, "wb") as fp:
         # Pillow's frame-level GIF writers (getheader/getdata) write each frame verbatim with its own palette.
         header, _ = GifImagePlugin.getheader(images[0], info={"loop": 0, "duration": duration_ms})
         for chunk in header:
@@ -418,6 +371,6 @@ def save_image_grid(
     for i, tile in enumerate(tiles):
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
         grid[top : top + h, left : left + w] = tile
-    with atomic_write_path(path) as tmp:
+    with atomic_write(path) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
     return Path(path)

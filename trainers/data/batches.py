@@ -1,15 +1,15 @@
-"""Resumable, homogeneous batch sampling for `trainers.data` datasets, and the DataLoader that uses it."""
+"""Resumable, homogeneous batch sampling for the datasets of `trainers.data`, and the DataLoader that uses it."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainers.data import SampleKey, _check_positive_int, collate
+from trainers.data.samples import SampleKey, check_positive_int, collate
 from trainers.rng import make_generator
 
 __all__ = ["ResumableBatchSampler", "build_dataloader"]
@@ -39,7 +39,7 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         if not 0 <= rank < num_replicas:
             raise ValueError(f"need 0 <= rank < num_replicas; got rank={rank}, num_replicas={num_replicas}")
         self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
@@ -116,9 +116,10 @@ def build_dataloader(
     pin_memory: bool = False,
     num_replicas: int = 1,
     rank: int = 0,
+    collate_fn: Callable[[list], dict] = collate,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate``."""
+    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate_fn``."""
     sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle,
                                     num_replicas=num_replicas, rank=rank)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                       pin_memory=pin_memory)

@@ -1,0 +1,71 @@
+"""`PipelineDefaults`: the sampling settings a `TextToVideoPipeline` uses when a call does not give them.
+
+Stored under "defaults" in a pipeline folder's `pipeline.json`; round-trips through JSON (`to_dict` / `from_dict`)
+and rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from magvit2.serialization import config_from_dict
+
+from .schedule import SCHEDULES
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class PipelineDefaults:
+    """Sampling settings used when `__call__` is not given them; stored in `pipeline.json`."""
+
+    num_frames: int | None = None  # None: the longest clip the transformer's latent grid holds
+    num_inference_steps: int = 12  # MaskGIT decoding steps
+    guidance_scale: float | tuple[float, float] = 3.0  # uncond + s*(cond - uncond); 1 = none; (start, end) = ramp
+    temperature: float = 1.0  # token sampling temperature (0 = greedy)
+    choice_temperature: float = 4.5  # Gumbel noise on the confidence, annealed as 4.5 * (1 - r) (MaskGIT)
+    top_k: int | None = None  # keep the k most likely codes per position (None = all)
+    top_p: float | None = None  # nucleus sampling mass (None = all)
+    mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
+    fps: float = 8  # frame rate for written videos (metadata only)
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+            if allow_none and value is None:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}; got {value!r}")
+
+        positive_int("num_frames", self.num_frames, allow_none=True)
+        positive_int("num_inference_steps", self.num_inference_steps)
+        positive_int("top_k", self.top_k, allow_none=True)
+        g = self.guidance_scale
+        if isinstance(g, list):
+            object.__setattr__(self, "guidance_scale", g := tuple(g))
+        if not (_is_number(g) or (isinstance(g, tuple) and len(g) == 2 and all(_is_number(x) for x in g))):
+            raise ValueError(f"guidance_scale must be a number or a (start, end) pair; got {g!r}")
+        for name in ("temperature", "choice_temperature"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1] or None; got {self.top_p!r}")
+        if self.mask_schedule not in SCHEDULES:
+            raise ValueError(f"mask_schedule must be one of {', '.join(SCHEDULES)}; got {self.mask_schedule!r}")
+        if not _is_number(self.fps) or self.fps <= 0:
+            raise ValueError(f"fps must be a number > 0; got {self.fps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if isinstance(self.guidance_scale, tuple):
+            out["guidance_scale"] = list(self.guidance_scale)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineDefaults:
+        """Inverse of `to_dict`; unknown keys raise ValueError."""
+        return config_from_dict(cls, data)

@@ -1,0 +1,28 @@
+"""Named transformer sizes: partial `MaskGitConfig` dicts (architecture only).
+
+codebook_size, latent_shape and text_dim are not here: they always come from the tokenizer, the codes and the text
+encoder. Training settings (condition dropout, label smoothing, optimiser, ...) belong to the trainer's recipes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+MASKGIT_PRESETS: dict[str, dict[str, Any]] = {
+    # seconds-long runs for tests: a 2-block model
+    "tiny": {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2},
+    # the CPU demo (make demo): dim 128 x depth 4, ~1.8M parameters, ~0.33 s/update at batch 16 on 2 cores
+    "demo": {"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4},
+    # one GPU: a BERT-base-sized 12 x 768 model (MaskGIT / MAGVIT recipe)
+    "base": {"dim": 768, "depth": 12, "heads": 12, "dim_head": 64, "ff_mult": 4},
+    # MAGVIT-v2-sized (24 x 1024); multi-GPU
+    "paper": {"dim": 1024, "depth": 24, "heads": 16, "dim_head": 64, "ff_mult": 4},
+}
+
+
+def maskgit_preset(name: str) -> dict[str, Any]:
+    """A copy of `MASKGIT_PRESETS[name]`; ValueError naming the known presets for any other name."""
+    if name not in MASKGIT_PRESETS:
+        raise ValueError(f"unknown maskgit preset {name!r}; known presets: {', '.join(MASKGIT_PRESETS)}")
+    return copy.deepcopy(MASKGIT_PRESETS[name])

@@ -1,0 +1,79 @@
+"""What the MaskGit trainer measures and shows at each validation: masked-token loss and accuracy at FIXED masks on
+held-out codes, and sample videos of fixed prompts from the EMA pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from magvit2.serialization import atomic_write_text
+from magvit2.torch_utils import eval_mode
+from maskgit.objective import random_token_mask
+from maskgit.pipeline import TextToVideoPipeline
+from maskgit.transformer import MaskGitTransformer, split_codes
+from trainers.data.captions import CaptionBank, slugify
+from trainers.data.codes import CodeClips
+from trainers.data.video_io import write_gif, write_video
+from trainers.rng import derive_seed, make_generator
+
+_VAL_KEY = 303  # purpose tag for derive_seed (the trainer uses 301, 302)
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+@torch.no_grad()
+def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: CaptionBank, ratios: Sequence[float],
+                      batch_size: int, seed: int, device: torch.device, autocast: Autocast = contextlib.nullcontext
+                      ) -> dict[str, float]:
+    """`model` on the held-out `clips` with fixed masks (a generator per (ratio, chunk) derived from `seed`) at each
+    mask ratio: masked-token CE and accuracy per ratio ("loss@0.5", "accuracy@0.5") and their means."""
+    grid, n = clips.latent_shape, clips.codes[0].numel()
+    result: dict[str, float] = {}
+    with eval_mode(model):
+        for i, ratio in enumerate(ratios):
+            k = min(n, max(1, round(n * ratio)))
+            loss_sum = correct_sum = count = 0.0
+            for j, start in enumerate(range(0, len(clips), batch_size)):
+                codes = clips.codes[start : start + batch_size].to(device).flatten(1)  # (b, n)
+                b = codes.shape[0]
+                mask = random_token_mask(torch.full((b,), k), n, make_generator(seed, _VAL_KEY, i, j),
+                                         device)  # (b, n) bool
+                text = captions.embed(clips.captions[start : start + b]).to(device)
+                with autocast():
+                    logits = model(torch.where(mask, model.mask_id, codes), text, grid=grid)
+                correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=device)
+                for lg, tg in zip(logits, split_codes(codes, model.vocab_sizes)):
+                    lg_m = lg[mask].float()  # (masked, V_k)
+                    loss_sum += float(F.cross_entropy(lg_m, tg[mask], reduction="sum"))
+                    correct &= lg_m.argmax(-1) == tg[mask]
+                correct_sum += float(correct.sum())
+                count += float(mask.sum())
+            result[f"loss@{ratio:g}"], result[f"accuracy@{ratio:g}"] = loss_sum / count, correct_sum / count
+    names = [f"{r:g}" for r in ratios]
+    result["loss"] = sum(result[f"loss@{r}"] for r in names) / len(names)
+    result["accuracy"] = sum(result[f"accuracy@{r}"] for r in names) / len(names)
+    return result
+
+
+@torch.no_grad()
+def write_samples(pipeline: TextToVideoPipeline, prompts: Sequence[str], folder: Path, seed: int, step: int,
+                  autocast: Autocast = contextlib.nullcontext) -> Path:
+    """Videos of `prompts` (prompt i seeded derive_seed(seed, i), as `magvit2-generate --seed SEED` does) ->
+    folder/NNN-slug.{mp4,gif} + samples.jsonl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings, lines = pipeline.settings(), []
+    for i, prompt in enumerate(prompts):
+        video_seed = derive_seed(seed, i)
+        with autocast():
+            frames = pipeline(prompt, generator=torch.Generator().manual_seed(video_seed), output_type="np")[0]
+        stem = f"{i:03d}-{slugify(prompt, 40)}"
+        write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)  # (t, h, w, 3) uint8
+        write_gif(folder / f"{stem}.gif", frames, fps=settings.fps)
+        lines.append({"prompt": prompt, "file": f"{stem}.mp4", "gif": f"{stem}.gif", "seed": video_seed,
+                      "step": step, "settings": settings.to_dict()})
+    atomic_write_text(folder / "samples.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    return folder
