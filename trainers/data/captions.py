@@ -1,0 +1,97 @@
+"""Captions and prompts: the stage-two caption bank, prompt files, and prompt -> file-name slugs.
+
+`CaptionBank` runs the frozen text encoder once per unique caption at startup; a batch's text is then assembled
+from the bank by right-padding (no encoder call per step).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from magvit2.checks import read_utf8
+from maskgit.text import TextEmbedding, TextEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class CaptionBank:
+    """Frozen text embeddings of a fixed set of captions, computed once (`chunk` prompts per encoder call).
+
+    Each caption keeps only its real tokens `(m_i, d)` on the CPU; `embed(captions)` right-pads a batch to its
+    longest caption: `TextEmbedding(embeds (b, m, d), mask (b, m))`. Unknown captions are encoded (and kept) on
+    demand, so sample prompts and later additions work too.
+    """
+
+    def __init__(self, encoder: TextEncoder, captions: Sequence[str], chunk: int = 64) -> None:
+        self.encoder, self.chunk = encoder, chunk
+        self.table: dict[str, torch.Tensor] = {}
+        self.add(captions)
+
+    def add(self, captions: Sequence[str]) -> None:
+        new = [c for c in dict.fromkeys(captions) if c not in self.table]
+        for start in range(0, len(new), self.chunk):
+            part = new[start : start + self.chunk]
+            out = self.encoder.encode(part)  # (k, m, d), mask (k, m)
+            for row, caption in enumerate(part):
+                tokens = out.embeds[row][out.mask[row]].float().cpu()  # (m_i, d)
+                self.table[caption] = tokens if len(tokens) else out.embeds.new_zeros(1, out.embeds.shape[-1]).cpu()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def embed(self, captions: Sequence[str]) -> TextEmbedding:
+        self.add(captions)
+        rows = [self.table[c] for c in captions]
+        m, d = max(r.shape[0] for r in rows), rows[0].shape[1]
+        embeds = torch.zeros(len(rows), m, d)  # (b, m, d)
+        mask = torch.zeros(len(rows), m, dtype=torch.bool)  # (b, m)
+        for i, r in enumerate(rows):
+            embeds[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+        return TextEmbedding(embeds, mask)
+
+
+def warn_empty_captions(captions: Sequence[str], what: str) -> int:
+    """Log how many captions are empty (they train like unconditional samples); returns the count."""
+    empty = sum(not c.strip() for c in captions)
+    if empty:
+        logger.warning("%d of %d %s have an empty caption; they train as unconditional samples (add captions via "
+                       "metadata.jsonl or NAME.txt sidecars)", empty, len(captions), what)
+    return empty
+
+
+def read_prompt_file(path: str | os.PathLike, flag: str = "--prompt-file") -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped: one prompt per line. `flag` names it in errors."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    lines = [line.strip() for line in read_utf8(path, "prompt file").splitlines()]
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise ValueError(f"{flag} {path} holds no prompts (one per line; blank lines are skipped)")
+    return prompts
+
+
+def read_prompts(prompts: Sequence[str] | None, prompt_file: str | os.PathLike | None) -> list[str]:
+    """`--prompt` values, then the prompts of `--prompt-file`."""
+    out = [p.strip() for p in (prompts or [])]
+    if any(not p for p in out):
+        raise ValueError("--prompt must not be empty or blank")
+    if prompt_file is not None:
+        out += read_prompt_file(prompt_file)
+    if not out:
+        raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompt-file FILE")
+    return out
+
+
+def slugify(text: str, max_length: int = 48) -> str:
+    """A file-name-safe ASCII slug: 'A Cat, jumping!' -> 'a-cat-jumping' (empty -> 'video')."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "video"
