@@ -11,7 +11,7 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-fast demo bench lint clean
+.PHONY: venv test test-fast demo bench gpu-check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ demo: venv
 
 bench: venv
 	$(PY) -m benchmarks.run_all
+
+gpu-check: venv  # on a GPU machine: make TORCH_SPEC='torch>=2.4' gpu-check
+	$(PY) -m benchmarks.gpu_check
 
 lint: venv  # ruff's linter; the code is not held to `ruff format`
 	$(PY) -m ruff check .

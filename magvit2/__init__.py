@@ -1,9 +1,11 @@
 """Stage one: the MagViT2 video tokenizer (causal 3D CNN + lookup-free quantization), its losses and discriminators."""
 
 from magvit2.config import TokenizerConfig
-from magvit2.presets import TOKENIZER_PRESETS, preset_config
+from magvit2.open_magvit2 import OpenMagvit2Tokenizer
+from magvit2.open_magvit2_config import OpenMagvit2Config
+from magvit2.presets import OPEN_MAGVIT2_PRESETS, TOKENIZER_PRESETS, open_magvit2_preset_config, preset_config
 from magvit2.quantize import QuantizerOutput
 from magvit2.tokenizer import TokenizerOutput, VideoTokenizer
 
-__all__ = ["TOKENIZER_PRESETS", "QuantizerOutput", "TokenizerConfig", "TokenizerOutput", "VideoTokenizer",
-           "preset_config"]
+__all__ = ["OPEN_MAGVIT2_PRESETS", "TOKENIZER_PRESETS", "OpenMagvit2Config", "OpenMagvit2Tokenizer", "QuantizerOutput",
+           "TokenizerConfig", "TokenizerOutput", "VideoTokenizer", "open_magvit2_preset_config", "preset_config"]

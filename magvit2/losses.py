@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from magvit2.config import TokenizerConfig
 from magvit2.discriminator import Discriminator3D, DiscriminatorConfig, TemporalDiscriminators, as_video
+from magvit2.distributed import mean_over_processes
 from magvit2.perceptual import LPIPSDistance
 from magvit2.serialization import config_from_dict
 
@@ -53,13 +54,15 @@ def hinge_g_loss(fake_logits: Tensor) -> Tensor:
 def adaptive_weight(nll_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_weight: float = 1e4) -> Tensor:
     """VQGAN's adaptive GAN weight `||d nll / d last|| / (||d g / d last|| + 1e-4)`, clamped to [0, max_weight] and
     detached. `last_layer` is the decoder's final weight; the graphs are retained for the real backward. A loss that
-    does not reach `last_layer` counts as a zero gradient."""
+    does not reach `last_layer` counts as a zero gradient. On several processes the gradients are averaged first,
+    so the weight is the global batch's."""
     if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
         raise ValueError("last_layer must be a tensor that requires grad (the decoder's final conv weight)")
     norms = []
     for loss in (nll_loss, g_loss):
         (grad,) = torch.autograd.grad(loss, last_layer, retain_graph=True, allow_unused=True)
-        norms.append(last_layer.new_zeros((), dtype=torch.float32) if grad is None else grad.float().norm())
+        grad = torch.zeros_like(last_layer, dtype=torch.float32) if grad is None else grad.float()
+        norms.append(mean_over_processes(grad).norm())
     return (norms[0] / (norms[1] + 1e-4)).clamp(0.0, max_weight).detach()
 
 
@@ -93,8 +96,11 @@ class LeCamEMA(nn.Module):
 
     @torch.no_grad()
     def update(self, real_logits: Tensor, fake_logits: Tensor) -> None:
-        self.ema_real.lerp_(real_logits.detach().float().mean(), 1 - self.decay)
-        self.ema_fake.lerp_(fake_logits.detach().float().mean(), 1 - self.decay)
+        """EMA step with this batch's mean logits, averaged over processes (the EMAs stay identical on every one)."""
+        means = mean_over_processes(torch.stack([real_logits.detach().float().mean(),
+                                                 fake_logits.detach().float().mean()]))
+        self.ema_real.lerp_(means[0], 1 - self.decay)
+        self.ema_fake.lerp_(means[1], 1 - self.decay)
 
     def forward(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """LeCam term with the current EMAs, then the EMAs are updated with this batch."""
@@ -334,6 +340,11 @@ class TokenizerLoss(nn.Module):
             entropy_weight=_scalar(quantizer.entropy_weight), usage=_scalar(quantizer.usage),
             perplexity=_scalar(quantizer.perplexity))
         return total, parts
+
+    def forward(self, video: Tensor, recon: Tensor, apply_r1: bool = False,
+                generator: torch.Generator | None = None) -> tuple[Tensor, DiscriminatorLossBreakdown]:
+        """The D step, `discriminator_loss`, as the module's one entry point (so DDP can wrap the discriminators)."""
+        return self.discriminator_loss(video, recon, apply_r1=apply_r1, generator=generator)
 
     def discriminator_loss(self, video: Tensor, recon: Tensor, apply_r1: bool = False,
                            generator: torch.Generator | None = None) -> tuple[Tensor, DiscriminatorLossBreakdown]:

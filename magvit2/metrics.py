@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["codebook_usage", "psnr", "ssim"]
+__all__ = ["codebook_usage", "psnr", "ssim", "usage_from_counts"]
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -96,9 +96,15 @@ def codebook_usage(indices: torch.Tensor, codebook_size: int, validate: bool = T
     if validate and (int(flat.min()) < 0 or int(flat.max()) >= codebook_size):
         low, high = int(flat.min()), int(flat.max())
         raise ValueError(f"indices must lie in [0, {codebook_size}); got values in [{low}, {high}]")
-    counts = torch.bincount(flat, minlength=codebook_size).double()  # (codebook_size,)
+    return usage_from_counts(torch.bincount(flat, minlength=codebook_size))
+
+
+def usage_from_counts(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(usage, perplexity)` (see `codebook_usage`) from per-code counts `(codebook_size,)`, e.g. summed over
+    processes."""
+    counts = counts.double()
     probs = counts / counts.sum()
     entropy = -torch.special.xlogy(probs, probs).sum()  # 0 log 0 = 0, without a host sync
     usage = (counts > 0).double().mean()
-    return usage.float(), entropy.exp().clamp(1.0, float(codebook_size)).float()
+    return usage.float(), entropy.exp().clamp(1.0, float(counts.numel())).float()
 

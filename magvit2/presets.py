@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from magvit2.config import TokenizerConfig
+from magvit2.open_magvit2_config import OpenMagvit2Config
 
 TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
     # tests: 16x16 frames, 1 + 2k frames -> 1 + k latent frames of 8x8, 64 codes; every layer kind once
@@ -46,3 +47,22 @@ def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
     if name not in TOKENIZER_PRESETS:
         raise ValueError(f"unknown tokenizer preset {name!r}; expected one of {sorted(TOKENIZER_PRESETS)}")
     return TokenizerConfig(**{**TOKENIZER_PRESETS[name], **overrides})
+
+
+# Open-MAGVIT2 (TencentARC SEED-Voken) video tokenizers, a different architecture (`magvit2.open_magvit2`) used to
+# load their released weights (`magvit2-convert open-magvit2 --preset NAME`). Values are `OpenMagvit2Config` keyword
+# arguments (their ddconfig under our names). Their image tokenizers are 2D-conv models: no preset here (see README).
+OPEN_MAGVIT2_PRESETS: dict[str, dict[str, Any]] = {
+    # their released video tokenizer: 17x128x128 -> 5x16x16 codes of 2^18 (4x time, 8x space)
+    "video": dict(image_size=128, ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, z_channels=18, codebook_size=2**18),
+    # the conversion-test fixture (shared/fixtures/open-magvit2-video-tiny): 17x32x32 -> 5x4x4 codes of 2^18
+    "video-tiny": dict(image_size=32, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=18,
+                       codebook_size=2**18),
+}
+
+
+def open_magvit2_preset_config(name: str, **overrides: Any) -> OpenMagvit2Config:
+    """The `OpenMagvit2Config` of a named Open-MAGVIT2 preset, with keyword overrides."""
+    if name not in OPEN_MAGVIT2_PRESETS:
+        raise ValueError(f"unknown Open-MAGVIT2 preset {name!r}; expected one of {sorted(OPEN_MAGVIT2_PRESETS)}")
+    return OpenMagvit2Config(**{**OPEN_MAGVIT2_PRESETS[name], **overrides})

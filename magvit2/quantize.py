@@ -22,9 +22,9 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from vector_quantize_pytorch import FSQ, LFQ
-from vector_quantize_pytorch.lookup_free_quantization import maybe_distributed_mean
 
 from magvit2.config import TokenizerConfig
+from magvit2.distributed import global_average
 from magvit2.metrics import codebook_usage
 
 ENTROPY_CHUNK = 4096  # tokens per chunk of the codebook-entropy computation
@@ -101,7 +101,7 @@ class LFQuantizer(nn.Module):
                 chunk = (lp[c : c + ENTROPY_CHUNK], l1[c : c + ENTROPY_CHUNK], bits)
                 total = total + (checkpoint(_group_prob_sum, *chunk, use_reentrant=False) if z.requires_grad
                                  else _group_prob_sum(*chunk))
-            avg = maybe_distributed_mean(total / z.shape[0])  # (2^m,)
+            avg = global_average(total, z.shape[0])  # (2^m,): over every process's tokens
             codebook_entropy = codebook_entropy - (avg * avg.clamp(min=1e-12).log()).sum()
         return per_sample, codebook_entropy
 

@@ -5,8 +5,11 @@
   (`atomic_dir`). An interrupted save never leaves a half-written file or folder under the final name.
 * Model folders: `config.json` (kind, format version, package version, config) + `model.safetensors`; no pickle.
   `resolve_model_dir` turns "a model folder, or a run folder holding one" into the folder.
-* Strict loading: `config_from_dict` builds a config dataclass and refuses unknown keys; `load_state_strict` loads a
-  state dict and names every missing, unexpected or mis-shaped tensor.
+* Strict loading: `config_from_dict` builds a config dataclass, refusing unknown keys and values of the wrong type
+  (`magvit2.checks`); `load_state_strict` loads a state dict and names every missing, unexpected or mis-shaped
+  tensor; `load_model_dir` refuses NaN/Inf weights, naming the tensor.
+* Staging folders of killed saves (`<name>.tmp-<pid>`, `<name>.old-<pid>` of dead processes) are removed by the next
+  `atomic_dir` of that name, or by `remove_stale_staging`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
+import re
 import shutil
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from magvit2.checks import check_keys, check_value, config_fields, dataclass_in, nonfinite_tensors, read_utf8
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -87,14 +93,53 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+_STAGING = re.compile(r"^(?P<name>[^/]+)\.(?:tmp|old)-(?P<pid>\d+)$")  # what atomic_dir names its staging folders
+logger = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (ours always does)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_staging(parent: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the `<name>.tmp-<pid>` / `<name>.old-<pid>` folders that `atomic_dir` left in `parent` when process
+    `pid` was killed mid-save: only folders of that pattern (for `name` in `names`, or any name when None), never a
+    symlink or a file, and only when `pid` is dead. Returns what was removed."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    wanted = None if names is None else set(names)
+    for entry in parent.iterdir():
+        match = _STAGING.match(entry.name)
+        if (not match or (wanted is not None and match.group("name") not in wanted) or entry.is_symlink()
+                or not entry.is_dir() or pid_alive(int(match.group("pid")))):
+            continue
+        logger.warning("removing %s, left by an interrupted save (process %s is gone)", entry, match.group("pid"))
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 def atomic_dir(write_fn: Callable[[Path], Any], dest: str | os.PathLike) -> Path:
     """Build a folder atomically: `write_fn(tmp)` fills `<dest>.tmp-<pid>`, which then replaces `dest`.
 
     An existing `dest` is renamed to `<dest>.old-<pid>`, the new one renamed in, and the old one deleted; if
-    `write_fn` fails, `dest` is untouched and the temporary folder removed.
+    `write_fn` fails, `dest` is untouched and the temporary folder removed. Staging folders of `dest` left by killed
+    processes are removed first (`remove_stale_staging`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(dest.parent, [dest.name])
     tmp, old = dest.with_name(f"{dest.name}.tmp-{os.getpid()}"), dest.with_name(f"{dest.name}.old-{os.getpid()}")
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)
@@ -124,16 +169,6 @@ def atomic_dir(write_fn: Callable[[Path], Any], dest: str | os.PathLike) -> Path
 # strict configs and state dicts
 
 
-def _dataclass_in(annotation: Any) -> type | None:
-    """The dataclass inside an annotation like `X` or `X | None`."""
-    if dataclasses.is_dataclass(annotation):
-        return annotation
-    for arg in typing.get_args(annotation):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
 def _tuples(value: Any) -> Any:
     """JSON/YAML lists -> tuples, recursively (configs hold tuples); mappings keep their type."""
     if isinstance(value, list):
@@ -142,25 +177,28 @@ def _tuples(value: Any) -> Any:
 
 
 def config_from_dict(cls: type, data: Mapping[str, Any] | None, where: str | None = None) -> Any:
-    """Build config dataclass `cls` from a (partial) mapping: unknown keys raise ValueError listing the known ones,
-    nested dataclass fields recurse, lists become tuples. The dataclass's own `__post_init__` validates values."""
+    """Build config dataclass `cls` from a (partial) mapping, strictly: unknown keys raise ValueError listing the known
+    ones; every value is checked against the field's type hint (`magvit2.checks.check_value`: ints are ints, floats
+    finite, booleans booleans, sections mappings); nested dataclass fields recurse; lists become tuples. The
+    dataclass's own `__post_init__` then validates the values."""
     where = where or cls.__name__
     data = {} if data is None else data
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping; got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown keys in {where}: {unknown}; known keys: {sorted(known)}")
-    hints = typing.get_type_hints(cls)
+    known, hints = config_fields(cls)
+    check_keys(data, known, where)
     kwargs = {}
     for name, value in data.items():
-        sub = _dataclass_in(hints[name])
+        sub = dataclass_in(hints[name])
         if sub is not None and isinstance(value, Mapping):
             value = config_from_dict(sub, value, f"{where}.{name}")
-        elif not isinstance(value, Mapping):
-            value = _tuples(value)
+        else:
+            check_value(value, hints[name], f"{where}.{name}")
+            if not isinstance(value, Mapping):
+                value = _tuples(value)
         kwargs[name] = value
+    missing = sorted(name for name, f in known.items() if name not in kwargs and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ValueError(f"{where} needs {missing}")
     return cls(**kwargs)
 
 
@@ -218,8 +256,8 @@ def read_model_config(directory: str | Path, kind: str) -> dict[str, Any]:
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory} (expected a folder written by save_pretrained)")
     try:
-        payload = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        payload = json.loads(read_utf8(config_path, CONFIG_NAME))
+    except json.JSONDecodeError as e:
         raise ValueError(f"{config_path} is not valid JSON: {e}") from e
     if not isinstance(payload, dict) or payload.get("_kind") != kind:
         found = payload.get("_kind") if isinstance(payload, dict) else type(payload).__name__
@@ -247,6 +285,10 @@ def load_model_dir(directory: str | Path, kind: str, map_location: str | torch.d
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"could not read {weights}: {e} (truncated or corrupted file?)") from e
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{weights}: non-finite weights in {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} "
+                         "(saved from a diverged run?); refusing to load them")
     return payload["config"], state
 
 
@@ -258,10 +300,13 @@ def resolve_model_dir(path: str | os.PathLike, kind: str, run_subdir: str, confi
         config = candidate / config_name
         if config.is_file():
             try:
-                payload = json.loads(config.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(payload, dict) and payload.get("_kind") == kind:
+                payload = json.loads(read_utf8(config, config_name))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{config} is not valid JSON: {e}") from None
+            if not isinstance(payload, dict):
+                raise ValueError(f"{config}: expected a JSON object (written by save_pretrained); got "
+                                 f"{type(payload).__name__}")
+            if payload.get("_kind") == kind:
                 return candidate
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")

@@ -9,6 +9,7 @@ This module is architecture only: losses live in `magvit2.losses`, discriminator
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from magvit2.layers import (
 )
 from magvit2.quantize import QuantizerOutput, build_quantizer
 from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
-from magvit2.torch_utils import eval_mode
+from magvit2.torch_utils import checkpoint_forward, eval_mode
 
 
 @dataclass
@@ -167,6 +168,17 @@ class VideoTokenizer(nn.Module):
 
     # encode / quantize / decode ----------------------------------------------------------------------------------
 
+    def set_gradient_checkpointing(self, enabled: bool = True) -> VideoTokenizer:
+        """Recompute each encoder/decoder block's activations in the backward (less memory, ~30% more compute)
+        while training; the same outputs and gradients. Returns self."""
+        for block in self.checkpoint_blocks():
+            checkpoint_forward(block, enabled)
+        return self
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The blocks `set_gradient_checkpointing` recomputes (an architecture subclass names its own)."""
+        return [*self.encoder_layers, *self.decoder_layers]
+
     def encode(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> continuous latents (b, d, 1 + k, h', w')."""
         video, _ = self._check_video(video)
@@ -244,8 +256,28 @@ class VideoTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoTokenizer:
-        """Load a folder written by `save_pretrained` (no pickle; unknown config keys are rejected)."""
+        """Load a folder written by `save_pretrained` (no pickle; unknown config keys are rejected). A config with an
+        `architecture` key (see `ARCHITECTURES`) gives that subclass, e.g. `OpenMagvit2Tokenizer`."""
         config, state = load_model_dir(directory, "VideoTokenizer", map_location)
-        model = cls(TokenizerConfig.from_dict(config))
+        model_cls, config_cls = _architecture(config.get("architecture"), directory)
+        if not issubclass(model_cls, cls):
+            raise ValueError(f"{directory} holds a {model_cls.__name__}, not a {cls.__name__}")
+        model = model_cls(config_cls.from_dict(config))
         load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
         return model
+
+
+# Other architectures behind the `VideoTokenizer` interface: config.json's "architecture" -> (module, model class,
+# config class). A folder without the key holds this module's own architecture.
+ARCHITECTURES = {"open_magvit2": ("magvit2.open_magvit2", "OpenMagvit2Tokenizer", "OpenMagvit2Config")}
+
+
+def _architecture(name: str | None, directory: str | Path) -> tuple[type[VideoTokenizer], type]:
+    if name is None:
+        return VideoTokenizer, TokenizerConfig
+    if name not in ARCHITECTURES:
+        raise ValueError(f"{directory}: unknown tokenizer architecture {name!r}; this package knows "
+                         f"{sorted(ARCHITECTURES)} (upgrade magvit2-maskgit?)")
+    module_name, model_name, config_name = ARCHITECTURES[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, model_name), getattr(module, config_name)

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["eval_mode", "uniform"]
+__all__ = ["checkpoint_forward", "eval_mode", "uniform"]
 
 
 @contextlib.contextmanager
@@ -28,3 +29,20 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.de
     """U[0, 1) draws from `generator` (on the generator's own device, so results do not depend on `device`), moved
     to `device`."""
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def checkpoint_forward(module: nn.Module, enabled: bool = True) -> None:
+    """Activation checkpointing for `module` (its activations are recomputed in the backward instead of stored)
+    while it trains with gradients; parameter names and outputs are unchanged. Set it on the online model after any
+    `copy.deepcopy` of it (an EMA copy would otherwise call back into this module)."""
+    if not enabled:
+        module.__dict__.pop("forward", None)
+        return
+    original = type(module).forward.__get__(module)
+
+    def forward(*args, **kwargs):
+        if module.training and torch.is_grad_enabled():
+            return checkpoint(original, *args, use_reentrant=False, **kwargs)
+        return original(*args, **kwargs)
+
+    module.forward = forward

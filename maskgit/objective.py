@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +57,13 @@ def masked_token_loss(
     schedule: str = "cosine",
     self_cond_prob: float = 0.5,
     grid: tuple[int, int, int] | None = None,
+    rows: tuple[int, int] | None = None,
+    config: Any = None,
 ) -> tuple[torch.Tensor, MaskedLossStats]:
     """The MaskGit loss on a batch of ground-truth codes.
 
-    model: a `MaskGitTransformer` (or anything with its forward signature and a `.config`).
+    model: a `MaskGitTransformer` (or anything with its forward signature, e.g. its DDP wrapper) and `config` its
+    `MaskGitConfig` (default: `model.config`).
     codes: long (b, n) or (b, t, h, w) in [0, codebook_size).
     text: per-sample text (`TextEmbedding` (b, m, text_dim) or (embeds, mask)); None = unconditional.
     cond_drop_prob: per-sample probability of replacing the text by the null embedding, in [0, 1].
@@ -69,9 +73,13 @@ def masked_token_loss(
     dropped per sample with probability cond_drop_prob (-> null embedding); optional self-conditioning (with
     probability self_cond_prob a no-grad first pass whose final hidden states are fed back; only when the model has
     config.self_condition); cross-entropy on masked positions only (mean over masked tokens, summed over factors).
+    rows: (offset, total) when this batch is rows offset..offset+b of a `total`-row global batch split over
+    data-parallel processes: the random draws are made for all `total` rows and sliced, and the loss is scaled by
+    total / b and normalised by the global batch's masked-token count, so the processes' averaged gradients equal
+    those of one process on the whole batch. None = (0, b).
     Returns (scalar loss, MaskedLossStats).
     """
-    config = model.config
+    config = model.config if config is None else config
     if not 0.0 <= cond_drop_prob <= 1.0:
         raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -87,10 +95,15 @@ def masked_token_loss(
                          f"{int(codes.max())}]; does the tokenizer's codebook_size match the transformer's?")
     b, n = codes.shape
     device = codes.device
+    offset, total = (0, b) if rows is None else rows
+    if not (offset >= 0 and offset + b <= total):
+        raise ValueError(f"rows=(offset, total) must hold this batch of {b}; got {rows}")
 
-    ratios = sample_mask_ratios(b, generator, schedule, device)  # (b,)
-    mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (b, n) bool
-    drop_text = uniform((b,), generator, device) < cond_drop_prob  # (b,) bool
+    ratios = sample_mask_ratios(total, generator, schedule, device)  # (total,): the global batch's draws
+    global_mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (total, n) bool
+    drop_text = (uniform((total,), generator, device) < cond_drop_prob)[offset : offset + b]  # (b,) bool
+    mask = global_mask[offset : offset + b]  # (b, n): this process's rows
+    scale = (total / b) * float(mask.sum()) / float(global_mask.sum())  # 1 on one process
     inputs = torch.where(mask, config.mask_id, codes)  # (b, n)
 
     self_cond = None
@@ -110,7 +123,7 @@ def masked_token_loss(
     correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=device)
     for lg, tg in zip(logits, targets):
         lg_m = lg[mask].float()  # (num_masked, V_k)
-        loss = loss + F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
+        loss = loss + scale * F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
         correct &= lg_m.argmax(-1) == tg[mask]
     stats = MaskedLossStats(
         loss=float(loss.detach()),

@@ -37,7 +37,9 @@ from .pipeline_folder import (
     PIPELINE_CONFIG,
     TOKENIZER_DIR,
     TRANSFORMER_DIR,
+    component_dir,
     read_pipeline_config,
+    text_encoder_source,
     write_pipeline_config,
 )
 from .pipeline_settings import PipelineDefaults
@@ -322,22 +324,27 @@ class TextToVideoPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str | None = None,
-                        text_encoder: TextEncoder | None = None) -> TextToVideoPipeline:
+                        text_encoder: TextEncoder | None = None, allow_outside_paths: bool = False,
+                        allow_pickle_text_encoder: bool = False) -> TextToVideoPipeline:
         """Loads a folder written by `save_pretrained` (modules in eval mode, on `device` or the CPU).
 
         text_encoder: an instance to use instead of rebuilding the stored spec (it must give the same width).
+        allow_outside_paths: follow symlinks and text-encoder folders that lead out of `directory` (refused
+        otherwise). allow_pickle_text_encoder: let the text encoder load `pytorch_model.bin` (a pickle) when it has
+        no safetensors weights.
         """
         directory = Path(directory)
         payload = read_pipeline_config(directory)
-        for sub in (TOKENIZER_DIR, TRANSFORMER_DIR):
-            if not (directory / sub).is_dir():
-                raise FileNotFoundError(f"pipeline folder {directory} has no {sub}/ subfolder (incomplete save?)")
+        tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths)
+                                          for sub in (TOKENIZER_DIR, TRANSFORMER_DIR))
         defaults = PipelineDefaults.from_dict(payload["defaults"])
-        tokenizer = VideoTokenizer.from_pretrained(directory / TOKENIZER_DIR).eval()
-        transformer = MaskGitTransformer.from_pretrained(directory / TRANSFORMER_DIR)
+        tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval()
+        transformer = MaskGitTransformer.from_pretrained(transformer_dir)
         if text_encoder is None:
             text = payload["text_encoder"]
-            text_encoder = build_text_encoder(text["spec"], max_length=text["max_length"], device=device)
+            spec = text_encoder_source(directory, text["spec"], allow_outside_paths)
+            text_encoder = build_text_encoder(spec, max_length=text["max_length"], device=device,
+                                              allow_pickle=allow_pickle_text_encoder)
             if text_encoder.dim != text["dim"]:
                 raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
                                  f"was saved with {text['dim']}-d ones")

@@ -7,16 +7,22 @@ Layout written by `TextToVideoPipeline.save_pretrained` (no pickle anywhere)::
     transformer/         config.json + model.safetensors  (MaskGitTransformer.save_pretrained)
 
 `pipeline.json` is written last (atomically) and removed first on re-save, so a folder that has it is complete.
+
+Loading stays inside the folder: `tokenizer/` and `transformer/` (and their files) must not lead out of it through
+a symlink, and a text-encoder spec that is a local folder must lie inside it, unless the caller allows outside
+paths (`component_dir`, `text_encoder_source`). Named encoders ('default', 'tiny:32') and hub names are fine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from magvit2.serialization import atomic_write_text, package_version
+from magvit2.checks import check_config_dict, inside, read_utf8
+from magvit2.serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, package_version
 
 from .pipeline_settings import PipelineDefaults
 from .text import TextEncoder
@@ -27,6 +33,9 @@ PIPELINE_CONFIG = "pipeline.json"
 TOKENIZER_DIR = "tokenizer"
 TRANSFORMER_DIR = "transformer"
 _NAMED_TEXT_ENCODERS = ("default", "minilm", "tiny")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+OUTSIDE_HINT = ("pass allow_outside_paths=True (magvit2-generate --allow-outside-paths) only if you trust the "
+                "pipeline folder")
 
 
 def portable_spec(spec: str) -> str:
@@ -62,7 +71,7 @@ def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no {PIPELINE_CONFIG} in {directory} (expected a folder written by "
                                 f"TextToVideoPipeline.save_pretrained)")
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(read_utf8(path, PIPELINE_CONFIG))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(payload, dict) or payload.get("_kind") != PIPELINE_KIND:
@@ -78,5 +87,54 @@ def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown keys {unknown}, missing keys {missing}")
     text = payload["text_encoder"]
     if not isinstance(text, dict) or set(text) != {"spec", "max_length", "dim"}:
-        raise ValueError(f"{path}: text_encoder must hold exactly spec, max_length and dim; got {text!r}")
+        raise ValueError(f"{path}: text_encoder must hold exactly spec, max_length and dim; got {text!r:.200}")
+    if not isinstance(text["spec"], str) or not text["spec"].strip():
+        raise ValueError(f"{path}: text_encoder.spec must be a non-empty string; got {text['spec']!r:.80}")
+    for key, limit in (("max_length", 1 << 16), ("dim", 1 << 16)):
+        value = text[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+            raise ValueError(f"{path}: text_encoder.{key} must be an int in [1, {limit}]; got {value!r:.80}")
+    try:
+        check_config_dict(PipelineDefaults, payload["defaults"], "defaults")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return payload
+
+
+def component_dir(directory: str | os.PathLike, name: str, allow_outside_paths: bool = False) -> Path:
+    """`directory/name` (tokenizer/ or transformer/), checked: a folder, and (unless `allow_outside_paths`) neither
+    it nor its config.json / model.safetensors leads out of the pipeline folder through a symlink."""
+    directory = Path(directory)
+    sub = directory / name
+    if not sub.is_dir():
+        raise FileNotFoundError(f"pipeline folder {directory} has no {name}/ subfolder (incomplete save?)")
+    if not allow_outside_paths:
+        for path in (sub, sub / CONFIG_NAME, sub / WEIGHTS_NAME):
+            if (path.exists() or path.is_symlink()) and not inside(path, directory):
+                raise ValueError(f"{path} is a symlink that leads out of the pipeline folder (to "
+                                 f"{path.resolve()}); refusing to follow it: {OUTSIDE_HINT}")
+    return sub
+
+
+def text_encoder_source(directory: str | os.PathLike, spec: str, allow_outside_paths: bool = False) -> str:
+    """The text-encoder spec of a pipeline folder's `pipeline.json`, made safe to build: a named encoder ('default',
+    'tiny:32') or a hub name is returned as is; a local folder must lie inside the pipeline folder (a relative spec
+    is taken relative to it) unless `allow_outside_paths`."""
+    directory = Path(directory)
+    if spec in _NAMED_TEXT_ENCODERS or spec.startswith("tiny:"):
+        return spec
+    where = f"{directory / PIPELINE_CONFIG}: text_encoder.spec {spec!r:.120}"
+    path = Path(spec).expanduser()
+    local = directory / path if not path.is_absolute() else path
+    if not path.is_absolute() and (local.exists() or local.is_symlink()):
+        if inside(local, directory) or allow_outside_paths:
+            return str(local)
+        raise ValueError(f"{where} leads out of the pipeline folder (to {local.resolve()}); {OUTSIDE_HINT}")
+    looks_like_path = path.is_absolute() or spec.startswith(("~", ".")) or path.exists()
+    if looks_like_path:
+        if allow_outside_paths:
+            return spec
+        raise ValueError(f"{where} is a folder outside the pipeline folder; {OUTSIDE_HINT}")
+    if _HUB_NAME.match(spec):
+        return spec
+    raise ValueError(f"{where} is neither a named encoder, a hub name (org/name) nor a folder inside the pipeline")

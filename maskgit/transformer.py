@@ -28,6 +28,7 @@ from torch import nn
 from x_transformers import Encoder, TransformerWrapper
 
 from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
+from magvit2.torch_utils import checkpoint_forward
 
 from .config import MaskGitConfig
 from .text import TextEmbedding, as_text_embedding
@@ -106,6 +107,13 @@ class MaskGitTransformer(nn.Module):
                                if c.self_condition else None)
         self.heads = nn.ModuleList([nn.Linear(c.dim, v) for v in self.vocab_sizes])
         self._init_weights()
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> MaskGitTransformer:
+        """Recompute each transformer block's activations (self-attention, cross-attention, feed-forward) in the
+        backward while training; the same outputs and gradients. Returns self."""
+        for _, block, _ in self.net.attn_layers.layers:
+            checkpoint_forward(block, enabled)
+        return self
 
     def _init_weights(self) -> None:
         std = 0.02

@@ -10,8 +10,11 @@ from collections.abc import Callable, Sequence
 from trainers.checkpointing import CheckpointError
 from trainers.guards import NonFiniteLossError
 
-# Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Anything
-# else is a bug and keeps its traceback. A run stopped by the non-finite guard exits 1 with its one-line reason.
+# Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Malformed
+# configs, metadata, shard indexes and model folders raise ValueError naming the file and the key (data that will
+# not load: trainers.data.folders.DataQualityError, a ValueError); malformed checkpoints CheckpointError; outputs
+# that would overwrite a user's file FileExistsError. Anything else is a bug and keeps its traceback. A run stopped
+# by the non-finite guard exits 1 with its one-line reason.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
                                                FileExistsError, IsADirectoryError, CheckpointError, ImportError)
 
@@ -79,14 +82,18 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
     p.add_argument("--seed", type=int, help=seed)
     p.add_argument("--batch-size", type=positive_int, help="clips per process per micro-batch")
     p.add_argument("--num-frames", type=positive_int, help=num_frames)
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+                   help="autocast precision (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
     p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help=f"recompute the {compiled}'s block activations in the backward (less memory, ~30%% slower)")
 
 
 def training_flag_overrides(args: argparse.Namespace) -> dict:
     """The `run` / `data` config overrides given by `add_training_flags` flags (unset flags are left out)."""
     run_flags = (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("seed", args.seed),
-                 ("mixed_precision", args.mixed_precision), ("compile", args.compile))
+                 ("mixed_precision", args.mixed_precision), ("compile", args.compile),
+                 ("gradient_checkpointing", args.gradient_checkpointing))
     data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames))
     return {"run": {k: v for k, v in run_flags if v is not None},
             "data": {k: v for k, v in data_flags if v is not None}}
@@ -95,6 +102,7 @@ def training_flag_overrides(args: argparse.Namespace) -> dict:
 def fit_and_report(trainer, exported: str) -> None:
     """Run `trainer.fit()` and print its summary (main process) with where the model was exported."""
     summary = trainer.fit()
+    trainer.close()
     if trainer.is_main:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, (int, float)))
         print(f"done: {shown}; {exported} at {trainer.run_dir / trainer.export_name}")

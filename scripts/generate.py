@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prime-video", metavar="FILE",
                    help="video or image whose first 1 + j*f frames are kept and continued (image-to-video)")
     p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="follow a text-encoder folder or a symlinked tokenizer/ or transformer/ that lies outside the "
+                        "pipeline folder (refused by default; use only for pipelines you trust)")
+    p.add_argument("--allow-pickle-text-encoder", action="store_true",
+                   help="let the text encoder load pytorch_model.bin (a pickle) when it has no safetensors weights")
     return p
 
 
@@ -61,7 +66,9 @@ def _generate(args: argparse.Namespace) -> None:
     prompts = read_prompts(args.prompt, args.prompt_file)
     device = resolve_device(args.device)
     model_dir = pipeline_dir(args.model)
-    pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device)
+    pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device,
+                                                   allow_outside_paths=args.allow_outside_paths,
+                                                   allow_pickle_text_encoder=args.allow_pickle_text_encoder)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=args.guidance_scale, temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)

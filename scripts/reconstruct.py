@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lossless", action="store_true", help="lossless H.264 (yuv444p, crf 0) instead of crf 18")
     p.add_argument("--side-by-side", action="store_true", help="write original | reconstruction")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs of the same names in --out-dir "
+                   "(never an input file)")
     return p
 
 
@@ -27,7 +29,8 @@ def main_(args: argparse.Namespace) -> None:
     from trainers.commands.reconstruct import reconstruct_files
 
     metrics = reconstruct_files(args.tokenizer, args.inputs, args.out_dir, num_frames=args.num_frames,
-                                lossless=args.lossless, side_by_side=args.side_by_side, device=args.device)
+                                lossless=args.lossless, side_by_side=args.side_by_side, device=args.device,
+                                overwrite=args.overwrite)
     for clip in metrics["clips"]:
         print(f"{clip['input']}: {clip['frames']} frames, PSNR {clip['psnr_db']:.2f} dB, SSIM {clip['ssim']:.3f}")
     print(f"mean PSNR {metrics['mean_psnr_db']:.2f} dB, mean SSIM {metrics['mean_ssim']:.3f} -> "

@@ -208,7 +208,7 @@ def test_from_pretrained_errors(pipe, tmp_path):
     for change, match in (({"extra": 1}, r"unknown keys \['extra'\]"), ({"_format_version": 2}, "format version 2"),
                           ({"_kind": "Other"}, "not a 'TextToVideoPipeline'"),
                           ({"defaults": {**good["defaults"], "cfg": 2}},
-                           r"unknown keys in PipelineDefaults: \['cfg'\]"),
+                           r"pipeline\.json: unknown keys in defaults: \['cfg'\]"),
                           ({"text_encoder": {"spec": "tiny:16"}}, "text_encoder must hold")):
         config.write_text(json.dumps({**good, **change}))
         with pytest.raises(ValueError, match=match):

@@ -51,13 +51,13 @@ def test_lr_schedules_are_pure_functions_with_the_documented_values():
 def test_optimizers_run_at_the_scheduled_lr_and_d_steps_once_per_update(clips, tmp_path, monkeypatch):
     t = trainer(clips, tmp_path / "run", "--max-steps", "6")
     calls = {"reconstruct": 0}
-    original = t.reconstruct
+    original = t.g_forward
 
     def counting(*args, **kwargs):
         calls["reconstruct"] += 1
         return original(*args, **kwargs)
 
-    t.reconstruct = counting
+    t.g_forward = counting
     t.fit()
     records = read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")
     c = t.config
@@ -196,3 +196,61 @@ def test_bf16_autocast_path_trains_with_finite_losses_and_fp32_weights(clips, tm
     assert [r["skipped_update"] for r in records] == [0.0, 0.0, 0.0]
     assert torch.bfloat16 in seen  # autocast really ran the encoder in bf16
     assert all(p.dtype == torch.float32 for p in t.tokenizer.parameters())
+
+
+def test_fp16_overflow_skips_the_step_halves_the_scale_and_training_goes_on(clips, tmp_path, monkeypatch):
+    """GradScaler semantics for the GAN's two optimizers (one scaler, updated once per step): a step whose gradients
+    overflow is skipped by both optimizers, the scale halves, the guard does not stop the run, later steps train.
+    (CPU has no fp16 autocast, so a CPU GradScaler is injected and the overflow forced at update 3.)"""
+    t = trainer(clips, tmp_path / "run", "--max-steps", "6")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    monkeypatch.setattr(t.accelerator, "scaler", scaler)
+    generator_loss = t.loss_fn.generator_loss
+
+    def overflow_at_3(video, out, **kwargs):
+        total, parts = generator_loss(video, out, **kwargs)
+        return (total * 1e37 if kwargs["step"] == 3 else total), parts  # finite loss, gradients overflow when scaled
+
+    monkeypatch.setattr(t.loss_fn, "generator_loss", overflow_at_3)
+    before = weights_after_update(monkeypatch, t, t.tokenizer, 3)  # after updates 0-2
+    after = weights_after_update(monkeypatch, t, t.tokenizer, 4)  # after the overflowing update 3
+    scales = []
+    train_step = t.train_step
+
+    def record_scale(batches):
+        logs = train_step(batches)
+        scales.append(scaler.get_scale())
+        return logs
+
+    monkeypatch.setattr(t, "train_step", record_scale)
+    summary = t.fit()
+    assert summary["step"] == 6
+    records = {r["step"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")}
+    assert [records[s]["skipped_update"] for s in range(1, 7)] == [0, 0, 0, 1, 0, 0]
+    assert scales[3] == scales[2] / 2  # halved by the overflow at update 3
+    assert all(torch.equal(after[k], before[k]) for k in before)  # both optimizers skipped update 3
+    assert any(not torch.equal(v, after[k]) for k, v in t.tokenizer.state_dict().items())  # 4 and 5 trained
+    assert t.d_step == 6 - t.config.disc_start_step - 1  # the skipped update did not count a D step
+
+
+def test_launcher_settings_apply_unless_flags_are_given_and_config_yaml_records_them(clips, tmp_path, monkeypatch,
+                                                                                    fresh_accelerate_state):
+    """`accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 2` reaches the trainer through the
+    environment; our flags win when given."""
+    import yaml
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
+    t = trainer(clips, tmp_path / "launcher", "--max-steps", "1")
+    launch = yaml.safe_load((tmp_path / "launcher" / "config.yaml").read_text())["launch"]
+    assert (t.accelerator.mixed_precision, t.grad_accum) == ("bf16", 2)
+    assert launch["mixed_precision"] == "bf16" and launch["grad_accum"] == 2 and launch["num_processes"] == 1
+    fresh_accelerate_state_reset()
+    t = trainer(clips, tmp_path / "flags", "--max-steps", "1", "--mixed-precision", "no")
+    assert t.accelerator.mixed_precision == "no" and t.grad_accum == 2
+
+
+def fresh_accelerate_state_reset() -> None:
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

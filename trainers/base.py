@@ -1,7 +1,13 @@
 """The base trainer both training loops share: accelerator, run folder, EMA, non-finite guard, metrics, the loop
 (`fit`), checkpoints (save / restore, with the data position) and the export of the trained model.
 
-A subclass builds its models, optimizers and data in `__init__`, then calls `self.start(resume_path)`, and provides:
+Distribution belongs to accelerate: the models and the data loader go through `accelerator.prepare` (DDP, and the
+loader's global batches split across processes, `split_batches=True`); every decision that ends or skips a step
+(time up, SIGTERM, the non-finite guard, a checkpoint that cannot be read) is reduced over processes so all of them
+do the same thing. Optimizers are not wrapped: one GradScaler serves the GAN's two optimizers (accelerate's
+AcceleratedOptimizer would update it once per optimizer), stepped by `optimizer_step` and updated once per step.
+
+A subclass builds its models, optimizers and data in `__init__`, then calls `self.start()`, and provides:
 
 * `checkpointed` {group: module} and `optimizers` {group: optimizer}: what a checkpoint holds (one safetensors file
   per group, optimizer state flattened by `trainers.checkpointing.flatten_state`);
@@ -17,13 +23,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+import torch.distributed as dist
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
 from ema_pytorch import EMA
 from torch import nn
 
@@ -31,21 +39,53 @@ from magvit2.serialization import atomic_dir, atomic_write_text, load_state_stri
 from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, flatten_state, unflatten_state
 from trainers.configs import EMAConfig, RunConfig, dump_yaml
 from trainers.data.batches import ResumableBatchSampler
-from trainers.guards import NonFiniteGuard
+from trainers.guards import NonFiniteGuard, nonfinite_names
 from trainers.logging import MetricsLogger, get_logger, progress_bar
 from trainers.optim import set_lr
 
+_UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
 
 def make_accelerator(run: RunConfig) -> Accelerator:
-    """An Accelerator on the best available device. Models are NOT passed to `prepare` (see optim.sync_gradients)."""
-    return Accelerator(mixed_precision=run.mixed_precision, cpu=not torch.cuda.is_available())
+    """An Accelerator on the best available device. The launcher's settings (`accelerate launch --mixed_precision`,
+    its config file) apply unless the run config sets them. DDP (several GPUs, nodes, or CPU processes with gloo)
+    and single-process runs work; FSDP and DeepSpeed refuse here, before any work, with one line."""
+    for var, engine in _UNSUPPORTED.items():
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
+            raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
+                             f"full, unsharded state); launch with DDP instead: accelerate launch --multi_gpu ...")
+    kwargs: dict[str, Any] = {}
+    if run.mixed_precision is not None:
+        kwargs["mixed_precision"] = run.mixed_precision
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      dataloader_config=DataLoaderConfiguration(split_batches=True),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)], **kwargs)
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
+                         "with DDP instead: accelerate launch --multi_gpu ...")
+    return acc
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
-    """Create (or check) the run folder before any data is touched: writable, and never silently reused."""
+    """Create (or check) the run folder before any data is touched: writable, and never silently reused. An existing
+    non-empty folder is used only when it is one of ours (it holds `RUN_MARKER`, written when we created it) or with
+    `--resume`; staging folders that a killed export left in it are removed."""
+    from magvit2.serialization import atomic_write_text, remove_stale_staging
+    from trainers.checkpointing import RUN_MARKER
+
     run_dir = Path(run_dir)
     if is_main:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NotADirectoryError(f"--out {run_dir} is a file, not a run folder")
+        ours = (run_dir / RUN_MARKER).is_file()
+        fresh = not run_dir.exists() or not any(run_dir.iterdir())
+        if not (ours or fresh or resume is not None):
+            raise FileExistsError(f"--out {run_dir} already exists and is not a run folder of ours (no {RUN_MARKER}); "
+                                  "refusing to write into it: choose a new --out, or pass --resume to continue a run")
         run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            atomic_write_text(run_dir / RUN_MARKER, "magvit2-maskgit run folder: the trainers may write here\n")
+        remove_stale_staging(run_dir)
         probe = run_dir / f".write-probe-{os.getpid()}"
         try:
             with open(probe, "wb") as f:
@@ -92,15 +132,20 @@ class Trainer:
 
     def __init__(self, config: Any, run_dir: str | os.PathLike, resume: str | None, logger_name: str) -> None:
         self.config = config
-        self.accelerator = make_accelerator(config.run)
-        self.device, self.is_main = self.accelerator.device, self.accelerator.is_main_process
-        self.run_dir = prepare_run_dir(run_dir, resume, self.is_main)
+        self.accelerator = acc = make_accelerator(config.run)
+        self.device, self.is_main = acc.device, acc.is_main_process
+        self.world_size, self.rank = acc.num_processes, acc.process_index
+        self.run_dir = self.on_every_process(lambda: prepare_run_dir(run_dir, resume, self.is_main))
         self.log = get_logger(logger_name, is_main=self.is_main)
         self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
-        self.resume_path = self.ckpt.resolve(resume) if resume is not None else None  # fail before any heavy work
+        # fail before any heavy work
+        self.resume_path = self.on_every_process(lambda: self.ckpt.resolve(resume)) if resume is not None else None
         self.guard = NonFiniteGuard(config.run.nonfinite)
         self.step = 0
         self.last_checkpoint = "none"
+        self.stop_requested = False  # set by SIGTERM; acted on at the end of the step, by every process
+        # micro-batches per update: the config's, else the launcher's (accelerate launch --gradient_accumulation_steps)
+        self.grad_accum = config.grad_accum or acc.gradient_accumulation_steps
 
     def start(self) -> None:
         """End of a subclass's `__init__`: open the metrics, then restore the checkpoint or write config.yaml."""
@@ -111,11 +156,59 @@ class Trainer:
         if self.resume_path is not None:
             self.restore(self.resume_path)
         elif self.is_main:
-            dump_yaml(self.resolved_config(), self.run_dir / "config.yaml")
+            dump_yaml({**self.resolved_config(), "launch": self.launch()}, self.run_dir / "config.yaml")
+
+    def launch(self) -> dict[str, Any]:
+        """How this run was launched, as the accelerator resolved it (flags > launcher config > defaults)."""
+        acc = self.accelerator
+        return {"distributed_type": str(acc.distributed_type.value), "num_processes": self.world_size,
+                "mixed_precision": acc.mixed_precision, "device": str(self.device), "grad_accum": self.grad_accum,
+                "global_batch_size": self.sampler.batch_size}
 
     @property
     def sampler(self) -> ResumableBatchSampler:
-        return self.loader.batch_sampler  # type: ignore[return-value]
+        """Our sampler inside the (prepared) loader: the global batches and the data position."""
+        sampler = self.loader.batch_sampler
+        while not isinstance(sampler, ResumableBatchSampler):  # accelerate's BatchSamplerShard wraps it
+            sampler = sampler.batch_sampler
+        return sampler
+
+    # agreement between processes -------------------------------------------------------------------------------
+
+    def any_process(self, flag: bool) -> bool:
+        """True on every process when `flag` is True on any (one collective; call it on every process)."""
+        if self.world_size == 1:
+            return bool(flag)
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def sum_over_processes(self, values: list[float]) -> list[float]:
+        """Element-wise sums of `values` over processes (validation counts and totals)."""
+        if self.world_size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def mean_over_processes(self, logs: dict[str, float]) -> dict[str, float]:
+        """Logged values averaged over processes (each process's losses are means over its share of the batch)."""
+        if self.world_size == 1:
+            return logs
+        keys = sorted(logs)
+        sums = self.sum_over_processes([float(logs[k]) for k in keys])
+        return {k: v / self.world_size for k, v in zip(keys, sums)}
+
+    def on_every_process(self, fn: Any) -> Any:
+        """`fn()`, raising on every process when it raised on any (no process is left waiting in a collective)."""
+        error = None
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, on every process
+            error, result = e, None
+        if self.any_process(error is not None):
+            raise error or RuntimeError("another process failed at start-up; its error names the problem")
+        return result
 
     # hooks a subclass provides -------------------------------------------------------------------------------------
 
@@ -150,13 +243,26 @@ class Trainer:
 
     def batches(self) -> Iterator[dict[str, Any]]:
         """Batches forever, epoch after epoch, from the sampler's stored position; batches whose clips all failed
-        to decode are counted by the dataset and dropped."""
+        to decode are counted by the dataset and dropped. When nothing loadable remains (MAX_FAILED_BATCHES
+        all-failed batches in a row, or a pass over the data without one good batch) the run stops with a
+        `DataQualityError` instead of spinning."""
+        from trainers.data.folders import MAX_FAILED_BATCHES, nothing_loadable
+
+        failed_in_a_row = 0
         while True:
+            good = 0
             for batch in self.loader:
                 if batch.get("num_skipped"):
                     self.train_set.record_skipped(batch)
                 if batch.get("video", batch.get("codes")) is not None:
+                    failed_in_a_row, good = 0, good + 1
                     yield batch
+                    continue
+                failed_in_a_row += 1
+                if failed_in_a_row >= MAX_FAILED_BATCHES:
+                    raise nothing_loadable(self.train_set, f"{failed_in_a_row} batches in a row")
+            if good == 0:
+                raise nothing_loadable(self.train_set, "every batch of a pass over the training data")
 
     def next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         """The next batch; the consumed data position (the DataLoader may have prefetched further) moves past it."""
@@ -166,13 +272,38 @@ class Trainer:
 
     # one update's tail ---------------------------------------------------------------------------------------------
 
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Under fp16, divide `optimizer`'s gradients by the loss scale (before clipping); a no-op otherwise."""
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.unscale_(optimizer)
+
+    def guard_ok(self, phase: str, losses: dict[str, Any], grad_norm: Any = None) -> bool:
+        """The non-finite guard for update `self.step`, decided the same on every process: when any process sees a
+        non-finite loss (or gradient norm), every process raises or skips. Under fp16 the gradient norm is left to
+        the GradScaler, which skips overflowing steps and lowers the scale by itself."""
+        grad_norm = None if self.accelerator.scaler is not None else grad_norm
+        bad_here = bool(nonfinite_names({**losses, "grad_norm": grad_norm}))
+        elsewhere = self.any_process(bad_here) and not bad_here
+        return self.guard.check(self.step, phase, losses, grad_norm, last_checkpoint=self.last_checkpoint,
+                                failed_elsewhere=elsewhere)
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
-        """Set the LR and step (through the GradScaler under fp16)."""
+        """Set the LR and step (through the GradScaler under fp16, which skips a step whose gradients overflowed)."""
         set_lr(optimizer, lr)
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.step(optimizer)
         else:
             optimizer.step()
+
+    def update_scaler(self) -> bool:
+        """Once per step under fp16: update the loss scale. True when the step's gradients overflowed (the scaler
+        skipped the optimizer steps and halved the scale)."""
+        scaler = self.accelerator.scaler
+        if scaler is None:
+            return False
+        before = scaler.get_scale()
+        scaler.update()
+        return scaler.get_scale() < before
 
     def logs_due(self, ok: bool) -> bool:
         """Log every run.log_every updates, and every skipped one (call after `self.step` advanced)."""
@@ -182,11 +313,14 @@ class Trainer:
 
     def save(self) -> None:
         """A checkpoint of step `self.step` (written by the main process; every process waits for it), then the
-        export of the model."""
+        export of the model. The data position is the global batch reached in the epoch, with the global batch size
+        and the number of processes, so any process count with the same global batch resumes exactly."""
         tensors = {name: module.state_dict() for name, module in self.checkpointed.items()}
         epoch, batch_index = self._position
-        state = {"step": self.step, "sampler": {"epoch": epoch, "batch_index": batch_index},
-                 "guard": self.guard.state_dict(), "config": self.resolved_config(), **self.extra_state()}
+        sampler = {"epoch": epoch, "batch_index": batch_index, "global_batch_size": self.sampler.batch_size,
+                   "samples_in_epoch": batch_index * self.sampler.batch_size, "world_size": self.world_size}
+        state = {"step": self.step, "sampler": sampler, "guard": self.guard.state_dict(),
+                 "config": self.resolved_config(), **self.extra_state()}
         for name, optimizer in self.optimizers.items():
             tensors[name], state[f"{name}_meta"] = flatten_state(optimizer.state_dict())
         if self.accelerator.scaler is not None:
@@ -204,25 +338,40 @@ class Trainer:
         return atomic_dir(self.write_export, self.run_dir / self.export_name)
 
     def restore(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimizers, data position, guard, scaler, counters."""
-        tensors, state = self.ckpt.load(path)
-        self.check_resume(state, path)
-        for name in [*self.checkpointed, *self.optimizers]:
-            if name not in tensors:
-                raise CheckpointCorruptError(f"{path}: no {name}.safetensors (written by another trainer?)")
+        """Continue from a checkpoint: weights, optimizers, data position, guard, scaler, counters. The main process
+        verifies the files' hashes; a checkpoint any process cannot use stops every process."""
+        tensors, state = self.on_every_process(lambda: self._read_checkpoint(path))
         for name, module in self.checkpointed.items():
             load_state_strict(module, tensors[name], path / f"{name}.safetensors", f"saved {name} weights")
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(unflatten_state(tensors[name], state[f"{name}_meta"]))
-        self.sampler.load_state_dict(state["sampler"])
-        self._position = (int(state["sampler"]["epoch"]), int(state["sampler"]["batch_index"]))
+        position = state["sampler"]
+        self.sampler.load_state_dict({"epoch": position["epoch"], "batch_index": position["batch_index"]})
+        self._position = (int(position["epoch"]), int(position["batch_index"]))
         if "scaler" in state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.guard.load_state_dict(state["guard"])
         self.step = int(state["step"])
         self.load_extra_state(state)
         self.last_checkpoint = str(path)
-        self.log.info("resumed from %s at step %d", path, self.step)
+        saved_world = position.get("world_size", 1)
+        self.log.info("resumed from %s at step %d (saved on %d process%s, resumed on %d)", path, self.step,
+                      saved_world, "es" * (saved_world != 1), self.world_size)
+
+    def _read_checkpoint(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        tensors, state = self.ckpt.load(path, verify=self.is_main)
+        self.check_resume(state, path)
+        for name in [*self.checkpointed, *self.optimizers]:
+            if name not in tensors:
+                raise CheckpointCorruptError(f"{path}: no {name}.safetensors (written by another trainer?)")
+        saved = state["sampler"].get("global_batch_size", self.sampler.batch_size)
+        if saved != self.sampler.batch_size:
+            per_process = saved // self.world_size if saved % self.world_size == 0 else None
+            hint = (f"pass --batch-size {per_process} to keep it on {self.world_size} process(es)" if per_process
+                    else f"use a process count that divides {saved}")
+            raise ValueError(f"{path} was trained with a global batch of {saved} clips (batch_size x processes); this "
+                             f"run's is {self.sampler.batch_size}: {hint}, so the data order continues exactly")
+        return tensors, state
 
     # the loop ------------------------------------------------------------------------------------------------------
 
@@ -232,33 +381,62 @@ class Trainer:
         already had them. Writes RUN_DIR/summary.json and returns it."""
         c, clock = self.config.run, Clock()
         batches = self.batches()
+        previous = self._catch_sigterm()
         bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc=self.name)
         last_val: dict[str, float] = {}
         saved_at, validated_at = self.step, None
         while self.step < c.max_steps:
             logs = self.train_step(batches)
             bar.update(1)
-            if logs is not None:
+            if logs is not None:  # the same steps on every process (the guard's decision is shared)
+                epoch, batch_index = self._position  # the data position reached: global batches of the epoch
+                logs = {**self.mean_over_processes(logs), "epoch": float(epoch), "batch_index": float(batch_index)}
                 self.metrics.log(logs, step=self.step, kind="train")
                 bar.set_postfix(refresh=False, **self.postfix(logs))  # shown at the next redraw (rate-limited)
             if self.step % c.val_every == 0:
                 last_val, validated_at = self.validate(), self.step
                 self.metrics.log(last_val, step=self.step, kind="val")
             out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
-            if self.step % c.checkpoint_every == 0 or out_of_time:
+            stop = self.any_process(out_of_time or self.stop_requested)  # one decision for every process
+            if self.step % c.checkpoint_every == 0 or stop:
                 self.save()
                 saved_at = self.step
-            if out_of_time:
-                self.log.info("stopping after %.1f minutes at step %d (--max-minutes)", clock.minutes(), self.step)
+            if stop:
+                why = "SIGTERM" if self.stop_requested else "--max-minutes"
+                self.log.info("stopping after %.1f minutes at step %d (%s)", clock.minutes(), self.step, why)
                 break
         bar.close()
+        self._restore_sigterm(previous)
         if saved_at != self.step:
             self.save()
         if validated_at != self.step:
             last_val = self.validate()
             self.metrics.log(last_val, step=self.step, kind="val")
-        summary = {"step": self.step, "minutes": clock.minutes(), **self.summary(last_val)}
+        summary = {"step": self.step, "minutes": clock.minutes(), "world_size": self.world_size,
+                   **self.summary(last_val)}
         if self.is_main:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.metrics.close()
         return summary
+
+    def close(self) -> None:
+        """End the run's distributed state (every process waits, then the process group is destroyed, so no
+        process exits while another still talks to it). Call once after `fit` in a launched script."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
+    def _catch_sigterm(self) -> Any:
+        """SIGTERM (a scheduler's pre-emption) asks for a clean stop: checkpoint at the end of this step, then exit."""
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+
+        try:
+            return signal.signal(signal.SIGTERM, request_stop)
+        except ValueError:  # not the main thread: leave the handler alone
+            return None
+
+    @staticmethod
+    def _restore_sigterm(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -12,9 +12,14 @@ renames the directory into place and fsyncs the parent, then prunes older checkp
 leaves either the old set of checkpoints or the new one; stale ``*.tmp-<pid>`` directories of dead processes are
 removed on the next start. Only the main process should save (callers guard with ``is_main``).
 
-Optimizer and GradScaler state go through ``flatten_state``: tensors into a safetensors group, everything else
-(ints, floats, tuples, int-keyed dicts) into JSON with type tags, so ``optimizer.load_state_dict`` gets back an
-identical structure.
+``load`` trusts nothing it reads: ``COMPLETE.json`` must list plain file names (a ``../`` entry or a symlink out of
+the folder is refused) with sizes and sha256 (``read_marker``); tensors must be finite; ``state.json`` must hold a
+consistent step and, for a trainer's checkpoint, the data position and guard (``check_state``). Every problem is a
+``CheckpointCorruptError`` naming the file.
+
+Optimizer and GradScaler state go through ``flatten_state`` (``trainers.state_flatten``): tensors into a
+safetensors group, everything else (ints, floats, tuples, int-keyed dicts) into JSON with type tags, so
+``optimizer.load_state_dict`` gets back an identical structure.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 
-from magvit2.serialization import fsync_path
+from magvit2.checks import inside, nonfinite_tensors, plain_name, read_utf8
+from magvit2.serialization import fsync_path, pid_alive
+from trainers.state_flatten import flatten_state, unflatten_state
 
 __all__ = [
     "CheckpointCorruptError", "CheckpointError", "CheckpointManager", "CheckpointNotFoundError",
@@ -46,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MARKER = "COMPLETE.json"
+RUN_MARKER = ".magvit2-run"  # written into a run folder the trainers create: only such folders are reused
 STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _STAGING_DIR = re.compile(r"^step-\d{8}\.(tmp|old)-(\d+)$")  # only what save() itself creates
@@ -80,25 +87,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_staging(parent: Path) -> None:
     """Remove ``*.tmp-<pid>`` / ``*.old-<pid>`` directories in ``parent`` left by dead processes (ours only)."""
     if not parent.is_dir():
         return
     for entry in parent.iterdir():
         match = _STAGING_DIR.match(entry.name)
-        if match and entry.is_dir() and not _pid_alive(int(match.group(2))):
+        if match and entry.is_dir() and not pid_alive(int(match.group(2))):
             logger.warning("removing stale checkpoint staging directory %s (left by a crashed save)", entry)
             shutil.rmtree(entry, ignore_errors=True)
 
@@ -119,15 +114,77 @@ def _tensors_for_saving(group: str, tensors: Mapping[str, torch.Tensor]) -> dict
 
 
 def _nonfinite_entries(tensors: Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
-    bad = []
-    for group, group_tensors in tensors.items():
-        for key, t in group_tensors.items():
-            if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
-                finite = torch.isfinite(t.detach())
-                if not bool(finite.all()):
-                    nan, inf = int(torch.isnan(t).sum()), int((~finite).sum()) - int(torch.isnan(t).sum())
-                    bad.append(f"{group}/{key} (nan={nan}, inf={inf})")
-    return bad
+    return [f"{group}/{entry}" for group, part in tensors.items() for entry in nonfinite_tensors(part)]
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_marker(path: Path) -> dict[str, Any]:
+    """The checked ``COMPLETE.json`` of checkpoint folder ``path``: a JSON object with an int ``step`` >= 0 and a
+    non-empty ``files`` mapping plain file names (never a path: nothing outside the folder is read) to
+    ``{"size": int >= 0, "sha256": 64 hex digits}``, ``state.json`` among them."""
+    where = path / MARKER
+    try:
+        marker = json.loads(read_utf8(where, MARKER))
+    except (OSError, ValueError) as exc:
+        raise CheckpointCorruptError(f"{where} is unreadable: {exc}") from exc
+    if not isinstance(marker, dict):
+        raise CheckpointCorruptError(f"{where}: expected a JSON object; got {type(marker).__name__}")
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointCorruptError(f"{where}: 'files' must list the checkpoint's files with sizes and sha256; got "
+                                     f"{files!r:.80}")
+    for name, meta in files.items():
+        if not plain_name(name):
+            raise CheckpointCorruptError(f"{where}: entry {name!r:.80} is not a plain file name in the checkpoint "
+                                         "folder (paths are refused)")
+        if not (isinstance(meta, dict) and _is_count(meta.get("size")) and isinstance(meta.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", meta["sha256"])):
+            raise CheckpointCorruptError(f"{where}: entry {name!r} needs an int 'size' >= 0 and a hex 'sha256'; got "
+                                         f"{meta!r:.120}")
+    if STATE_FILE not in files:
+        raise CheckpointCorruptError(f"{where}: lists no {STATE_FILE}")
+    if not _is_count(marker.get("step")):
+        raise CheckpointCorruptError(f"{where}: 'step' must be an int >= 0; got {marker.get('step')!r:.40}")
+    return marker
+
+
+# the data position: global batch `batch_index` of `epoch`; the global batch size, the samples of the epoch already
+# consumed and the number of processes that wrote it (trainers.base.Trainer.save)
+_SAMPLER_KEYS = {"epoch", "batch_index", "global_batch_size", "samples_in_epoch", "world_size"}
+
+
+def check_state(state: Any, where: Path, step: int) -> None:
+    """A checkpoint's ``state.json``: a JSON object; ``step`` (when present) an int equal to the marker's; a
+    trainer's state (one with ``config`` or ``guard``) also needs ``sampler`` ``{epoch, batch_index}`` (ints >= 0),
+    ``guard`` and ``config`` objects."""
+    if not isinstance(state, dict):
+        raise CheckpointCorruptError(f"{where}: expected a JSON object; got {type(state).__name__}")
+    trainer = "config" in state or "guard" in state
+    if ("step" in state or trainer) and (not _is_count(state.get("step")) or state["step"] != step):
+        raise CheckpointCorruptError(f"{where}: 'step' must be the int {step} that {MARKER} records; got "
+                                     f"{state.get('step')!r:.40}")
+    if "sampler" in state or trainer:
+        sampler = state.get("sampler")
+        if not (isinstance(sampler, dict) and {"epoch", "batch_index"} <= set(sampler) <= _SAMPLER_KEYS
+                and all(_is_count(v) for v in sampler.values())):
+            raise CheckpointCorruptError(f"{where}: 'sampler' must be {{\"epoch\": int >= 0, \"batch_index\": "
+                                         f"int >= 0, ...}} (the data position; optional keys "
+                                         f"{sorted(_SAMPLER_KEYS - {'epoch', 'batch_index'})}); got {sampler!r:.80}")
+    if trainer:
+        guard = state.get("guard")
+        if not (isinstance(guard, dict) and _is_count(guard.get("total_skipped"))
+                and isinstance(guard.get("consecutive"), dict)
+                and all(_is_count(v) for v in guard["consecutive"].values())):
+            raise CheckpointCorruptError(f"{where}: 'guard' must be {{\"total_skipped\": int, \"consecutive\": "
+                                         f"{{phase: int}}}}; got {guard!r:.80}")
+        if not isinstance(state.get("config"), dict):
+            raise CheckpointCorruptError(f"{where}: 'config' must be a JSON object; got {state.get('config')!r:.60}")
+        for key, value in state.items():
+            if key.endswith("_step") and not _is_count(value):
+                raise CheckpointCorruptError(f"{where}: {key!r} must be an int >= 0; got {value!r:.40}")
 
 
 class CheckpointManager:
@@ -282,15 +339,15 @@ class CheckpointManager:
         Raises ``CheckpointCorruptError`` naming the file otherwise. Only safetensors and JSON are read.
         """
         path = self.resolve(path)
-        try:
-            marker = json.loads((path / MARKER).read_text())
-            listed: dict[str, dict[str, Any]] = marker["files"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointCorruptError(f"{path / MARKER} is unreadable: {exc}") from exc
+        marker = read_marker(path)
+        listed: dict[str, dict[str, Any]] = marker["files"]
         for fname, meta in listed.items():
             fpath = path / fname
             if not fpath.is_file():
                 raise CheckpointCorruptError(f"{fpath} is listed in {MARKER} but missing")
+            if not inside(fpath, path):
+                raise CheckpointCorruptError(f"{fpath} is a symlink that leads out of the checkpoint (to "
+                                             f"{fpath.resolve()}); refusing to read it")
             size = fpath.stat().st_size
             if size != meta["size"]:
                 raise CheckpointCorruptError(f"{fpath} has {size} bytes but {MARKER} records {meta['size']} "
@@ -304,68 +361,12 @@ class CheckpointManager:
                     tensors[fname[: -len(".safetensors")]] = safetensors.torch.load_file(str(path / fname))
                 except Exception as exc:  # safetensors raises its own SafetensorError
                     raise CheckpointCorruptError(f"cannot parse {path / fname}: {exc}") from exc
+        bad = _nonfinite_entries(tensors)
+        if bad:
+            raise CheckpointCorruptError(f"{path}: non-finite values in {', '.join(bad[:5])}; refusing to load them")
         try:
-            state = json.loads((path / STATE_FILE).read_text())
+            state = json.loads(read_utf8(path / STATE_FILE, STATE_FILE))
         except (OSError, ValueError) as exc:
             raise CheckpointCorruptError(f"cannot parse {path / STATE_FILE}: {exc}") from exc
+        check_state(state, path / STATE_FILE, marker["step"])
         return tensors, state
-
-
-# ---------------------------------------------------------------------------------------------------- state <-> JSON
-
-
-def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state (dicts, lists, tuples, tensors, scalars) into ``(tensors, JSON-able meta)``.
-
-    Tensors become ``{"__tensor__": key}`` references (key = dotted path, e.g. ``state.0.exp_avg``); tuples
-    ``{"__tuple__": [...]}``; dicts with non-string keys ``{"__dict__": [[key, value], ...]}`` (optimizer state is
-    keyed by int). ``unflatten_state`` inverts it exactly. Raises ``TypeError`` naming the path of anything else.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(x: Any, path: str) -> Any:
-        join = (lambda k: f"{path}.{k}" if path else str(k))  # noqa: E731
-        if isinstance(x, torch.Tensor):
-            if path in tensors:
-                raise ValueError(f"two tensors flatten to the same key {path!r}; rename a dict key containing '.'")
-            tensors[path] = x
-            return {"__tensor__": path}
-        if x is None or isinstance(x, (bool, int, float, str)):
-            return x
-        if isinstance(x, (np.integer, np.floating, np.bool_)):
-            return x.item()
-        if isinstance(x, tuple):
-            return {"__tuple__": [walk(v, join(i)) for i, v in enumerate(x)]}
-        if isinstance(x, list):
-            return [walk(v, join(i)) for i, v in enumerate(x)]
-        if isinstance(x, Mapping):
-            if all(isinstance(k, str) and not k.startswith("__") for k in x):
-                return {k: walk(v, join(k)) for k, v in x.items()}
-            for k in x:
-                if not (k is None or isinstance(k, (bool, int, float, str))):
-                    raise TypeError(f"cannot store a dict key of type {type(k).__name__} at {path or '<root>'}")
-            return {"__dict__": [[k, walk(v, join(k))] for k, v in x.items()]}
-        raise TypeError(f"cannot store a {type(x).__name__} at {path or '<root>'} in a checkpoint (not JSON/tensor)")
-
-    return tensors, walk(obj, "")
-
-
-def unflatten_state(tensors: Mapping[str, torch.Tensor], meta: Any) -> Any:
-    """Inverse of ``flatten_state``. Raises ``KeyError`` naming a referenced tensor that is missing."""
-
-    def build(x: Any) -> Any:
-        if isinstance(x, list):
-            return [build(v) for v in x]
-        if isinstance(x, dict):
-            if set(x) == {"__tensor__"}:
-                if x["__tensor__"] not in tensors:
-                    raise KeyError(f"checkpoint state refers to tensor {x['__tensor__']!r}, which is missing")
-                return tensors[x["__tensor__"]]
-            if set(x) == {"__tuple__"}:
-                return tuple(build(v) for v in x["__tuple__"])
-            if set(x) == {"__dict__"}:
-                return {k: build(v) for k, v in x["__dict__"]}
-            return {k: build(v) for k, v in x.items()}
-        return x
-
-    return build(meta)

@@ -1,6 +1,8 @@
 """Typed training configurations of both trainers, and how a run's config is assembled: preset recipe < YAML file
 < flags (`build_config`, callable without argv). Unknown keys are errors that list the known ones
-(`magvit2.serialization.config_from_dict`); `to_dict(config)` is what a run writes to `RUN_DIR/config.yaml`.
+(`magvit2.serialization.config_from_dict`), and so are values of the wrong type (ints must be ints, floats finite,
+booleans booleans, sections mappings; `magvit2.checks`); a YAML file's errors name the file and the key.
+`to_dict(config)` is what a run writes to `RUN_DIR/config.yaml`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from magvit2.checks import INT64_MAX, INT64_MIN, check_config_dict, read_utf8
+from magvit2.config import TokenizerConfig
 from magvit2.losses import LossConfig
 from magvit2.serialization import atomic_write_text, config_from_dict, config_to_dict
 from trainers.optim import OptimConfig
@@ -67,8 +71,9 @@ class RunConfig:
     val_every: int = 500
     checkpoint_every: int = 500
     keep_last: int = 3
-    mixed_precision: str = "no"  # "no", "bf16" (recommended on GPUs) or "fp16"
+    mixed_precision: str | None = None  # "no", "bf16" (recommended on GPUs), "fp16"; None: the launcher's choice
     compile: bool = False  # torch.compile the model(s)
+    gradient_checkpointing: bool = False  # recompute block activations in the backward (less memory, more compute)
     nonfinite: str = "raise"  # "raise" (stop before the update) or "skip" (skip the update, max 3 in a row)
     tensorboard: bool = False
     wandb_project: str | None = None
@@ -79,10 +84,12 @@ class RunConfig:
                 raise ValueError(f"run.{name} must be >= 1; got {getattr(self, name)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"run.max_minutes must be > 0; got {self.max_minutes}")
-        if self.mixed_precision not in MIXED_PRECISION:
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"run.mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}")
         if self.nonfinite not in ("raise", "skip"):
             raise ValueError(f"run.nonfinite must be 'raise' or 'skip'; got {self.nonfinite!r}")
+        if not INT64_MIN <= self.seed <= INT64_MAX:
+            raise ValueError(f"run.seed must lie in [-2**63, 2**63 - 1]; got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -98,12 +105,18 @@ class TokenizerTrainConfig:
     gen_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000))
     disc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000))
     disc_start_step: int = 2000  # adversarial terms (and D updates) start here
-    grad_accum: int = 1  # micro-batches per update
+    grad_accum: int | None = None  # micro-batches per update; None: the launcher's gradient accumulation (else 1)
 
     def __post_init__(self) -> None:
-        if self.disc_start_step < 0 or self.grad_accum < 1:
+        if self.disc_start_step < 0 or (self.grad_accum is not None and self.grad_accum < 1):
             raise ValueError(f"disc_start_step must be >= 0 and grad_accum >= 1; got {self.disc_start_step}, "
                              f"{self.grad_accum}")
+        _check_tokenizer_overrides(self.tokenizer, "tokenizer")
+
+
+def _check_tokenizer_overrides(overrides: Any, where: str) -> None:
+    """`tokenizer:` holds TokenizerConfig fields (known keys, right types) on top of the preset."""
+    check_config_dict(TokenizerConfig, overrides, where, exclude=("format_version",))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -111,7 +124,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_utf8(path, "the config file")) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -151,7 +164,7 @@ class MaskGitTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000, schedule="cosine"))
-    grad_accum: int = 1  # micro-batches per update
+    grad_accum: int | None = None  # micro-batches per update; None: the launcher's gradient accumulation (else 1)
     mask_schedule: str = "cosine"  # training mask-ratio schedule (maskgit.schedule)
     cond_drop_prob: float = 0.1  # per-sample probability of training on the null text (classifier-free guidance)
     label_smoothing: float = 0.0  # of the masked-token cross-entropy
@@ -161,10 +174,9 @@ class MaskGitTrainConfig:
     # videos and the exported pipeline
 
     def __post_init__(self) -> None:
-        from maskgit.config import MaskGitConfig
         from maskgit.schedule import SCHEDULES
 
-        if self.grad_accum < 1 or self.text_max_length < 1:
+        if (self.grad_accum is not None and self.grad_accum < 1) or self.text_max_length < 1:
             raise ValueError(f"grad_accum and text_max_length must be >= 1; got {self.grad_accum}, "
                              f"{self.text_max_length}")
         if self.mask_schedule not in SCHEDULES:
@@ -178,18 +190,32 @@ class MaskGitTrainConfig:
         object.__setattr__(self, "val_mask_ratios", ratios)
         if not ratios or not all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios):
             raise ValueError(f"val_mask_ratios must be numbers in (0, 1]; got {list(ratios)}")
-        if not isinstance(self.maskgit, dict):
-            raise ValueError(f"maskgit must be a mapping of MaskGitConfig fields; got {type(self.maskgit).__name__}")
-        filled = sorted(set(self.maskgit) & set(_MASKGIT_FILLED))
-        if filled:
-            raise ValueError(f"maskgit.{filled[0]} is set by the trainer (from the tokenizer, the codes and the text "
-                             f"encoder); remove {filled} from the config")
-        known = {f.name for f in dataclasses.fields(MaskGitConfig)} - set(_MASKGIT_FILLED) - {"format_version"}
-        unknown = sorted(set(self.maskgit) - known)
-        if unknown:
-            raise ValueError(f"unknown keys in maskgit: {unknown}; known keys: {sorted(known)}")
-        if not isinstance(self.pipeline, dict):
-            raise ValueError(f"pipeline must be a mapping of sampling settings; got {type(self.pipeline).__name__}")
+        _check_maskgit_overrides(self.maskgit, "maskgit")
+        _check_pipeline_settings(self.pipeline, "pipeline")
+
+
+def _check_maskgit_overrides(overrides: Any, where: str) -> None:
+    """`maskgit:` holds MaskGitConfig fields (known keys, right types) except those the trainer fills in."""
+    from maskgit.config import MaskGitConfig
+
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where} must be a mapping of MaskGitConfig fields; got {type(overrides).__name__}")
+    filled = sorted(set(overrides) & set(_MASKGIT_FILLED))
+    if filled:
+        raise ValueError(f"{where}.{filled[0]} is set by the trainer (from the tokenizer, the codes and the text "
+                         f"encoder); remove {filled} from the config")
+    check_config_dict(MaskGitConfig, overrides, where, exclude=(*_MASKGIT_FILLED, "format_version"))
+
+
+def _check_pipeline_settings(settings: Any, where: str) -> None:
+    """`pipeline:` holds PipelineDefaults fields (sampling settings)."""
+    from maskgit.pipeline_settings import PipelineDefaults
+
+    check_config_dict(PipelineDefaults, settings, where)
+
+
+_SECTION_CHECKS = {"tokenizer": _check_tokenizer_overrides, "maskgit": _check_maskgit_overrides,
+                   "pipeline": _check_pipeline_settings}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -213,5 +239,13 @@ def build_config(kind: str, preset: str = "tiny", config_file: str | Path | None
         raise ValueError(f"unknown {kind} preset {preset!r}; known: {sorted(recipes)}")
     config = merge(to_dict(cls()), {"preset": preset, **recipes[preset]})
     if config_file is not None:
-        config = merge(config, load_yaml(config_file))
+        data = load_yaml(config_file)
+        try:  # the file's own mistakes are reported with its name and the key, before anything is merged
+            check_config_dict(cls, data)
+            for name, check in _SECTION_CHECKS.items():
+                if name in data and name in {f.name for f in dataclasses.fields(cls)}:
+                    check(data[name], name)
+        except ValueError as e:
+            raise ValueError(f"{config_file}: {e}") from None
+        config = merge(config, data)
     return config_from_dict(cls, merge(config, overrides or {}), kind)

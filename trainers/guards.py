@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["NonFiniteGuard", "NonFiniteLossError", "check_finite"]
+__all__ = ["NonFiniteGuard", "NonFiniteLossError", "check_finite", "nonfinite_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _format(value: Number) -> str:
     return f"{float(value):.6g}"
 
 
-def _nonfinite_names(values: Mapping[str, Number | None]) -> list[str]:
+def nonfinite_names(values: Mapping[str, Number | None]) -> list[str]:
     """Names of the non-finite entries; one device sync for all tensor entries together."""
     names = [k for k, v in values.items() if v is not None]
     tensors = [(k, v) for k, v in values.items() if isinstance(v, torch.Tensor)]
@@ -70,7 +70,7 @@ def check_finite(
     values: dict[str, Number | None] = dict(losses)
     if grad_norm is not None:
         values["grad_norm"] = grad_norm
-    bad = _nonfinite_names(values)
+    bad = nonfinite_names(values)
     if bad:
         parts = ", ".join(f"{k}={_format(values[k])}" for k in bad)
         raise NonFiniteLossError(
@@ -105,9 +105,15 @@ class NonFiniteGuard:
         losses: Mapping[str, Number],
         grad_norm: Number | None = None,
         last_checkpoint: str | None = None,
+        failed_elsewhere: bool = False,
     ) -> bool:
+        """True when the update may proceed. `failed_elsewhere`: another data-parallel process saw a non-finite
+        value at this step; this one then raises or skips too, so every process takes the same decision."""
         try:
             check_finite(step, phase, losses, grad_norm, last_checkpoint)
+            if failed_elsewhere:
+                raise NonFiniteLossError(f"step {step} ({phase}): another process saw a non-finite loss or gradient; "
+                                         f"last good checkpoint: {last_checkpoint or 'none'}")
         except NonFiniteLossError as exc:
             if self.policy == "raise":
                 raise

@@ -27,10 +27,14 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 
 @torch.no_grad()
 def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: CaptionBank, ratios: Sequence[float],
-                      batch_size: int, seed: int, device: torch.device, autocast: Autocast = contextlib.nullcontext
+                      batch_size: int, seed: int, device: torch.device, autocast: Autocast = contextlib.nullcontext,
+                      shard: tuple[int, int] = (0, 1), reduce: Callable[[list[float]], list[float]] = list
                       ) -> dict[str, float]:
     """`model` on the held-out `clips` with fixed masks (a generator per (ratio, chunk) derived from `seed`) at each
-    mask ratio: masked-token CE and accuracy per ratio ("loss@0.5", "accuracy@0.5") and their means."""
+    mask ratio: masked-token CE and accuracy per ratio ("loss@0.5", "accuracy@0.5") and their means.
+
+    shard=(rank, world): this process takes chunks rank, rank + world, ...; `reduce` sums the totals over processes
+    (the masks depend only on the chunk, so any process count gives the same numbers)."""
     grid, n = clips.latent_shape, clips.codes[0].numel()
     result: dict[str, float] = {}
     with eval_mode(model):
@@ -38,6 +42,8 @@ def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: Cap
             k = min(n, max(1, round(n * ratio)))
             loss_sum = correct_sum = count = 0.0
             for j, start in enumerate(range(0, len(clips), batch_size)):
+                if j % shard[1] != shard[0]:
+                    continue
                 codes = clips.codes[start : start + batch_size].to(device).flatten(1)  # (b, n)
                 b = codes.shape[0]
                 mask = random_token_mask(torch.full((b,), k), n, make_generator(seed, _VAL_KEY, i, j),
@@ -52,6 +58,7 @@ def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: Cap
                     correct &= lg_m.argmax(-1) == tg[mask]
                 correct_sum += float(correct.sum())
                 count += float(mask.sum())
+            loss_sum, correct_sum, count = reduce([loss_sum, correct_sum, count])
             result[f"loss@{ratio:g}"], result[f"accuracy@{ratio:g}"] = loss_sum / count, correct_sum / count
     names = [f"{r:g}" for r in ratios]
     result["loss"] = sum(result[f"loss@{r}"] for r in names) / len(names)

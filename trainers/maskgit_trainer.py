@@ -11,6 +11,7 @@ from (seed, epoch), so a resumed run replays the uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, spli
 from trainers.data.folders import folder_datasets
 from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import load_frozen_tokenizer, load_init_weights
-from trainers.optim import build_optimizer, clip_gradients, lr_at, sync_gradients
+from trainers.optim import build_optimizer, clip_gradients, lr_at
 from trainers.rng import derive_seed, make_generator
 
 _MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
@@ -83,10 +84,13 @@ class MaskGitTrainer(Trainer):
         if init_state is not None:
             load_state_strict(self.transformer, init_state, init_from, "--init-from weights")
         self.ema = build_ema(self.transformer, config.ema).to(self.device)
+        self.transformer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.optimizer = build_optimizer(self.transformer, config.optim)
         self.checkpointed = {"transformer": self.transformer, "ema": self.ema}
         self.optimizers = {"optimizer": self.optimizer}
-        self.model = torch.compile(self.transformer) if config.run.compile else self.transformer
+        self.model = self.accelerator.prepare(self.transformer)  # DDP on several processes
+        if config.run.compile:
+            self.model = torch.compile(self.model)
         if defaults.num_frames is None:
             defaults = replace(defaults, num_frames=self.num_frames)
         self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder, self.ema.ema_model, defaults)
@@ -149,9 +153,8 @@ class MaskGitTrainer(Trainer):
             self.num_frames = self.tokenizer.num_frames_for(clips.latent_shape[0])
             self.train_set, val_clips = (clips, None) if separate_val else split_code_clips(clips, d.val_fraction,
                                                                                              c.run.seed)
-            self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
-                                           num_replicas=acc.num_processes, rank=acc.process_index,
-                                           collate_fn=collate_codes)
+            self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
+                                                       num_workers=d.num_workers, collate_fn=collate_codes))
         else:
             self.num_frames = d.num_frames
             if (d.num_frames - 1) % f:
@@ -160,8 +163,8 @@ class MaskGitTrainer(Trainer):
             split = None if separate_val or d.val_fraction == 0 else "train"
             self.train_set = folder_datasets(data_dirs, split, num_frames=d.num_frames, hflip=d.hflip,
                                              val_fraction=d.val_fraction, **common)
-            self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
-                                           num_replicas=acc.num_processes, rank=acc.process_index)
+            self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
+                                                       num_workers=d.num_workers))  # global batches, split
             if not separate_val and d.val_fraction > 0:
                 val_set = folder_datasets(data_dirs, "val", num_frames=d.val_num_frames or d.num_frames,
                                           val_fraction=d.val_fraction, **common)
@@ -250,42 +253,44 @@ class MaskGitTrainer(Trainer):
         torch.manual_seed(derive_seed(c.run.seed, _DROPOUT_KEY, step, rank))  # only nn.Dropout (dropout > 0) uses it
         sums = dict.fromkeys(("accuracy", "mask_fraction", "drop_fraction"), 0.0)
         loss_sum, tokens = torch.zeros((), device=self.device), 0
-        for micro in range(c.grad_accum):
+        per_process = c.data.batch_size
+        for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             codes = self.batch_codes(batch)  # (b, t', h', w')
             text = self.captions.embed(batch["caption"]).to(self.device)
-            with acc.autocast():
-                loss, stats = masked_token_loss(self.model, codes, text, make_generator(c.run.seed, _MASK_KEY, step,
-                                                                                        micro, rank),
-                                                schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob,
-                                                cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing)
-            acc.backward(loss / c.grad_accum)
+            # the masks of the whole global batch come from one generator (the trailing 0 keeps the key of earlier
+            # single-process runs); each process trains on its rows, so W processes equal one with the global batch
+            generator = make_generator(c.run.seed, _MASK_KEY, step, micro, 0)
+            with contextlib.ExitStack() as no_sync:
+                if micro < self.grad_accum - 1:  # gradients are all-reduced once, on the last micro-batch
+                    no_sync.enter_context(acc.no_sync(self.model))
+                with acc.autocast():
+                    loss, stats = masked_token_loss(
+                        self.model, codes, text, generator, schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob,
+                        cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing,
+                        rows=(rank * per_process, self.world_size * per_process), config=self.model_config)
+                acc.backward(loss / self.grad_accum)
             loss_sum += loss.detach()
             for k in sums:
-                sums[k] += getattr(stats, k) / c.grad_accum
+                sums[k] += getattr(stats, k) / self.grad_accum
             tokens += codes.numel()
         params = [p for p in self.transformer.parameters() if p.requires_grad]
-        sync_gradients(params, acc.num_processes)
-        if acc.scaler is not None:
-            acc.scaler.unscale_(self.optimizer)
+        self.unscale(self.optimizer)
         norm = clip_gradients(params, c.optim.max_grad_norm)
-        loss = loss_sum / c.grad_accum
-        # fp16: the scaler skips overflowing steps itself, so only the loss is checked there
-        ok = self.guard.check(step, "transformer", {"loss": loss}, grad_norm=None if acc.scaler else norm,
-                              last_checkpoint=self.last_checkpoint)
+        loss = loss_sum / self.grad_accum
+        ok = self.guard_ok("transformer", {"loss": loss}, norm)
         lr = lr_at(c.optim, step, c.run.max_steps)
         if ok:
             self.optimizer_step(self.optimizer, lr)
-            if acc.scaler is not None:
-                acc.scaler.update()
-            self.ema.update()
+            ok = not self.update_scaler()
+            if ok:
+                self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if not self.logs_due(ok):
             return None
         return {"loss": float(loss), **sums, "lr": lr, "grad_norm": float(norm), "skipped_update": float(not ok),
-                "tokens_per_s": tokens * acc.num_processes / (time.perf_counter() - start),
-                "epoch": float(self._position[0])}
+                "tokens_per_s": tokens * acc.num_processes / (time.perf_counter() - start)}
 
     # validation ---------------------------------------------------------------------------------------------------
 
@@ -295,7 +300,8 @@ class MaskGitTrainer(Trainer):
         result = {}
         if self.val_clips is not None:
             result = validation_losses(self.ema.ema_model, self.val_clips, self.captions, c.val_mask_ratios,
-                                       c.data.batch_size, c.run.seed, self.device, acc.autocast)
+                                       c.data.batch_size, c.run.seed, self.device, acc.autocast,
+                                       shard=(self.rank, self.world_size), reduce=self.sum_over_processes)
         if self.sample_prompts and self.is_main:
             write_samples(self.pipeline, self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:08d}",
                           c.run.seed, self.step, acc.autocast)

@@ -92,22 +92,3 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float | None) -> to
     if max_norm is None:
         return grad_norm(params)
     return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=False)
-
-
-def sync_gradients(params: Iterable[nn.Parameter], world_size: int) -> None:
-    """Average gradients across processes (the models are not wrapped in DDP: the G and D steps call several entry
-    points per module, which DDP's forward hook would not see). No-op on one process."""
-    if world_size <= 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()

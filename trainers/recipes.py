@@ -30,7 +30,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     # one GPU
     "base": {
         "data": {"num_frames": 17, "batch_size": 8, "num_workers": 4},
-        "run": {"max_steps": 200_000, "mixed_precision": "bf16", "val_every": 2000, "checkpoint_every": 2000},
+        "run": {"max_steps": 200_000, "val_every": 2000, "checkpoint_every": 2000},
         "ema": {"beta": 0.999, "update_after_step": 1000},
         "gen_optim": {"lr": 1e-4, "warmup_steps": 2000, "schedule": "cosine"},
         "disc_optim": {"lr": 1e-4, "warmup_steps": 2000},
@@ -39,7 +39,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     # MAGVIT-v2-style; multi-GPU with accelerate launch
     "paper": {
         "data": {"num_frames": 17, "batch_size": 4, "num_workers": 8},
-        "run": {"max_steps": 500_000, "mixed_precision": "bf16", "val_every": 5000, "checkpoint_every": 5000},
+        "run": {"max_steps": 500_000, "val_every": 5000, "checkpoint_every": 5000},
         "ema": {"beta": 0.999, "update_after_step": 1000},
         "gen_optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.0, 0.99]},
         "disc_optim": {"lr": 1e-4, "warmup_steps": 5000, "betas": [0.0, 0.99]},
@@ -82,7 +82,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "text_encoder": "default",
         "data": {"num_frames": 17, "batch_size": 32, "num_workers": 4, "val_clips": 256, "hflip": False,
                  "include_images": False},
-        "run": {"max_steps": 300_000, "mixed_precision": "bf16", "log_every": 50, "val_every": 5000,
+        "run": {"max_steps": 300_000, "log_every": 50, "val_every": 5000,
                 "checkpoint_every": 5000},
         "ema": {"beta": 0.9999, "update_after_step": 1000},
         "optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.9, 0.96],
@@ -96,7 +96,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "text_encoder": "default",
         "data": {"num_frames": 17, "batch_size": 32, "num_workers": 8, "val_clips": 512, "hflip": False,
                  "include_images": False},
-        "run": {"max_steps": 1_000_000, "mixed_precision": "bf16", "log_every": 100, "val_every": 10_000,
+        "run": {"max_steps": 1_000_000, "log_every": 100, "val_every": 10_000,
                 "checkpoint_every": 10_000},
         "ema": {"beta": 0.9999, "update_after_step": 1000},
         "optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.9, 0.96],

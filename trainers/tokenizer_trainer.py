@@ -9,36 +9,39 @@ replays the uninterrupted one exactly.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
+from magvit2 import VideoTokenizer, preset_config
 from magvit2.losses import TokenizerLoss
-from magvit2.metrics import codebook_usage, psnr, ssim
+from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import to_uint8
-from magvit2.serialization import read_model_config
 from trainers.base import Trainer, build_ema
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets
 from trainers.data.video_io import write_gif, write_video
-from trainers.model_sources import TOKENIZER_KIND, tokenizer_dir
-from trainers.optim import build_optimizer, clip_gradients, lr_at, sync_gradients
+from trainers.model_sources import tokenizer_dir
+from trainers.optim import build_optimizer, clip_gradients, lr_at
 from trainers.rng import make_generator
 
 _G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
 
 
-def _tokenizer_config(config: TokenizerTrainConfig, init_from: str | Path | None
-                      ) -> tuple[TokenizerConfig, Path | None]:
-    """Architecture: from --init-from's tokenizer (a tokenizer or tokenizer run folder) when given, else the preset
-    plus overrides."""
-    if init_from is None:
-        return preset_config(config.preset, **config.tokenizer), None
-    folder = tokenizer_dir(init_from, "--init-from")
-    return TokenizerConfig.from_dict(read_model_config(folder, TOKENIZER_KIND)["config"]), folder
+class ReconstructStep(nn.Module):
+    """`tokenizer.reconstruct(video, step=step)` as a module forward, the G step's entry point that a distributed
+    engine (DDP) wraps. It holds no weights of its own."""
+
+    def __init__(self, tokenizer: VideoTokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def forward(self, video: torch.Tensor, step: int):
+        return self.tokenizer.reconstruct(video, step=step)
 
 
 class TokenizerTrainer(Trainer):
@@ -51,21 +54,26 @@ class TokenizerTrainer(Trainer):
                  init_from: str | Path | None = None) -> None:
         super().__init__(config, run_dir, resume, "magvit2.train")
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
-        self.tok_config, init_folder = _tokenizer_config(config, init_from)
-        self.tokenizer = VideoTokenizer(self.tok_config)
-        if init_folder is not None:
-            self.tokenizer = VideoTokenizer.from_pretrained(init_folder)
-            self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", init_folder)
+        if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
+            self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
+        else:
+            folder = tokenizer_dir(init_from, "--init-from")
+            self.tokenizer = VideoTokenizer.from_pretrained(folder)
+            self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", folder)
+        self.tok_config = self.tokenizer.config
         self.tokenizer.to(self.device).train()
         self.loss_fn = TokenizerLoss(config.loss, self.tok_config).to(self.device).train()
         self.ema = build_ema(self.tokenizer, config.ema).to(self.device)
+        self.tokenizer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.opt_g = build_optimizer(self.tokenizer, config.gen_optim)
         self.opt_d = build_optimizer(self.loss_fn.discriminator_parameters(), config.disc_optim)
         self.checkpointed = {"tokenizer": self.tokenizer, "ema": self.ema, "loss": self.loss_fn}
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
-        self.reconstruct = self.tokenizer.reconstruct
+        # the two entry points a distributed engine wraps: the G step's forward and the D step's loss. The G step's
+        # adversarial terms call the unwrapped discriminators with their weights frozen.
+        self.g_forward, self.d_forward = self.accelerator.prepare(ReconstructStep(self.tokenizer), self.loss_fn)
         if config.run.compile:
-            self.reconstruct = torch.compile(self.tokenizer.reconstruct)
+            self.g_forward = torch.compile(self.g_forward)
         self._build_data([Path(d) for d in data_dirs], Path(val_dir) if val_dir else None)
         self.d_step = 0
         self.start()
@@ -92,8 +100,8 @@ class TokenizerTrainer(Trainer):
         else:
             self.val_set = None
         acc = self.accelerator
-        self.loader = build_dataloader(self.train_set, d.batch_size, c.run.seed, num_workers=d.num_workers,
-                                       num_replicas=acc.num_processes, rank=acc.process_index)
+        self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
+                                                   num_workers=d.num_workers))  # global batches, split per process
         stats = self.train_set.stats
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
@@ -127,67 +135,67 @@ class TokenizerTrainer(Trainer):
         c, acc, step = self.config, self.accelerator, self.step
         use_adv = step >= c.disc_start_step
         g_parts = d_parts = None
-        for micro in range(c.grad_accum):
+        for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             video = batch["video"].to(self.device, non_blocking=True)
-            with acc.autocast():
-                out = self.reconstruct(video, step=step)
-                g_loss, g_parts = self.loss_fn.generator_loss(
-                    video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
-                    generator=make_generator(c.run.seed, _G_KEY, step, micro))
-            acc.backward(g_loss / c.grad_accum)
-            if use_adv:
+            with contextlib.ExitStack() as no_sync:
+                if micro < self.grad_accum - 1:  # gradients are all-reduced once, on the last micro-batch
+                    no_sync.enter_context(acc.no_sync(self.g_forward))
+                    no_sync.enter_context(acc.no_sync(self.d_forward))
                 with acc.autocast():
-                    d_loss, d_parts = self.loss_fn.discriminator_loss(
-                        video, out.recon.detach(), apply_r1=self.loss_fn.should_apply_r1(self.d_step),
-                        generator=make_generator(c.run.seed, _D_KEY, step, micro))
-                acc.backward(d_loss / c.grad_accum)
-            self._position = (batch["epoch"], batch["batch_index"] + 1)
+                    out = self.g_forward(video, step)
+                    g_loss, g_parts = self.loss_fn.generator_loss(
+                        video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
+                        generator=make_generator(c.run.seed, _G_KEY, step, micro, self.rank))
+                acc.backward(g_loss / self.grad_accum)
+                if use_adv:
+                    with acc.autocast():
+                        d_loss, d_parts = self.d_forward(
+                            video, out.recon.detach(), self.loss_fn.should_apply_r1(self.d_step),
+                            make_generator(c.run.seed, _D_KEY, step, micro, self.rank))
+                    acc.backward(d_loss / self.grad_accum)
         g_params = list(self.tokenizer.parameters())
         d_params = self.loss_fn.discriminator_parameters()
-        sync_gradients(g_params, acc.num_processes)
-        sync_gradients(d_params, acc.num_processes)
-        if acc.scaler is not None:
-            acc.scaler.unscale_(self.opt_g)
-            if use_adv:
-                acc.scaler.unscale_(self.opt_d)
+        self.unscale(self.opt_g)
+        if use_adv:
+            self.unscale(self.opt_d)
         g_norm = clip_gradients(g_params, c.gen_optim.max_grad_norm)
         d_norm = clip_gradients(d_params, c.disc_optim.max_grad_norm) if use_adv else torch.zeros(())
         losses = {"generator." + k: v for k, v in g_parts.as_dict().items()}
         if use_adv:
             losses.update({"discriminator." + k: v for k, v in d_parts.as_dict().items()})
-        norms = {"generator": g_norm} if acc.scaler is not None else {"generator": g_norm, "discriminator": d_norm}
-        ok = self.guard.check(step, "generator+discriminator", losses, grad_norm=max(float(v) for v in norms.values())
-                              if all(torch.isfinite(v) for v in norms.values()) else float("nan"),
-                              last_checkpoint=self.last_checkpoint)
+        ok = self.guard_ok("generator+discriminator", losses, torch.maximum(g_norm, d_norm.to(g_norm)))
         lr_g, lr_d = lr_at(c.gen_optim, step, c.run.max_steps), lr_at(c.disc_optim, self.d_step, c.run.max_steps)
         if ok:
             self.optimizer_step(self.opt_g, lr_g)
-            self.ema.update()
             if use_adv:
                 self.optimizer_step(self.opt_d, lr_d)
-                self.d_step += 1
-            if acc.scaler is not None:
-                acc.scaler.update()
+            overflowed = self.update_scaler()
+            ok = not overflowed
+            if ok:
+                self.ema.update()
+                self.d_step += use_adv
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
         self.step += 1
         if not self.logs_due(ok):
             return None
         return {**losses, "lr_g": lr_g, "lr_d": lr_d if use_adv else 0.0, "grad_norm_g": float(g_norm),
-                "grad_norm_d": float(d_norm), "skipped_update": float(not ok), "epoch": float(self._position[0])}
+                "grad_norm_d": float(d_norm), "skipped_update": float(not ok)}
 
     # validation -----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def validate(self, write_samples: bool = True) -> dict[str, float]:
-        """EMA tokenizer on up to data.val_clips held-out clips: PSNR, SSIM, codebook usage/perplexity, samples."""
+        """EMA tokenizer on up to data.val_clips held-out clips, split across processes (clip i on process
+        i mod W) and summed over them: PSNR, SSIM, codebook usage/perplexity; the main process writes samples."""
         if self.val_set is None:
             return {}
         model = self.ema.ema_model.eval()
         n = min(self.config.data.val_clips, len(self.val_set))
-        psnrs, ssims, codes, samples = [], [], [], []
-        for i in range(n):
+        sums, samples = torch.zeros(3, dtype=torch.float64), []  # psnr, ssim, clips
+        counts = torch.zeros(model.codebook_size, dtype=torch.float64, device=self.device)
+        for i in range(self.rank, n, self.world_size):
             item = self.val_set[(0, i, -1)]
             if not isinstance(item, dict):
                 continue
@@ -195,14 +203,18 @@ class TokenizerTrainer(Trainer):
             with self.accelerator.autocast():
                 out = model.reconstruct(video)
             recon = out.recon.float().clamp(-1, 1)
-            psnrs.append(psnr(recon, video)), ssims.append(ssim(recon, video)), codes.append(out.codes.flatten())
+            sums += torch.tensor([float(psnr(recon, video)), float(ssim(recon, video)), 1.0], dtype=torch.float64)
+            counts += torch.bincount(out.codes.flatten(), minlength=model.codebook_size)
             if len(samples) < 4:
                 samples.append(torch.cat([video, recon], dim=-1)[0])  # (3, t, h, 2w): original | reconstruction
-        if not psnrs:
+        total_psnr, total_ssim, clips = self.sum_over_processes(sums.tolist())
+        if self.world_size > 1:
+            torch.distributed.all_reduce(counts)
+        if not clips:
             return {}
-        usage, perplexity = codebook_usage(torch.cat(codes), model.codebook_size)
-        result = {"psnr_db": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean()),
-                  "codebook_usage": float(usage), "perplexity": float(perplexity), "clips": float(len(psnrs))}
+        usage, perplexity = usage_from_counts(counts)
+        result = {"psnr_db": total_psnr / clips, "ssim": total_ssim / clips, "codebook_usage": float(usage),
+                  "perplexity": float(perplexity), "clips": clips}
         if write_samples and self.is_main:
             folder = self.run_dir / "samples" / f"step-{self.step:08d}"
             folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Reconstruct clips with a trained tokenizer and measure them (the work behind `magvit2-reconstruct`)."""
+"""Reconstruct clips with a trained tokenizer and measure them (the work behind `magvit2-reconstruct`).
+
+Outputs never replace a user's file unasked: an input is never an output (even with `overwrite`), and an existing
+`<name>.mp4` or `metrics.json` is refused unless `overwrite` (`--overwrite`). Inputs whose names clash get distinct
+output names (`output_names`). Everything is checked before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -30,24 +35,55 @@ def clip_length(available: int, f: int, num_frames: int | None) -> int:
     return 1 + f * min((available - 1) // f, DEFAULT_MAX_LATENT_FRAMES - 1)
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """A distinct output stem per input: its stem; `stem-ext` when another input has that stem with another
+    extension (`a.mp4`, `a.gif`); then `-2`, `-3`, ... (the same name in two folders: `clip`, `clip-2`)."""
+    names: list[str] = []
+    for path in paths:
+        clash = any(p.stem == path.stem and p.suffix != path.suffix for p in paths)
+        base = f"{path.stem}-{path.suffix[1:]}" if clash else path.stem
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    """Refuse (one line naming the file) an output that is an input, or that exists when not `overwrite`."""
+    sources = {p.resolve() for p in inputs}
+    for out in outputs:
+        if out.resolve() in sources:
+            raise FileExistsError(f"{out} is one of the inputs; refusing to overwrite an input: choose another "
+                                  "--out-dir")
+        if (out.exists() or out.is_symlink()) and not overwrite:
+            raise FileExistsError(f"{out} exists; refusing to overwrite it: pass --overwrite, or choose another "
+                                  "--out-dir")
+
+
 @torch.no_grad()
 def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                       num_frames: int | None = None, lossless: bool = False, side_by_side: bool = False,
-                      device: str | None = None) -> dict[str, Any]:
+                      device: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct each input (video: first frames; image: 1 frame) at the tokenizer's size; write
-    `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding)."""
+    `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding).
+    Existing outputs are refused unless `overwrite`; an input is never overwritten."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir(tokenizer_path))
-    tokenizer = tokenizer.to(device).eval()
-    size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"input not found: {p}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out-dir {out_dir} is a file, not a folder")
+    names = output_names(paths)
+    check_outputs(paths, [out_dir / f"{n}.mp4" for n in names] + [out_dir / "metrics.json"], overwrite)
+    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir(tokenizer_path))
+    tokenizer = tokenizer.to(device).eval()
+    size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = []
-    for path in paths:
+    for path, name in zip(paths, names):
         try:
             is_image = path.suffix.lower() in IMAGE_EXTENSIONS
             frames = 1 if is_image else clip_length(probe_video(path).num_frames, f, num_frames)
@@ -56,7 +92,6 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
             raise ValueError(f"cannot read {path}: {e.reason}") from e
         recon = tokenizer(video).float().clamp(-1, 1)
         shown = torch.cat([video, recon], dim=-1) if side_by_side else recon
-        name = path.stem if sum(p.stem == path.stem for p in paths) == 1 else f"{path.stem}-{path.suffix[1:]}"
         write_video(out_dir / f"{name}.mp4", to_uint8(shown[0]), fps=8, lossless=lossless)
         clips.append({"input": str(path), "output": f"{name}.mp4", "frames": video.shape[2],
                       "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})

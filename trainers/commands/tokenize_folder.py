@@ -19,7 +19,10 @@ from trainers.model_sources import tokenizer_dir
 def tokenize_folder(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str | Path,
                     num_frames: int | None = None, epochs: int = 1, batch_size: int = 16, shard_size: int = 4096,
                     seed: int = 0, device: str | None = None, max_bad_fraction: float = 0.05) -> dict[str, Any]:
-    """Encode every usable file of `data_dir` (`epochs` crops each) with the tokenizer; returns the index."""
+    """Encode every usable file of `data_dir` (`epochs` crops each) with the tokenizer; returns the index.
+
+    Refuses an `out_dir` that already holds shards; raises `ValueError` when no clip could be encoded (and
+    `DataQualityError` when more than `max_bad_fraction` of the files fail, at probe or at load time)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     folder = tokenizer_dir(tokenizer_path)
     tokenizer = VideoTokenizer.from_pretrained(folder).to(device).eval()
@@ -42,6 +45,10 @@ def tokenize_folder(tokenizer_path: str | Path, data_dir: str | Path, out_dir: s
             bar.update(len(batch["path"]) + batch["num_skipped"])
     bar.close()
     skipped = dataset.stats.skipped + dataset.stats.runtime_failures
+    if writer.num_clips == 0:
+        listing = "; ".join(f"{p} ({r})" for p, r in skipped[:5])
+        raise ValueError(f"wrote 0 clips: none of the {dataset.stats.num_files} files under {data_dir} could be "
+                         f"decoded{': ' + listing if listing else ''}")
     return writer.close({"tokenizer": str(folder), "tokenizer_config": tokenizer.config.to_dict(),
                          "codebook_size": tokenizer.codebook_size, "num_frames": num_frames,
                          "latent_shape": list(tokenizer.latent_shape(num_frames)), "epochs": epochs,

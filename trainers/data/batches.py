@@ -23,8 +23,11 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
     """Homogeneous batches in an order that depends only on ``(seed, epoch)``; resumable from two integers.
 
     Each epoch: within each kind, indices are permuted (``shuffle``) and cut into batches (the incomplete tail is
-    dropped with ``drop_last``), then all batches are permuted together. With ``num_replicas > 1`` rank ``r``
-    takes batches ``r, r + num_replicas, ...`` and the epoch is cut so every rank gets the same count.
+    dropped with ``drop_last``), then all batches are permuted together. ``batch_size`` is the GLOBAL batch: a
+    data-parallel run hands this sampler to ``accelerator.prepare`` with ``split_batches=True``, which gives process
+    ``r`` of ``W`` the slice ``[r * batch_size / W, (r + 1) * batch_size / W)`` of every batch. So every process
+    trains on the same kind (all videos or all images) at every step, the global batches do not depend on ``W``, and
+    the position ``(epoch, batch_index)`` means the same thing on any number of processes.
     ``batch_index`` counts this rank's batches. ``__iter__`` runs from the stored position to the end of that
     epoch and then moves the position to ``(epoch + 1, 0)``; iterate again for the next epoch.
     """
@@ -36,25 +39,20 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         seed: int,
         drop_last: bool = True,
         shuffle: bool = True,
-        num_replicas: int = 1,
-        rank: int = 0,
     ) -> None:
         check_positive_int("batch_size", batch_size)
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"need 0 <= rank < num_replicas; got rank={rank}, num_replicas={num_replicas}")
         self.batch_size, self.seed, self.drop_last, self.shuffle = batch_size, seed, drop_last, shuffle
-        self.num_replicas, self.rank = num_replicas, rank
         self.groups: dict[str, list[int]] = {}
         for i, kind in enumerate(kinds):
             self.groups.setdefault(kind, []).append(i)
         per_kind = {k: (len(v) // batch_size if drop_last else math.ceil(len(v) / batch_size))
                     for k, v in sorted(self.groups.items())}
-        self._num_batches = sum(per_kind.values()) // num_replicas
+        self._num_batches = sum(per_kind.values())
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.groups.items()))
         if self._num_batches == 0:
             raise ValueError(f"{len(kinds)} usable samples ({counts}) give no full batch of batch_size={batch_size}"
-                             f" (drop_last={drop_last}, num_replicas={num_replicas}); need at least "
-                             f"{batch_size * num_replicas} samples of one kind, or a smaller batch_size")
+                             f" (drop_last={drop_last}, all processes together); need at least {batch_size} "
+                             "samples of one kind, or a smaller batch_size")
         for kind, n in per_kind.items():
             if n == 0:
                 logger.warning("the %d %s samples are fewer than batch_size=%d and will never be used",
@@ -62,11 +60,11 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self.epoch, self.batch_index = 0, 0
 
     def __len__(self) -> int:
-        """Batches per epoch for this rank."""
+        """Batches per epoch."""
         return self._num_batches
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches (lists of dataset indices) of ``epoch``; a pure function of (seed, epoch)."""
+        """The batches (lists of dataset indices) of ``epoch``; a pure function of (seed, epoch)."""
         gen = make_generator(self.seed, _SAMPLER_KEY, epoch)
         batches: list[list[int]] = []
         for _, indices in sorted(self.groups.items()):
@@ -77,7 +75,7 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
             batches.extend(c for c in chunks if len(c) == self.batch_size or not self.drop_last)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-        return batches[: self._num_batches * self.num_replicas][self.rank :: self.num_replicas]
+        return batches
 
     def set_position(self, epoch: int, batch_index: int) -> None:
         """Next batch to yield: ``batch_index`` of ``epoch`` (``batch_index == len(self)`` means the next epoch)."""
@@ -114,12 +112,9 @@ def build_dataloader(
     drop_last: bool = True,
     num_workers: int = 0,
     pin_memory: bool = False,
-    num_replicas: int = 1,
-    rank: int = 0,
     collate_fn: Callable[[list], dict] = collate,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate_fn``."""
-    sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle,
-                                    num_replicas=num_replicas, rank=rank)
+    sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
                       pin_memory=pin_memory)

@@ -5,7 +5,10 @@ Layout of CODES_DIR:
     index.json                  format version, tokenizer config, latent shape, shard list, counts, skipped files
     codes-00000.safetensors     "codes": int32 (n, t', h', w')
     codes-00000.jsonl           one line per clip: {"path", "caption", "clip"}
-Shards are written atomically and index.json last, so a folder with an index is complete.
+Shards are written atomically and index.json last, so a folder with an index is complete. A folder that already
+holds an index or shards is never written into. Reading checks everything: the index's fields and types, shard
+names (plain `codes-NNNNN.safetensors` files inside the folder), each shard's tensor (integer, the index's latent
+shape, codes inside the codebook) and records; any problem is a `ValueError` naming the file.
 
 `split_code_clips` holds out `val_fraction` of the *source files* (seeded, `trainers.data.folders.split_files`), so
 the clips of one file (several epochs of crops in a shard folder) never land on both sides.
@@ -14,6 +17,7 @@ the clips of one file (several epochs of crops in a shard folder) never land on 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from magvit2.checks import inside, read_utf8
 from magvit2.serialization import atomic_write, atomic_write_text
-from trainers.data.folders import SampleKey, split_files
+from trainers.data.samples import SampleKey
+from trainers.data.scan import split_files
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
+_SHARD = re.compile(r"^codes-\d{5,}\.(safetensors|jsonl)$")
 
 
 class CodeShardWriter:
@@ -34,8 +41,14 @@ class CodeShardWriter:
 
     def __init__(self, out_dir: str | Path, shard_size: int = 1024) -> None:
         self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise NotADirectoryError(f"--out {self.out_dir} is a file, not a folder")
         if (self.out_dir / INDEX).exists():
             raise FileExistsError(f"{self.out_dir} already holds code shards ({INDEX}); choose a new --out")
+        shards = sorted(p.name for p in self.out_dir.iterdir() if _SHARD.match(p.name)) if self.out_dir.exists() else []
+        if shards:
+            raise FileExistsError(f"{self.out_dir / shards[0]} exists (an earlier, unfinished magvit2-tokenize?); "
+                                  "refusing to overwrite it: choose a new --out")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
         self.codes: list[torch.Tensor] = []
@@ -59,6 +72,10 @@ class CodeShardWriter:
         self.shards.append({"file": f"{name}.safetensors", "count": len(self.codes)})
         self.codes, self.records = [], []
 
+    @property
+    def num_clips(self) -> int:
+        return sum(s["count"] for s in self.shards) + len(self.codes)
+
     def close(self, info: dict[str, Any]) -> dict[str, Any]:
         """Write the last shard and index.json (with `info`: tokenizer config, latent shape, ...); returns it."""
         self._flush()
@@ -68,15 +85,77 @@ class CodeShardWriter:
         return index
 
 
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def read_index(codes_dir: str | Path) -> dict[str, Any]:
+    """The checked `index.json` of a codes folder: format version, `shards` (plain shard names inside the folder
+    with int counts), `latent_shape` (three positive ints), `codebook_size` and `num_frames`."""
     codes_dir = Path(codes_dir)
     path = codes_dir / INDEX
     if not path.is_file():
         raise FileNotFoundError(f"no {INDEX} in {codes_dir} (write code shards with magvit2-tokenize)")
-    index = json.loads(path.read_text())
+    try:
+        index = json.loads(read_utf8(path, INDEX))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: expected a JSON object; got {type(index).__name__}")
     if index.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: code shard format {index.get('format_version')} is not {FORMAT_VERSION}")
+        raise ValueError(f"{path}: code shard format {index.get('format_version')!r:.40} is not {FORMAT_VERSION}")
+    shards = index.get("shards")
+    if not isinstance(shards, list):
+        raise ValueError(f"{path}: 'shards' must be a list of {{\"file\", \"count\"}}; got {shards!r:.80}")
+    for shard in shards:
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and _SHARD.match(shard["file"])
+                and shard["file"].endswith(".safetensors") and _is_int(shard.get("count"), 0)):
+            raise ValueError(f"{path}: each shard must be {{\"file\": \"codes-NNNNN.safetensors\", \"count\": int}}; "
+                             f"got {shard!r:.120}")
+    shape = index.get("latent_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape)):
+        raise ValueError(f"{path}: 'latent_shape' must be three positive ints; got {shape!r:.80}")
+    for key, low in (("codebook_size", 2), ("num_frames", 1)):
+        if not _is_int(index.get(key), low):
+            raise ValueError(f"{path}: {key!r} must be an int >= {low}; got {index.get(key)!r:.40}")
     return index
+
+
+def _read_shard(codes_dir: Path, shard: dict[str, Any], index: dict[str, Any]) -> tuple[torch.Tensor, list]:
+    """One shard's codes `(count, t', h', w')` and records, checked against the index."""
+    path = codes_dir / shard["file"]
+    records_path = path.with_suffix(".jsonl")
+    for p in (path, records_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is listed in {codes_dir / INDEX} but missing")
+        if not inside(p, codes_dir):
+            raise ValueError(f"{p} is a symlink that leads out of {codes_dir}; refusing to read it")
+    try:
+        codes = load_file(str(path))["codes"]
+    except Exception as e:  # safetensors raises its own error type; KeyError: no "codes"
+        raise ValueError(f"cannot read code shard {path}: {e}") from e
+    expected = (shard["count"], *index["latent_shape"])
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool or tuple(codes.shape) != expected:
+        raise ValueError(f"{path}: codes must be integers of shape {expected}; got {codes.dtype} "
+                         f"{tuple(codes.shape)}")
+    if codes.numel() and not (int(codes.min()) >= 0 and int(codes.max()) < index["codebook_size"]):
+        raise ValueError(f"{path}: codes must lie in [0, {index['codebook_size']}); got [{int(codes.min())}, "
+                         f"{int(codes.max())}]")
+    records = []
+    for lineno, line in enumerate(read_utf8(records_path, "code shard records").splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{records_path}:{lineno}: invalid JSON ({e})") from None
+        if not (isinstance(record, dict) and isinstance(record.get("path"), str)
+                and isinstance(record.get("caption"), str)):
+            raise ValueError(f'{records_path}:{lineno}: expected {{"path": str, "caption": str, ...}}; got '
+                             f"{line[:120]}")
+        records.append(record)
+    if len(records) != shard["count"]:
+        raise ValueError(f"{path}: expected {shard['count']} clips, found {codes.shape[0]} codes and {len(records)} "
+                         "records")
+    return codes, records
 
 
 class CodeShardDataset(Dataset):
@@ -87,17 +166,10 @@ class CodeShardDataset(Dataset):
         self.index = read_index(self.codes_dir)
         codes, self.records = [], []
         for shard in self.index["shards"]:
-            path = self.codes_dir / shard["file"]
-            try:
-                codes.append(load_file(str(path))["codes"])
-            except Exception as e:  # safetensors raises its own error type
-                raise ValueError(f"cannot read code shard {path}: {e}") from e
-            lines = path.with_suffix(".jsonl").read_text().splitlines()
-            self.records.extend(json.loads(line) for line in lines)
-            if len(lines) != shard["count"] or codes[-1].shape[0] != shard["count"]:
-                raise ValueError(f"{path}: expected {shard['count']} clips, found {codes[-1].shape[0]} codes and "
-                                 f"{len(lines)} records")
-        if not codes:
+            shard_codes, records = _read_shard(self.codes_dir, shard, self.index)
+            codes.append(shard_codes)
+            self.records.extend(records)
+        if not self.records:
             raise ValueError(f"{self.codes_dir} holds no clips")
         self.codes = torch.cat(codes).long()  # (n, t', h', w')
         self.captions = [r["caption"] for r in self.records]

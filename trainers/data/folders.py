@@ -18,14 +18,16 @@ the position from the *consumed* batch: ``sampler.set_position(batch["epoch"], b
 Bad files: every file is probed at construction in the main process (PyAV header + first-frame decode; Pillow
 ``verify`` for images). Unreadable, corrupt and too-short files are skipped with one ``logging`` WARNING each
 (logger ``trainers.data.folders``) and counted in ``dataset.stats``; above ``max_bad_fraction`` a ``DataQualityError``
-lists them. A file that fails later (changed on disk) gives a ``FailedSample`` that ``collate`` drops, reporting
-``num_skipped``/``skipped`` in the batch; call ``dataset.record_skipped(batch)`` in the main process to warn once
-per file and count it (counters inside workers would be invisible).
+lists them. A file that fails later (changed on disk, or a header that promises more frames than the file holds)
+gives a ``FailedSample`` that ``collate`` drops, reporting ``num_skipped``/``skipped`` in the batch; call
+``dataset.record_skipped(batch)`` in the main process to warn once per file and count it (counters inside workers
+would be invisible). Load-time failures count towards ``max_bad_fraction`` too, and after ``MAX_LOAD_ATTEMPTS``
+failed loads a file is given up (later items for it are failed without decoding). A loop that gets nothing loadable
+raises ``nothing_loadable(dataset, what)``. Scanning and captions: ``trainers.data.scan``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -38,6 +40,7 @@ from torch.utils.data import Dataset
 
 from magvit2.pixels import from_uint8
 from trainers.data.samples import DatasetStats, FailedSample, SampleKey, check_positive_int
+from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files, split_files
 from trainers.data.video_io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -47,77 +50,30 @@ from trainers.data.video_io import (
     probe_video,
     read_clip,
 )
-from trainers.rng import derive_seed, make_generator
+from trainers.rng import make_generator
 
-__all__ = ["DataQualityError", "MultiFolderDataset", "VideoFolderDataset", "folder_datasets", "load_captions",
-           "scan_media_files", "split_files"]
+__all__ = ["MAX_FAILED_BATCHES", "MAX_LOAD_ATTEMPTS", "METADATA_FILE", "DataQualityError", "MultiFolderDataset",
+           "VideoFolderDataset", "folder_datasets", "load_captions", "nothing_loadable", "scan_media_files",
+           "split_files"]
 
 logger = logging.getLogger(__name__)
 
-_SAMPLE_KEY, _SPLIT_KEY = 101, 102  # purpose tags for derive_seed (the sampler uses 103)
-METADATA_FILE = "metadata.jsonl"
+_SAMPLE_KEY = 101  # purpose tag for derive_seed (the split uses 102, the sampler 103)
+MAX_LOAD_ATTEMPTS = 3  # failed loads of one file before it is given up
+MAX_FAILED_BATCHES = 50  # all-failed batches in a row after which a training loop stops
 
 
 class DataQualityError(ValueError):
-    """Too many unusable files in a dataset folder."""
+    """Too many unusable files in a dataset folder, or nothing loadable at all."""
 
 
-def scan_media_files(root: str | os.PathLike, include_images: bool = True) -> list[str]:
-    """Relative POSIX paths of all media files under ``root`` (recursive, sorted, hidden entries skipped)."""
-    root = Path(root)
-    exts = set(VIDEO_EXTENSIONS) | (set(IMAGE_EXTENSIONS) if include_images else set())
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                found.append((Path(dirpath) / name).relative_to(root).as_posix())
-    return sorted(found)
-
-
-def split_files(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic held-out split by file: ``(train, val)``, both sorted.
-
-    Files are ranked by a seeded hash of their relative path and the first ``max(1, round(n * val_fraction))``
-    go to val, so a file's side does not depend on listing order, and adding files moves few others.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
-    if val_fraction == 0.0:
-        return sorted(paths), []
-    num_val = max(1, round(len(paths) * val_fraction))
-    if num_val >= len(paths):
-        raise ValueError(f"val_fraction={val_fraction} leaves no training files out of {len(paths)}")
-    ranked = sorted(paths, key=lambda p: (derive_seed(seed, _SPLIT_KEY, *p.encode("utf-8")), p))
-    return sorted(ranked[num_val:]), sorted(ranked[:num_val])
-
-
-def load_captions(root: str | os.PathLike, paths: Sequence[str]) -> dict[str, str]:
-    """Captions for ``paths`` (relative): sidecar ``NAME.txt`` files, overridden by ``metadata.jsonl`` entries.
-
-    Raises ``ValueError`` naming the line for malformed ``metadata.jsonl`` lines.
-    """
-    root = Path(root)
-    captions: dict[str, str] = {}
-    for rel in paths:
-        sidecar = (root / rel).with_suffix(".txt")
-        if sidecar.is_file():
-            captions[rel] = sidecar.read_text(encoding="utf-8", errors="replace").strip()
-    meta = root / METADATA_FILE
-    if meta.is_file():
-        with open(meta, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{meta}:{lineno}: invalid JSON ({exc})") from exc
-                text = record.get("text", record.get("caption")) if isinstance(record, dict) else None
-                if not isinstance(record, dict) or "file_name" not in record or text is None:
-                    raise ValueError(f'{meta}:{lineno}: expected {{"file_name": ..., "text": ...}}; got {line.strip()}')
-                captions[Path(record["file_name"]).as_posix().removeprefix("./")] = str(text).strip()
-    return captions
+def nothing_loadable(dataset: Any, what: str) -> DataQualityError:
+    """The error a loop raises when `what` (e.g. "50 batches in a row") gave no loadable clip."""
+    stats = dataset.stats
+    failures = "; ".join(f"{p} ({r})" for p, r in stats.runtime_failures[:5])
+    return DataQualityError(f"no loadable clips: {what} failed to decode ({stats.num_runtime_failures} load failures "
+                            f"in {len(stats.runtime_failures)} files, {stats.num_skipped} files skipped when "
+                            f"probed){': ' + failures if failures else ''}")
 
 
 class VideoFolderDataset(Dataset):
@@ -180,6 +136,7 @@ class VideoFolderDataset(Dataset):
         self.num_frames, self.image_size, self.frame_stride = num_frames, size, frame_stride
         self.frames_needed = 1 + (num_frames - 1) * frame_stride
         self.seed, self.split, self.epoch = seed, split, 0
+        self.max_bad_fraction = max_bad_fraction
         self.random_crop = random_crop and split != "val"
         self.hflip = hflip and split != "val"
 
@@ -216,6 +173,8 @@ class VideoFolderDataset(Dataset):
         self.stats.num_skipped = len(self.stats.skipped)
         self.captions = [all_captions.get(p, "") for p in self.paths]
         self._warned: set[str] = {p for p, _ in self.stats.skipped}
+        self._load_failures: dict[str, int] = {}  # failed loads per file (main process, via record_skipped)
+        self._given_up: set[str] = set()  # files failed MAX_LOAD_ATTEMPTS times: not decoded again
 
         bad = self.stats.num_skipped / len(files)
         if bad > max_bad_fraction:
@@ -271,6 +230,8 @@ class VideoFolderDataset(Dataset):
         if not 0 <= index < len(self.paths):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.paths)}")
         rel, info = self.paths[index], self.infos[index]
+        if rel in self._given_up:
+            return FailedSample(rel, f"given up after {MAX_LOAD_ATTEMPTS} failed loads", index, epoch, batch_index)
         gen = make_generator(self.seed, _SAMPLE_KEY, epoch, index)  # draws, in order: start, crop, flip
         is_video = Path(rel).suffix.lower() not in IMAGE_EXTENSIONS
         start = 0
@@ -288,13 +249,26 @@ class VideoFolderDataset(Dataset):
                 "epoch": epoch, "batch_index": batch_index}
 
     def record_skipped(self, batch: dict[str, Any]) -> None:
-        """Count a collated batch's runtime decode failures; warn once per file. Call in the main process."""
+        """Count a collated batch's runtime decode failures; warn once per file; give a file up after
+        MAX_LOAD_ATTEMPTS failures. Call in the main process. Raises ``DataQualityError`` when the files skipped
+        at construction plus those that failed at load time exceed ``max_bad_fraction``."""
         for rel, reason in batch.get("skipped", ()):
             self.stats.num_runtime_failures += 1
+            self._load_failures[rel] = self._load_failures.get(rel, 0) + 1
+            if self._load_failures[rel] >= MAX_LOAD_ATTEMPTS and rel not in self._given_up:
+                self._given_up.add(rel)
+                self.stats.given_up.append(rel)
             if rel not in self._warned:
                 self._warned.add(rel)
                 self.stats.runtime_failures.append((rel, reason))
                 logger.warning("skipping %s at load time: %s", rel, reason)
+        bad = self.stats.num_skipped + len(self.stats.runtime_failures)
+        if bad / self.stats.num_files > self.max_bad_fraction:
+            listing = "; ".join(f"{p} ({r})" for p, r in self.stats.runtime_failures[:10])
+            raise DataQualityError(f"{bad} of {self.stats.num_files} files under {self.root} are unusable "
+                                   f"({bad / self.stats.num_files:.1%} > max_bad_fraction={self.max_bad_fraction}): "
+                                   f"{self.stats.num_skipped} failed when probed, {len(self.stats.runtime_failures)} "
+                                   f"at load time: {listing}")
 
 
 class MultiFolderDataset(Dataset):
@@ -320,6 +294,7 @@ class MultiFolderDataset(Dataset):
                 setattr(merged, name, getattr(merged, name) + getattr(ds.stats, name))
             merged.skipped += [(f"{ds.root}/{p}", r) for p, r in ds.stats.skipped]
             merged.runtime_failures += [(f"{ds.root}/{p}", r) for p, r in ds.stats.runtime_failures]
+            merged.given_up += [f"{ds.root}/{p}" for p in ds.stats.given_up]
         return merged
 
     def __len__(self) -> int:
