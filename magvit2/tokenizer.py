@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from magvit2.attention import GateLoopTimeBlock, LinearSpaceAttentionBlock, SpaceAttentionBlock, TimeAttentionBlock
 from magvit2.config import TokenizerConfig
+from magvit2.hub import model_card, push_folder, resolve_pretrained
 from magvit2.layers import (
     CausalConv3d,
     CondResidualBlock,
@@ -31,7 +33,14 @@ from magvit2.layers import (
     sequential_forward,
 )
 from magvit2.quantize import QuantizerOutput, build_quantizer
-from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
+from magvit2.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_model_dir,
+    load_state_strict,
+    read_model_config,
+    save_model_dir,
+)
 from magvit2.torch_utils import checkpoint_forward, eval_mode
 
 
@@ -207,9 +216,16 @@ class VideoTokenizer(nn.Module):
         recon = self.decode(q.quantized, cond)
         return TokenizerOutput(recon.squeeze(2) if is_image else recon, q.indices, q)
 
-    def forward(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
-        """(b, c, t, h, w) or (b, c, h, w) in [-1, 1] -> reconstruction of the same shape."""
-        return self.reconstruct(video, cond).recon
+    def forward(self, video: Tensor, cond: Tensor | None = None, return_recon: bool = False,
+                return_codes: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(b, c, t, h, w) or (b, c, h, w) in [-1, 1] -> reconstruction of the same shape (seed-compatible flags:
+        `return_recon=True` also gives the reconstruction; `return_codes=True` alone gives the codes (b, t', h', w')
+        without decoding; both give `(codes, recon)`)."""
+        if return_codes and not return_recon:
+            video, _ = self._check_video(video)
+            return self.quantize(self.encode(video, cond)).indices
+        out = self.reconstruct(video, cond)
+        return (out.codes, out.recon) if return_codes else out.recon
 
     # discrete interface ----------------------------------------------------------------------------------------
 
@@ -250,21 +266,66 @@ class VideoTokenizer(nn.Module):
 
     # persistence ---------------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` + `model.safetensors` into `directory` (created if needed)."""
-        return save_model_dir(directory, "VideoTokenizer", self.config.to_dict(), self.state_dict())
+    def save_pretrained(self, directory: str | Path, training: dict[str, int] | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` into `directory` (created if needed). `training` (the trainer's
+        export: `num_frames`, `frame_stride` of its clips, `step`) is recorded beside the config so commands can
+        default to what the tokenizer was trained on (`training_info`)."""
+        extra = {"training": _check_training(training, "training")} if training else None
+        return save_model_dir(directory, "VideoTokenizer", self.config.to_dict(), self.state_dict(), extra=extra)
+
+    @staticmethod
+    def training_info(directory: str | Path) -> dict[str, int]:
+        """What a tokenizer folder says about its training clips (`num_frames`, `frame_stride`, `step`; each key
+        only when recorded; {} for folders written without it). Wrong types are errors naming the file and key."""
+        payload = read_model_config(directory, "VideoTokenizer")
+        return _check_training(payload.get("training") or {}, f"{Path(directory) / CONFIG_NAME}: training")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoTokenizer:
-        """Load a folder written by `save_pretrained` (no pickle; unknown config keys are rejected). A config with an
-        `architecture` key (see `ARCHITECTURES`) gives that subclass, e.g. `OpenMagvit2Tokenizer`."""
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+                        **hub_kwargs: Any) -> VideoTokenizer:
+        """Load a folder written by `save_pretrained`, or a Hugging Face Hub repo id holding one (`magvit2.hub`:
+        cache first; `revision=`, `cache_dir=`, `token=`, `local_files_only=`, `subfolder=`). No pickle; unknown
+        config keys are rejected. A config with an `architecture` key (see `ARCHITECTURES`) gives that subclass,
+        e.g. `OpenMagvit2Tokenizer`."""
+        directory, _ = resolve_pretrained(directory, **hub_kwargs)
         config, state = load_model_dir(directory, "VideoTokenizer", map_location)
         model_cls, config_cls = _architecture(config.get("architecture"), directory)
         if not issubclass(model_cls, cls):
             raise ValueError(f"{directory} holds a {model_cls.__name__}, not a {cls.__name__}")
         model = model_cls(config_cls.from_dict(config))
         load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
+        model.pretrained_training = cls.training_info(directory)  # for push_to_hub's model card
         return model
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
+                    training: dict[str, Any] | None = None) -> Any:
+        """Upload `save_pretrained`'s folder plus a model card (README.md: config, and `training` or what the folder
+        it was loaded from recorded) to the Hub repo `repo_id` ('owner/name'; created if needed)."""
+        recorded = getattr(self, "pretrained_training", None) or {}
+        summary = {**recorded, **(training or {})}
+        card = model_card("video tokenizer", repo_id, self.config.to_dict(), training=summary,
+                          tags=["video", "tokenizer", "magvit2"],
+                          load=f"from magvit2 import VideoTokenizer\n\ntokenizer = VideoTokenizer.from_pretrained("
+                               f"{repo_id!r})")
+        known = {k: v for k, v in recorded.items() if k in TRAINING_KEYS}
+        return push_folder(lambda folder: self.save_pretrained(folder, training=known or None), repo_id, card,
+                           commit_message=commit_message, private=private, token=token, revision=revision,
+                           create_pr=create_pr)
+
+
+TRAINING_KEYS = ("num_frames", "frame_stride", "step")  # what a tokenizer folder may record about its training
+
+
+def _check_training(training: object, where: str) -> dict[str, int]:
+    if not isinstance(training, dict):
+        raise ValueError(f"{where} must be a mapping of {list(TRAINING_KEYS)}; got {type(training).__name__}")
+    for key, value in training.items():
+        if key not in TRAINING_KEYS:
+            raise ValueError(f"{where}.{key} is not a known key; known: {list(TRAINING_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "step" else 1):
+            raise ValueError(f"{where}.{key} must be an int >= {0 if key == 'step' else 1}; got {value!r}")
+    return dict(training)
 
 
 # Other architectures behind the `VideoTokenizer` interface: config.json's "architecture" -> (module, model class,

@@ -3,6 +3,7 @@
 from .config import MaskGitConfig, factor_vocab_sizes
 from .objective import MaskedLossStats, masked_token_loss, random_token_mask
 from .pipeline import TextToVideoPipeline
+from .pipeline_output import TextToVideoPipelineOutput
 from .pipeline_settings import PipelineDefaults
 from .presets import MASKGIT_PRESETS, maskgit_preset
 from .sampler import SamplerStep, filter_logits, guidance_at, make_guided_logits_fn, sample
@@ -24,6 +25,7 @@ __all__ = [
     "TextEncoder",
     "TextEncoderNotFoundError",
     "TextToVideoPipeline",
+    "TextToVideoPipelineOutput",
     "TinyTextEncoder",
     "build_text_encoder",
     "default_text_encoder",

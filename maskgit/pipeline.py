@@ -25,11 +25,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from magvit2.pixels import to_uint8
+from magvit2.hub import resolve_pretrained
 from magvit2.tokenizer import VideoTokenizer
 from magvit2.torch_utils import eval_mode
 
@@ -38,16 +37,23 @@ from .pipeline_folder import (
     TOKENIZER_DIR,
     TRANSFORMER_DIR,
     component_dir,
+    push_pipeline,
     read_pipeline_config,
     text_encoder_source,
     write_pipeline_config,
+)
+from .pipeline_output import (
+    TextToVideoPipelineOutput,
+    check_callback,
+    check_callback_result,
+    check_output_type,
+    postprocess_video,
+    step_end_kwargs,
 )
 from .pipeline_settings import PipelineDefaults
 from .sampler import SamplerStep, make_guided_logits_fn, sample
 from .text import TextEmbedding, TextEncoder, as_text_embedding, build_text_encoder
 from .transformer import MaskGitTransformer
-
-OUTPUT_TYPES = ("pt", "np", "latent")
 
 StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b, t', h', w') with [MASK] = mask id)
 
@@ -237,7 +243,7 @@ class TextToVideoPipeline:
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
-        output_type: str = "pt",
+        output_type: str = "np",
         prompt_embeds: TextEmbedding | None = None,
         negative_prompt_embeds: TextEmbedding | None = None,
         num_videos_per_prompt: int = 1,
@@ -245,7 +251,10 @@ class TextToVideoPipeline:
         prime_codes: Tensor | None = None,
         callback: StepCallback | None = None,
         mask_schedule: str | None = None,
-    ) -> Tensor | np.ndarray:
+        return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> TextToVideoPipelineOutput | tuple:
         """Generates `num_videos_per_prompt` videos per prompt (rows ordered prompt-major).
 
         Unset settings come from `self.defaults` (num_frames: the longest clip the transformer holds).
@@ -256,14 +265,19 @@ class TextToVideoPipeline:
         prime_video / prime_codes: the first latent frames are fixed to these codes (image-to-video, continuation);
         the decoded output then starts with the tokenizer's reconstruction of the prime (the decoder is causal).
         callback(step, num_steps, codes): after each decoding step; codes (b, t', h', w') with [MASK] = codebook_size.
+        callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict: diffusers' form of the same hook;
+        timestep = num_steps - 1 - step; callback_kwargs holds `callback_on_step_end_tensor_inputs` ("latents":
+        the codes as above, "preview": every position filled, "num_masked"); what it returns is not fed back.
 
-        Returns, for b = prompts * num_videos_per_prompt:
+        Returns `TextToVideoPipelineOutput(frames)` (`return_dict=False`: the tuple `(frames,)`); for
+        b = prompts * num_videos_per_prompt, frames is
+            'np': float32 numpy (b, num_frames, h, w, 3) in [0, 1] (diffusers' convention);
             'pt': float video (b, 3, num_frames, h, w) in [-1, 1] on the tokenizer's device;
-            'np': uint8 numpy (b, num_frames, h, w, 3);
+            'pil': b lists of num_frames PIL images;
             'latent': long codes (b, t', h', w') in [0, codebook_size) on the transformer's device.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        check_output_type(output_type)
+        tensor_inputs = check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) \
                 or num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt must be a positive int; got {num_videos_per_prompt!r}")
@@ -288,9 +302,14 @@ class TextToVideoPipeline:
             known = known.flatten(1)  # (b, n)
 
         step_fn = None
-        if callback is not None:
+        if callback is not None or callback_on_step_end is not None:
             def step_fn(state: SamplerStep) -> None:
-                callback(state.step, state.num_steps, state.codes.view(b, *grid))
+                if callback is not None:
+                    callback(state.step, state.num_steps, state.codes.view(b, *grid))
+                if callback_on_step_end is not None:
+                    kwargs = step_end_kwargs(tensor_inputs, state.codes, state.preview, state.num_masked, grid)
+                    check_callback_result(callback_on_step_end(self, state.step, state.num_steps - 1 - state.step,
+                                                               kwargs))
 
         with eval_mode(self.tokenizer, self.transformer):
             logits_fn = make_guided_logits_fn(self.transformer, cond, uncond, batch_size=b, grid=grid)
@@ -302,13 +321,12 @@ class TextToVideoPipeline:
                 known_codes=known, device=self.device, callback=step_fn,
             ).view(b, *grid)  # (b, t', h', w')
             if output_type == "latent":
-                return codes
-            tokenizer_device = next(self.tokenizer.parameters()).device
-            video = self.tokenizer.decode_from_code_indices(codes.to(tokenizer_device))  # (b, 3, t, h, w)
-        video = video.float().clamp(-1.0, 1.0)
-        if output_type == "pt":
-            return video
-        return to_uint8(video)  # (b, t, h, w, 3)
+                frames = codes
+            else:
+                tokenizer_device = next(self.tokenizer.parameters()).device
+                video = self.tokenizer.decode_from_code_indices(codes.to(tokenizer_device))  # (b, 3, t, h, w)
+                frames = postprocess_video(video, output_type)
+        return TextToVideoPipelineOutput(frames) if return_dict else (frames,)
 
     # persistence --------------------------------------------------------------------------------------------------
 
@@ -322,20 +340,30 @@ class TextToVideoPipeline:
         write_pipeline_config(directory, self.text_encoder, self.defaults)
         return directory
 
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
+                    training: dict[str, Any] | None = None) -> Any:
+        """Upload `save_pretrained`'s folder plus a model card (the three parts' configs, the sampling defaults;
+        `training`, e.g. the run's summary.json) to the Hub repo `repo_id` ('owner/name'; created if needed)."""
+        return push_pipeline(self, repo_id, training, commit_message=commit_message, private=private, token=token,
+                             revision=revision, create_pr=create_pr)
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str | None = None,
                         text_encoder: TextEncoder | None = None, allow_outside_paths: bool = False,
-                        allow_pickle_text_encoder: bool = False) -> TextToVideoPipeline:
+                        allow_pickle_text_encoder: bool = False, **hub_kwargs: Any) -> TextToVideoPipeline:
         """Loads a folder written by `save_pretrained` (modules in eval mode, on `device` or the CPU).
 
         text_encoder: an instance to use instead of rebuilding the stored spec (it must give the same width).
         allow_outside_paths: follow symlinks and text-encoder folders that lead out of `directory` (refused
         otherwise). allow_pickle_text_encoder: let the text encoder load `pytorch_model.bin` (a pickle) when it has
-        no safetensors weights.
+        no safetensors weights. `directory` may be a Hugging Face Hub repo id holding a pipeline folder
+        (`magvit2.hub`: cache first; `revision=`, `cache_dir=`, `token=`, `local_files_only=`).
         """
-        directory = Path(directory)
+        directory, from_hub = resolve_pretrained(directory, **hub_kwargs)
         payload = read_pipeline_config(directory)
-        tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths)
+        # a Hub cache snapshot's files are links into the repo's blobs/ (checked by resolve_pretrained)
+        tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths or from_hub)
                                           for sub in (TOKENIZER_DIR, TRANSFORMER_DIR))
         defaults = PipelineDefaults.from_dict(payload["defaults"])
         tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval()

@@ -138,3 +138,16 @@ def text_encoder_source(directory: str | os.PathLike, spec: str, allow_outside_p
     if _HUB_NAME.match(spec):
         return spec
     raise ValueError(f"{where} is neither a named encoder, a hub name (org/name) nor a folder inside the pipeline")
+
+
+def push_pipeline(pipe: Any, repo_id: str, training: dict[str, Any] | None, **kwargs: Any) -> Any:
+    """`pipe.push_to_hub`: the pipeline folder plus a model card (configs, sampling defaults, `training`)."""
+    from magvit2.hub import model_card, push_folder
+
+    config = {"text_encoder": pipe.text_encoder.spec, "defaults": pipe.defaults.to_dict(),
+              "tokenizer": pipe.tokenizer.config.to_dict(), "transformer": pipe.transformer.config.to_dict()}
+    card = model_card("text-to-video pipeline", repo_id, config, training=training, pipeline_tag="text-to-video",
+                      tags=["text-to-video", "maskgit", "magvit2"],
+                      load=f"from maskgit import TextToVideoPipeline\n\npipe = TextToVideoPipeline.from_pretrained("
+                           f"{repo_id!r})\nframes = pipe(\"a prompt\").frames[0]  # (t, h, w, 3) in [0, 1]")
+    return push_folder(pipe.save_pretrained, repo_id, card, **kwargs)

@@ -22,11 +22,13 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from x_transformers import Encoder, TransformerWrapper
 
+from magvit2.hub import model_card, push_folder, resolve_pretrained
 from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
 from magvit2.torch_utils import checkpoint_forward
 
@@ -137,13 +139,28 @@ class MaskGitTransformer(nn.Module):
         return save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike,
-                        map_location: str | torch.device = "cpu") -> MaskGitTransformer:
-        """Inverse of `save_pretrained`, in eval mode; unknown config keys and mismatched weights raise ValueError."""
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        **hub_kwargs: Any) -> MaskGitTransformer:
+        """Inverse of `save_pretrained`, in eval mode; unknown config keys and mismatched weights raise ValueError.
+        `directory` may be a Hugging Face Hub repo id (`magvit2.hub`; `revision=`, `cache_dir=`, `token=`,
+        `local_files_only=`, `subfolder=`, e.g. subfolder="transformer" of a pipeline repo)."""
+        directory, _ = resolve_pretrained(directory, **hub_kwargs)
         config, state = load_model_dir(directory, KIND, map_location)
         model = cls(MaskGitConfig.from_dict(config))
         load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
         return model.to(map_location).eval()
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
+                    training: dict[str, Any] | None = None) -> Any:
+        """Upload `save_pretrained`'s folder plus a model card (config; `training`, e.g. a run's summary.json) to
+        the Hub repo `repo_id` ('owner/name'; created if needed)."""
+        card = model_card("MaskGit transformer", repo_id, self.config.to_dict(), training=training,
+                          tags=["maskgit", "magvit2", "video"],
+                          load=f"from maskgit import MaskGitTransformer\n\ntransformer = "
+                               f"MaskGitTransformer.from_pretrained({repo_id!r})")
+        return push_folder(self.save_pretrained, repo_id, card, commit_message=commit_message, private=private,
+                           token=token, revision=revision, create_pr=create_pr)
 
     # helpers ----------------------------------------------------------------------------------------------------
 

@@ -70,33 +70,88 @@ def positive_float(text: str) -> float:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {text}")
+    return value
+
+
+REPORT_TO = ("tensorboard", "wandb", "all", "none")
+
+
 def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str, num_frames: str,
                        compiled: str) -> None:
-    """The flags both trainers share (stopping, resume, fine-tuning, batch, precision); the keyword arguments are
-    the help texts that differ between them."""
-    p.add_argument("--max-steps", type=positive_int, help="stop after this many updates")
+    """The flags both trainers share (stopping, resume, fine-tuning, batch, precision, the settings users know from
+    diffusers' / accelerate's training scripts); the keyword arguments are the help texts that differ between them.
+    Underscore spellings (diffusers') and dash spellings (ours) are the same flag."""
+    p.add_argument("--max-steps", "--max_train_steps", dest="max_steps", type=positive_int,
+                   help="stop after this many updates")
     p.add_argument("--max-minutes", type=positive_float, help="stop (checkpoint + export) after this much time")
-    p.add_argument("--resume", metavar="latest|PATH", help="continue from the newest complete checkpoint or a "
-                   "checkpoint folder")
+    p.add_argument("--resume", "--resume_from_checkpoint", dest="resume", metavar="latest|PATH",
+                   help="continue from the newest complete checkpoint or a checkpoint folder")
     p.add_argument("--init-from", metavar="PATH", help=init_from)
     p.add_argument("--seed", type=int, help=seed)
-    p.add_argument("--batch-size", type=positive_int, help="clips per process per micro-batch")
+    p.add_argument("--batch-size", "--train_batch_size", dest="batch_size", type=positive_int,
+                   help="clips per process per micro-batch")
     p.add_argument("--num-frames", type=positive_int, help=num_frames)
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=positive_float, metavar="LR",
+                   help="peak learning rate" + (" of both optimizers (generator and discriminator)"
+                                                if compiled == "tokenizer" else ""))
+    p.add_argument("--gradient-accumulation-steps", "--gradient_accumulation_steps", dest="grad_accum",
+                   type=positive_int, metavar="N", help="micro-batches per update (grad_accum)")
+    p.add_argument("--num-workers", "--dataloader_num_workers", dest="num_workers", type=nonnegative_int,
+                   metavar="N", help="DataLoader worker processes (data.num_workers)")
+    p.add_argument("--checkpoint-every", "--checkpointing_steps", dest="checkpoint_every", type=positive_int,
+                   metavar="N", help="checkpoint (and export) every N updates (run.checkpoint_every)")
+    p.add_argument("--keep-last", "--checkpoints_total_limit", dest="keep_last", type=positive_int, metavar="N",
+                   help="keep the newest N checkpoints (run.keep_last)")
+    p.add_argument("--report-to", "--report_to", dest="report_to", choices=REPORT_TO,
+                   help="trackers besides metrics.jsonl (always written): run.tensorboard / run.wandb_project")
+    p.add_argument("--tracker-project-name", "--tracker_project_name", dest="tracker_project_name", metavar="NAME",
+                   help="the wandb project with --report_to wandb|all (default: magvit2)")
+    p.add_argument("--max-bad-fraction", "--max_bad_fraction", dest="max_bad_fraction", type=fraction,
+                   metavar="F", help="stop when more than this fraction of the files cannot be read "
+                   "(data.max_bad_fraction)")
+    p.add_argument("--mixed-precision", "--mixed_precision", dest="mixed_precision", choices=("no", "bf16", "fp16"),
                    help="autocast precision (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
     p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+    p.add_argument("--gradient-checkpointing", "--gradient_checkpointing", dest="gradient_checkpointing",
+                   action="store_true", default=None,
                    help=f"recompute the {compiled}'s block activations in the backward (less memory, ~30%% slower)")
 
 
-def training_flag_overrides(args: argparse.Namespace) -> dict:
-    """The `run` / `data` config overrides given by `add_training_flags` flags (unset flags are left out)."""
+def training_flag_overrides(args: argparse.Namespace, kind: str = "tokenizer") -> dict:
+    """The config overrides given by `add_training_flags` flags (unset flags are left out); `kind` ("tokenizer" or
+    "maskgit") says where --learning_rate goes (both optimizers of the GAN, or the transformer's)."""
+    report_to, project = getattr(args, "report_to", None), getattr(args, "tracker_project_name", None)
+    if project is not None and report_to not in ("wandb", "all"):
+        raise ValueError("--tracker_project_name names the wandb project: pass it with --report_to wandb (or all)")
+    tracking: dict = {}
+    if report_to is not None:
+        tracking["tensorboard"] = report_to in ("tensorboard", "all")
+        tracking["wandb_project"] = (project or "magvit2") if report_to in ("wandb", "all") else None
     run_flags = (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("seed", args.seed),
                  ("mixed_precision", args.mixed_precision), ("compile", args.compile),
-                 ("gradient_checkpointing", args.gradient_checkpointing))
-    data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames))
-    return {"run": {k: v for k, v in run_flags if v is not None},
-            "data": {k: v for k, v in data_flags if v is not None}}
+                 ("gradient_checkpointing", args.gradient_checkpointing),
+                 ("checkpoint_every", args.checkpoint_every), ("keep_last", args.keep_last))
+    data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames),
+                  ("num_workers", args.num_workers), ("max_bad_fraction", args.max_bad_fraction))
+    out = {"run": {**{k: v for k, v in run_flags if v is not None}, **tracking},
+           "data": {k: v for k, v in data_flags if v is not None}}
+    if args.grad_accum is not None:
+        out["grad_accum"] = args.grad_accum
+    if args.learning_rate is not None:
+        optims = ("gen_optim", "disc_optim") if kind == "tokenizer" else ("optim",)
+        out.update({name: {"lr": args.learning_rate} for name in optims})
+    return out
 
 
 def fit_and_report(trainer, exported: str) -> None:

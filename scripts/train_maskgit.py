@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
-    flags = training_flag_overrides(args)
+    flags = training_flag_overrides(args, "maskgit")
     if args.text_encoder is not None:
         flags["text_encoder"] = args.text_encoder
     return build_config("maskgit", args.preset, args.config, flags)

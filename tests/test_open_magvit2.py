@@ -262,9 +262,11 @@ def test_maskgit_trains_on_open_magvit2_codes_and_the_pipeline_generates(tokeniz
 
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert isinstance(pipe.tokenizer, OpenMagvit2Tokenizer)
-    video = pipe(["a cat"], generator=torch.Generator().manual_seed(0), num_inference_steps=2)
+    video = pipe(["a cat"], generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+                 output_type="pt").frames
     assert video.shape == (1, 3, 9, 32, 32) and bool(torch.isfinite(video).all())
-    latent = pipe(["a cat"], generator=torch.Generator().manual_seed(0), num_inference_steps=2, output_type="latent")
+    latent = pipe(["a cat"], generator=torch.Generator().manual_seed(0), num_inference_steps=2,
+                  output_type="latent").frames
     assert latent.shape == (1, 3, 4, 4) and int(latent.max()) < 2**18
 
 

@@ -35,38 +35,39 @@ def pipe() -> TextToVideoPipeline:
 
 
 def test_output_types_shapes_and_ranges(pipe):
-    video = pipe(["a red ball", "clouds"], num_videos_per_prompt=2, generator=gen(0))
+    video = pipe(["a red ball", "clouds"], num_videos_per_prompt=2, generator=gen(0), output_type="pt").frames
     assert video.shape == (4, 3, 5, 16, 16) and video.dtype == torch.float32
     assert float(video.min()) >= -1.0 and float(video.max()) <= 1.0
-    frames = pipe(["a red ball", "clouds"], num_videos_per_prompt=2, generator=gen(0), output_type="np")
-    assert isinstance(frames, np.ndarray) and frames.shape == (4, 5, 16, 16, 3) and frames.dtype == np.uint8
-    expected = ((video + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
-    np.testing.assert_array_equal(frames, expected)
-    codes = pipe("a red ball", num_frames=3, generator=gen(0), output_type="latent")
+    frames = pipe(["a red ball", "clouds"], num_videos_per_prompt=2, generator=gen(0), output_type="np").frames
+    assert isinstance(frames, np.ndarray) and frames.shape == (4, 5, 16, 16, 3) and frames.dtype == np.float32
+    assert frames.min() >= 0.0 and frames.max() <= 1.0  # diffusers' "np": float in [0, 1]
+    np.testing.assert_allclose(frames, ((video + 1) / 2).permute(0, 2, 3, 4, 1).numpy(), atol=1e-6)
+    codes = pipe("a red ball", num_frames=3, generator=gen(0), output_type="latent").frames
     assert codes.shape == (1, 2, 8, 8) and codes.dtype == torch.long
     assert int(codes.min()) >= 0 and int(codes.max()) < 64
     assert pipe.max_num_frames == 5 and pipe.device == torch.device("cpu")
     with pytest.raises(ValueError, match="output_type"):
-        pipe("x", output_type="pil")
+        pipe("x", output_type="gif")
 
 
 def test_determinism_by_seed_and_global_rng_untouched(pipe):
     state = torch.get_rng_state()
-    a = pipe("a red ball", generator=gen(1), output_type="latent")
-    b = pipe("a red ball", generator=gen(1), output_type="latent")
-    c = pipe("a red ball", generator=gen(2), output_type="latent")
-    d, e = pipe("a red ball", output_type="latent"), pipe("a red ball", output_type="latent")  # OS-seeded
+    a = pipe("a red ball", generator=gen(1), output_type="latent").frames
+    b = pipe("a red ball", generator=gen(1), output_type="latent").frames
+    c = pipe("a red ball", generator=gen(2), output_type="latent").frames
+    d = pipe("a red ball", output_type="latent").frames  # OS-seeded
+    e = pipe("a red ball", output_type="latent").frames
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(d, e)
     torch.manual_seed(123)  # the global RNG does not influence the result either
-    assert torch.equal(pipe("a red ball", generator=gen(1), output_type="latent"), a)
+    assert torch.equal(pipe("a red ball", generator=gen(1), output_type="latent").frames, a)
     torch.set_rng_state(state)
 
 
 def test_prompt_embeds_equal_prompt_and_argument_errors(pipe):
     embeds = pipe.text_encoder.encode(["a red ball"])
-    assert torch.equal(pipe(prompt_embeds=embeds, generator=gen(3), output_type="latent"),
-                       pipe("a red ball", generator=gen(3), output_type="latent"))
+    assert torch.equal(pipe(prompt_embeds=embeds, generator=gen(3), output_type="latent").frames,
+                       pipe("a red ball", generator=gen(3), output_type="latent").frames)
     with pytest.raises(ValueError, match="exactly one of prompt and prompt_embeds"):
         pipe("a red ball", prompt_embeds=embeds)
     with pytest.raises(ValueError, match="prompt_embeds"):
@@ -107,36 +108,40 @@ def test_vocabulary_and_width_mismatch_raise_at_construction(pipe):
 
 @pytest.mark.parametrize("scale", [0.0, 1.0, 3.0, (1.0, 4.0)])
 def test_guidance_scales_run(pipe, scale):
-    codes = pipe(["a red ball", "clouds"], guidance_scale=scale, generator=gen(0), output_type="latent")
+    codes = pipe(["a red ball", "clouds"], guidance_scale=scale, generator=gen(0), output_type="latent").frames
     assert codes.shape == (2, 3, 8, 8)
 
 
 def test_negative_prompt(pipe):
-    plain = pipe("a red ball", guidance_scale=3.0, generator=gen(4), output_type="latent")
-    negative = pipe("a red ball", negative_prompt="blurry", guidance_scale=3.0, generator=gen(4), output_type="latent")
+    plain = pipe("a red ball", guidance_scale=3.0, generator=gen(4), output_type="latent").frames
+    negative = pipe("a red ball", negative_prompt="blurry", guidance_scale=3.0, generator=gen(4),
+                    output_type="latent").frames
     assert not torch.equal(plain, negative)
     # s = 1 computes no unconditional half, so a negative prompt changes nothing
-    assert torch.equal(pipe("a", negative_prompt="blurry", guidance_scale=1.0, generator=gen(4), output_type="latent"),
-                       pipe("a", guidance_scale=1.0, generator=gen(4), output_type="latent"))
+    assert torch.equal(pipe("a", negative_prompt="blurry", guidance_scale=1.0, generator=gen(4),
+                            output_type="latent").frames,
+                       pipe("a", guidance_scale=1.0, generator=gen(4), output_type="latent").frames)
     embeds = pipe.text_encoder.encode(["blurry"])
     assert torch.equal(pipe("a red ball", negative_prompt_embeds=embeds, guidance_scale=3.0, generator=gen(4),
-                            output_type="latent"), negative)
+                            output_type="latent").frames, negative)
 
 
 def test_prime_video_codes_stay_fixed_and_frames_reproduce_reconstruction(pipe):
     tok = pipe.tokenizer
     prime = real_pan_clip(3, 16)  # (1, 3, 3, 16, 16) -> 2 latent frames
     prime_codes = tok.tokenize(prime)
-    codes = pipe("the camera pans", prime_video=prime, generator=gen(5), output_type="latent")
+    codes = pipe("the camera pans", prime_video=prime, generator=gen(5), output_type="latent").frames
     assert torch.equal(codes[:, :2], prime_codes)
-    video = pipe("the camera pans", prime_video=prime, generator=gen(5))
+    video = pipe("the camera pans", prime_video=prime, generator=gen(5), output_type="pt").frames
     with torch.no_grad():
         recon = tok.eval().decode_from_code_indices(prime_codes)  # (1, 3, 3, 16, 16)
     assert torch.equal(video[:, :, :3], recon.clamp(-1, 1))  # causal decoder: exactly equal, not just close
-    assert torch.equal(video, pipe("the camera pans", prime_codes=prime_codes, generator=gen(5)))
+    assert torch.equal(video, pipe("the camera pans", prime_codes=prime_codes, generator=gen(5),
+                                   output_type="pt").frames)
 
     image = prime[:, :, 0]  # (1, 3, 16, 16): image-to-video, one latent frame; broadcast to every prompt
-    codes = pipe(["a", "b"], prime_video=image, num_videos_per_prompt=2, generator=gen(6), output_type="latent")
+    codes = pipe(["a", "b"], prime_video=image, num_videos_per_prompt=2, generator=gen(6),
+                 output_type="latent").frames
     assert all(torch.equal(c[:1], tok.tokenize(image)[0]) for c in codes)
     assert not torch.equal(codes[0, 1:], codes[1, 1:])  # only the primed frame is shared
 
@@ -165,7 +170,8 @@ def test_train_mode_restored_and_callback(pipe):
     seen = []
     try:
         codes = pipe("a", generator=gen(7), output_type="latent",
-                     callback=lambda step, total, c: seen.append((step, total, tuple(c.shape), int((c == 64).sum()))))
+                     callback=lambda step, total, c: seen.append((step, total, tuple(c.shape),
+                                                                  int((c == 64).sum())))).frames
         assert pipe.transformer.training and pipe.tokenizer.training
     finally:
         pipe.transformer.eval()
@@ -173,7 +179,7 @@ def test_train_mode_restored_and_callback(pipe):
     assert [s[:3] for s in seen] == [(i, 4, (1, 3, 8, 8)) for i in range(4)]
     masked = [s[3] for s in seen]
     assert masked == sorted(masked, reverse=True) and masked[-1] == 0
-    assert torch.equal(codes, pipe("a", generator=gen(7), output_type="latent"))
+    assert torch.equal(codes, pipe("a", generator=gen(7), output_type="latent").frames)
 
 
 def test_save_and_from_pretrained_round_trip(pipe, tmp_path):
@@ -188,9 +194,9 @@ def test_save_and_from_pretrained_round_trip(pipe, tmp_path):
     loaded = TextToVideoPipeline.from_pretrained(tmp_path / "pipe")
     assert loaded.defaults == custom.defaults and loaded.defaults.guidance_scale == (1.0, 3.0)
     assert not loaded.transformer.training and not loaded.tokenizer.training
-    for kwargs in (dict(output_type="latent"), dict(negative_prompt="noise")):
-        assert torch.equal(custom(["a red ball", "clouds"], generator=gen(8), **kwargs),
-                           loaded(["a red ball", "clouds"], generator=gen(8), **kwargs))
+    for kwargs in (dict(output_type="latent"), dict(negative_prompt="noise", output_type="pt")):
+        assert torch.equal(custom(["a red ball", "clouds"], generator=gen(8), **kwargs).frames,
+                           loaded(["a red ball", "clouds"], generator=gen(8), **kwargs).frames)
     override = TextToVideoPipeline.from_pretrained(tmp_path / "pipe",
                                                    text_encoder=TinyTextEncoder(dim=TEXT_DIM, seed=3))
     assert override.text_encoder.seed == 3

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from magvit2.pixels import to_uint8
 from magvit2.serialization import atomic_write_text
 from magvit2.torch_utils import eval_mode
 from maskgit.objective import random_token_mask
@@ -76,7 +77,8 @@ def write_samples(pipeline: TextToVideoPipeline, prompts: Sequence[str], folder:
     for i, prompt in enumerate(prompts):
         video_seed = derive_seed(seed, i)
         with autocast():
-            frames = pipeline(prompt, generator=torch.Generator().manual_seed(video_seed), output_type="np")[0]
+            video = pipeline(prompt, generator=torch.Generator().manual_seed(video_seed), output_type="pt").frames[0]
+        frames = to_uint8(video)  # (t, h, w, 3) uint8
         stem = f"{i:03d}-{slugify(prompt, 40)}"
         write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)  # (t, h, w, 3) uint8
         write_gif(folder / f"{stem}.gif", frames, fps=settings.fps)

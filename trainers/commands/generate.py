@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from magvit2.pixels import from_uint8
+from magvit2.pixels import from_uint8, to_uint8
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from trainers.data.captions import slugify
@@ -106,14 +106,15 @@ def generate_to_files(
             def on_step(step: int, total: int, codes: torch.Tensor, _done: int = done) -> None:
                 bar.update(_done + step + 1 - bar.n)
 
-            frames = pipeline(
+            video = pipeline(
                 prompt, negative_prompt=negative_prompt, num_frames=settings.num_frames,
                 num_inference_steps=steps, guidance_scale=settings.guidance_scale,
                 temperature=settings.temperature, choice_temperature=settings.choice_temperature,
                 top_k=settings.top_k, top_p=settings.top_p, mask_schedule=settings.mask_schedule,
-                generator=torch.Generator().manual_seed(video_seed), output_type="np",
+                generator=torch.Generator().manual_seed(video_seed), output_type="pt",
                 prime_video=prime_video, callback=on_step,
-            )[0]  # (t, h, w, 3) uint8
+            ).frames[0]  # (3, t, h, w) in [-1, 1]
+            frames = to_uint8(video)  # (t, h, w, 3) uint8
             bar.update(done + steps - bar.n)  # decoding may finish early (fewer unknown tokens than steps)
             path = out_dir / f"{start + i:03d}-{slugify(prompt)}.{fmt}"
             if fmt == "gif":

@@ -23,8 +23,9 @@ from trainers.model_sources import tokenizer_dir
 DEFAULT_MAX_LATENT_FRAMES = 9  # default clip length: up to 1 + 8f frames (33 at f = 4); --num-frames overrides
 
 
-def clip_length(available: int, f: int, num_frames: int | None) -> int:
-    """Frames to reconstruct: `num_frames` (checked) or the longest 1 + k*f that fits, capped at 1 + 8f."""
+def clip_length(available: int, f: int, num_frames: int | None, trained: int | None = None) -> int:
+    """Frames to reconstruct: `num_frames` (checked), else the longest 1 + k*f that fits, capped at the tokenizer's
+    training clip length `trained` (when it recorded one that is 1 + k*f) or at 1 + 8f."""
     if num_frames is not None:
         if (num_frames - 1) % f:
             example = 1 + f * max((num_frames - 1) // f, 1)
@@ -32,7 +33,8 @@ def clip_length(available: int, f: int, num_frames: int | None) -> int:
         if num_frames > available:
             raise ValueError(f"--num-frames {num_frames} but the clip has only {available} frames")
         return num_frames
-    return 1 + f * min((available - 1) // f, DEFAULT_MAX_LATENT_FRAMES - 1)
+    cap = (trained - 1) // f if trained is not None and (trained - 1) % f == 0 else DEFAULT_MAX_LATENT_FRAMES - 1
+    return 1 + f * min((available - 1) // f, cap)
 
 
 def output_names(paths: list[Path]) -> list[str]:
@@ -64,9 +66,12 @@ def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> N
 @torch.no_grad()
 def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                       num_frames: int | None = None, lossless: bool = False, side_by_side: bool = False,
-                      device: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+                      device: str | None = None, overwrite: bool = False,
+                      frame_stride: int | None = None) -> dict[str, Any]:
     """Reconstruct each input (video: first frames; image: 1 frame) at the tokenizer's size; write
     `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding).
+    Clip length and frame stride default to what the tokenizer was trained on (`VideoTokenizer.training_info`:
+    recorded by the trainer's export), else the longest clip up to 1 + 8f and stride 1.
     Existing outputs are refused unless `overwrite`; an input is never overwritten."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     paths = [Path(p) for p in inputs]
@@ -78,16 +83,22 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
         raise NotADirectoryError(f"--out-dir {out_dir} is a file, not a folder")
     names = output_names(paths)
     check_outputs(paths, [out_dir / f"{n}.mp4" for n in names] + [out_dir / "metrics.json"], overwrite)
-    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir(tokenizer_path))
+    folder = tokenizer_dir(tokenizer_path)
+    tokenizer = VideoTokenizer.from_pretrained(folder)
     tokenizer = tokenizer.to(device).eval()
+    training = VideoTokenizer.training_info(folder)
+    stride = frame_stride if frame_stride is not None else training.get("frame_stride", 1)
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"--frame-stride must be a positive int; got {stride!r}")
     size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = []
     for path, name in zip(paths, names):
         try:
             is_image = path.suffix.lower() in IMAGE_EXTENSIONS
-            frames = 1 if is_image else clip_length(probe_video(path).num_frames, f, num_frames)
-            video = from_uint8(read_clip(path, size, num_frames=frames))[None].to(device)  # (1, 3, t, h, w)
+            available = 1 if is_image else 1 + (probe_video(path).num_frames - 1) // stride  # frames at `stride`
+            frames = 1 if is_image else clip_length(available, f, num_frames, training.get("num_frames"))
+            video = from_uint8(read_clip(path, size, num_frames=frames, stride=stride))[None].to(device)
         except VideoReadError as e:
             raise ValueError(f"cannot read {path}: {e.reason}") from e
         recon = tokenizer(video).float().clamp(-1, 1)
@@ -95,7 +106,8 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
         write_video(out_dir / f"{name}.mp4", to_uint8(shown[0]), fps=8, lossless=lossless)
         clips.append({"input": str(path), "output": f"{name}.mp4", "frames": video.shape[2],
                       "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})
-    metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "clips": clips,
+    metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "frame_stride": stride,
+               "tokenizer_training": training, "clips": clips,
                "mean_psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
                "mean_ssim": sum(c["ssim"] for c in clips) / len(clips)}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

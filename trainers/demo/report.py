@@ -97,7 +97,8 @@ def generate_and_judge(pipeline_dir: Path, prompts: dict, out_dir: Path, judge: 
     records = []
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        videos = pipeline([p["prompt"] for _, p in chunk], generator=make_generator(seed, start), output_type="pt")
+        videos = pipeline([p["prompt"] for _, p in chunk], generator=make_generator(seed, start),
+                          output_type="pt").frames
         for offset, ((group, p), video) in enumerate(zip(chunk, videos)):
             index = start + offset
             frames = to_uint8(video)  # (t, h, w, 3)

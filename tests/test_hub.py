@@ -1,0 +1,147 @@
+"""Hugging Face Hub: from_pretrained of a repo id through huggingface_hub's cache (a cache layout built here, with
+snapshot files linked into blobs/ as huggingface_hub writes them; never the network), the fast error naming the id,
+and push_to_hub with its model card (huggingface_hub's upload monkeypatched; what would be uploaded is checked)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from magvit2 import VideoTokenizer, preset_config
+from magvit2.hub import HubModelNotFoundError, is_repo_id
+from maskgit import MaskGitTransformer, TextToVideoPipeline
+from tests.test_pipeline import build_pipeline, gen
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """`folder`'s files as huggingface_hub's cache holds them: blobs/ + snapshots/<commit>/ links + refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            blob = repo / "blobs" / f"{abs(hash(str(path.relative_to(folder)))):x}"
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, blob)
+            link = snapshot / path.relative_to(folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.path.relpath(blob, link.parent), link)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hub-cache"
+
+
+def test_repo_ids_and_paths():
+    assert is_repo_id("owner/name") and is_repo_id("name-1.0") and is_repo_id("org/model_v2")
+    assert not any(is_repo_id(s) for s in ("./x", "/abs/path", "a/b/c", "../x", "~/x", "a/../b", ""))
+
+
+def test_tokenizer_and_transformer_from_a_cached_repo(cache, tmp_path):
+    torch.manual_seed(0)
+    tok = VideoTokenizer(preset_config("tiny"))
+    tok.save_pretrained(tmp_path / "tok", training={"num_frames": 5, "frame_stride": 1, "step": 7})
+    put_in_cache(cache, "me/tiny-tokenizer", tmp_path / "tok")
+    loaded = VideoTokenizer.from_pretrained("me/tiny-tokenizer")
+    for k, v in tok.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    assert loaded.pretrained_training == {"num_frames": 5, "frame_stride": 1, "step": 7}
+
+    pipe = build_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    put_in_cache(cache, "me/tiny-pipeline", tmp_path / "pipe")
+    transformer = MaskGitTransformer.from_pretrained("me/tiny-pipeline", subfolder="transformer")
+    assert transformer.config == pipe.transformer.config
+    loaded_pipe = TextToVideoPipeline.from_pretrained("me/tiny-pipeline")  # links into blobs/ are followed
+    assert torch.equal(loaded_pipe("a red ball", generator=gen(0), output_type="latent").frames,
+                       pipe("a red ball", generator=gen(0), output_type="latent").frames)
+
+
+def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(cache, tmp_path, monkeypatch):
+    tok = VideoTokenizer(preset_config("tiny"))
+    monkeypatch.chdir(tmp_path)
+    tok.save_pretrained(tmp_path / "me" / "tok")  # a folder spelled like a repo id
+    assert isinstance(VideoTokenizer.from_pretrained("me/tok"), VideoTokenizer)
+    start = time.monotonic()
+    with pytest.raises(HubModelNotFoundError, match=r"'nobody/nothing' is not a local folder.*offline"):
+        VideoTokenizer.from_pretrained("nobody/nothing")
+    assert time.monotonic() - start < 5
+    with pytest.raises(FileNotFoundError):
+        TextToVideoPipeline.from_pretrained("nobody/nothing")
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        VideoTokenizer.from_pretrained("./not/a/folder/here")
+
+
+def test_a_cache_link_out_of_the_repo_is_refused(cache, tmp_path):
+    tok = VideoTokenizer(preset_config("tiny"))
+    tok.save_pretrained(tmp_path / "tok")
+    snapshot = put_in_cache(cache, "me/evil", tmp_path / "tok")
+    (snapshot / "model.safetensors").unlink()
+    os.symlink(tmp_path / "tok" / "model.safetensors", snapshot / "model.safetensors")
+    with pytest.raises(ValueError, match="links out of the repo's cache folder"):
+        VideoTokenizer.from_pretrained("me/evil")
+
+
+@pytest.fixture
+def uploads(monkeypatch):
+    """huggingface_hub's HfApi.create_repo / upload_folder, recorded instead of sent (the folder is read while it
+    exists, inside the call)."""
+    from huggingface_hub import HfApi
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        calls["upload"] = {"repo_id": repo_id, **kwargs,
+                           "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
+                           "readme": (folder / "README.md").read_text(), "folder": folder}
+        if (folder / "config.json").is_file():
+            calls["upload"]["reloaded"] = VideoTokenizer.training_info(folder) if "tokenizer" in repo_id else None
+        return "commit-info"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_the_folder_and_a_model_card(uploads, tmp_path):
+    tok = VideoTokenizer(preset_config("tiny"))
+    tok.save_pretrained(tmp_path / "tok", training={"num_frames": 5, "frame_stride": 2, "step": 40})
+    tok = VideoTokenizer.from_pretrained(tmp_path / "tok")
+    assert tok.push_to_hub("me/my-tokenizer", private=True, training={"psnr_db": 21.5}) == "commit-info"
+    assert uploads["create_repo"] == ("me/my-tokenizer", {"private": True, "exist_ok": True})
+    up = uploads["upload"]
+    assert up["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert up["reloaded"] == {"num_frames": 5, "frame_stride": 2, "step": 40}  # the recorded training travels
+    card = up["readme"]
+    assert card.startswith("---\nlibrary_name: magvit2-maskgit\n")
+    assert 'VideoTokenizer.from_pretrained("me/my-tokenizer")' in card.replace("'", '"')
+    assert '"codebook_size"' in card and "| psnr_db | 21.5 |" in card and "| frame_stride | 2 |" in card
+    assert not up["folder"].exists()  # the staging folder is gone after the upload
+
+    pipe = build_pipeline()
+    pipe.push_to_hub("me/my-pipeline", commit_message="first", training={"step": 20})
+    up = uploads["upload"]
+    assert up["commit_message"] == "first"
+    assert {"pipeline.json", "README.md", "tokenizer/config.json", "transformer/model.safetensors"} <= set(up["files"])
+    assert "pipeline_tag: text-to-video" in up["readme"] and ".frames[0]" in up["readme"]
+    pipe.transformer.push_to_hub("me/my-transformer")
+    assert uploads["upload"]["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert "Not recorded" in uploads["upload"]["readme"]
+    with pytest.raises(ValueError, match="owner/name"):
+        pipe.push_to_hub("no-owner")

@@ -1,0 +1,105 @@
+"""Reconstruction quality of a tokenizer on a folder, under one fixed protocol (the work behind `magvit2-evaluate`).
+
+The protocol (recorded in the output, so two numbers are comparable only when their protocols are equal):
+
+* clips: every video under the folder (recursive; sorted relative paths; images and hidden entries left out), one
+  clip per video: its first `num_frames` frames taken every `frame_stride`-th frame, from frame 0;
+* `num_frames` / `frame_stride`: given, else what the tokenizer was trained on (`VideoTokenizer.training_info`),
+  else 17 frames (the longest 1 + k*f up to 17) and stride 1; videos shorter than that are skipped and counted;
+* pixels: each frame resized on its short side to cover the tokenizer's size, then center-cropped (no randomness),
+  uint8 -> [-1, 1]; the reconstruction is clamped to [-1, 1];
+* metrics per clip, averaged over clips: PSNR (data range 2 on [-1, 1], i.e. 255 on uint8) and SSIM (Gaussian
+  window 11, sigma 1.5, per frame and channel) from `magvit2.metrics`; codebook usage and perplexity over all clips'
+  codes. rFVD is not computed (it needs I3D weights, which are not shipped).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magvit2 import VideoTokenizer
+from magvit2.metrics import psnr, ssim, usage_from_counts
+from magvit2.pixels import from_uint8
+from magvit2.serialization import atomic_write_text, package_version
+from trainers.data.scan import scan_media_files
+from trainers.data.video_io import VideoReadError, probe_video, read_clip
+from trainers.model_sources import tokenizer_dir
+
+DEFAULT_NUM_FRAMES = 17
+PROTOCOL_VERSION = 1
+
+
+def protocol(tokenizer: VideoTokenizer, training: dict[str, int], num_frames: int | None,
+             frame_stride: int | None, max_clips: int | None) -> dict[str, Any]:
+    """The fixed settings of an evaluation (checked): what the output records beside the numbers."""
+    f = tokenizer.time_compression
+    if num_frames is None:
+        trained = training.get("num_frames")
+        num_frames = trained if trained is not None and (trained - 1) % f == 0 else \
+            1 + f * ((DEFAULT_NUM_FRAMES - 1) // f)
+    if num_frames < 1 or (num_frames - 1) % f:
+        raise ValueError(f"--num-frames {num_frames} is not 1 + {f}k for this tokenizer (e.g. {1 + 2 * f})")
+    stride = frame_stride if frame_stride is not None else training.get("frame_stride", 1)
+    if stride < 1 or (max_clips is not None and max_clips < 1):
+        raise ValueError(f"--frame-stride and --max-clips must be >= 1; got {stride}, {max_clips}")
+    return {"version": PROTOCOL_VERSION, "num_frames": num_frames, "frame_stride": stride,
+            "image_size": list(tokenizer.config.image_size), "crop": "center", "start_frame": 0,
+            "max_clips": max_clips, "files": "videos, sorted relative paths", "psnr_data_range": 2.0,
+            "ssim": {"window_size": 11, "sigma": 1.5}}
+
+
+@torch.no_grad()
+def evaluate_folder(tokenizer_path: str | Path, data_dir: str | Path, num_frames: int | None = None,
+                    frame_stride: int | None = None, max_clips: int | None = None, device: str | None = None,
+                    out: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate a tokenizer folder (or tokenizer run folder) on the videos of `data_dir`; returns the report and
+    writes it as JSON to `out` when given (an existing file is refused unless `overwrite`)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"--data {data_dir} is not a folder")
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; refusing to overwrite it: pass --overwrite, or choose another --out")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = tokenizer_dir(tokenizer_path)
+    tokenizer = VideoTokenizer.from_pretrained(folder).to(device).eval()
+    settings = protocol(tokenizer, VideoTokenizer.training_info(folder), num_frames, frame_stride, max_clips)
+    n, stride, size = settings["num_frames"], settings["frame_stride"], tuple(settings["image_size"])
+    files = scan_media_files(data_dir, include_images=False)
+    clips, skipped = [], {"too_short": [], "unreadable": []}
+    counts = torch.zeros(tokenizer.codebook_size, dtype=torch.float64)
+    for rel in files:
+        if max_clips is not None and len(clips) >= max_clips:
+            break
+        path = data_dir / rel
+        try:
+            info = probe_video(path)
+            if 1 + (info.num_frames - 1) // stride < n:
+                skipped["too_short"].append(rel)
+                continue
+            frames = read_clip(path, size, start=0, num_frames=n, stride=stride, info=info)
+        except VideoReadError:
+            skipped["unreadable"].append(rel)
+            continue
+        video = from_uint8(frames)[None].to(device)  # (1, 3, n, h, w)
+        out_ = tokenizer.reconstruct(video)
+        recon = out_.recon.float().clamp(-1, 1)
+        counts += torch.bincount(out_.codes.flatten().cpu(), minlength=tokenizer.codebook_size).double()
+        clips.append({"file": rel, "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})
+    if not clips:
+        raise ValueError(f"no clip of {n} frames (stride {stride}) in {data_dir}: {len(files)} videos, "
+                         f"{len(skipped['too_short'])} too short, {len(skipped['unreadable'])} unreadable")
+    usage, perplexity = usage_from_counts(counts)
+    report = {"tokenizer": str(tokenizer_path), "data": str(data_dir), "protocol": settings,
+              "package_version": package_version(), "clips": len(clips),
+              "psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
+              "ssim": sum(c["ssim"] for c in clips) / len(clips),
+              "codebook_usage": float(usage), "perplexity": float(perplexity), "fvd": None,
+              "skipped": {k: len(v) for k, v in skipped.items()}, "skipped_files": skipped, "per_clip": clips}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    return report
