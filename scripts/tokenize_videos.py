@@ -1,8 +1,12 @@
-"""magvit2-tokenize: turn a folder of clips (with captions) into code shards for fast stage-two training."""
+"""magvit2-tokenize: turn a folder of clips (with captions) into code shards for fast stage-two training.
+
+Rerun the same command to resume a killed run (finished shards are kept); run it under `torchrun --nproc_per_node N`
+to split the shards over N processes (rank 0 merges the index)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from scripts._cli import ArgumentParser, HelpFormatter, positive_int, run
@@ -11,7 +15,7 @@ from scripts._cli import ArgumentParser, HelpFormatter, positive_int, run
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="magvit2-tokenize", description=__doc__,
                        formatter_class=HelpFormatter,
-                       epilog="Output: CODES_DIR/index.json + codes-NNNNN.safetensors (int32 (n, t', h', w')) + "
+                       epilog="Output: CODES_DIR/index.json + codes-NNNNN.safetensors (int16|int32 (n, t', h', w')) + "
                               "codes-NNNNN.jsonl (path, caption per clip).")
     p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer folder, or a tokenizer run folder")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos/images; captions from "
@@ -35,6 +39,8 @@ def main_(args: argparse.Namespace) -> None:
     index = tokenize_folder(args.tokenizer, args.data, args.out, num_frames=args.num_frames, epochs=args.epochs,
                             batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
                             device=args.device, max_bad_fraction=args.max_bad_fraction)
+    if index.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports for all
     print(f"wrote {index['num_clips']} clips of codes {tuple(index['latent_shape'])} to {args.out} "
           f"({len(index['skipped'])} files skipped)")
 

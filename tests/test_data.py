@@ -241,3 +241,14 @@ def test_multi_folder_dataset_concatenates_and_keeps_paths(tmp_path, make_clip):
     assert both.stats.num_files == 3
     loader = build_dataloader(both, batch_size=3, seed=0)
     assert next(iter(loader))["video"].shape == (3, 3, 5, 16, 16)
+
+
+def test_resume_with_workers_matches_the_uninterrupted_single_process_order(media_root):
+    ds = VideoFolderDataset(media_root, num_frames=3, image_size=16, seed=1, hflip=True)
+    whole = [(b["path"], b["video"]) for b in build_dataloader(ds, batch_size=2, seed=4, num_workers=0)]
+    loader = build_dataloader(ds, batch_size=2, seed=4, num_workers=2)
+    assert loader.persistent_workers and loader.prefetch_factor == 2
+    loader.batch_sampler.set_position(0, 1)  # resume after the first batch
+    tail = [(b["path"], b["video"]) for b in loader]
+    assert len(tail) == len(whole) - 1
+    assert all(p0 == p1 and torch.equal(v0, v1) for (p0, v0), (p1, v1) in zip(whole[1:], tail))

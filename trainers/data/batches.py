@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from trainers.data.samples import SampleKey, check_positive_int, collate
 from trainers.rng import make_generator
 
-__all__ = ["ResumableBatchSampler", "build_dataloader"]
+__all__ = ["ResumableBatchSampler", "build_dataloader", "default_num_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,17 +105,39 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self.epoch, self.batch_index = epoch + 1, 0
 
 
+def default_num_workers() -> int:
+    """DataLoader workers when the config leaves them unset: ``min(4, usable CPUs)``."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
+
 def build_dataloader(
     dataset: Dataset,
     batch_size: int,
     seed: int,
     shuffle: bool = True,
     drop_last: bool = True,
-    num_workers: int = 0,
-    pin_memory: bool = False,
+    num_workers: int | None = 0,
+    pin_memory: bool | None = None,
     collate_fn: Callable[[list], dict] = collate,
+    prefetch_factor: int = 2,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate_fn``."""
+    """A DataLoader over ``dataset`` with a ``ResumableBatchSampler`` (``loader.batch_sampler``) and ``collate_fn``.
+
+    ``num_workers=None`` means ``default_num_workers()``; ``pin_memory=None`` means "when CUDA is available". With
+    workers, they persist across epochs and each keeps ``prefetch_factor`` batches in flight. Batches do not depend
+    on the worker count: every sample's randomness comes from ``(seed, epoch, index)`` (the ``SampleKey``).
+    Persistent workers keep the dataset copy they started with: a file ``record_skipped`` gives up on in the main
+    process is still tried (and fails, and is counted) in them.
+    """
     sampler = ResumableBatchSampler(dataset.kinds, batch_size, seed, drop_last=drop_last, shuffle=shuffle)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
-                      pin_memory=pin_memory)
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    if workers < 0:
+        raise ValueError(f"num_workers must be >= 0 or None; got {num_workers}")
+    pin = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+    extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers, pin_memory=pin,
+                      **extra)

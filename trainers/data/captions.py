@@ -1,7 +1,8 @@
 """Captions and prompts: the stage-two caption bank, prompt files, and prompt -> file-name slugs.
 
-`CaptionBank` runs the frozen text encoder once per unique caption at startup; a batch's text is then assembled
-from the bank by right-padding (no encoder call per step).
+`CaptionBank` runs the frozen text encoder once per unique caption at startup when they fit its cache (a batch's
+text is then assembled from the bank by right-padding, no encoder call per step); for more captions than that it
+embeds per batch into a bounded LRU cache.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,17 +24,30 @@ logger = logging.getLogger(__name__)
 
 
 class CaptionBank:
-    """Frozen text embeddings of a fixed set of captions, computed once (`chunk` prompts per encoder call).
+    """Frozen text embeddings of captions, computed once each while they fit a bounded cache.
 
     Each caption keeps only its real tokens `(m_i, d)` on the CPU; `embed(captions)` right-pads a batch to its
-    longest caption: `TextEmbedding(embeds (b, m, d), mask (b, m))`. Unknown captions are encoded (and kept) on
-    demand, so sample prompts and later additions work too.
+    longest caption: `TextEmbedding(embeds (b, m, d), mask (b, m))`. Up to `cache_size` unique captions, all of them
+    are embedded at construction (`chunk` per encoder call) and never again. Beyond that (a million-clip dataset),
+    nothing is embedded at construction: a batch's captions are embedded when they are missing (one encoder call per
+    batch) and kept in a least-recently-used cache of `cache_size` entries, so memory stays bounded. In that mode an
+    embedding is computed inside whichever batch first needs it; encoders whose output depends on the batch's
+    padding then match a resumed run to float tolerance rather than bit for bit (the test `tiny` encoder: exact).
     """
 
-    def __init__(self, encoder: TextEncoder, captions: Sequence[str], chunk: int = 64) -> None:
-        self.encoder, self.chunk = encoder, chunk
-        self.table: dict[str, torch.Tensor] = {}
-        self.add(captions)
+    def __init__(self, encoder: TextEncoder, captions: Sequence[str], chunk: int = 64,
+                 cache_size: int = 16384) -> None:
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1; got {cache_size}")
+        self.encoder, self.chunk, self.cache_size = encoder, chunk, cache_size
+        self.table: OrderedDict[str, torch.Tensor] = OrderedDict()
+        unique = list(dict.fromkeys(captions))
+        self.lazy = len(unique) > cache_size
+        if self.lazy:
+            logger.info("%d unique captions > cache_size=%d: embedding them per batch (LRU cache)", len(unique),
+                        cache_size)
+        else:
+            self.add(unique)
 
     def add(self, captions: Sequence[str]) -> None:
         new = [c for c in dict.fromkeys(captions) if c not in self.table]
@@ -49,6 +64,11 @@ class CaptionBank:
     def embed(self, captions: Sequence[str]) -> TextEmbedding:
         self.add(captions)
         rows = [self.table[c] for c in captions]
+        if self.lazy:
+            for c in captions:
+                self.table.move_to_end(c)
+            while len(self.table) > max(self.cache_size, len(set(captions))):
+                self.table.popitem(last=False)
         m, d = max(r.shape[0] for r in rows), rows[0].shape[1]
         embeds = torch.zeros(len(rows), m, d)  # (b, m, d)
         mask = torch.zeros(len(rows), m, dtype=torch.bool)  # (b, m)

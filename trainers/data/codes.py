@@ -1,9 +1,10 @@
 """Stage-two codes: code shards on disk (`magvit2-tokenize` writes, the MaskGit trainer reads) and `CodeClips`, the
-in-memory code dataset the resumable batch sampler indexes.
+code dataset the resumable batch sampler indexes (in memory; `ShardCodeClips`: read lazily from the shards, O(1) code
+memory whatever the number of clips).
 
 Layout of CODES_DIR:
     index.json                  format version, tokenizer config, latent shape, shard list, counts, skipped files
-    codes-00000.safetensors     "codes": int32 (n, t', h', w')
+    codes-00000.safetensors     "codes": int16 (codebooks up to 2^15) or int32 (n, t', h', w')
     codes-00000.jsonl           one line per clip: {"path", "caption", "clip"}
 Shards are written atomically and index.json last, so a folder with an index is complete. A folder that already
 holds an index or shards is never written into. Reading checks everything: the index's fields and types, shard
@@ -17,13 +18,17 @@ the clips of one file (several epochs of crops in a shard folder) never land on 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from magvit2.checks import inside, read_utf8
@@ -34,13 +39,16 @@ from trainers.data.scan import split_files
 FORMAT_VERSION = 1
 INDEX = "index.json"
 _SHARD = re.compile(r"^codes-\d{5,}\.(safetensors|jsonl)$")
+SHARD_PATTERN = _SHARD  # the names of shard files (codes-NNNNN.safetensors|jsonl)
 
 
 class CodeShardWriter:
     """Accumulates (codes, caption, path) and writes shards of `shard_size` clips."""
 
-    def __init__(self, out_dir: str | Path, shard_size: int = 1024) -> None:
+    def __init__(self, out_dir: str | Path, shard_size: int = 1024, codebook_size: int | None = None) -> None:
         self.out_dir = Path(out_dir)
+        # the narrowest integer type that holds every code: int16 up to 2^15 codes, else int32
+        self.dtype = torch.int16 if codebook_size is not None and codebook_size <= 2**15 else torch.int32
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise NotADirectoryError(f"--out {self.out_dir} is a file, not a folder")
         if (self.out_dir / INDEX).exists():
@@ -57,7 +65,7 @@ class CodeShardWriter:
 
     def add(self, codes: torch.Tensor, caption: str, path: str, clip: int = 0) -> None:
         """codes: (t', h', w') integers."""
-        self.codes.append(codes.to(torch.int32).cpu())
+        self.codes.append(codes.to(self.dtype).cpu())
         self.records.append({"path": path, "caption": caption, "clip": clip})
         if len(self.codes) >= self.shard_size:
             self._flush()
@@ -65,11 +73,7 @@ class CodeShardWriter:
     def _flush(self) -> None:
         if not self.codes:
             return
-        name = f"codes-{len(self.shards):05d}"
-        with atomic_write(self.out_dir / f"{name}.safetensors") as tmp:
-            save_file({"codes": torch.stack(self.codes)}, str(tmp))
-        atomic_write_text(self.out_dir / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
-        self.shards.append({"file": f"{name}.safetensors", "count": len(self.codes)})
+        self.shards.append(write_shard(self.out_dir, len(self.shards), torch.stack(self.codes), self.records))
         self.codes, self.records = [], []
 
     @property
@@ -83,6 +87,21 @@ class CodeShardWriter:
                  "num_clips": sum(s["count"] for s in self.shards)}
         atomic_write_text(self.out_dir / INDEX, json.dumps(index, indent=2) + "\n")
         return index
+
+
+def shard_name(number: int) -> str:
+    return f"codes-{number:05d}.safetensors"
+
+
+def write_shard(out_dir: Path, number: int, codes: torch.Tensor, records: Sequence[dict[str, Any]],
+                metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write shard `number`: its records (`.jsonl`) first, then its codes (`.safetensors`, whose presence marks the
+    shard done), each atomically. Returns the index entry `{"file", "count"}`."""
+    name = shard_name(number)
+    atomic_write_text(out_dir / name.replace(".safetensors", ".jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+    with atomic_write(out_dir / name) as tmp:
+        save_file({"codes": codes.contiguous()}, str(tmp), metadata=metadata)
+    return {"file": name, "count": int(codes.shape[0])}
 
 
 def _is_int(value: Any, low: int) -> bool:
@@ -121,8 +140,38 @@ def read_index(codes_dir: str | Path) -> dict[str, Any]:
     return index
 
 
-def _read_shard(codes_dir: Path, shard: dict[str, Any], index: dict[str, Any]) -> tuple[torch.Tensor, list]:
-    """One shard's codes `(count, t', h', w')` and records, checked against the index."""
+_NUMPY_DTYPES = {"I8": np.int8, "U8": np.uint8, "I16": np.int16, "U16": np.uint16, "I32": np.int32,
+                 "U32": np.uint32, "I64": np.int64}
+_MAX_HEADER = 1 << 20
+_CHECK_ROWS = 4096  # clips per range check while opening a shard (bounded memory)
+
+
+def _shard_layout(path: Path, expected: tuple[int, ...]) -> tuple[np.dtype, int]:
+    """(dtype, byte offset) of the "codes" tensor of a safetensors shard, read from its header alone."""
+    try:
+        with open(path, "rb") as fp:
+            size = int.from_bytes(fp.read(8), "little")
+            if not 2 <= size <= _MAX_HEADER:
+                raise ValueError(f"header length {size}")
+            header = json.loads(fp.read(size))
+        meta = header["codes"]
+        dtype_name, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
+        begin, end = int(begin), int(end)
+    except Exception as e:  # any malformed header is the same user error
+        raise ValueError(f"cannot read code shard {path}: {type(e).__name__}: {e}") from e
+    if dtype_name not in _NUMPY_DTYPES or shape != expected:
+        raise ValueError(f"{path}: codes must be integers of shape {expected}; got {dtype_name} {shape}")
+    dtype = np.dtype(_NUMPY_DTYPES[dtype_name]).newbyteorder("<")
+    offset = 8 + size + begin
+    if end - begin != dtype.itemsize * math.prod(shape) or path.stat().st_size < 8 + size + end:
+        raise ValueError(f"cannot read code shard {path}: its data is truncated or its offsets are wrong")
+    return dtype, offset
+
+
+def _read_shard(codes_dir: Path, shard: dict[str, Any], index: dict[str, Any]) -> tuple[tuple, list]:
+    """One shard's layout ``(path, dtype, offset, shape)`` and records ``(path, caption, clip)``, checked
+    against the index:
+    the codes are range-checked ``_CHECK_ROWS`` clips at a time, never loaded whole."""
     path = codes_dir / shard["file"]
     records_path = path.with_suffix(".jsonl")
     for p in (path, records_path):
@@ -130,17 +179,16 @@ def _read_shard(codes_dir: Path, shard: dict[str, Any], index: dict[str, Any]) -
             raise FileNotFoundError(f"{p} is listed in {codes_dir / INDEX} but missing")
         if not inside(p, codes_dir):
             raise ValueError(f"{p} is a symlink that leads out of {codes_dir}; refusing to read it")
-    try:
-        codes = load_file(str(path))["codes"]
-    except Exception as e:  # safetensors raises its own error type; KeyError: no "codes"
-        raise ValueError(f"cannot read code shard {path}: {e}") from e
     expected = (shard["count"], *index["latent_shape"])
-    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool or tuple(codes.shape) != expected:
-        raise ValueError(f"{path}: codes must be integers of shape {expected}; got {codes.dtype} "
-                         f"{tuple(codes.shape)}")
-    if codes.numel() and not (int(codes.min()) >= 0 and int(codes.max()) < index["codebook_size"]):
-        raise ValueError(f"{path}: codes must lie in [0, {index['codebook_size']}); got [{int(codes.min())}, "
-                         f"{int(codes.max())}]")
+    dtype, offset = _shard_layout(path, expected)
+    layout = (str(path), dtype.str, offset, expected)
+    per_clip = math.prod(expected[1:])
+    for start in range(0, expected[0], _CHECK_ROWS):  # plain reads, not the map: checked pages do not stay resident
+        rows = min(_CHECK_ROWS, expected[0] - start)
+        part = np.fromfile(path, dtype=dtype, count=rows * per_clip, offset=offset + start * per_clip * dtype.itemsize)
+        low, high = (int(part.min()), int(part.max())) if part.size else (0, 0)
+        if not (low >= 0 and high < index["codebook_size"]):
+            raise ValueError(f"{path}: codes must lie in [0, {index['codebook_size']}); got [{low}, {high}]")
     records = []
     for lineno, line in enumerate(read_utf8(records_path, "code shard records").splitlines(), 1):
         try:
@@ -151,38 +199,53 @@ def _read_shard(codes_dir: Path, shard: dict[str, Any], index: dict[str, Any]) -
                 and isinstance(record.get("caption"), str)):
             raise ValueError(f'{records_path}:{lineno}: expected {{"path": str, "caption": str, ...}}; got '
                              f"{line[:120]}")
-        records.append(record)
+        records.append((record["path"], record["caption"], record.get("clip", 0)))  # tuples: less memory
     if len(records) != shard["count"]:
-        raise ValueError(f"{path}: expected {shard['count']} clips, found {codes.shape[0]} codes and {len(records)} "
+        raise ValueError(f"{path}: expected {shard['count']} clips, found {expected[0]} codes and {len(records)} "
                          "records")
-    return codes, records
+    return layout, records
 
 
 class CodeShardDataset(Dataset):
-    """All clips of a codes folder in memory: items `{"codes": long (t', h', w'), "caption": str, "index": int}`."""
+    """The clips of a codes folder, read lazily (O(1) code memory: a clip is read when asked for): items
+    `{"codes": long (t', h', w'), "caption": str, "index": int}`. `clips` is the same data as a `ShardCodeClips`;
+    `codes` stacks every clip into one tensor (small folders and tests only)."""
 
     def __init__(self, codes_dir: str | Path) -> None:
         self.codes_dir = Path(codes_dir)
         self.index = read_index(self.codes_dir)
-        codes, self.records = [], []
+        layouts, paths, self.captions, clips = [], [], [], []
         for shard in self.index["shards"]:
-            shard_codes, records = _read_shard(self.codes_dir, shard, self.index)
-            codes.append(shard_codes)
-            self.records.extend(records)
-        if not self.records:
+            layout, records = _read_shard(self.codes_dir, shard, self.index)
+            layouts.append(layout)
+            for path, caption, clip in records:  # interned: the clips of one file (epochs) share their strings
+                paths.append(sys.intern(path))
+                self.captions.append(sys.intern(caption))
+                clips.append(clip)
+        if not paths:
             raise ValueError(f"{self.codes_dir} holds no clips")
-        self.codes = torch.cat(codes).long()  # (n, t', h', w')
-        self.captions = [r["caption"] for r in self.records]
-        self.kinds = ["codes"] * len(self.records)  # one kind: every batch is rectangular
+        self._clip_numbers = clips
+        self.kinds = ["codes"] * len(paths)  # one kind: every batch is rectangular
         self.latent_shape = tuple(self.index["latent_shape"])
         self.codebook_size = int(self.index["codebook_size"])
+        self.clips = ShardCodeClips(layouts, np.arange(len(paths), dtype=np.int64), self.captions, paths)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """`{"path", "caption", "clip"}` per clip, built when asked for (not kept: a million dicts are large)."""
+        return [{"path": p, "caption": c, "clip": k}
+                for p, c, k in zip(self.clips.paths, self.captions, self._clip_numbers)]
+
+    @property
+    def codes(self) -> torch.Tensor:
+        return self.clips.codes
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.captions)
 
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
         index = key[1] if isinstance(key, tuple) else int(key)
-        return {"codes": self.codes[index], "caption": self.captions[index], "index": index}
+        return {"codes": self.clips.clip_codes(index), "caption": self.captions[index], "index": index}
 
 
 class CodeClips(Dataset):
@@ -199,7 +262,8 @@ class CodeClips(Dataset):
 
     @classmethod
     def from_shards(cls, shards: CodeShardDataset) -> CodeClips:
-        return cls(shards.codes, shards.captions, [r["path"] for r in shards.records])
+        """The shards' clips, read lazily (a `ShardCodeClips`: same items and batches, O(1) code memory)."""
+        return shards.clips
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -215,6 +279,70 @@ class CodeClips(Dataset):
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
         epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (0, int(key), -1)
         return {"codes": self.codes[index], "caption": self.captions[index], "path": self.paths[index],
+                "index": index, "epoch": epoch, "batch_index": batch_index}
+
+
+class ShardCodeClips(CodeClips):
+    """`CodeClips` read lazily from the shards: the same items, but a clip's codes are read (one positioned read,
+    then widened to long) only when asked for, so memory does not grow with the number of clips (no page cache
+    mapped into the process either, unlike a memory map). `rows` maps this object's indices to clips of the shards
+    (a `select` is a view, no copy). Shard files are opened lazily in each process (a DataLoader worker opens its
+    own) and never pickled."""
+
+    def __init__(self, layouts: Sequence[tuple], rows: np.ndarray, captions: Sequence[str],
+                 paths: Sequence[str]) -> None:
+        if not len(rows) == len(captions) == len(paths):
+            raise ValueError(f"ShardCodeClips needs as many rows, captions and paths; got {len(rows)}, "
+                             f"{len(captions)}, {len(paths)}")
+        self.layouts = list(layouts)
+        self.starts = np.cumsum([0] + [layout[3][0] for layout in self.layouts])  # first clip of each shard
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.captions, self.paths = list(captions), list(paths)
+        self.kinds = ["codes"] * len(self.captions)
+        self._files: dict[int, int] = {}  # shard -> open file descriptor, per process
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_files": {}}
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_files", {}).values():
+            os.close(fd)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.layouts[0][3][1:])
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """Every clip stacked: long (n, t', h', w'). For small sets (validation, tests); training never calls it."""
+        if not len(self):
+            return torch.zeros(0, *self.latent_shape, dtype=torch.long)
+        return torch.stack([self.clip_codes(i) for i in range(len(self))])
+
+    def clip_codes(self, index: int) -> torch.Tensor:
+        """long (t', h', w') of clip `index`: one positioned read from its shard."""
+        row = int(self.rows[index])
+        shard = int(np.searchsorted(self.starts, row, side="right")) - 1
+        path, dtype, offset, shape = self.layouts[shard]
+        dtype = np.dtype(dtype)
+        size = math.prod(shape[1:]) * dtype.itemsize
+        if shard not in self._files:
+            self._files[shard] = os.open(path, os.O_RDONLY)
+        data = os.pread(self._files[shard], size, offset + (row - int(self.starts[shard])) * size)
+        if len(data) != size:
+            raise ValueError(f"code shard {path} was truncated after it was opened")
+        return torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64).reshape(shape[1:]))
+
+    def select(self, indices: Sequence[int]) -> ShardCodeClips:
+        chosen = list(indices)
+        return ShardCodeClips(self.layouts, self.rows[np.asarray(chosen, dtype=np.int64)],
+                              [self.captions[i] for i in chosen], [self.paths[i] for i in chosen])
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (0, int(key), -1)
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"index {index} out of range for {len(self.rows)} clips")
+        return {"codes": self.clip_codes(index), "caption": self.captions[index], "path": self.paths[index],
                 "index": index, "epoch": epoch, "batch_index": batch_index}
 
 

@@ -15,15 +15,17 @@ batch_index)`` tuples, so DataLoader workers (which hold copies of the dataset) 
 needs two integers: ``sampler.state_dict() == {"epoch": e, "batch_index": b}``. Because DataLoader prefetches, read
 the position from the *consumed* batch: ``sampler.set_position(batch["epoch"], batch["batch_index"] + 1)``.
 
-Bad files: every file is probed at construction in the main process (PyAV header + first-frame decode; Pillow
-``verify`` for images). Unreadable, corrupt and too-short files are skipped with one ``logging`` WARNING each
-(logger ``trainers.data.folders``) and counted in ``dataset.stats``; above ``max_bad_fraction`` a ``DataQualityError``
-lists them. A file that fails later (changed on disk, or a header that promises more frames than the file holds)
-gives a ``FailedSample`` that ``collate`` drops, reporting ``num_skipped``/``skipped`` in the batch; call
-``dataset.record_skipped(batch)`` in the main process to warn once per file and count it (counters inside workers
-would be invisible). Load-time failures count towards ``max_bad_fraction`` too, and after ``MAX_LOAD_ATTEMPTS``
-failed loads a file is given up (later items for it are failed without decoding). A loop that gets nothing loadable
-raises ``nothing_loadable(dataset, what)``. Scanning and captions: ``trainers.data.scan``.
+Bad files: every file is probed once (PyAV header + first-frame decode; Pillow ``verify`` for images) into the
+dataset index (``trainers.data.index``: built by ``magvit2-index DIR`` or by the first construction, reused by every
+rank and restart; files changed since are probed again). Unreadable, corrupt and too-short files are skipped with
+one ``logging`` WARNING each (logger ``trainers.data.folders``) and counted in ``dataset.stats``; above
+``max_bad_fraction`` a ``DataQualityError`` lists them. A file that fails later (changed on disk, or a header that
+promises more frames than the file holds) gives a ``FailedSample`` that ``collate`` drops, reporting
+``num_skipped``/``skipped`` in the batch; call ``dataset.record_skipped(batch)`` in the main process to warn once
+per file and count it (counters inside workers would be invisible). Load-time failures count towards
+``max_bad_fraction`` too, and after ``MAX_LOAD_ATTEMPTS`` failed loads a file is given up (later items for it are
+failed without decoding). A loop that gets nothing loadable raises ``nothing_loadable(dataset, what)``. Scanning and
+captions: ``trainers.data.scan``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,10 @@ import torch
 from torch.utils.data import Dataset
 
 from magvit2.pixels import from_uint8
+from trainers.data.index import default_index_path, load_index
 from trainers.data.samples import DatasetStats, FailedSample, SampleKey, check_positive_int
 from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files, split_files
-from trainers.data.video_io import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    VideoInfo,
-    VideoReadError,
-    probe_image,
-    probe_video,
-    read_clip,
-)
+from trainers.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoInfo, VideoReadError, read_clip
 from trainers.rng import make_generator
 
 __all__ = ["MAX_FAILED_BATCHES", "MAX_LOAD_ATTEMPTS", "METADATA_FILE", "DataQualityError", "MultiFolderDataset",
@@ -95,7 +89,8 @@ class VideoFolderDataset(Dataset):
         include_images: also use images (as 1-frame clips).
         captions: require a caption for every file (``ValueError`` listing some that lack one). Captions that
             exist are returned either way; an empty caption counts as missing.
-        probe_workers: threads used to probe files at construction.
+        probe_workers: threads used to probe the files the dataset index lacks (or that changed).
+        index_file: the dataset index (``trainers.data.index``); default ``root/.magvit2/index.json``.
 
     Items (``dataset[SampleKey(epoch, index, batch_index)]`` or ``dataset[index]`` with ``dataset.epoch``):
         ``{"video": float (3, t, h, w) in [-1, 1], "caption": str, "path": str (relative to root), "index": int,
@@ -118,6 +113,7 @@ class VideoFolderDataset(Dataset):
         include_images: bool = True,
         captions: bool = False,
         probe_workers: int = 4,
+        index_file: str | os.PathLike | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.exists():
@@ -141,14 +137,16 @@ class VideoFolderDataset(Dataset):
         self.hflip = hflip and split != "val"
 
         exts = ", ".join(VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if include_images else ()))
-        files = scan_media_files(self.root, include_images)
+        self.index_file = Path(index_file) if index_file is not None else default_index_path(self.root)
+        index = load_index(self.root, self.index_file, workers=probe_workers)  # the one source of the file list
+        entries = {e.path: e for e in index.entries
+                   if include_images or Path(e.path).suffix.lower() not in IMAGE_EXTENSIONS}
+        files = sorted(entries)
         if not files:
             raise ValueError(f"no video/image files under {self.root} (searched recursively for {exts})")
         files = self._select_split(files, split, val_fraction, val_files, seed)
-
-        all_captions = load_captions(self.root, files)
         if captions:
-            missing = [p for p in files if not all_captions.get(p)]
+            missing = [p for p in files if not entries[p].caption]
             if missing:
                 raise ValueError(f"captions=True but {len(missing)} of {len(files)} files have no caption (no "
                                  f"{METADATA_FILE} entry and no NAME.txt sidecar), e.g. {missing[:5]}")
@@ -157,21 +155,25 @@ class VideoFolderDataset(Dataset):
         self.paths: list[str] = []
         self.infos: list[VideoInfo] = []
         self.kinds: list[str] = []  # "video" (num_frames frames) or "image" (1 frame); batches never mix kinds
-        with ThreadPoolExecutor(max_workers=max(1, probe_workers)) as pool:
-            probed = list(pool.map(self._probe, files))
-        for rel, (info, reason) in zip(files, probed):
-            if info is None:
+        self.captions: list[str] = []
+        for rel in files:
+            entry = entries[rel]
+            is_image = Path(rel).suffix.lower() in IMAGE_EXTENSIONS
+            reason = entry.error
+            if not reason and not is_image and entry.frames < self.frames_needed:
+                reason = (f"too short: {entry.frames} frames, need {self.frames_needed} "
+                          f"(num_frames={self.num_frames}, frame_stride={self.frame_stride})")
+            if reason:
                 logger.warning("skipping %s: %s", rel, reason)
                 self.stats.skipped.append((rel, reason))
                 continue
-            is_image = Path(rel).suffix.lower() in IMAGE_EXTENSIONS
             self.paths.append(rel)
-            self.infos.append(info)
+            self.infos.append(entry.info)
+            self.captions.append(entry.caption)
             self.kinds.append("image" if is_image or num_frames == 1 else "video")
             self.stats.num_images += is_image
             self.stats.num_videos += not is_image
         self.stats.num_skipped = len(self.stats.skipped)
-        self.captions = [all_captions.get(p, "") for p in self.paths]
         self._warned: set[str] = {p for p, _ in self.stats.skipped}
         self._load_failures: dict[str, int] = {}  # failed loads per file (main process, via record_skipped)
         self._given_up: set[str] = set()  # files failed MAX_LOAD_ATTEMPTS times: not decoded again
@@ -204,19 +206,6 @@ class VideoFolderDataset(Dataset):
         if not chosen:
             raise ValueError(f"split={split!r} has no files (of {len(files)})")
         return chosen
-
-    def _probe(self, rel: str) -> tuple[VideoInfo | None, str]:
-        path = self.root / rel
-        try:
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                return probe_image(path), ""
-            info = probe_video(path, check_decode=True)
-        except (VideoReadError, OSError) as exc:
-            return None, getattr(exc, "reason", str(exc))
-        if info.num_frames < self.frames_needed:
-            return None, (f"too short: {info.num_frames} frames, need {self.frames_needed} "
-                          f"(num_frames={self.num_frames}, frame_stride={self.frame_stride})")
-        return info, ""
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -33,10 +33,13 @@ def _shown(names: Sequence[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def scan_media_files(root: str | os.PathLike, include_images: bool = True) -> list[str]:
+def scan_media_files(root: str | os.PathLike, include_images: bool = True,
+                     dir_mtimes: dict[str, int] | None = None) -> list[str]:
     """Relative POSIX paths of all media files under ``root`` (recursive, sorted, hidden entries skipped).
 
     Symlinked folders are followed once: a folder already visited (by its device and inode) is not entered again.
+    ``dir_mtimes``, when given, is filled with each scanned folder's mtime (relative path, "" for ``root``), which
+    changes whenever a file is added, removed or renamed in it (``trainers.data.index`` uses it).
     """
     root = Path(root)
     exts = set(VIDEO_EXTENSIONS) | (set(IMAGE_EXTENSIONS) if include_images else set())
@@ -46,6 +49,9 @@ def scan_media_files(root: str | os.PathLike, include_images: bool = True) -> li
     root_stat = os.stat(root)
     visited = {(root_stat.st_dev, root_stat.st_ino)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if dir_mtimes is not None:
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            dir_mtimes["" if rel_dir == "." else rel_dir] = os.stat(dirpath).st_mtime_ns
         keep = []
         for name in sorted(d for d in dirnames if not d.startswith(".")):
             full = os.path.join(dirpath, name)

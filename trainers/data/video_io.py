@@ -145,7 +145,9 @@ def read_video(
         path: any container FFmpeg reads (mp4, webm, avi, mkv, mpg, mov, GIF, ...).
         size: ``(height, width)`` to scale every frame to inside the decoder (aspect ratio not kept; see
             ``cover_size``), or None for the native size.
-        start: index of the first frame to return (frames before it are decoded but not converted).
+        start: index of the first frame to return. For ``start > 0`` the decoder seeks to the keyframe before it
+            and decodes forward (``_read_after_seek``), falling back to decoding from frame 0 when frame indices
+            cannot be trusted; either way the frames are those decode-from-0 would give.
         num_frames: how many frames to return; None = all remaining. Decoding stops as soon as they are read.
         stride: keep every ``stride``-th frame.
 
@@ -167,7 +169,14 @@ def read_video(
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError(path, "no video stream")
-            for frame in container.decode(container.streams.video[0]):
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame + slice threads inside the decoder
+            if start > 0 and path.suffix.lower() != ".gif":
+                sought = _read_after_seek(container, stream, start, num_frames, stride, kwargs)
+                if sought is not None:
+                    return np.stack(sought)
+                container.seek(0, stream=stream)  # the seek did not land where expected: decode from frame 0
+            for frame in container.decode(stream):
                 index = decoded
                 decoded += 1
                 if index < start or (index - start) % stride:
@@ -186,6 +195,39 @@ def read_video(
     if not frames:
         raise VideoReadError(path, f"no frames at or after start={start} (decoded {decoded})")
     return np.stack(frames)  # (T, H, W, 3)
+
+
+def _read_after_seek(container, stream, start: int, num_frames: int | None, stride: int,
+                     kwargs: dict) -> list[np.ndarray] | None:
+    """Frames ``start, start + stride, ...`` by a keyframe seek, then decoding forward; None = use decode-from-0.
+
+    A frame's index is ``round((pts - start_time) * time_base * fps)``, which holds for constant-frame-rate streams.
+    The seek targets half a frame before ``start`` (``backward=True``: the keyframe at or before it). Anything that
+    would make the indices untrustworthy gives None and the caller decodes from frame 0: no rate or time base, a
+    frame without pts, a landing after ``start``, or indices that do not advance by exactly one per frame (variable
+    frame rate). So the result is either None or exactly what decode-from-0 returns.
+    """
+    rate, time_base = stream.average_rate or stream.guessed_rate, stream.time_base
+    if not rate or not time_base:
+        return None
+    fps, origin = Fraction(rate), int(stream.start_time or 0)
+    target = origin + int((Fraction(start) - Fraction(1, 2)) / fps / Fraction(time_base))
+    container.seek(max(origin, target), stream=stream, backward=True, any_frame=False)
+    frames: list[np.ndarray] = []
+    previous = None
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            return None
+        index = round((frame.pts - origin) * Fraction(time_base) * fps)
+        if (previous is None and index > start) or (previous is not None and index != previous + 1):
+            return None
+        previous = index
+        if index < start or (index - start) % stride:
+            continue
+        frames.append(frame.to_ndarray(format="rgb24", **kwargs))
+        if num_frames is not None and len(frames) == num_frames:
+            return frames
+    return frames if frames and num_frames is None else None
 
 
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
