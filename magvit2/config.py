@@ -42,6 +42,15 @@ def _normalize_layer(spec: Any) -> LayerSpec:
     return (name, arg)
 
 
+def image_hw(size: Any, name: str = "image_size") -> tuple[int, int]:
+    """An int (square) or (h, w) of positive ints -> (h, w); ValueError otherwise."""
+    hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    if not (isinstance(hw, (list, tuple)) and len(hw) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in hw)):
+        raise ValueError(f"{name} must be an int or (h, w) of positive ints; got {size!r}")
+    return tuple(hw)
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Architecture of a `VideoTokenizer`. Every field is JSON-serialisable."""
@@ -79,12 +88,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        size = self.image_size
-        if isinstance(size, int) and not isinstance(size, bool):
-            size = (size, size)
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
-            raise ValueError(f"image_size must be an int or (h, w) of positive ints; got {self.image_size!r}")
-        set_("image_size", tuple(size))
+        set_("image_size", image_hw(self.image_size))
         set_("layers", tuple(_normalize_layer(s) for s in self.layers))
         for name in ("input_conv_kernel_size", "output_conv_kernel_size", "residual_conv_kernel_size"):
             k = getattr(self, name)

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from magvit2.config import TokenizerConfig
+from magvit2.config import TokenizerConfig, image_hw
 from magvit2.serialization import config_from_dict
 
 ARCHITECTURE = "open_magvit2"
@@ -37,12 +37,7 @@ class OpenMagvit2Config:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if self.architecture != ARCHITECTURE:
             raise ValueError(f"OpenMagvit2Config.architecture must be {ARCHITECTURE!r}; got {self.architecture!r}")
-        size = self.image_size
-        if isinstance(size, int) and not isinstance(size, bool):
-            size = (size, size)
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
-            raise ValueError(f"image_size must be an int or (h, w) of positive ints; got {self.image_size!r}")
-        set_("image_size", tuple(size))
+        set_("image_size", image_hw(self.image_size))
         mult = tuple(self.ch_mult) if isinstance(self.ch_mult, (list, tuple)) else self.ch_mult
         if not (isinstance(mult, tuple) and mult and all(isinstance(m, int) and m >= 1 for m in mult)):
             raise ValueError(f"ch_mult must be a non-empty list of positive ints, e.g. (1, 2, 2, 4); got "

@@ -5,6 +5,7 @@ code has no test switches).
 
 --crash-at K: SIGKILL the process once K updates are done (when update K asks for its first batch).
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
+--fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--crash-at", type=int)
     p.add_argument("--break-restore", choices=("optimizer", "sampler"))
+    p.add_argument("--fail-images-on-rank", type=int)
     p.add_argument("module")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
@@ -44,6 +46,18 @@ def main() -> int:
         torch.optim.Optimizer.load_state_dict = lambda self, state: None
     elif a.break_restore == "sampler":
         ResumableBatchSampler.load_state_dict = lambda self, state: None
+    if a.fail_images_on_rank is not None and int(os.environ.get("RANK", "0")) == a.fail_images_on_rank:
+        import trainers.data.folders as folders
+        from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError
+
+        read_clip = folders.read_clip
+
+        def failing_read_clip(path, *args, **kwargs):
+            if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+                raise VideoReadError(path, "injected load failure")
+            return read_clip(path, *args, **kwargs)
+
+        folders.read_clip = failing_read_clip
     return importlib.import_module(a.module).main(a.args)
 
 

@@ -84,7 +84,7 @@ def test_overfits_four_captioned_clips_and_regenerates_them_from_their_prompts(t
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     for guidance in (1.0, 2.0):
         codes = pipe(list(shards.captions), generator=torch.Generator().manual_seed(0), output_type="latent",
-                     guidance_scale=guidance, num_inference_steps=8)  # (4, 3, 8, 8)
+                     guidance_scale=guidance, num_inference_steps=8).frames  # (4, 3, 8, 8)
         accuracy = (codes == shards.codes).float().mean(dim=(1, 2, 3))
         assert bool((accuracy > 0.9).all()), (guidance, accuracy)
 
@@ -222,7 +222,7 @@ def test_large_fsq_codebooks_get_one_sub_token_per_fsq_dimension(tmp_path):
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert pipe.transformer.vocab_sizes == (5, 8, 8, 8, 8)
     codes = pipe(["a cup of coffee"], generator=torch.Generator().manual_seed(0), output_type="latent",
-                 num_inference_steps=3)
+                 num_inference_steps=3).frames
     assert codes.shape == (1, 3, 8, 8) and int(codes.min()) >= 0 and int(codes.max()) < 20480
     single = trainer(data, tmp_path / "single", cfg=config("--max-steps", "1", maskgit={"factorize_codes": False}))
     assert single.transformer.vocab_sizes == (20480,)  # opting out keeps one head

@@ -22,103 +22,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
-from ema_pytorch import EMA
 from torch import nn
 
 from magvit2.serialization import atomic_dir, atomic_write_text, load_state_strict
 from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, flatten_state, unflatten_state
-from trainers.configs import EMAConfig, RunConfig, dump_yaml
+from trainers.configs import dump_yaml
 from trainers.data.batches import ResumableBatchSampler
 from trainers.guards import NonFiniteGuard, nonfinite_names
 from trainers.logging import MetricsLogger, get_logger, progress_bar
 from trainers.optim import set_lr
-
-_UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-
-
-def make_accelerator(run: RunConfig) -> Accelerator:
-    """An Accelerator on the best available device. The launcher's settings (`accelerate launch --mixed_precision`,
-    its config file) apply unless the run config sets them. DDP (several GPUs, nodes, or CPU processes with gloo)
-    and single-process runs work; FSDP and DeepSpeed refuse here, before any work, with one line."""
-    for var, engine in _UNSUPPORTED.items():
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
-            raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
-                             f"full, unsharded state); launch with DDP instead: accelerate launch --multi_gpu ...")
-    kwargs: dict[str, Any] = {}
-    if run.mixed_precision is not None:
-        kwargs["mixed_precision"] = run.mixed_precision
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      dataloader_config=DataLoaderConfiguration(split_batches=True),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)], **kwargs)
-    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
-                         "with DDP instead: accelerate launch --multi_gpu ...")
-    return acc
-
-
-def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
-    """Create (or check) the run folder before any data is touched: writable, and never silently reused. An existing
-    non-empty folder is used only when it is one of ours (it holds `RUN_MARKER`, written when we created it) or with
-    `--resume`; staging folders that a killed export left in it are removed."""
-    from magvit2.serialization import atomic_write_text, remove_stale_staging
-    from trainers.checkpointing import RUN_MARKER
-
-    run_dir = Path(run_dir)
-    if is_main:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise NotADirectoryError(f"--out {run_dir} is a file, not a run folder")
-        ours = (run_dir / RUN_MARKER).is_file()
-        fresh = not run_dir.exists() or not any(run_dir.iterdir())
-        if not (ours or fresh or resume is not None):
-            raise FileExistsError(f"--out {run_dir} already exists and is not a run folder of ours (no {RUN_MARKER}); "
-                                  "refusing to write into it: choose a new --out, or pass --resume to continue a run")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            atomic_write_text(run_dir / RUN_MARKER, "magvit2-maskgit run folder: the trainers may write here\n")
-        remove_stale_staging(run_dir)
-        probe = run_dir / f".write-probe-{os.getpid()}"
-        try:
-            with open(probe, "wb") as f:
-                f.write(b"ok")
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise PermissionError(f"cannot write to the run folder {run_dir}: {e}") from e
-        finally:
-            probe.unlink(missing_ok=True)
-        has_checkpoints = any((run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else False
-        if has_checkpoints and resume is None:
-            raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume latest to continue it, or "
-                                  "choose a new --out")
-        free_gb = shutil.disk_usage(run_dir).free / 2**30
-        if free_gb < 1:
-            raise OSError(f"only {free_gb:.2f} GB free under {run_dir}; checkpoints need more")
-    return run_dir
-
-
-def build_ema(model: nn.Module, config: EMAConfig) -> EMA:
-    """EMA of `model` (created identically on every process; its `initted`/`step` counters checkpoint with it)."""
-    return EMA(model, beta=config.beta, update_after_step=config.update_after_step,
-               update_every=config.update_every, include_online_model=False)
-
-
-class Clock:
-    """Wall time of this invocation, for --max-minutes."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def minutes(self) -> float:
-        return (time.monotonic() - self.start) / 60
+from trainers.run_setup import Clock, make_accelerator, prepare_run_dir
 
 
 class Trainer:
@@ -135,6 +55,7 @@ class Trainer:
         self.accelerator = acc = make_accelerator(config.run)
         self.device, self.is_main = acc.device, acc.is_main_process
         self.world_size, self.rank = acc.num_processes, acc.process_index
+        self.rank_key = (self.rank,) if self.rank else ()  # per-process seeds; process 0 draws what one process does
         self.run_dir = self.on_every_process(lambda: prepare_run_dir(run_dir, resume, self.is_main))
         self.log = get_logger(logger_name, is_main=self.is_main)
         self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
@@ -246,15 +167,24 @@ class Trainer:
         to decode are counted by the dataset and dropped. When nothing loadable remains (MAX_FAILED_BATCHES
         all-failed batches in a row, or a pass over the data without one good batch) the run stops with a
         `DataQualityError` instead of spinning."""
-        from trainers.data.folders import MAX_FAILED_BATCHES, nothing_loadable
+        from trainers.data.folders import MAX_FAILED_BATCHES, DataQualityError, nothing_loadable
 
         failed_in_a_row = 0
         while True:
             good = 0
             for batch in self.loader:
+                error = None
                 if batch.get("num_skipped"):
-                    self.train_set.record_skipped(batch)
-                if batch.get("video", batch.get("codes")) is not None:
+                    try:  # counts load failures; too many raise, on every process together (below)
+                        self.train_set.record_skipped(batch)
+                    except DataQualityError as e:
+                        error = e
+                if self.any_process(error is not None):
+                    raise error or DataQualityError("another process found too many unreadable files (its error "
+                                                    "lists them)")
+                # one decision for every process: a global batch that any process cannot train on (all its clips
+                # failed to decode) is dropped by all, so the processes' collectives stay in step
+                if not self.any_process(batch.get("video", batch.get("codes")) is None):
                     failed_in_a_row, good = 0, good + 1
                     yield batch
                     continue
@@ -380,6 +310,9 @@ class Trainer:
         every checkpoint_every and when time is up; then a final checkpoint and validation unless the last step
         already had them. Writes RUN_DIR/summary.json and returns it."""
         c, clock = self.config.run, Clock()
+        if c.max_minutes is not None:  # two limits: say plainly that the step limit may come first
+            self.log.info("the run stops at whichever comes first: %.4g minutes or step %d (run.max_steps; "
+                          "--max-steps raises it)", c.max_minutes, c.max_steps)
         batches = self.batches()
         previous = self._catch_sigterm()
         bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc=self.name)

@@ -30,7 +30,7 @@ class DataConfig:
     num_frames: int = 17  # frames per training clip: 1 + k * time_compression
     frame_stride: int = 1  # take every n-th frame
     batch_size: int = 4  # per process
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int | None = None  # DataLoader workers; None: min(4, CPU cores)
     val_fraction: float = 0.05  # files held out for validation when no separate val folder is given
     hflip: bool = True  # random horizontal flips (turn off when captions name left/right)
     include_images: bool = True  # images train as 1-frame clips (joint image-video training)
@@ -42,7 +42,7 @@ class DataConfig:
         for name in ("num_frames", "frame_stride", "batch_size", "val_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1; got {getattr(self, name)}")
-        if self.num_workers < 0 or not 0 <= self.val_fraction < 1:
+        if (self.num_workers is not None and self.num_workers < 0) or not 0 <= self.val_fraction < 1:
             raise ValueError(f"data.num_workers must be >= 0 and val_fraction in [0, 1); got {self.num_workers}, "
                              f"{self.val_fraction}")
 

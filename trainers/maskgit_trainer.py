@@ -27,7 +27,7 @@ from maskgit.pipeline_settings import PipelineDefaults
 from maskgit.presets import maskgit_preset
 from maskgit.text import build_text_encoder
 from maskgit.transformer import MaskGitTransformer
-from trainers.base import Trainer, build_ema
+from trainers.base import Trainer
 from trainers.configs import MaskGitTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_captions
@@ -37,6 +37,7 @@ from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import load_frozen_tokenizer, load_init_weights
 from trainers.optim import build_optimizer, clip_gradients, lr_at
 from trainers.rng import derive_seed, make_generator
+from trainers.run_setup import build_ema
 
 _MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
 _RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from may change (no effect on weights)
@@ -178,6 +179,7 @@ class MaskGitTrainer(Trainer):
         self.latent_shape = self.tokenizer.latent_shape(self.num_frames)  # (t', h', w') of the training clips
         if val_clips is not None:
             val_clips = val_clips.select(range(min(d.val_clips, len(val_clips))))
+            val_clips = CodeClips(val_clips.codes, val_clips.captions, val_clips.paths)  # a few clips: in memory
             if val_clips.latent_shape[1:] != self.latent_shape[1:] or val_clips.latent_shape[0] > self.latent_shape[0]:
                 raise ValueError(f"validation codes {val_clips.latent_shape} do not fit the training grid "
                                  f"{self.latent_shape}")

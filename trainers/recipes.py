@@ -9,7 +9,7 @@ from typing import Any
 TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     # seconds-long runs for tests: every mechanism on (GAN from step 2, R1, LeCam, EMA from step 0)
     "tiny": {
-        "data": {"num_frames": 5, "batch_size": 2, "val_clips": 4, "val_fraction": 0.25},
+        "data": {"num_frames": 5, "batch_size": 2, "val_clips": 4, "val_fraction": 0.25, "num_workers": 0},
         "run": {"max_steps": 20, "log_every": 1, "val_every": 10, "checkpoint_every": 5},
         "ema": {"beta": 0.9, "update_after_step": 0},
         "gen_optim": {"lr": 1e-3, "warmup_steps": 2},
@@ -19,7 +19,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     },
     # the CPU demo (make demo): short clips, high LR, GAN late and light
     "demo": {
-        "data": {"num_frames": 9, "batch_size": 8, "val_clips": 36, "val_fraction": 0.0},
+        "data": {"num_frames": 9, "batch_size": 8, "val_clips": 36, "val_fraction": 0.0, "num_workers": 0},
         "run": {"max_steps": 600, "log_every": 10, "val_every": 200, "checkpoint_every": 200},
         "ema": {"beta": 0.99, "update_after_step": 50},
         "gen_optim": {"lr": 1e-3, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.05},
@@ -55,7 +55,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {
         "text_encoder": "tiny:32",
         "data": {"num_frames": 5, "batch_size": 4, "val_clips": 4, "val_fraction": 0.25, "hflip": False,
-                 "include_images": False},
+                 "include_images": False, "num_workers": 0},
         "run": {"max_steps": 20, "log_every": 1, "val_every": 10, "checkpoint_every": 5},
         "ema": {"beta": 0.9, "update_after_step": 0},
         "optim": {"lr": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
@@ -68,7 +68,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "cond_drop_prob": 0.1,
         "text_encoder": "default",
         "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
-                 "include_images": False},
+                 "include_images": False, "num_workers": 0},
         "run": {"max_steps": 1300, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.995, "update_after_step": 100},
         # lr 2e-3 vs 1e-3 in the 7-minute demo: seen-prompt digit accuracy 42.5% vs 34.2% (120 videos each)

@@ -20,7 +20,7 @@ from magvit2 import VideoTokenizer, preset_config
 from magvit2.losses import TokenizerLoss
 from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import to_uint8
-from trainers.base import Trainer, build_ema
+from trainers.base import Trainer
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets
@@ -28,6 +28,7 @@ from trainers.data.video_io import write_gif, write_video
 from trainers.model_sources import tokenizer_dir
 from trainers.optim import build_optimizer, clip_gradients, lr_at
 from trainers.rng import make_generator
+from trainers.run_setup import build_ema
 
 _G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
 
@@ -124,8 +125,11 @@ class TokenizerTrainer(Trainer):
             raise ValueError(f"{path}: the checkpoint's tokenizer differs from this run's in {diff}")
 
     def write_export(self, folder: Path) -> None:
-        """The EMA tokenizer (RUN_DIR/tokenizer/)."""
-        self.ema.ema_model.save_pretrained(folder)
+        """The EMA tokenizer (RUN_DIR/tokenizer/), with the clip length and frame stride it was trained on (the
+        defaults of `magvit2-reconstruct`)."""
+        d = self.config.data
+        self.ema.ema_model.save_pretrained(folder, training={"num_frames": d.num_frames, "frame_stride": d.frame_stride,
+                                                             "step": self.step})
 
     # one update ----------------------------------------------------------------------------------------------------
 
@@ -146,13 +150,13 @@ class TokenizerTrainer(Trainer):
                     out = self.g_forward(video, step)
                     g_loss, g_parts = self.loss_fn.generator_loss(
                         video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
-                        generator=make_generator(c.run.seed, _G_KEY, step, micro, self.rank))
+                        generator=make_generator(c.run.seed, _G_KEY, step, micro, *self.rank_key))
                 acc.backward(g_loss / self.grad_accum)
                 if use_adv:
                     with acc.autocast():
                         d_loss, d_parts = self.d_forward(
                             video, out.recon.detach(), self.loss_fn.should_apply_r1(self.d_step),
-                            make_generator(c.run.seed, _D_KEY, step, micro, self.rank))
+                            make_generator(c.run.seed, _D_KEY, step, micro, *self.rank_key))
                     acc.backward(d_loss / self.grad_accum)
         g_params = list(self.tokenizer.parameters())
         d_params = self.loss_fn.discriminator_parameters()

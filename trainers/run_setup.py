@@ -1,0 +1,94 @@
+"""What a run needs before it trains: the accelerator (the launcher's settings, DDP, the engines we refuse), the run
+folder (never silently reused), the EMA, and the wall clock for --max-minutes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
+from ema_pytorch import EMA
+from torch import nn
+
+from trainers.configs import EMAConfig, RunConfig
+
+_UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def make_accelerator(run: RunConfig) -> Accelerator:
+    """An Accelerator on the best available device. The launcher's settings (`accelerate launch --mixed_precision`,
+    its config file) apply unless the run config sets them. DDP (several GPUs, nodes, or CPU processes with gloo)
+    and single-process runs work; FSDP and DeepSpeed refuse here, before any work, with one line."""
+    for var, engine in _UNSUPPORTED.items():
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
+            raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
+                             f"full, unsharded state); launch with DDP instead: accelerate launch --multi_gpu ...")
+    kwargs: dict[str, Any] = {}
+    if run.mixed_precision is not None:
+        kwargs["mixed_precision"] = run.mixed_precision
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      dataloader_config=DataLoaderConfiguration(split_batches=True),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)], **kwargs)
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
+                         "with DDP instead: accelerate launch --multi_gpu ...")
+    return acc
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
+    """Create (or check) the run folder before any data is touched: writable, and never silently reused. An existing
+    non-empty folder is used only when it is one of ours (it holds `RUN_MARKER`, written when we created it) or with
+    `--resume`; staging folders that a killed export left in it are removed."""
+    from magvit2.serialization import atomic_write_text, remove_stale_staging
+    from trainers.checkpointing import RUN_MARKER
+
+    run_dir = Path(run_dir)
+    if is_main:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NotADirectoryError(f"--out {run_dir} is a file, not a run folder")
+        ours = (run_dir / RUN_MARKER).is_file()
+        fresh = not run_dir.exists() or not any(run_dir.iterdir())
+        if not (ours or fresh or resume is not None):
+            raise FileExistsError(f"--out {run_dir} already exists and is not a run folder of ours (no {RUN_MARKER}); "
+                                  "refusing to write into it: choose a new --out, or pass --resume to continue a run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            atomic_write_text(run_dir / RUN_MARKER, "magvit2-maskgit run folder: the trainers may write here\n")
+        remove_stale_staging(run_dir)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise PermissionError(f"cannot write to the run folder {run_dir}: {e}") from e
+        finally:
+            probe.unlink(missing_ok=True)
+        has_checkpoints = any((run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else False
+        if has_checkpoints and resume is None:
+            raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume latest to continue it, or "
+                                  "choose a new --out")
+        free_gb = shutil.disk_usage(run_dir).free / 2**30
+        if free_gb < 1:
+            raise OSError(f"only {free_gb:.2f} GB free under {run_dir}; checkpoints need more")
+    return run_dir
+
+
+def build_ema(model: nn.Module, config: EMAConfig) -> EMA:
+    """EMA of `model` (created identically on every process; its `initted`/`step` counters checkpoint with it)."""
+    return EMA(model, beta=config.beta, update_after_step=config.update_after_step,
+               update_every=config.update_every, include_online_model=False)
+
+
+class Clock:
+    """Wall time of this invocation, for --max-minutes."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def minutes(self) -> float:
+        return (time.monotonic() - self.start) / 60
