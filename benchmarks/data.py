@@ -10,6 +10,9 @@
 4. codes: peak RSS of a process that opens N synthetic code clips (latent 5x16x16, 2^10 codes) and draws 50 batches
    of 32 through the DataLoader: shards read lazily (now) vs one int64 tensor (before; only up to 3 GiB of it),
    each in a fresh process.
+5. trainer: peak RSS and wall time of `magvit2-train-maskgit` itself (tiny transformer, the test text encoder, 20
+   updates of batch 8, the `tiny` recipe's 25% held-out paths) on N code clips of 5x16x16 with a unique caption
+   each (so captions are embedded per batch into the bounded cache), in a fresh process.
 Each part prints one JSON line; compare numbers only within one run on one machine.
 """
 
@@ -167,18 +170,61 @@ def codes(work: Path, clips: int) -> dict:
     return out
 
 
+TRAINER_PROBE = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[3])
+from scripts.train_maskgit import main
+start = time.time()
+code = main(["--tokenizer", sys.argv[1] + "/tok", "--codes", sys.argv[1] + "/codes", "--out", sys.argv[2],
+             "--preset", "tiny", "--max-steps", "20", "--batch-size", "8", "--config", sys.argv[1] + "/cfg.yaml"])
+print(json.dumps({"exit": code, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+                  "seconds": round(time.time() - start, 1)}))
+"""
+
+
+def trainer(work: Path, clips: int) -> dict:
+    """The MaskGit trainer on `clips` code clips (5x16x16 from a 4x-time, 4x-space tokenizer, 2^10 codes)."""
+    import torch
+
+    from magvit2 import VideoTokenizer, preset_config
+    from trainers.data.codes import write_shard
+
+    root = work / "trainer"
+    layers = ("residual", "compress_space", "compress_space", "compress_time", "compress_time")
+    tokenizer = VideoTokenizer(preset_config("tiny", image_size=64, codebook_size=1024, layers=layers))
+    tokenizer.save_pretrained(root / "tok")
+    folder, shards = root / "codes", []
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for k, start in enumerate(range(0, clips, 65536)):
+        n = min(65536, clips - start)
+        block = torch.randint(0, 1024, (n, 5, 16, 16), generator=gen, dtype=torch.int16)
+        records = [{"path": f"v{(start + i) // 4}.mp4", "caption": f"clip number {start + i}", "clip": 0}
+                   for i in range(n)]
+        shards.append(write_shard(folder, k, block, records))
+    index = {"format_version": 1, "codebook_size": 1024, "num_frames": 17, "latent_shape": [5, 16, 16],
+             "tokenizer_config": tokenizer.config.to_dict(), "shards": shards, "num_clips": clips}
+    (folder / "index.json").write_text(json.dumps(index))
+    (root / "cfg.yaml").write_text("run:\n  val_every: 1000\n  checkpoint_every: 1000\ndata:\n  val_clips: 4\n")
+    res = subprocess.run([sys.executable, "-c", TRAINER_PROBE, str(root), str(root / "run"), str(REPO)],
+                         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    probe = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else {"error": res.stderr[-300:]}
+    return {"part": "trainer", "clips": clips, **probe}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=100_000, help="files for the start-up part")
     p.add_argument("--clips", type=int, default=1_000_000, help="code clips for the memory part")
-    p.add_argument("--only", default="startup,loader,seek,codes", help="comma-separated parts")
+    p.add_argument("--only", default="startup,loader,seek,codes,trainer", help="comma-separated parts")
     args = p.parse_args(argv)
     print(json.dumps({"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}))
     work = Path(tempfile.mkdtemp(prefix="magvit2-bench-data-"))
     try:
         for part in args.only.split(","):
             result = {"startup": lambda: startup(work, args.files), "loader": lambda: loader(work),
-                      "seek": lambda: seek(work), "codes": lambda: codes(work, args.clips)}[part]()
+                      "seek": lambda: seek(work), "codes": lambda: codes(work, args.clips),
+                      "trainer": lambda: trainer(work, args.clips)}[part]()
             print(json.dumps(result), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
