@@ -19,7 +19,7 @@ from maskgit.pipeline import TextToVideoPipeline
 from maskgit.transformer import MaskGitTransformer, split_codes
 from trainers.data.captions import CaptionBank, slugify
 from trainers.data.codes import CodeClips
-from trainers.data.video_io import write_gif, write_video
+from trainers.data.video_write import write_gif, write_video
 from trainers.rng import derive_seed, make_generator
 
 _VAL_KEY = 303  # purpose tag for derive_seed (the trainer uses 301, 302)

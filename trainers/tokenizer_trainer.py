@@ -24,7 +24,7 @@ from trainers.base import Trainer
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets
-from trainers.data.video_io import write_gif, write_video
+from trainers.data.video_write import write_gif, write_video
 from trainers.model_sources import tokenizer_dir
 from trainers.optim import build_optimizer, clip_gradients, lr_at
 from trainers.rng import make_generator

@@ -25,7 +25,8 @@ promises more frames than the file holds) gives a ``FailedSample`` that ``collat
 per file and count it (counters inside workers would be invisible). Load-time failures count towards
 ``max_bad_fraction`` too, and after ``MAX_LOAD_ATTEMPTS`` failed loads a file is given up (later items for it are
 failed without decoding). A loop that gets nothing loadable raises ``nothing_loadable(dataset, what)``. Scanning and
-captions: ``trainers.data.scan``.
+captions: ``trainers.data.scan``. Tar shards (``magvit2-pack``): ``trainers.data.shards.ShardDataset``, a subclass
+that overrides only where the file list (``_load_entries``) and the bytes (``_read``) come from.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from magvit2.pixels import from_uint8
-from trainers.data.index import default_index_path, load_index
+from trainers.data.index import IndexEntry, default_index_path, load_index
 from trainers.data.samples import DatasetStats, FailedSample, SampleKey, check_positive_int
 from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files, split_files
 from trainers.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoInfo, VideoReadError, read_clip
@@ -136,13 +138,11 @@ class VideoFolderDataset(Dataset):
         self.random_crop = random_crop and split != "val"
         self.hflip = hflip and split != "val"
 
-        exts = ", ".join(VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if include_images else ()))
-        self.index_file = Path(index_file) if index_file is not None else default_index_path(self.root)
-        index = load_index(self.root, self.index_file, workers=probe_workers)  # the one source of the file list
-        entries = {e.path: e for e in index.entries
+        entries = {e.path: e for e in self._load_entries(probe_workers, index_file)
                    if include_images or Path(e.path).suffix.lower() not in IMAGE_EXTENSIONS}
         files = sorted(entries)
         if not files:
+            exts = ", ".join(VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if include_images else ()))
             raise ValueError(f"no video/image files under {self.root} (searched recursively for {exts})")
         files = self._select_split(files, split, val_fraction, val_files, seed)
         if captions:
@@ -187,6 +187,17 @@ class VideoFolderDataset(Dataset):
         if not self.paths:
             raise ValueError(f"no usable video/image files under {self.root}: all {len(files)} were skipped")
 
+    def _load_entries(self, probe_workers: int, index_file: str | os.PathLike | None) -> list[IndexEntry]:
+        """Every media file with its header facts, caption and ``error`` ("" when usable): the dataset index.
+        ``ShardDataset`` overrides this (and ``_read``) to read a packed folder instead."""
+        self.index_file = Path(index_file) if index_file is not None else default_index_path(self.root)
+        return load_index(self.root, self.index_file, workers=probe_workers).entries  # the one source of files
+
+    def _read(self, index: int, start: int, generator: torch.Generator | None) -> np.ndarray:
+        """Frames ``uint8 (T, h, w, 3)`` of sample ``index`` (see ``read_clip``); raises VideoReadError/OSError."""
+        return read_clip(self.root / self.paths[index], self.image_size, start=start, num_frames=self.num_frames,
+                         stride=self.frame_stride, generator=generator, info=self.infos[index])
+
     @staticmethod
     def _select_split(
         files: list[str], split: str | None, val_fraction: float, val_files: Sequence[str] | None, seed: int
@@ -218,7 +229,7 @@ class VideoFolderDataset(Dataset):
         epoch, index, batch_index = SampleKey(*key) if isinstance(key, tuple) else (self.epoch, int(key), -1)
         if not 0 <= index < len(self.paths):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.paths)}")
-        rel, info = self.paths[index], self.infos[index]
+        rel, info = self.paths[index], self.infos[index]  # the sample's randomness is shared by every subclass
         if rel in self._given_up:
             return FailedSample(rel, f"given up after {MAX_LOAD_ATTEMPTS} failed loads", index, epoch, batch_index)
         gen = make_generator(self.seed, _SAMPLE_KEY, epoch, index)  # draws, in order: start, crop, flip
@@ -227,8 +238,7 @@ class VideoFolderDataset(Dataset):
         if is_video and self.random_crop:
             start = int(torch.randint(0, info.num_frames - self.frames_needed + 1, (1,), generator=gen))
         try:
-            frames = read_clip(self.root / rel, self.image_size, start=start, num_frames=self.num_frames,
-                               stride=self.frame_stride, generator=gen if self.random_crop else None, info=info)
+            frames = self._read(index, start, gen if self.random_crop else None)
         except (VideoReadError, OSError) as exc:
             return FailedSample(rel, getattr(exc, "reason", str(exc)), index, epoch, batch_index)
         video = from_uint8(frames)  # (3, t, h, w) in [-1, 1]
@@ -311,11 +321,15 @@ class MultiFolderDataset(Dataset):
 
 def folder_datasets(dirs: Sequence[str | os.PathLike], split: str | None, **kwargs: Any
                     ) -> VideoFolderDataset | MultiFolderDataset:
-    """One dataset over several folders. For split='val', folders whose split comes out empty are left out."""
+    """One dataset over several folders. For split='val', folders whose split comes out empty are left out. A folder
+    holding ``shards.json`` (``magvit2-pack``) gives a ``trainers.data.shards.ShardDataset``."""
+    from trainers.data.shards import ShardDataset, is_shard_folder  # shards subclasses VideoFolderDataset
+
     datasets = []
     for d in dirs:
         try:
-            datasets.append(VideoFolderDataset(d, split=split, **kwargs))
+            cls = ShardDataset if is_shard_folder(d) else VideoFolderDataset
+            datasets.append(cls(d, split=split, **kwargs))
         except ValueError as e:
             if split == "val" and "has no files" in str(e):
                 continue

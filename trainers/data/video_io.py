@@ -5,8 +5,10 @@ Conventions:
 - Frames on disk and in numpy are ``uint8 (T, H, W, 3)`` RGB.
 - Frames as tensors are ``float (c, t, h, w)`` in [-1, 1] (``magvit2.pixels.from_uint8`` / ``to_uint8`` convert).
 - Sizes are ``(height, width)``.
-- Every writer is atomic (``magvit2.serialization.atomic_write``), so a crash never leaves a half-written file under
-  the real name.
+- Writers (``write_video``, ``write_gif``, ``save_image_grid``) live in ``trainers.data.video_write`` and are
+  re-exported here; every writer is atomic.
+- A clip held in memory (a member of a tar shard, ``trainers.data.shards``) is read by passing its bytes as
+  ``data=``: ``path`` then only names it (its suffix says image or video; errors name it).
 
 Decoding resizes inside the decoder (``frame.to_ndarray(format="rgb24", width=, height=)``), which can only scale
 to a fixed ``(w, h)``; ``cover_size`` + ``crop_offsets`` give the usual "resize the short side, then crop" on top.
@@ -16,8 +18,8 @@ Not handled: rotation metadata of phone videos and non-square sample aspect rati
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,10 +27,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import GifImagePlugin, Image, ImageOps
+from PIL import Image, ImageOps
 
-from magvit2.pixels import to_uint8
-from magvit2.serialization import atomic_write
+from trainers.data.video_write import save_image_grid, write_gif, write_video
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReadError", "cover_size", "crop_offsets",
@@ -38,7 +39,6 @@ __all__ = [
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".mov", ".gif")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
-_MP4_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
@@ -138,8 +138,9 @@ def read_video(
     start: int = 0,
     num_frames: int | None = None,
     stride: int = 1,
+    data: bytes | None = None,
 ) -> np.ndarray:
-    """Decode frames ``start, start + stride, ...`` of the first video stream.
+    """Decode frames ``start, start + stride, ...`` of the first video stream (of ``data`` when given).
 
     Args:
         path: any container FFmpeg reads (mp4, webm, avi, mkv, mpg, mov, GIF, ...).
@@ -160,13 +161,13 @@ def read_video(
     if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
         raise ValueError(f"need start >= 0, stride >= 1, num_frames >= 1 or None; got {start}, {stride}, {num_frames}")
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"no such video file: {path}")
     kwargs = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
     frames: list[np.ndarray] = []
     decoded = 0
     try:
-        with av.open(str(path)) as container:
+        with av.open(io.BytesIO(data) if data is not None else str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError(path, "no video stream")
             stream = container.streams.video[0]
@@ -230,16 +231,17 @@ def _read_after_seek(container, stream, start: int, num_frames: int | None, stri
     return frames if frames and num_frames is None else None
 
 
-def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, data: bytes | None = None
+               ) -> np.ndarray:
     """Read an image (EXIF rotation applied, alpha dropped) as a 1-frame clip ``uint8 (1, H, W, 3)``.
 
     ``size`` is ``(height, width)``; resizing is bilinear (antialiased when shrinking), like the video decoder's.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             im = ImageOps.exif_transpose(im).convert("RGB")
             if size is not None and (im.height, im.width) != tuple(size):
                 im = im.resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
@@ -280,139 +282,23 @@ def read_clip(
     stride: int = 1,
     generator: torch.Generator | None = None,
     info: VideoInfo | None = None,
+    data: bytes | None = None,
 ) -> np.ndarray:
     """Read ``num_frames`` frames (or the image) at ``size`` = ``(h, w)``: scale to cover, then crop.
 
     The crop is random when ``generator`` is given, centered otherwise. ``info`` (from a probe) saves a re-probe.
-    Images return 1 frame whatever ``num_frames`` is. Returns ``uint8 (T, h, w, 3)``.
+    Images return 1 frame whatever ``num_frames`` is. ``data``: the file's bytes (then ``info`` is required).
+    Returns ``uint8 (T, h, w, 3)``.
     """
     is_image = Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    if info is None and data is not None:
+        raise ValueError("read_clip(data=...) needs info (the clip's frame count and size)")
     if info is None:
         info = probe_image(path) if is_image else probe_video(path, check_decode=False)
     scaled = cover_size((info.height, info.width), size)
     if is_image:
-        frames = read_image(path, size=scaled)
+        frames = read_image(path, size=scaled, data=data)
     else:
-        frames = read_video(path, size=scaled, start=start, num_frames=num_frames, stride=stride)
+        frames = read_video(path, size=scaled, start=start, num_frames=num_frames, stride=stride, data=data)
     top, left = crop_offsets(scaled, size, generator)
     return np.ascontiguousarray(frames[:, top : top + size[0], left : left + size[1]])  # (T, h, w, 3)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tensor <-> uint8
-
-
-def _as_uint8_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Accept uint8 numpy ``(T, H, W, 3)`` or float tensor ``(c, t, h, w)`` in [-1, 1]; return uint8 (T, H, W, 3)."""
-    if isinstance(frames, torch.Tensor):
-        if frames.ndim != 4:
-            raise ValueError(f"expected a float tensor (c, t, h, w); got shape {tuple(frames.shape)}")
-        frames = to_uint8(frames)
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4:
-        raise ValueError("expected uint8 numpy frames (T, H, W, 3) or a float tensor (c, t, h, w) in [-1, 1]; "
-                         f"got {type(frames).__name__} {getattr(frames, 'dtype', '')} {getattr(frames, 'shape', '')}")
-    if frames.shape[-1] == 1:
-        frames = np.repeat(frames, 3, axis=-1)
-    if frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"expected (T >= 1, H, W, 3) frames; got {frames.shape}")
-    return np.ascontiguousarray(frames)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_video(
-    path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8, lossless: bool = False
-) -> Path:
-    """Write frames as H.264 (``.mp4``, ``.m4v``, ``.mov``, ``.mkv``) or as a GIF (``.gif``, via ``write_gif``).
-
-    Args:
-        frames: uint8 numpy ``(T, H, W, 3)`` or float tensor ``(c, t, h, w)`` in [-1, 1].
-        fps: frames per second.
-        lossless: libx264 ``yuv444p`` at ``crf 0`` (near exact: only the RGB<->YUV rounding is lost, ~50 dB);
-            otherwise ``yuv420p`` at ``crf 18``, which plays everywhere but needs even H and W: odd sizes are padded
-            by replicating the last row/column, so such a file reads back one pixel larger.
-
-    Returns the path written. The write is atomic.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".gif":
-        return write_gif(path, frames, fps=fps)
-    if suffix not in _MP4_FORMATS:
-        raise ValueError(f"cannot write {path}: supported extensions are {[*_MP4_FORMATS, '.gif']}")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0; got {fps}")
-    data = _as_uint8_frames(frames)  # (T, H, W, 3)
-    if not lossless and (data.shape[1] % 2 or data.shape[2] % 2):
-        data = np.pad(data, ((0, 0), (0, data.shape[1] % 2), (0, data.shape[2] % 2), (0, 0)), mode="edge")
-    _, height, width, _ = data.shape
-    with atomic_write(path) as tmp, av.open(str(tmp), mode="w", format=_MP4_FORMATS[suffix]) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv444p" if lossless else "yuv420p"
-        stream.options = {"crf": "0" if lossless else "18"}
-        for frame_array in data:
-            frame = av.VideoFrame.from_ndarray(frame_array, format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))  # flush the encoder
-    return path
-
-
-def write_gif(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps: float = 8) -> Path:
-    """Write an endlessly looping GIF with Pillow: one adaptive 256-colour palette per frame (no dithering).
-
-    Frames as in ``write_video``. Every frame is kept, even repeated ones (Pillow's ``save_all`` would merge
-    identical consecutive frames, changing the frame count), so a T-frame input always reads back as T frames.
-    GIF delays are in 1/100 s, so the stored rate is approximate (8 fps -> 120 ms per frame). Atomic.
-    """
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0; got {fps}")
-    data = _as_uint8_frames(frames)
-    duration_ms = max(10, round(1000.0 / fps))
-    images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE) for f in data]
-    with atomic_write(path) as tmp, open(tmp, "wb") as fp:
-        # Pillow's frame-level GIF writers (getheader/getdata) write each frame verbatim with its own palette.
-        header, _ = GifImagePlugin.getheader(images[0], info={"loop": 0, "duration": duration_ms})
-        for chunk in header:
-            fp.write(chunk)
-        for image in images:
-            for chunk in GifImagePlugin.getdata(image, duration=duration_ms, disposal=1, include_color_table=True):
-                fp.write(chunk)
-        fp.write(b";")  # GIF trailer
-    return Path(path)
-
-
-def save_image_grid(
-    path: str | os.PathLike,
-    images: torch.Tensor | np.ndarray | Sequence[np.ndarray | torch.Tensor],
-    nrow: int = 8,
-    padding: int = 2,
-    pad_value: int = 255,
-) -> Path:
-    """Save a contact sheet PNG: images in rows of ``nrow``, separated by ``padding`` px of ``pad_value``.
-
-    ``images`` is a float tensor ``(n, c, h, w)`` in [-1, 1], a uint8 array ``(n, h, w, 3)``, or a sequence of
-    single images (float ``(c, h, w)`` in [-1, 1] or uint8 ``(h, w, 3)``) of one size. Atomic.
-    """
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4:
-            raise ValueError(f"expected a float tensor (n, c, h, w); got {tuple(images.shape)}")
-        tiles = to_uint8(images.unsqueeze(2))[:, 0]  # (n, c, 1, h, w) -> (n, h, w, c)
-    elif isinstance(images, np.ndarray):
-        tiles = images
-    else:
-        tiles = np.stack([to_uint8(im[:, None])[0] if isinstance(im, torch.Tensor) else im for im in images])
-    tiles = _as_uint8_frames(tiles)  # (n, h, w, 3)
-    n, h, w, _ = tiles.shape
-    if nrow < 1:
-        raise ValueError(f"nrow must be >= 1; got {nrow}")
-    cols, rows = min(nrow, n), -(-n // nrow)
-    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), pad_value, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
-        grid[top : top + h, left : left + w] = tile
-    with atomic_write(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-    return Path(path)

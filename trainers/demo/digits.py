@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.data.video_io import write_video
+from trainers.data.video_write import write_video
 from trainers.rng import derive_seed
 
 DIRECTIONS = ("up", "down", "left", "right")

@@ -25,7 +25,7 @@ from magvit2.metrics import codebook_usage, psnr, ssim
 from magvit2.pixels import to_uint8
 from maskgit.pipeline import TextToVideoPipeline
 from trainers.data.folders import VideoFolderDataset
-from trainers.data.video_io import write_gif, write_video
+from trainers.data.video_write import write_gif, write_video
 from trainers.demo.judge import DigitJudge, judge_direction
 from trainers.logging import read_metrics
 from trainers.rng import make_generator
