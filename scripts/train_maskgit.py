@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--codes", metavar="CODES_DIR", help="code shards written by magvit2-tokenize (fast path)")
     source.add_argument("--data", nargs="+", metavar="DIR", help="captioned clip folder(s), tokenized on the fly "
-                        "(captions from metadata.jsonl or NAME.txt sidecars)")
+                        "(captions from metadata.jsonl or NAME.txt sidecars), or packed shards (a folder, URL or "
+                        "'pipe:CMD {file}' spec)")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-codes", metavar="DIR", help="held-out code shards (default: data.val_fraction of the "
                      "training files)")

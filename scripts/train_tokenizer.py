@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Config precedence: preset recipe < --config YAML < flags. Works under "
                               "`accelerate launch`. The EMA tokenizer is exported to RUN_DIR/tokenizer/.")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
-                   help="folder(s) of videos (mp4 webm avi mkv mpg mov gif) and images (jpg png webp), recursive")
+                   help="folder(s) of videos (mp4 webm avi mkv mpg mov gif) and images (jpg png webp), recursive; or "
+                   "packed shards (magvit2-pack): a folder, an http(s):// or file:// URL, or a 'pipe:CMD {file}' spec")
     p.add_argument("--val-data", metavar="DIR", help="held-out folder for validation (default: data.val_fraction "
                    "of --data)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, metrics)")

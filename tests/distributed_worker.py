@@ -1,5 +1,5 @@
-"""What one process of a torchrun-launched test does (tests/test_distributed.py). Usage: python -m
-tests.distributed_worker entropy DIR."""
+"""What one process of a torchrun-launched test does (tests/test_distributed.py, tests/test_remote_shards.py).
+Usage: python -m tests.distributed_worker entropy|shards DIR."""
 
 from __future__ import annotations
 
@@ -28,5 +28,24 @@ def entropy(folder: Path) -> None:
     dist.destroy_process_group()
 
 
+def shards(folder: Path) -> None:
+    """One epoch of a packed folder through the prepared loader (global batches of 4, 2 workers per process):
+    saves the sample indices this process got, batch by batch."""
+    import json
+
+    from accelerate import Accelerator, DataLoaderConfiguration
+
+    from trainers.data.batches import build_dataloader
+    from trainers.data.shards import ShardDataset
+
+    acc = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(split_batches=True))
+    dataset = ShardDataset(folder / "packed", num_frames=5, image_size=16, max_bad_fraction=0.5)
+    loader = acc.prepare(build_dataloader(dataset, 4, seed=0, num_workers=2))
+    got = [batch["index"].tolist() for batch in loader]
+    report = {"world_size": acc.num_processes, "batches": got, "num_samples": len(dataset)}
+    (folder / f"shards-{acc.process_index}.json").write_text(json.dumps(report))
+    acc.end_training()
+
+
 if __name__ == "__main__":
-    {"entropy": entropy}[sys.argv[1]](Path(sys.argv[2]))
+    {"entropy": entropy, "shards": shards}[sys.argv[1]](Path(sys.argv[2]))

@@ -35,6 +35,7 @@ from magvit2.serialization import atomic_dir, atomic_write_text, load_state_stri
 from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, flatten_state, unflatten_state
 from trainers.configs import dump_yaml
 from trainers.data.batches import ResumableBatchSampler
+from trainers.data.remote import fetch_shards, is_remote
 from trainers.guards import NonFiniteGuard, nonfinite_names
 from trainers.logging import MetricsLogger, get_logger, progress_bar
 from trainers.optim import set_lr
@@ -85,6 +86,18 @@ class Trainer:
         return {"distributed_type": str(acc.distributed_type.value), "num_processes": self.world_size,
                 "mixed_precision": acc.mixed_precision, "device": str(self.device), "grad_accum": self.grad_accum,
                 "global_batch_size": self.sampler.batch_size}
+
+    def local_data(self, source: str | os.PathLike | None) -> Path | None:
+        """A data folder as a local path: a URL or `pipe:` source of packed shards is fetched into the shard cache
+        first (`trainers.data.remote`; one process per machine downloads, then the others find the files)."""
+        if source is None:
+            return None
+        if not is_remote(source):
+            return Path(source)
+        with self.accelerator.local_main_process_first():
+            folder = self.on_every_process(lambda: fetch_shards(str(source)))
+        self.log.info("shards from %s are read from %s", source, folder)
+        return folder
 
     @property
     def sampler(self) -> ResumableBatchSampler:

@@ -71,8 +71,8 @@ class MaskGitTrainer(Trainer):
         self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device)
         self.text_encoder = build_text_encoder(config.text_encoder, max_length=config.text_max_length,
                                                device=self.device)
-        self._build_data(Path(codes_dir) if codes_dir else None, [Path(d) for d in data_dirs or []],
-                         Path(val_codes_dir) if val_codes_dir else None, Path(val_data_dir) if val_data_dir else None)
+        self._build_data(Path(codes_dir) if codes_dir else None, [self.local_data(d) for d in data_dirs or []],
+                         Path(val_codes_dir) if val_codes_dir else None, self.local_data(val_data_dir))
         captions = list(self.train_set.captions) + (self.val_clips.captions if self.val_clips is not None else [])
         self.num_empty_captions = warn_empty_captions(self.train_set.captions, "training clips")
         self.captions = CaptionBank(self.text_encoder, captions + self.sample_prompts)

@@ -75,7 +75,7 @@ class TokenizerTrainer(Trainer):
         self.g_forward, self.d_forward = self.accelerator.prepare(ReconstructStep(self.tokenizer), self.loss_fn)
         if config.run.compile:
             self.g_forward = torch.compile(self.g_forward)
-        self._build_data([Path(d) for d in data_dirs], Path(val_dir) if val_dir else None)
+        self._build_data([self.local_data(d) for d in data_dirs], self.local_data(val_dir))
         self.d_step = 0
         self.start()
 

@@ -17,8 +17,8 @@ index, not ``wids``: wids re-indexes every tar when it opens it and decodes by i
 ``ShardDataset`` is a ``VideoFolderDataset`` whose file list comes from ``shards.json`` instead of the dataset
 index and whose bytes come from the tar: everything else is shared (train/val split by sample path, too-short
 clips skipped, per-sample randomness from ``(seed, epoch, index)``, ``FailedSample`` + ``record_skipped`` for a
-member that fails to decode), so the same files give the same global batches packed or not. Shards are local
-folders (no remote URLs).
+member that fails to decode), so the same files give the same global batches packed or not. Shards at a URL or
+behind a `pipe:` command are fetched into a local cache first (``trainers.data.remote``).
 """
 
 from __future__ import annotations
