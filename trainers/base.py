@@ -303,10 +303,17 @@ class Trainer:
 
     def _read_checkpoint(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         tensors, state = self.ckpt.load(path, verify=self.is_main)
-        self.check_resume(state, path)
+        try:
+            self.check_resume(state, path)
+        except (KeyError, TypeError) as e:  # a state.json without the keys this trainer writes
+            raise CheckpointCorruptError(f"{path / 'state.json'}: no usable {e} entry (written by another trainer "
+                                         "or an older version?)") from None
         for name in [*self.checkpointed, *self.optimizers]:
             if name not in tensors:
                 raise CheckpointCorruptError(f"{path}: no {name}.safetensors (written by another trainer?)")
+        for name in self.optimizers:
+            if f"{name}_meta" not in state:
+                raise CheckpointCorruptError(f"{path / 'state.json'}: no {name}_meta entry (the optimizer's state)")
         saved = state["sampler"].get("global_batch_size", self.sampler.batch_size)
         if saved != self.sampler.batch_size:
             per_process = saved // self.world_size if saved % self.world_size == 0 else None

@@ -13,7 +13,7 @@ from magvit2.serialization import resolve_model_dir
 from maskgit.config import MaskGitConfig
 from maskgit.pipeline_folder import PIPELINE_CONFIG, PIPELINE_KIND, TRANSFORMER_DIR
 from maskgit.transformer import MaskGitTransformer
-from trainers.checkpointing import MARKER, CheckpointManager
+from trainers.checkpointing import MARKER, CheckpointCorruptError, CheckpointManager
 
 TOKENIZER_KIND, TRANSFORMER_KIND = "VideoTokenizer", "MaskGitTransformer"
 RUN_TOKENIZER_DIR, RUN_PIPELINE_DIR = "tokenizer", "pipeline"  # where the trainers export inside their run folders
@@ -50,8 +50,12 @@ def load_init_weights(path: str | os.PathLike) -> tuple[MaskGitConfig, dict[str,
     path = Path(path)
     if (path / MARKER).is_file():
         tensors, state = CheckpointManager(path.parent.parent, is_main=False).load(path)
-        config = MaskGitConfig.from_dict(state["config"]["maskgit_resolved"])
-        return config, tensors["transformer"], f"checkpoint {path}"
+        try:
+            config = MaskGitConfig.from_dict(state["config"]["maskgit_resolved"])
+            weights = tensors["transformer"]
+        except (KeyError, TypeError) as e:
+            raise CheckpointCorruptError(f"--init-from {path}: not a MaskGit checkpoint (no {e} entry)") from None
+        return config, weights, f"checkpoint {path}"
     try:
         folder = pipeline_dir(path, "--init-from") / TRANSFORMER_DIR
         what = f"pipeline {folder.parent}"
