@@ -15,6 +15,7 @@ inside a folder, UTF-8 text files read with the file named, and non-finite tenso
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import types
@@ -192,6 +193,14 @@ def read_utf8(path: str | os.PathLike, what: str = "file") -> str:
         line = data[: e.start].count(b"\n") + 1
         raise ValueError(f"{path}: {what} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save it "
                          "as UTF-8") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """The parsed JSON of a UTF-8 file; ValueError naming the file when it is not UTF-8 or not JSON."""
+    try:
+        return json.loads(read_utf8(path, what))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:

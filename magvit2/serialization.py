@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from magvit2.checks import check_keys, check_value, config_fields, dataclass_in, nonfinite_tensors, read_utf8
+from magvit2.checks import check_keys, check_value, config_fields, dataclass_in, nonfinite_tensors, read_json
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -255,10 +255,7 @@ def read_model_config(directory: str | Path, kind: str) -> dict[str, Any]:
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory} (expected a folder written by save_pretrained)")
-    try:
-        payload = json.loads(read_utf8(config_path, CONFIG_NAME))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+    payload = read_json(config_path, CONFIG_NAME)
     if not isinstance(payload, dict) or payload.get("_kind") != kind:
         found = payload.get("_kind") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{directory} holds a {found!r}, not a {kind!r}")
@@ -299,10 +296,7 @@ def resolve_model_dir(path: str | os.PathLike, kind: str, run_subdir: str, confi
     for candidate in (path, path / run_subdir):
         config = candidate / config_name
         if config.is_file():
-            try:
-                payload = json.loads(read_utf8(config, config_name))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{config} is not valid JSON: {e}") from None
+            payload = read_json(config, config_name)
             if not isinstance(payload, dict):
                 raise ValueError(f"{config}: expected a JSON object (written by save_pretrained); got "
                                  f"{type(payload).__name__}")

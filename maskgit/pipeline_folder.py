@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from magvit2.checks import check_config_dict, inside, read_utf8
+from magvit2.checks import check_config_dict, inside, read_json
 from magvit2.serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, package_version
 
 from .pipeline_settings import PipelineDefaults
@@ -70,10 +70,7 @@ def read_pipeline_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no {PIPELINE_CONFIG} in {directory} (expected a folder written by "
                                 f"TextToVideoPipeline.save_pretrained)")
-    try:
-        payload = json.loads(read_utf8(path, PIPELINE_CONFIG))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    payload = read_json(path, PIPELINE_CONFIG)
     if not isinstance(payload, dict) or payload.get("_kind") != PIPELINE_KIND:
         raise ValueError(f"{path} describes a {payload.get('_kind') if isinstance(payload, dict) else None!r}, "
                          f"not a {PIPELINE_KIND!r}")

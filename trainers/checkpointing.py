@@ -39,7 +39,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from magvit2.checks import inside, nonfinite_tensors, plain_name, read_utf8
+from magvit2.checks import inside, nonfinite_tensors, plain_name, read_json
 from magvit2.serialization import fsync_path, pid_alive
 from trainers.state_flatten import flatten_state, unflatten_state
 
@@ -127,7 +127,7 @@ def read_marker(path: Path) -> dict[str, Any]:
     ``{"size": int >= 0, "sha256": 64 hex digits}``, ``state.json`` among them."""
     where = path / MARKER
     try:
-        marker = json.loads(read_utf8(where, MARKER))
+        marker = read_json(where, MARKER)
     except (OSError, ValueError) as exc:
         raise CheckpointCorruptError(f"{where} is unreadable: {exc}") from exc
     if not isinstance(marker, dict):
@@ -365,7 +365,7 @@ class CheckpointManager:
         if bad:
             raise CheckpointCorruptError(f"{path}: non-finite values in {', '.join(bad[:5])}; refusing to load them")
         try:
-            state = json.loads(read_utf8(path / STATE_FILE, STATE_FILE))
+            state = read_json(path / STATE_FILE, STATE_FILE)
         except (OSError, ValueError) as exc:
             raise CheckpointCorruptError(f"cannot parse {path / STATE_FILE}: {exc}") from exc
         check_state(state, path / STATE_FILE, marker["step"])

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
-from magvit2.checks import inside, read_utf8
+from magvit2.checks import inside, read_utf8, read_json
 from magvit2.serialization import atomic_write, atomic_write_text
 from trainers.data.samples import SampleKey
 from trainers.data.scan import split_files
@@ -115,10 +115,7 @@ def read_index(codes_dir: str | Path) -> dict[str, Any]:
     path = codes_dir / INDEX
     if not path.is_file():
         raise FileNotFoundError(f"no {INDEX} in {codes_dir} (write code shards with magvit2-tokenize)")
-    try:
-        index = json.loads(read_utf8(path, INDEX))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    index = read_json(path, INDEX)
     if not isinstance(index, dict):
         raise ValueError(f"{path}: expected a JSON object; got {type(index).__name__}")
     if index.get("format_version") != FORMAT_VERSION:

@@ -34,7 +34,7 @@ from dataclasses import astuple, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from magvit2.checks import read_utf8
+from magvit2.checks import read_utf8, read_json
 from magvit2.serialization import atomic_write_text
 from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoInfo, VideoReadError, probe_image, probe_video
@@ -130,7 +130,7 @@ def read_index(path: str | os.PathLike, root: str | os.PathLike) -> DatasetIndex
     if not path.is_file():
         raise FileNotFoundError(f"no dataset index at {path}")
     try:
-        data = json.loads(read_utf8(path, "dataset index"))
+        data = read_json(path, "dataset index")
     except (json.JSONDecodeError, ValueError) as exc:
         raise _corrupt(path, root, f"not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:

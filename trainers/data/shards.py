@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from magvit2.checks import plain_name, read_utf8
+from magvit2.checks import plain_name, read_utf8, read_json
 from trainers.data.folders import VideoFolderDataset
 from trainers.data.index import IndexEntry
 from trainers.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, read_clip
@@ -79,8 +79,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``folder/shards.json``; ``ValueError`` naming the file and the key when it is malformed."""
     path = Path(folder) / SHARDS_FILE
     try:
-        data = json.loads(read_utf8(path, "shard manifest"))
-    except json.JSONDecodeError as exc:
+        data = read_json(path, "shard manifest")
+    except ValueError as exc:
         raise _bad(path, f"not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != SHARDS_FORMAT:
         raise _bad(path, f"not a {SHARDS_FORMAT} file")
