@@ -55,7 +55,7 @@ def preset_config(name: str, **overrides: Any) -> TokenizerConfig:
 OPEN_MAGVIT2_PRESETS: dict[str, dict[str, Any]] = {
     # their released video tokenizer: 17x128x128 -> 5x16x16 codes of 2^18 (4x time, 8x space)
     "video": dict(image_size=128, ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, z_channels=18, codebook_size=2**18),
-    # the conversion-test fixture (shared/fixtures/open-magvit2-video-tiny): 17x32x32 -> 5x4x4 codes of 2^18
+    # the conversion-test fixture (tests/fixtures/open-magvit2-video-tiny): 17x32x32 -> 5x4x4 codes of 2^18
     "video-tiny": dict(image_size=32, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=18,
                        codebook_size=2**18),
 }

@@ -1,5 +1,5 @@
 """Open-MAGVIT2's video tokenizer, converted exactly: against the reference outputs of their code at a tiny size
-(shared/fixtures/open-magvit2-video-tiny: random weights under their key names, a 17-frame video and a 1-frame
+(tests/fixtures/open-magvit2-video-tiny, copied into the repository: random weights under their key names, a 17-frame video and a 1-frame
 image with their latents, quantized latents, little-endian code indices and reconstructions), strict conversion,
 persistence, the `magvit2-convert` command, and stage two (tokenize -> MaskGit -> pipeline) on top of it."""
 
@@ -19,7 +19,7 @@ from magvit2.open_magvit2 import EMA_PREFIX, LittleEndianLFQuantizer
 from magvit2.tokenizer import TokenizerOutput
 from scripts.convert import main as convert_main
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "open-magvit2-video-tiny"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "open-magvit2-video-tiny"
 TOL = 1e-5  # max abs error vs their outputs (measured: latents 2.4e-7, reconstructions 4.8e-6)
 
 
