@@ -33,14 +33,13 @@ class CausalConv3d(nn.Module):
         if kh % 2 == 0 or kw % 2 == 0 or kt < time_stride:
             raise ValueError(f"CausalConv3d needs odd space kernels and kernel_t >= stride; got {(kt, kh, kw)}")
         self.time_pad = kt - time_stride
-        self.space_pad = (kw // 2, kw // 2, kh // 2, kh // 2)
-        self.conv = nn.Conv3d(dim_in, dim_out, (kt, kh, kw), stride=(time_stride, 1, 1))
+        # space: zero 'same' padding inside the conv (no padded copy of the input); time: first-frame copies
+        self.conv = nn.Conv3d(dim_in, dim_out, (kt, kh, kw), stride=(time_stride, 1, 1), padding=(0, kh // 2, kw // 2))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.time_pad:
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)  # (b, c, t + pad, h, w)
-        x = F.pad(x, self.space_pad)  # (b, c, t + pad, h + 2p, w + 2p)
-        return self.conv(x)
+        return self.conv(x)  # (b, c', (t + pad - k_t) / s_t + 1, h, w)
 
 
 class FrameGroupNorm(nn.GroupNorm):
