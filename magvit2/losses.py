@@ -177,8 +177,12 @@ class LossConfig:
 
 
 class _Breakdown:
+    def as_tensors(self) -> dict[str, Tensor]:
+        """Every field, still a 0-dim tensor (no device sync; a trainer reads them all at once on logging steps)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def as_dict(self) -> dict[str, float]:
-        """Every field as a Python float (one device sync per field; call on logging steps)."""
+        """Every field as a Python float (one device sync per field)."""
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
 
 

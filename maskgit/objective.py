@@ -31,19 +31,20 @@ def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generat
 
 @dataclass
 class MaskedLossStats:
-    """What `masked_token_loss` measured. Tensors: `mask (b, n)` bool = masked positions, `drop_text (b,)` bool."""
+    """What `masked_token_loss` measured: 0-dim float tensors (read them on logging steps: no device sync here),
+    `mask (b, n)` bool = masked positions, `drop_text (b,)` bool."""
 
-    loss: float
-    accuracy: float  # masked positions whose argmax is right in every factor
-    mask_fraction: float  # masked / all tokens
-    drop_fraction: float  # rows whose text was replaced by the null embedding
+    loss: torch.Tensor
+    accuracy: torch.Tensor  # masked positions whose argmax is right in every factor
+    mask_fraction: torch.Tensor  # masked / all tokens
+    drop_fraction: torch.Tensor  # rows whose text was replaced by the null embedding
     mask: torch.Tensor
     drop_text: torch.Tensor
     self_conditioned: bool
 
     def as_dict(self) -> dict[str, float]:
-        return {"loss": self.loss, "accuracy": self.accuracy, "mask_fraction": self.mask_fraction,
-                "drop_fraction": self.drop_fraction, "self_conditioned": float(self.self_conditioned)}
+        return {"loss": float(self.loss), "accuracy": float(self.accuracy), "mask_fraction": float(self.mask_fraction),
+                "drop_fraction": float(self.drop_fraction), "self_conditioned": float(self.self_conditioned)}
 
 
 def masked_token_loss(
@@ -58,6 +59,7 @@ def masked_token_loss(
     self_cond_prob: float = 0.5,
     grid: tuple[int, int, int] | None = None,
     rows: tuple[int, int] | None = None,
+    replicas: int = 1,
     config: Any = None,
 ) -> tuple[torch.Tensor, MaskedLossStats]:
     """The MaskGit loss on a batch of ground-truth codes.
@@ -74,9 +76,10 @@ def masked_token_loss(
     probability self_cond_prob a no-grad first pass whose final hidden states are fed back; only when the model has
     config.self_condition); cross-entropy on masked positions only (mean over masked tokens, summed over factors).
     rows: (offset, total) when this batch is rows offset..offset+b of a `total`-row global batch split over
-    data-parallel processes: the random draws are made for all `total` rows and sliced, and the loss is scaled by
-    total / b and normalised by the global batch's masked-token count, so the processes' averaged gradients equal
-    those of one process on the whole batch. None = (0, b).
+    `replicas` data-parallel processes (the rows each process actually loaded; they may differ when clips failed to
+    decode): the random draws are made for all `total` rows and sliced, and the loss is scaled by `replicas` and
+    normalised by the global batch's masked-token count, so the processes' averaged gradients equal those of one
+    process on the whole batch. None = (0, b) on one process.
     Returns (scalar loss, MaskedLossStats).
     """
     config = model.config if config is None else config
@@ -103,12 +106,13 @@ def masked_token_loss(
     global_mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (total, n) bool
     drop_text = (uniform((total,), generator, device) < cond_drop_prob)[offset : offset + b]  # (b,) bool
     mask = global_mask[offset : offset + b]  # (b, n): this process's rows
-    scale = (total / b) * float(mask.sum()) / float(global_mask.sum())  # 1 on one process
+    scale = replicas * mask.sum() / global_mask.sum()  # 0-dim tensor; 1 on one process
     inputs = torch.where(mask, config.mask_id, codes)  # (b, n)
 
     self_cond = None
     use_self_cond = bool(getattr(config, "self_condition", False))
-    use_self_cond = use_self_cond and float(uniform((1,), generator, device)) < self_cond_prob
+    use_self_cond = use_self_cond and float(torch.rand((1,), generator=generator, device=generator.device)) < \
+        self_cond_prob  # drawn where the generator lives: no device sync
     if use_self_cond:
         with torch.no_grad():
             _, hidden = model(inputs, text, drop_text, grid=grid, return_embeddings=True)
@@ -126,10 +130,10 @@ def masked_token_loss(
         loss = loss + scale * F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
         correct &= lg_m.argmax(-1) == tg[mask]
     stats = MaskedLossStats(
-        loss=float(loss.detach()),
-        accuracy=float(correct.float().mean()),
-        mask_fraction=float(mask.float().mean()),
-        drop_fraction=float(drop_text.float().mean()),
+        loss=loss.detach(),
+        accuracy=correct.float().mean(),
+        mask_fraction=mask.float().mean(),
+        drop_fraction=drop_text.float().mean(),
         mask=mask,
         drop_text=drop_text,
         self_conditioned=use_self_cond,

@@ -73,3 +73,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def reset_accelerate_state() -> None:
+    """accelerate keeps one process-wide state (mixed precision, the launcher's settings): forget it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """A fresh accelerate state around a test that needs other settings (mixed precision, launcher variables)."""
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()

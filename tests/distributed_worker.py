@@ -1,5 +1,5 @@
 """What one process of a torchrun-launched test does (tests/test_distributed.py, tests/test_remote_shards.py).
-Usage: python -m tests.distributed_worker entropy|shards DIR."""
+Usage: python -m tests.distributed_worker entropy|shards|unequal_rows|ddp_settings DIR."""
 
 from __future__ import annotations
 
@@ -47,5 +47,46 @@ def shards(folder: Path) -> None:
     acc.end_training()
 
 
+def unequal_rows(folder: Path) -> None:
+    """The MaskGit loss under real DDP when this process loaded fewer rows than the other (rank 0: 3 rows, rank 1:
+    2 of a 5-row global batch): saves the averaged gradient DDP leaves on each process."""
+    from accelerate import Accelerator
+
+    from tests.test_update_path import tiny_transformer
+    from maskgit.objective import masked_token_loss
+    from trainers.rng import make_generator
+
+    acc = Accelerator(cpu=True)
+    rank, world = acc.process_index, acc.num_processes
+    inputs = torch.load(folder / "inputs.pt")
+    model = acc.prepare(tiny_transformer())
+    part = slice(0, 3) if rank == 0 else slice(3, 5)
+    codes, text = inputs["codes"][part], (inputs["embeds"][part], inputs["mask"][part])
+    loss, _ = masked_token_loss(model, codes, text, make_generator(0, 1), rows=(part.start, 5), replicas=world,
+                                self_cond_prob=0.0, config=acc.unwrap_model(model).config)
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in acc.unwrap_model(model).parameters() if p.grad is not None])
+    torch.save({"world_size": world, "grad": grad}, folder / f"rows-{rank}.pt")
+    acc.end_training()
+
+
+def ddp_settings(folder: Path) -> None:
+    """A tiny tokenizer trainer under torchrun: which DDP settings each prepared module got."""
+    import json
+
+    from trainers.configs import build_config
+    from trainers.tokenizer_trainer import TokenizerTrainer
+
+    config = build_config("tokenizer", "tiny", overrides={"run": {"max_steps": 1}})
+    t = TokenizerTrainer(config, [folder / "data"], folder / "run")
+    report = {"world_size": t.world_size,
+              "g": [type(t.g_forward).__name__, t.g_forward.find_unused_parameters, t.g_forward.broadcast_buffers],
+              "d": [type(t.d_forward).__name__, t.d_forward.find_unused_parameters, t.d_forward.broadcast_buffers]}
+    (folder / f"ddp-{t.rank}.json").write_text(json.dumps(report))
+    t.fit()
+    t.close()
+
+
 if __name__ == "__main__":
-    {"entropy": entropy, "shards": shards}[sys.argv[1]](Path(sys.argv[2]))
+    {"entropy": entropy, "shards": shards, "unequal_rows": unequal_rows,
+     "ddp_settings": ddp_settings}[sys.argv[1]](Path(sys.argv[2]))

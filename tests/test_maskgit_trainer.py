@@ -293,3 +293,31 @@ def test_max_minutes_stops_with_a_checkpoint_export_and_summary(stage_two, tmp_p
     assert (tmp_path / "run" / "pipeline" / "pipeline.json").is_file()
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["step"] == summary["step"] and math.isfinite(saved["val_loss"]) and 0 <= saved["val_accuracy"] <= 1
+
+
+def test_launcher_gradient_accumulation_divides_the_loss_once(stage_two, tmp_path, monkeypatch,
+                                                              fresh_accelerate_state):
+    """`accelerate launch --gradient_accumulation_steps 4` (ACCELERATE_GRADIENT_ACCUMULATION_STEPS) and our own
+    `--gradient-accumulation-steps 4` give the same gradient: the loss is divided by the micro-batch count once (on
+    the old path `Accelerator.backward` divided again: 0.25x, clipping 4x looser, logged norms wrong)."""
+    from tests.conftest import reset_accelerate_state
+
+    grads = {}
+    for name, launcher, flags in (("flag", None, ["--gradient-accumulation-steps", "4"]), ("launcher", "4", [])):
+        reset_accelerate_state()
+        if launcher is None:
+            monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", raising=False)
+        else:
+            monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", launcher)
+        t = trainer(stage_two, tmp_path / name, "--max-steps", "1", *flags)
+        assert t.grad_accum == 4
+        update = t.update
+
+        def capture(phase, groups, losses, name=name, t=t, update=update):
+            grads[name] = torch.cat([p.grad.flatten() for p in t.transformer.parameters() if p.grad is not None])
+            return update(phase, groups, losses)
+
+        monkeypatch.setattr(t, "update", capture)
+        t.fit()
+    assert grads["flag"].norm() > 0
+    torch.testing.assert_close(grads["launcher"], grads["flag"], rtol=1e-5, atol=1e-8)

@@ -11,6 +11,7 @@ import torch
 
 from magvit2 import VideoTokenizer
 from scripts.train_tokenizer import build_parser, make_config
+from tests.conftest import reset_accelerate_state
 from tests.helpers import weights_after_update
 from trainers.checkpointing import CheckpointManager
 from trainers.guards import NonFiniteLossError
@@ -164,16 +165,6 @@ def test_bad_frame_count_for_the_tokenizer_is_a_clear_error(clips, tmp_path):
 
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one process-wide state: reset it around a test that needs another mixed precision."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def test_bf16_autocast_path_trains_with_finite_losses_and_fp32_weights(clips, tmp_path, monkeypatch,
                                                                        fresh_accelerate_state):
     """The mixed-precision path on CPU (accelerate's bf16 autocast), GAN off: the encoder runs in bf16 inside
@@ -198,39 +189,76 @@ def test_bf16_autocast_path_trains_with_finite_losses_and_fp32_weights(clips, tm
     assert all(p.dtype == torch.float32 for p in t.tokenizer.parameters())
 
 
-def test_fp16_overflow_skips_the_step_halves_the_scale_and_training_goes_on(clips, tmp_path, monkeypatch):
-    """GradScaler semantics for the GAN's two optimizers (one scaler, updated once per step): a step whose gradients
-    overflow is skipped by both optimizers, the scale halves, the guard does not stop the run, later steps train.
-    (CPU has no fp16 autocast, so a CPU GradScaler is injected and the overflow forced at update 3.)"""
-    t = trainer(clips, tmp_path / "run", "--max-steps", "6")
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    monkeypatch.setattr(t.accelerator, "scaler", scaler)
-    generator_loss = t.loss_fn.generator_loss
-
-    def overflow_at_3(video, out, **kwargs):
-        total, parts = generator_loss(video, out, **kwargs)
-        return (total * 1e37 if kwargs["step"] == 3 else total), parts  # finite loss, gradients overflow when scaled
-
-    monkeypatch.setattr(t.loss_fn, "generator_loss", overflow_at_3)
-    before = weights_after_update(monkeypatch, t, t.tokenizer, 3)  # after updates 0-2
-    after = weights_after_update(monkeypatch, t, t.tokenizer, 4)  # after the overflowing update 3
-    scales = []
+def record_each_update(monkeypatch, t: TokenizerTrainer) -> list[dict]:
+    """After every update: both models' weights (D's parameters: its LeCam running means move in every forward),
+    the EMA's, d_step and the loss scale (monkeypatched train_step)."""
+    states: list[dict] = []
     train_step = t.train_step
 
-    def record_scale(batches):
+    def record(batches):
         logs = train_step(batches)
-        scales.append(scaler.get_scale())
+        states.append({"g": {k: v.clone() for k, v in t.tokenizer.state_dict().items()},
+                       "d": {k: v.detach().clone() for k, v in t.loss_fn.named_parameters()},  # D's weights
+                       "ema": {k: v.clone() for k, v in t.ema.ema_model.state_dict().items()},
+                       "d_step": t.d_step, "scale": t.accelerator.scaler.get_scale()})
         return logs
 
-    monkeypatch.setattr(t, "train_step", record_scale)
-    summary = t.fit()
-    assert summary["step"] == 6
+    monkeypatch.setattr(t, "train_step", record)
+    return states
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("overflowing", ["generator", "discriminator"])
+def test_fp16_overflow_in_either_optimizer_skips_both(clips, tmp_path, monkeypatch, overflowing):
+    """GradScaler semantics for the GAN's two optimizers (one scaler, updated once per step): when the gradients of
+    EITHER optimizer overflow, neither steps, d_step does not advance (D's LR schedule and R1 cadence stay in step),
+    the EMA does not move, the scale halves, and later updates train. (CPU has no fp16 autocast, so a CPU
+    GradScaler is injected and the overflow forced at update 3 in one loss: a finite loss whose scaled gradients
+    overflow.) On the old update path the other optimizer stepped anyway."""
+    t = trainer(clips, tmp_path / "run", "--max-steps", "6")
+    monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    name = f"{overflowing}_loss"
+    loss = getattr(t.loss_fn, name)
+
+    def overflow_at_3(*args, **kwargs):
+        total, parts = loss(*args, **kwargs)
+        return (total * 1e37 if t.step == 3 else total), parts
+
+    monkeypatch.setattr(t.loss_fn, name, overflow_at_3)
+    states = record_each_update(monkeypatch, t)
+    assert t.fit()["step"] == 6
     records = {r["step"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")}
     assert [records[s]["skipped_update"] for s in range(1, 7)] == [0, 0, 0, 1, 0, 0]
-    assert scales[3] == scales[2] / 2  # halved by the overflow at update 3
-    assert all(torch.equal(after[k], before[k]) for k in before)  # both optimizers skipped update 3
-    assert any(not torch.equal(v, after[k]) for k, v in t.tokenizer.state_dict().items())  # 4 and 5 trained
-    assert t.d_step == 6 - t.config.disc_start_step - 1  # the skipped update did not count a D step
+    before, after = states[2], states[3]  # after updates 0-2, and after the overflowing update 3
+    assert same(before["g"], after["g"]) and same(before["d"], after["d"]) and same(before["ema"], after["ema"])
+    assert after["d_step"] == before["d_step"] and after["scale"] == before["scale"] / 2
+    assert not same(after["g"], states[4]["g"]) and not same(after["d"], states[4]["d"])  # update 4 trained both
+    assert states[4]["d_step"] == after["d_step"] + 1 and not same(after["ema"], states[4]["ema"])
+    assert t.d_step == 6 - t.config.disc_start_step - 1
+
+
+def test_skip_policy_under_fp16_skips_the_step_and_keeps_training(clips, tmp_path, monkeypatch):
+    """`run.nonfinite: skip` with a GradScaler: the skipped step still updates the scaler (it unscaled), so the next
+    step can unscale again (the old path crashed: "unscale_() has already been called")."""
+    t = trainer(clips, tmp_path / "run", "--max-steps", "5")
+    t.guard.policy = "skip"
+    monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    loss_fn = t.loss_fn.generator_loss
+
+    def nan_at_2(video, out, **kwargs):
+        total, parts = loss_fn(video, out, **kwargs)
+        return (total * float("nan"), parts) if kwargs["step"] == 2 else (total, parts)
+
+    monkeypatch.setattr(t.loss_fn, "generator_loss", nan_at_2)
+    states = record_each_update(monkeypatch, t)
+    assert t.fit()["step"] == 5
+    records = {r["step"]: r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")}
+    assert [records[s]["skipped_update"] for s in range(1, 6)] == [0, 0, 1, 0, 0]
+    assert same(states[1]["g"], states[2]["g"]) and not same(states[2]["g"], states[3]["g"])
+    assert t.guard.total_skipped == 1
 
 
 def test_launcher_settings_apply_unless_flags_are_given_and_config_yaml_records_them(clips, tmp_path, monkeypatch,
@@ -245,12 +273,6 @@ def test_launcher_settings_apply_unless_flags_are_given_and_config_yaml_records_
     launch = yaml.safe_load((tmp_path / "launcher" / "config.yaml").read_text())["launch"]
     assert (t.accelerator.mixed_precision, t.grad_accum) == ("bf16", 2)
     assert launch["mixed_precision"] == "bf16" and launch["grad_accum"] == 2 and launch["num_processes"] == 1
-    fresh_accelerate_state_reset()
+    reset_accelerate_state()
     t = trainer(clips, tmp_path / "flags", "--max-steps", "1", "--mixed-precision", "no")
     assert t.accelerator.mixed_precision == "no" and t.grad_accum == 2
-
-
-def fresh_accelerate_state_reset() -> None:
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)

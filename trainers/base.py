@@ -5,17 +5,29 @@ Distribution belongs to accelerate: the models and the data loader go through `a
 loader's global batches split across processes, `split_batches=True`); every decision that ends or skips a step
 (time up, SIGTERM, the non-finite guard, a checkpoint that cannot be read) is reduced over processes so all of them
 do the same thing. Optimizers are not wrapped: one GradScaler serves the GAN's two optimizers (accelerate's
-AcceleratedOptimizer would update it once per optimizer), stepped by `optimizer_step` and updated once per step.
+AcceleratedOptimizer would update it once per optimizer); `update` unscales every group, and either all of them
+step or none does.
 
-A subclass builds its models, optimizers and data in `__init__`, then calls `self.start()`, and provides:
+The subclass contract. A subclass builds its models, optimizers and data in `__init__` (after `super().__init__`),
+then calls `self.start()`. It provides:
 
 * `checkpointed` {group: module} and `optimizers` {group: optimizer}: what a checkpoint holds (one safetensors file
   per group, optimizer state flattened by `trainers.checkpointing.flatten_state`);
-* `loader`: a DataLoader whose batch sampler is a `ResumableBatchSampler` (the data position of a checkpoint);
-* `train_step(batches) -> logs | None`: one update; `validate() -> metrics`;
-* `resolved_config()` (written to config.yaml and every checkpoint) and `check_resume(state, path)`;
-* `write_export(folder)`: the trained model as a `from_pretrained` folder at RUN_DIR/<export_name>;
-* `summary(last_val)`, `postfix(logs)`: what `fit` reports. Optional: `extra_state()` / `load_extra_state(state)`.
+* `ema`: the `ema_pytorch.EMA` of the trained model (updated by `update` after every applied step);
+* `loader`: a DataLoader whose batch sampler is a `ResumableBatchSampler` (the data position of a checkpoint), and
+  `train_set`, its dataset (`record_skipped(batch)` counts load failures; `stats` for the summary). A batch is a
+  dict with `index` (b,) (the rows this process loaded; 0 rows when all its clips failed), `epoch`, `batch_index`,
+  optionally `num_skipped` / `skipped`; `batches()` adds `rows` = (offset, total): this process's rows within the
+  global batch that was actually loaded (all processes' `index` lengths, summed);
+* `train_step(batches) -> logs | None`: update number `self.step`, nanoGPT-style: for each of `self.grad_accum`
+  micro-batches `self.next_batch(batches)`, forward, `self.backward(loss)`; then exactly one `self.update(...)`
+  with the step's optimizer groups, which clips, decides (guard, fp16 overflow, stop), steps, updates the EMA and
+  counts the step. Returns its log values (tensors are fine: they are read once, at a log step) when
+  `self.logs_due(ok)`, else None;
+* `validate() -> metrics`; `resolved_config()` (written to config.yaml and every checkpoint) and
+  `check_resume(state, path)`; `write_export(folder)`: the trained model as a `from_pretrained` folder at
+  RUN_DIR/<export_name>; `summary(last_val)`, `postfix(logs)`: what `fit` reports. Optional: `extra_state()` /
+  `load_extra_state(state)`.
 """
 
 from __future__ import annotations
@@ -36,9 +48,9 @@ from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, fl
 from trainers.configs import dump_yaml
 from trainers.data.batches import ResumableBatchSampler
 from trainers.data.remote import fetch_shards, is_remote
-from trainers.guards import NonFiniteGuard, nonfinite_names
-from trainers.logging import MetricsLogger, get_logger, progress_bar
-from trainers.optim import set_lr
+from trainers.guards import NonFiniteGuard
+from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
+from trainers.optim import OptimizerGroup, clip_gradients, set_lr
 from trainers.run_setup import Clock, make_accelerator, prepare_run_dir
 
 
@@ -53,7 +65,8 @@ class Trainer:
 
     def __init__(self, config: Any, run_dir: str | os.PathLike, resume: str | None, logger_name: str) -> None:
         self.config = config
-        self.accelerator = acc = make_accelerator(config.run)
+        self.accelerator, launcher_accum = make_accelerator(config.run)
+        acc = self.accelerator
         self.device, self.is_main = acc.device, acc.is_main_process
         self.world_size, self.rank = acc.num_processes, acc.process_index
         self.rank_key = (self.rank,) if self.rank else ()  # per-process seeds; process 0 draws what one process does
@@ -66,8 +79,10 @@ class Trainer:
         self.step = 0
         self.last_checkpoint = "none"
         self.stop_requested = False  # set by SIGTERM; acted on at the end of the step, by every process
+        self.stop_agreed = False  # every process's stop decision for this step (time up or SIGTERM anywhere)
+        self.clock: Clock | None = None  # the wall clock of `fit`, for run.max_minutes
         # micro-batches per update: the config's, else the launcher's (accelerate launch --gradient_accumulation_steps)
-        self.grad_accum = config.grad_accum or acc.gradient_accumulation_steps
+        self.grad_accum = config.grad_accum or launcher_accum
 
     def start(self) -> None:
         """End of a subclass's `__init__`: open the metrics, then restore the checkpoint or write config.yaml."""
@@ -176,10 +191,11 @@ class Trainer:
     # data --------------------------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Batches forever, epoch after epoch, from the sampler's stored position; batches whose clips all failed
-        to decode are counted by the dataset and dropped. When nothing loadable remains (MAX_FAILED_BATCHES
-        all-failed batches in a row, or a pass over the data without one good batch) the run stops with a
-        `DataQualityError` instead of spinning."""
+        """Batches forever, epoch after epoch, from the sampler's stored position, each with `rows` = (offset,
+        total) added (see the module docstring). Load failures are counted by the dataset; a global batch that any
+        process could load nothing of is dropped by every process. When nothing loadable remains
+        (MAX_FAILED_BATCHES dropped batches in a row, or a pass over the data without one good batch) the run stops
+        with a `DataQualityError` instead of spinning. One collective per batch carries every process's decision."""
         from trainers.data.folders import MAX_FAILED_BATCHES, DataQualityError, nothing_loadable
 
         failed_in_a_row = 0
@@ -192,14 +208,14 @@ class Trainer:
                         self.train_set.record_skipped(batch)
                     except DataQualityError as e:
                         error = e
-                if self.any_process(error is not None):
+                rows = len(batch["index"])
+                too_many_bad, counts = self._agree_on_batch(error is not None, rows)
+                if too_many_bad:
                     raise error or DataQualityError("another process found too many unreadable files (its error "
                                                     "lists them)")
-                # one decision for every process: a global batch that any process cannot train on (all its clips
-                # failed to decode) is dropped by all, so the processes' collectives stay in step
-                if not self.any_process(batch.get("video", batch.get("codes")) is None):
+                if min(counts) > 0:  # every process has rows to train on
                     failed_in_a_row, good = 0, good + 1
-                    yield batch
+                    yield {**batch, "rows": (sum(counts[: self.rank]), sum(counts))}
                     continue
                 failed_in_a_row += 1
                 if failed_in_a_row >= MAX_FAILED_BATCHES:
@@ -207,49 +223,87 @@ class Trainer:
             if good == 0:
                 raise nothing_loadable(self.train_set, "every batch of a pass over the training data")
 
+    def _agree_on_batch(self, too_many_bad: bool, rows: int) -> tuple[bool, list[int]]:
+        """(any process found too many bad files, the rows each process loaded): one all-reduce of a small vector
+        (slot 0: the flag; slot 1 + r: process r's rows)."""
+        if self.world_size == 1:
+            return too_many_bad, [rows]
+        v = torch.zeros(1 + self.world_size, dtype=torch.float64, device=self.device)
+        v[0], v[1 + self.rank] = float(too_many_bad), float(rows)
+        dist.all_reduce(v)
+        values = v.tolist()
+        return values[0] > 0, [int(x) for x in values[1:]]
+
     def next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         """The next batch; the consumed data position (the DataLoader may have prefetched further) moves past it."""
         batch = next(batches)
         self._position = (batch["epoch"], batch["batch_index"] + 1)
         return batch
 
-    # one update's tail ---------------------------------------------------------------------------------------------
+    # one update ----------------------------------------------------------------------------------------------------
 
-    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """Under fp16, divide `optimizer`'s gradients by the loss scale (before clipping); a no-op otherwise."""
-        if self.accelerator.scaler is not None:
-            self.accelerator.scaler.unscale_(optimizer)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch's loss, divided by the micro-batches per update (once: the accelerator's own
+        accumulation is 1, see `make_accelerator`), scaled by the GradScaler under fp16."""
+        self.accelerator.backward(loss / self.grad_accum)
 
-    def guard_ok(self, phase: str, losses: dict[str, Any], grad_norm: Any = None) -> bool:
-        """The non-finite guard for update `self.step`, decided the same on every process: when any process sees a
-        non-finite loss (or gradient norm), every process raises or skips. Under fp16 the gradient norm is left to
-        the GradScaler, which skips overflowing steps and lowers the scale by itself."""
-        grad_norm = None if self.accelerator.scaler is not None else grad_norm
-        bad_here = bool(nonfinite_names({**losses, "grad_norm": grad_norm}))
-        elsewhere = self.any_process(bad_here) and not bad_here
-        return self.guard.check(self.step, phase, losses, grad_norm, last_checkpoint=self.last_checkpoint,
-                                failed_elsewhere=elsewhere)
+    def update(self, phase: str, groups: list[OptimizerGroup], losses: dict[str, torch.Tensor]) -> bool:
+        """The tail of update `self.step`, in the one order that is right under fp16 and on many processes:
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
-        """Set the LR and step (through the GradScaler under fp16, which skips a step whose gradients overflowed)."""
-        set_lr(optimizer, lr)
-        if self.accelerator.scaler is not None:
-            self.accelerator.scaler.step(optimizer)
-        else:
-            optimizer.step()
+        1. unscale every group's gradients (fp16), then clip each group to its norm;
+        2. decide, the same on every process, with one host sync (and one small all-reduce on several processes):
+           a non-finite loss anywhere -> the guard raises or skips; a non-finite gradient norm -> under fp16 an
+           overflow (no group steps, the scale halves), otherwise the guard's business; time up or SIGTERM anywhere
+           -> `self.stop_agreed` (acted on by `fit` after this step);
+        3. all groups step at their LRs, or none does; the GradScaler updates on every step that unscaled (a skipped
+           one too, else the next `unscale_` fails); the EMA follows an applied step only;
+        4. every optimizer's gradients are zeroed and `self.step` counts the update.
 
-    def update_scaler(self) -> bool:
-        """Once per step under fp16: update the loss scale. True when the step's gradients overflowed (the scaler
-        skipped the optimizer steps and halved the scale)."""
+        Returns True when the optimizers stepped. The groups' pre-clip gradient norms are left in
+        `self.grad_norms` {group name: tensor} for logging."""
         scaler = self.accelerator.scaler
-        if scaler is None:
-            return False
-        before = scaler.get_scale()
-        scaler.update()
-        return scaler.get_scale() < before
+        if scaler is not None:
+            for g in groups:
+                scaler.unscale_(g.optimizer)
+        norms = {g.name: clip_gradients(g.params, g.max_norm) for g in groups}
+        finite = [torch.isfinite(v.detach()).all().to(self.device) for v in losses.values()]
+        loss_bad = ~torch.stack(finite).all()
+        norm_bad = ~torch.isfinite(torch.stack([n.float().to(self.device) for n in norms.values()])).all()
+        local = torch.stack([loss_bad, norm_bad]).float()
+        wants_stop = self.stop_requested or (self.config.run.max_minutes is not None and self.clock is not None
+                                             and self.clock.minutes() >= self.config.run.max_minutes)
+        local = torch.cat([local, torch.tensor([float(wants_stop)], device=self.device)])
+        agreed = local.clone()
+        if self.world_size > 1:
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        loss_bad_here, _, _, loss_bad_any, norm_bad_any, stop_any = (bool(x) for x in torch.cat([local, agreed])
+                                                                     .tolist())
+        self.stop_agreed = stop_any
+        overflow = scaler is not None and norm_bad_any
+        ok = True
+        if loss_bad_any or (norm_bad_any and scaler is None):  # rare: the guard names the values, raises or skips
+            norm = None if scaler is not None else torch.stack([n.float() for n in norms.values()]).max()
+            ok = self.guard.check(self.step, phase, losses, norm, last_checkpoint=self.last_checkpoint,
+                                  failed_elsewhere=not loss_bad_here and not (norm_bad_any and scaler is None))
+        else:
+            self.guard.passed(phase)
+        ok = ok and not overflow
+        if ok:
+            for g in groups:  # gradients are finite (checked above): a plain step, no second inf check
+                set_lr(g.optimizer, g.lr)
+                g.optimizer.step()
+        if scaler is not None:
+            scaler.update()  # halves the scale when any group's gradients overflowed
+        if ok:
+            self.ema.update()
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.grad_norms = norms
+        self.step += 1
+        return ok
 
     def logs_due(self, ok: bool) -> bool:
-        """Log every run.log_every updates, and every skipped one (call after `self.step` advanced)."""
+        """Log every run.log_every updates, and every skipped one (call after `update`)."""
         return self.step % self.config.run.log_every == 0 or not ok
 
     # checkpoints ---------------------------------------------------------------------------------------------------
@@ -329,7 +383,8 @@ class Trainer:
         """Train until run.max_steps updates or run.max_minutes: validate every val_every, checkpoint (and export)
         every checkpoint_every and when time is up; then a final checkpoint and validation unless the last step
         already had them. Writes RUN_DIR/summary.json and returns it."""
-        c, clock = self.config.run, Clock()
+        c = self.config.run
+        clock = self.clock = Clock()
         if c.max_minutes is not None:  # two limits: say plainly that the step limit may come first
             self.log.info("the run stops at whichever comes first: %.4g minutes or step %d (run.max_steps; "
                           "--max-steps raises it)", c.max_minutes, c.max_steps)
@@ -343,14 +398,14 @@ class Trainer:
             bar.update(1)
             if logs is not None:  # the same steps on every process (the guard's decision is shared)
                 epoch, batch_index = self._position  # the data position reached: global batches of the epoch
-                logs = {**self.mean_over_processes(logs), "epoch": float(epoch), "batch_index": float(batch_index)}
+                logs = {**self.mean_over_processes(as_floats(logs)), "epoch": float(epoch),
+                        "batch_index": float(batch_index)}
                 self.metrics.log(logs, step=self.step, kind="train")
                 bar.set_postfix(refresh=False, **self.postfix(logs))  # shown at the next redraw (rate-limited)
             if self.step % c.val_every == 0:
                 last_val, validated_at = self.validate(), self.step
                 self.metrics.log(last_val, step=self.step, kind="val")
-            out_of_time = c.max_minutes is not None and clock.minutes() >= c.max_minutes
-            stop = self.any_process(out_of_time or self.stop_requested)  # one decision for every process
+            stop = self.stop_agreed  # decided by every process together in `update`
             if self.step % c.checkpoint_every == 0 or stop:
                 self.save()
                 saved_at = self.step

@@ -128,6 +128,10 @@ class NonFiniteGuard:
         self.consecutive[phase] = 0
         return True
 
+    def passed(self, phase: str) -> None:
+        """Record a step whose values were all finite on every process (ends a run of skips of `phase`)."""
+        self.consecutive[phase] = 0
+
     def state_dict(self) -> dict[str, object]:
         return {"total_skipped": self.total_skipped, "consecutive": dict(self.consecutive)}
 

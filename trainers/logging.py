@@ -79,6 +79,18 @@ def progress_bar(total: int | None, disable: bool = False, **kwargs: Any):
     return tqdm(total=total, disable=disable, **kwargs)
 
 
+def as_floats(values: Mapping[str, Any]) -> dict[str, float]:
+    """Log values as Python floats, reading every tensor among them from the device in one transfer (the loss terms
+    of a step stay tensors until a log step)."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: v for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if keys:
+        device = values[keys[0]].device
+        stacked = torch.stack([values[k].detach().float().reshape(()).to(device) for k in keys])  # (n,)
+        out.update(zip(keys, stacked.tolist()))
+    return {k: float(out[k]) for k in values}
+
+
 def _to_scalar(name: str, value: Any) -> float | str:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:

@@ -35,9 +35,9 @@ from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, spli
 from trainers.data.folders import folder_datasets
 from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import load_frozen_tokenizer, load_init_weights
-from trainers.optim import build_optimizer, clip_gradients, lr_at
+from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import derive_seed, make_generator
-from trainers.run_setup import build_ema
+from trainers.run_setup import build_ema, prepare_ddp
 
 _MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
 _RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from may change (no effect on weights)
@@ -84,12 +84,12 @@ class MaskGitTrainer(Trainer):
         self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
         if init_state is not None:
             load_state_strict(self.transformer, init_state, init_from, "--init-from weights")
-        self.ema = build_ema(self.transformer, config.ema).to(self.device)
+        self.ema = build_ema(self.transformer, config.ema, self.device)
         self.transformer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.optimizer = build_optimizer(self.transformer, config.optim)
         self.checkpointed = {"transformer": self.transformer, "ema": self.ema}
         self.optimizers = {"optimizer": self.optimizer}
-        self.model = self.accelerator.prepare(self.transformer)  # DDP on several processes
+        self.model = prepare_ddp(self.accelerator, self.transformer)  # DDP on several processes
         if config.run.compile:
             self.model = torch.compile(self.model)
         if defaults.num_frames is None:
@@ -247,21 +247,21 @@ class MaskGitTrainer(Trainer):
             return batch["codes"].to(self.device, non_blocking=True)
         return self.tokenizer.tokenize(batch["video"].to(self.device, non_blocking=True))
 
-    def train_step(self, batches) -> dict[str, float] | None:
+    def train_step(self, batches) -> dict[str, Any] | None:
         """Update number `self.step` (0-based); afterwards `self.step` counts completed updates. Returns log values
         every run.log_every updates (and on skipped ones)."""
-        c, acc, step, rank = self.config, self.accelerator, self.step, self.accelerator.process_index
+        c, acc, step = self.config, self.accelerator, self.step
         start = time.perf_counter()
-        torch.manual_seed(derive_seed(c.run.seed, _DROPOUT_KEY, step, rank))  # only nn.Dropout (dropout > 0) uses it
-        sums = dict.fromkeys(("accuracy", "mask_fraction", "drop_fraction"), 0.0)
-        loss_sum, tokens = torch.zeros((), device=self.device), 0
-        per_process = c.data.batch_size
+        torch.manual_seed(derive_seed(c.run.seed, _DROPOUT_KEY, step, self.rank))  # only nn.Dropout uses it
+        sums = dict.fromkeys(("loss", "accuracy", "mask_fraction", "drop_fraction"), 0.0)
+        tokens = 0
         for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             codes = self.batch_codes(batch)  # (b, t', h', w')
             text = self.captions.embed(batch["caption"]).to(self.device)
             # the masks of the whole global batch come from one generator (the trailing 0 keeps the key of earlier
-            # single-process runs); each process trains on its rows, so W processes equal one with the global batch
+            # single-process runs); each process trains on its rows (`rows`: the rows every process loaded), so W
+            # processes equal one with the global batch, also when some clips failed to decode
             generator = make_generator(c.run.seed, _MASK_KEY, step, micro, 0)
             with contextlib.ExitStack() as no_sync:
                 if micro < self.grad_accum - 1:  # gradients are all-reduced once, on the last micro-batch
@@ -269,30 +269,21 @@ class MaskGitTrainer(Trainer):
                 with acc.autocast():
                     loss, stats = masked_token_loss(
                         self.model, codes, text, generator, schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob,
-                        cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing,
-                        rows=(rank * per_process, self.world_size * per_process), config=self.model_config)
-                acc.backward(loss / self.grad_accum)
-            loss_sum += loss.detach()
-            for k in sums:
-                sums[k] += getattr(stats, k) / self.grad_accum
-            tokens += codes.numel()
+                        cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing, rows=batch["rows"],
+                        replicas=self.world_size, config=self.model_config)
+                self.backward(loss)
+            sums["loss"] = sums["loss"] + loss.detach() / self.grad_accum  # what was backpropagated
+            for k in ("accuracy", "mask_fraction", "drop_fraction"):
+                sums[k] = sums[k] + getattr(stats, k) / self.grad_accum
+            tokens += batch["rows"][1] * codes[0].numel()
         params = [p for p in self.transformer.parameters() if p.requires_grad]
-        self.unscale(self.optimizer)
-        norm = clip_gradients(params, c.optim.max_grad_norm)
-        loss = loss_sum / self.grad_accum
-        ok = self.guard_ok("transformer", {"loss": loss}, norm)
         lr = lr_at(c.optim, step, c.run.max_steps)
-        if ok:
-            self.optimizer_step(self.optimizer, lr)
-            ok = not self.update_scaler()
-            if ok:
-                self.ema.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        group = OptimizerGroup("transformer", self.optimizer, params, c.optim.max_grad_norm, lr)
+        ok = self.update("transformer", [group], {"loss": sums["loss"]})
         if not self.logs_due(ok):
             return None
-        return {"loss": float(loss), **sums, "lr": lr, "grad_norm": float(norm), "skipped_update": float(not ok),
-                "tokens_per_s": tokens * acc.num_processes / (time.perf_counter() - start)}
+        return {**sums, "lr": lr, "grad_norm": self.grad_norms["transformer"], "skipped_update": float(not ok),
+                "tokens_per_s": tokens / (time.perf_counter() - start)}
 
     # validation ---------------------------------------------------------------------------------------------------
 

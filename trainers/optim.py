@@ -49,6 +49,18 @@ class OptimConfig:
             raise ValueError(f"total_steps must be >= 1 or None; got {self.total_steps}")
 
 
+@dataclass
+class OptimizerGroup:
+    """One optimizer of an update (`Trainer.update`) with what it steps: its parameters, their clip norm and this
+    update's learning rate. `name` keys its gradient norm in the logs."""
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    max_norm: float | None
+    lr: float
+
+
 def lr_at(config: OptimConfig, step: int, total_steps: int | None = None) -> float:
     """Learning rate for the update made at `step` (0-based)."""
     if config.warmup_steps and step < config.warmup_steps:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
+from accelerate.utils import DynamoBackend
 from ema_pytorch import EMA
 from torch import nn
 
@@ -19,10 +20,14 @@ from trainers.configs import EMAConfig, RunConfig
 _UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
 
 
-def make_accelerator(run: RunConfig) -> Accelerator:
-    """An Accelerator on the best available device. The launcher's settings (`accelerate launch --mixed_precision`,
-    its config file) apply unless the run config sets them. DDP (several GPUs, nodes, or CPU processes with gloo)
-    and single-process runs work; FSDP and DeepSpeed refuse here, before any work, with one line."""
+def make_accelerator(run: RunConfig) -> tuple[Accelerator, int]:
+    """An Accelerator on the best available device, and the launcher's gradient-accumulation steps.
+
+    The launcher's settings (`accelerate launch --mixed_precision`, its config file) apply unless the run config
+    sets them. DDP (several GPUs, nodes, or CPU processes with gloo) and single-process runs work; FSDP, DeepSpeed and
+    the launcher's dynamo backend refuse here, before any work, with one line. Gradient accumulation is ours: the
+    launcher's `--gradient_accumulation_steps` is returned (the trainer uses it unless its config sets one) and the
+    accelerator's own is set to 1, so `accelerator.backward` does not divide the loss a second time."""
     for var, engine in _UNSUPPORTED.items():
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
             raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
@@ -30,13 +35,33 @@ def make_accelerator(run: RunConfig) -> Accelerator:
     kwargs: dict[str, Any] = {}
     if run.mixed_precision is not None:
         kwargs["mixed_precision"] = run.mixed_precision
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      dataloader_config=DataLoaderConfiguration(split_batches=True),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)], **kwargs)
+    cuda = torch.cuda.is_available()
+    acc = Accelerator(cpu=not cuda, dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=cuda),
+                      **kwargs)
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
                          "with DDP instead: accelerate launch --multi_gpu ...")
-    return acc
+    if acc.state.dynamo_plugin.backend != DynamoBackend.NO:
+        raise ValueError(f"the launcher's dynamo backend ({acc.state.dynamo_plugin.backend.value.lower()}) would "
+                         "compile every prepared module, the discriminator's R1 loss included, which fails; launch "
+                         "without it and pass --compile, which compiles what is safe to compile")
+    launcher_accum = acc.gradient_accumulation_steps
+    acc.gradient_accumulation_steps = 1
+    return acc, launcher_accum
+
+
+def prepare_ddp(acc: Accelerator, module: nn.Module, *, find_unused_parameters: bool = False,
+                broadcast_buffers: bool = True) -> nn.Module:
+    """`acc.prepare(module)` with DDP settings for this module alone. accelerate takes one
+    `DistributedDataParallelKwargs` for every model; the tokenizer's G entry point and the transformer use every
+    parameter at every step, while the D loss leaves the temporal discriminators unused on image batches and holds
+    the frozen perceptual network, whose buffers need no broadcast each forward."""
+    acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters,
+                                                    broadcast_buffers=broadcast_buffers)
+    try:
+        return acc.prepare(module)
+    finally:
+        acc.ddp_handler = None
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
@@ -78,10 +103,15 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: boo
     return run_dir
 
 
-def build_ema(model: nn.Module, config: EMAConfig) -> EMA:
-    """EMA of `model` (created identically on every process; its `initted`/`step` counters checkpoint with it)."""
-    return EMA(model, beta=config.beta, update_after_step=config.update_after_step,
-               update_every=config.update_every, include_online_model=False)
+def build_ema(model: nn.Module, config: EMAConfig, device: torch.device | str) -> EMA:
+    """EMA of `model` on `device` (created identically on every process; its `initted`/`step` counters checkpoint
+    with it). The two counters stay on the CPU: ema-pytorch reads them with `.item()` in every `update()`, which on
+    an accelerator would be a device sync per step."""
+    ema = EMA(model, beta=config.beta, update_after_step=config.update_after_step,
+              update_every=config.update_every, include_online_model=False).to(device)
+    for name in ("step", "initted"):
+        ema._buffers[name] = ema._buffers[name].cpu()  # ema-pytorch registers them as buffers; see the docstring
+    return ema
 
 
 class Clock:

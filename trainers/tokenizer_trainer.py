@@ -26,9 +26,9 @@ from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets
 from trainers.data.video_write import write_gif, write_video
 from trainers.model_sources import tokenizer_dir
-from trainers.optim import build_optimizer, clip_gradients, lr_at
+from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import make_generator
-from trainers.run_setup import build_ema
+from trainers.run_setup import build_ema, prepare_ddp
 
 _G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
 
@@ -64,7 +64,7 @@ class TokenizerTrainer(Trainer):
         self.tok_config = self.tokenizer.config
         self.tokenizer.to(self.device).train()
         self.loss_fn = TokenizerLoss(config.loss, self.tok_config).to(self.device).train()
-        self.ema = build_ema(self.tokenizer, config.ema).to(self.device)
+        self.ema = build_ema(self.tokenizer, config.ema, self.device)
         self.tokenizer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.opt_g = build_optimizer(self.tokenizer, config.gen_optim)
         self.opt_d = build_optimizer(self.loss_fn.discriminator_parameters(), config.disc_optim)
@@ -72,7 +72,11 @@ class TokenizerTrainer(Trainer):
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         # the two entry points a distributed engine wraps: the G step's forward and the D step's loss. The G step's
         # adversarial terms call the unwrapped discriminators with their weights frozen.
-        self.g_forward, self.d_forward = self.accelerator.prepare(ReconstructStep(self.tokenizer), self.loss_fn)
+        # G uses every tokenizer weight at every step; the D loss leaves the temporal discriminators unused on image
+        # batches, and the frozen perceptual network's buffers need no broadcast (LeCam's means are all-reduced)
+        self.g_forward = prepare_ddp(self.accelerator, ReconstructStep(self.tokenizer))
+        self.d_forward = prepare_ddp(self.accelerator, self.loss_fn, find_unused_parameters=True,
+                                     broadcast_buffers=False)
         if config.run.compile:
             self.g_forward = torch.compile(self.g_forward)
         self._build_data([self.local_data(d) for d in data_dirs], self.local_data(val_dir))
@@ -133,12 +137,13 @@ class TokenizerTrainer(Trainer):
 
     # one update ----------------------------------------------------------------------------------------------------
 
-    def train_step(self, batches) -> dict[str, float] | None:
+    def train_step(self, batches) -> dict[str, Any] | None:
         """Update number `self.step` (0-based) of G, and of D once adversarial training has started; afterwards
         `self.step` counts completed updates. Returns log values every run.log_every updates (and on skipped ones)."""
         c, acc, step = self.config, self.accelerator, self.step
         use_adv = step >= c.disc_start_step
         g_parts = d_parts = None
+        totals = {"generator.total": 0.0, "discriminator.total": 0.0}  # what was backpropagated, mean per micro-batch
         for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             video = batch["video"].to(self.device, non_blocking=True)
@@ -151,41 +156,30 @@ class TokenizerTrainer(Trainer):
                     g_loss, g_parts = self.loss_fn.generator_loss(
                         video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
                         generator=make_generator(c.run.seed, _G_KEY, step, micro, *self.rank_key))
-                acc.backward(g_loss / self.grad_accum)
+                self.backward(g_loss)
+                totals["generator.total"] = totals["generator.total"] + g_loss.detach() / self.grad_accum
                 if use_adv:
                     with acc.autocast():
                         d_loss, d_parts = self.d_forward(
                             video, out.recon.detach(), self.loss_fn.should_apply_r1(self.d_step),
                             make_generator(c.run.seed, _D_KEY, step, micro, *self.rank_key))
-                    acc.backward(d_loss / self.grad_accum)
-        g_params = list(self.tokenizer.parameters())
-        d_params = self.loss_fn.discriminator_parameters()
-        self.unscale(self.opt_g)
-        if use_adv:
-            self.unscale(self.opt_d)
-        g_norm = clip_gradients(g_params, c.gen_optim.max_grad_norm)
-        d_norm = clip_gradients(d_params, c.disc_optim.max_grad_norm) if use_adv else torch.zeros(())
-        losses = {"generator." + k: v for k, v in g_parts.as_dict().items()}
-        if use_adv:
-            losses.update({"discriminator." + k: v for k, v in d_parts.as_dict().items()})
-        ok = self.guard_ok("generator+discriminator", losses, torch.maximum(g_norm, d_norm.to(g_norm)))
+                    self.backward(d_loss)
+                    totals["discriminator.total"] = totals["discriminator.total"] + d_loss.detach() / self.grad_accum
         lr_g, lr_d = lr_at(c.gen_optim, step, c.run.max_steps), lr_at(c.disc_optim, self.d_step, c.run.max_steps)
-        if ok:
-            self.optimizer_step(self.opt_g, lr_g)
-            if use_adv:
-                self.optimizer_step(self.opt_d, lr_d)
-            overflowed = self.update_scaler()
-            ok = not overflowed
-            if ok:
-                self.ema.update()
-                self.d_step += use_adv
-        self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.step += 1
+        groups = [OptimizerGroup("g", self.opt_g, list(self.tokenizer.parameters()), c.gen_optim.max_grad_norm, lr_g)]
+        losses = {"generator." + k: v for k, v in g_parts.as_tensors().items()}
+        if use_adv:
+            groups.append(OptimizerGroup("d", self.opt_d, self.loss_fn.discriminator_parameters(),
+                                         c.disc_optim.max_grad_norm, lr_d))
+            losses.update({"discriminator." + k: v for k, v in d_parts.as_tensors().items()})
+        losses.update({k: v for k, v in totals.items() if k in losses})  # the other terms: the last micro-batch's
+        ok = self.update("generator+discriminator", groups, losses)
+        self.d_step += use_adv and ok
         if not self.logs_due(ok):
             return None
-        return {**losses, "lr_g": lr_g, "lr_d": lr_d if use_adv else 0.0, "grad_norm_g": float(g_norm),
-                "grad_norm_d": float(d_norm), "skipped_update": float(not ok)}
+        norms = self.grad_norms
+        return {**losses, "lr_g": lr_g, "lr_d": lr_d if use_adv else 0.0, "grad_norm_g": norms["g"],
+                "grad_norm_d": norms.get("d", 0.0), "skipped_update": float(not ok)}
 
     # validation -----------------------------------------------------------------------------------------------
 
