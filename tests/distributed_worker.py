@@ -52,8 +52,8 @@ def unequal_rows(folder: Path) -> None:
     2 of a 5-row global batch): saves the averaged gradient DDP leaves on each process."""
     from accelerate import Accelerator
 
-    from tests.test_update_path import tiny_transformer
     from maskgit.objective import masked_token_loss
+    from tests.test_update_path import tiny_transformer
     from trainers.rng import make_generator
 
     acc = Accelerator(cpu=True)

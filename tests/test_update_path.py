@@ -50,7 +50,7 @@ def test_the_launchers_dynamo_backend_is_refused_with_one_line_naming_compile(mo
     from trainers.run_setup import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "INDUCTOR")
-    with pytest.raises(ValueError, match="dynamo backend.*--compile"):
+    with pytest.raises(ValueError, match=r"dynamo backend.*--compile"):
         make_accelerator(RunConfig())
 
 
