@@ -201,6 +201,7 @@ def test_an_empty_prompt_is_one_message_and_a_bad_model_folder_too(app, artefact
     assert "VideoTokenizer, 32x32" in page.inner_text("#model-info")  # still serving the model it had
     page.screenshot(path=str(artefacts / "app-error.png"))
     assert server.proc.poll() is None
+    page.click("text=Model")  # closed again
 
 
 def test_generate_plays_and_equals_magvit2_generate(app, artefacts, tmp_path):

@@ -1,7 +1,8 @@
 """Open-MAGVIT2's video tokenizer, converted exactly: against the reference outputs of their code at a tiny size
-(tests/fixtures/open-magvit2-video-tiny, copied into the repository: random weights under their key names, a 17-frame video and a 1-frame
-image with their latents, quantized latents, little-endian code indices and reconstructions), strict conversion,
-persistence, the `magvit2-convert` command, and stage two (tokenize -> MaskGit -> pipeline) on top of it."""
+(tests/fixtures/open-magvit2-video-tiny, copied into the repository: random weights under their key names, a
+17-frame video and a 1-frame image with their latents, quantized latents, little-endian code indices and
+reconstructions), strict conversion, persistence, the `magvit2-convert` command, and stage two (tokenize -> MaskGit
+-> pipeline) on top of it."""
 
 from __future__ import annotations
 

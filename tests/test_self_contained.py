@@ -14,7 +14,8 @@ _OUTSIDE = re.compile(r"(\.\./shared|parents\[[2-9]\]\s*/\s*[\"']shared)")
 
 def tracked_files() -> list[Path]:
     out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [ROOT / line for line in out.splitlines() if line.endswith((".py", ".sh", ".toml", ".cfg", ".yaml", "Makefile"))]
+    suffixes = (".py", ".sh", ".toml", ".cfg", ".yaml", "Makefile")
+    return [ROOT / line for line in out.splitlines() if line.endswith(suffixes)]
 
 
 def test_no_file_reads_beside_the_checkout():

@@ -36,7 +36,7 @@ ERROR_SECONDS = 20  # how long an error message stays in the page
 MEDIA_TYPES = [".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".jpg", ".jpeg", ".png", ".webp"]
 CSS = """
 #video video, #unmask-video video, #recon-video video, .gallery-container video { image-rendering: pixelated; }
-#unmask-strip img, #code-map img { image-rendering: pixelated; }
+#unmask-strip img, #code-map img, #gallery img { image-rendering: pixelated; }
 """
 
 
@@ -143,9 +143,15 @@ def build_app(state: AppState) -> gr.Blocks:
                             batch_btn = gr.Button("Generate batch", elem_id="generate-batch",
                                                   interactive=state.models.pipeline is not None)
                     with gr.Column(scale=3):
-                        video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True, height=320,
-                                         interactive=False)
+                        with gr.Row():
+                            video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True, height=300,
+                                             interactive=False)
+                            unmask_video = gr.Video(label="Unmasking, one frame per step (scrub to watch)",
+                                                    elem_id="unmask-video", height=300, interactive=False, loop=True)
                         status = gr.Markdown(elem_id="status")
+                        strip = gr.Image(label="Unmasking: a row per step, a column per frame (dim: still masked, "
+                                               "the model's current guess shown)", type="filepath", height=420,
+                                         elem_id="unmask-strip", interactive=False, format="png")
                         downloads = gr.File(label="Download (mp4, GIF)", file_count="multiple", elem_id="downloads",
                                             interactive=False)
                         record = gr.Textbox(label="samples.jsonl: the exact settings, as magvit2-generate logs them",
@@ -153,14 +159,9 @@ def build_app(state: AppState) -> gr.Blocks:
                                             buttons=["copy"])
                         command = gr.Textbox(label="The same video from the command line", elem_id="command",
                                              interactive=False, buttons=["copy"])
-                with gr.Accordion("Unmasking: what the model has fixed after each step (dim: still masked, "
-                                  "showing its current guess)", open=True), gr.Row():
-                    strip = gr.Image(label="One row per step, one column per frame", type="filepath",
-                                     elem_id="unmask-strip", interactive=False, format="png")
-                    unmask_video = gr.Video(label="One frame per step: scrub to watch", elem_id="unmask-video",
-                                            height=320, interactive=False, loop=True)
-                gallery = gr.Gallery(label="Generated since the app started", columns=6, height=260,
-                                     elem_id="gallery", value=lambda: list(state.gallery), interactive=False)
+                gallery = gr.Gallery(label="Generated since the app started (newest first)", columns=8, height=220,
+                                     fit_columns=False, object_fit="contain", elem_id="gallery",
+                                     value=lambda: list(state.gallery), interactive=False)
             with gr.Tab("Tokenizer", id="tokenizer"), gr.Row():
                 with gr.Column(scale=2):
                     upload = gr.File(label="A clip or an image", file_types=MEDIA_TYPES, type="filepath",
