@@ -73,3 +73,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+MEASURED = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def report_measurement(pytestconfig) -> Callable[[str], None]:
+    """Adds a line to the run's "measured" summary, shown whatever pytest captures: the speeds an issue asks to see
+    in the test log (measured and printed, not asserted)."""
+    return pytestconfig.stash.setdefault(MEASURED, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    lines = config.stash.get(MEASURED, [])
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)
