@@ -255,14 +255,15 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
     from trainers.app import ui
 
     state = ui.AppState(models, tmp_path)
-    assert isinstance(ui.build_app(state), gr.Blocks)
     outputs = [object() for _ in range(9)]  # stand-ins for the output components
     values = (None, 0, False, 3, 2, 3.0, False, 3.0, 1.0, 4.5, 0)
-    updates = list(ui._generate(state, lambda: ["   "], values, outputs, lambda *a, **k: None))
+    progress: list[tuple] = []
+    updates = list(ui._generate(state, lambda: ["   "], values, outputs, lambda *a, **k: progress.append(a)))
     assert warnings == ["the prompt is empty: describe the video you want, e.g. 'a red digit 3 moving left'"]
     assert len(updates) == 1 and list(updates[0]) == [outputs[1]]  # only the status, and only "no change"
 
-    updates = list(ui._generate(state, lambda: ["clouds"], values, outputs, lambda *a, **k: None))
+    updates = list(ui._generate(state, lambda: ["clouds"], values, outputs, lambda *a, **k: progress.append(a)))
+    assert progress == [((1, 2),), ((2, 2),)]  # the progress bar moves once per unmasking step (2 steps)
     video, status, downloads, record, command, _, _, gallery, seed = outputs
     assert updates[0][video].endswith("000-clouds.mp4") and updates[0][seed] == 0
     assert json.loads(updates[0][record]) == log_lines(tmp_path)[0] and updates[0][command].startswith("magvit2-")
@@ -282,6 +283,18 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
     state.allow_model_switch = False
     ui._switch(state, str(run_dir), "")
     assert "--model-switch on" in warnings[-1] and state.models.pipeline is None
+
+
+def test_one_model_call_at_a_time_through_a_bounded_queue(models, tmp_path):
+    from trainers.app import ui
+
+    demo = ui.make_app(ui.AppState(models, tmp_path), queue_size=3)
+    assert demo._queue.max_size == 3
+    model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == ui.MODEL]
+    names = sorted(fn.name for fn in model_events)
+    assert names == ["<lambda>", "<lambda>", "batch", "single", "single"]  # reconstruct, load, batch, click, submit
+    assert all(fn.concurrency_limit == 1 for fn in model_events)
+    assert all(fn.concurrency_id == ui.MODEL or fn.name == "<lambda>" for fn in demo.fns.values())
 
 
 def test_an_unexpected_error_is_one_message_with_its_traceback_on_the_console(models, tmp_path, warnings,

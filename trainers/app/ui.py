@@ -71,6 +71,8 @@ def report_error(what: str, e: Exception) -> None:
 def _number(value: Any, name: str, integer: bool = False) -> float | int | None:
     if value is None or value == "":
         return None
+    if integer and isinstance(value, int) and not isinstance(value, bool):
+        return value  # exactly, even past 2**53
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -190,7 +192,7 @@ def build_app(state: AppState) -> gr.Blocks:
         def batch(text, file, *values, progress=gr.Progress()):  # noqa: B008 (gradio finds its progress bar by this default)
             yield from run(lambda: batch_prompts(text, file), *values, progress=progress)
 
-        common = dict(concurrency_limit=1, concurrency_id=MODEL, show_progress="minimal")
+        common = dict(concurrency_limit=1, concurrency_id=MODEL, show_progress="full")  # a bar per unmasking step
         generate_btn.click(single, [prompt, *settings], outputs, **common)
         prompt.submit(single, [prompt, *settings], outputs, **common)
         batch_btn.click(batch, [batch_text, batch_file, *settings], outputs, **common)
@@ -285,10 +287,16 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def serve(state: AppState, host: str, port: int, queue_size: int, max_upload: str = "200mb") -> None:
-    """Serve until Ctrl-C (or SIGTERM): print the address once the page can be loaded, then block."""
+def make_app(state: AppState, queue_size: int) -> gr.Blocks:
+    """The page with its queue: at most `queue_size` requests wait while one runs; more are refused."""
     demo = build_app(state)
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    return demo
+
+
+def serve(state: AppState, host: str, port: int, queue_size: int, max_upload: str = "200mb") -> None:
+    """Serve until Ctrl-C (or SIGTERM): print the address once the page can be loaded, then block."""
+    demo = make_app(state, queue_size)
     try:
         _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                                 show_error=False, allowed_paths=[str(state.out_dir)], ssr_mode=False,
