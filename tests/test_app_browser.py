@@ -40,7 +40,7 @@ INSTALL_HINT = ("the browser test needs Debian's Chromium and Playwright's Pytho
 START_TIMEOUT = 240  # seconds for the server to load, warm up and print its address on a busy 2-core machine
 STEP_TIMEOUT_MS = 120_000
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test also starts the server (minutes if busy)
 
 
 def chromium_path() -> str:
