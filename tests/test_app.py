@@ -270,6 +270,12 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
     assert updates[1][downloads][1].endswith("000-clouds.gif") and updates[1][gallery][0][1] == "clouds"
     assert "Done: 1 video" in updates[-1][status] and len(warnings) == 1
 
+    batch = list(ui._generate(state, lambda: batch_prompts("a red ball\n\nclouds", None), values, outputs,
+                              lambda *a, **k: None))  # what "Generate batch" runs
+    assert [u[video].rsplit("/", 1)[1] for u in batch if video in u] == ["001-a-red-ball.mp4", "002-clouds.mp4"]
+    assert [len(u[downloads]) for u in batch if downloads in u] == [2, 4] and len(state.gallery) == 3
+    assert [line["prompt_index"] for line in log_lines(tmp_path)] == [0, 0, 1] and "Done: 2 videos" in batch[-1][status]
+
     assert ui._reconstruct(state, None, "auto") == (gr.skip(), gr.skip(), gr.skip())
     assert warnings[-1] == "upload a clip or an image first"
     result = ui._switch(state, str(tmp_path / "missing"), "")

@@ -307,6 +307,19 @@ def test_every_request_went_to_the_app(app):
     assert not foreign, f"requests to other addresses: {foreign[:10]}"
 
 
+def test_it_listens_on_loopback_only(app):
+    server, *_ = app
+    assert server.url == f"http://127.0.0.1:{server.port}"
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state == "0A" and int(port, 16) == server.port:  # 0A: LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, listening  # 127.0.0.1 (little-endian hex), not 0.0.0.0 or ::
+
+
 def test_ctrl_c_stops_the_server_cleanly(app):
     server, *_ = app
     code, output = server.stop(signal.SIGINT)
