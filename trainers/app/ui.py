@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import httpx
+from gradio import networking
 
 from trainers.logging import get_logger
 
@@ -33,6 +35,7 @@ log = get_logger("magvit2.app")
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError, ImportError)
 MODEL = "model"  # the one concurrency slot every model-using event shares
 ERROR_SECONDS = 20  # how long an error message stays in the page
+STARTUP_CHECK_SECONDS = 120  # how long the page may take to answer its first request
 MEDIA_TYPES = [".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".jpg", ".jpeg", ".png", ".webp"]
 CSS = """
 #video video, #unmask-video video, #recon-video video, .gallery-container video { image-rendering: pixelated; }
@@ -294,9 +297,19 @@ def make_app(state: AppState, queue_size: int) -> gr.Blocks:
     return demo
 
 
+def _page_answers(url: str) -> bool:
+    """gradio's check that the page it just started answers (`networking.url_ok`), without its 3 s limit: on a busy
+    machine rendering the page takes longer, and gradio then refuses to start."""
+    try:
+        return httpx.head(url, timeout=STARTUP_CHECK_SECONDS).status_code in (200, 401, 301, 302, 303, 307, 308)
+    except httpx.HTTPError:
+        return False
+
+
 def serve(state: AppState, host: str, port: int, queue_size: int, max_upload: str = "200mb") -> None:
     """Serve until Ctrl-C (or SIGTERM): print the address once the page can be loaded, then block."""
     demo = make_app(state, queue_size)
+    gradio_check, networking.url_ok = networking.url_ok, _page_answers
     try:
         _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                                 show_error=False, allowed_paths=[str(state.out_dir)], ssr_mode=False,
@@ -304,6 +317,8 @@ def serve(state: AppState, host: str, port: int, queue_size: int, max_upload: st
                                 pwa=False, enable_monitoring=False)
     except OSError as e:
         raise ValueError(f"cannot serve on {host}:{port}: {_one_line(e)} (pick another --port)") from None
+    finally:
+        networking.url_ok = gradio_check
     print(f"magvit2-app: serving on {url.rstrip('/')}/ (Ctrl-C stops)", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it as cleanly as Ctrl-C
     try:
