@@ -44,7 +44,13 @@ def run_app(model: str | None, tokenizer: str | None, host: str = "127.0.0.1", p
     print(f"magvit2-app: {models.describe()}", flush=True)
     print(f"magvit2-app: warmed up in {warm_up(models):.2f} s; videos and samples.jsonl go to {out}", flush=True)
 
-    from .ui import AppState, serve  # gradio is imported here, after the models loaded
+    try:
+        from .ui import AppState, serve  # gradio is imported here, after the models loaded
+    except ModuleNotFoundError as e:
+        if e.name not in ("gradio", "httpx"):
+            raise
+        raise ImportError(f"magvit2-app needs the app extra ({e.name} is missing): pip install "
+                          "'magvit2-maskgit[app]'") from None
 
     switch = model_switch == "on" or (model_switch == "auto" and is_loopback(host))
     serve(AppState(models, out, allow_model_switch=switch, load_flags=flags), host, port, queue_size, max_upload)
