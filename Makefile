@@ -11,7 +11,7 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-fast demo bench gpu-check lint clean
+.PHONY: venv browser test test-fast demo bench gpu-check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+# The browser test (tests/test_app_browser.py) drives Debian's Chromium: installed here when missing and root with
+# apt-get; otherwise one line says what to install, and that test fails (it never skips).
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -n "$${CHROMIUM:-}" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing chromium for the browser test (apt-get)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "make: apt-get install chromium failed; tests/test_app_browser.py will fail"; \
+	  else \
+	    echo "make: the browser test needs Chromium: run 'sudo apt-get install -y chromium' (or set CHROMIUM=/path/to/chromium)"; \
+	  fi; }
+
+test: venv browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 

@@ -126,6 +126,11 @@ class TextEncoder(nn.Module):
     def _encode(self, prompts: list[str]) -> TextEmbedding:
         raise NotImplementedError
 
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Tokens per prompt before truncation (special tokens included): a prompt longer than `max_length` is cut
+        when encoded. Subclasses that can count override this; the base class cannot (NotImplementedError)."""
+        raise NotImplementedError(f"{type(self).__name__} does not count tokens")
+
     def forward(self, prompts: Sequence[str]) -> TextEmbedding:
         return self.encode(prompts)
 
@@ -157,9 +162,14 @@ class TinyTextEncoder(TextEncoder):
         self.name_or_path = f"tiny(dim={dim},vocab={vocab},seed={seed})"
         self.spec = f"tiny:{dim}"
 
+    def _words(self, prompt: str) -> list[str]:
+        return re.findall(r"\w+|[^\w\s]", prompt.lower())
+
     def token_ids(self, prompt: str) -> list[int]:
-        words = re.findall(r"\w+|[^\w\s]", prompt.lower())
-        return [self.vocab, *[_stable_hash(w, self.vocab) for w in words][: self.max_length - 1]]
+        return [self.vocab, *[_stable_hash(w, self.vocab) for w in self._words(prompt)][: self.max_length - 1]]
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return [1 + len(self._words(p)) for p in prompts]  # BOS + one per word or punctuation mark
 
     def _encode(self, prompts: list[str]) -> TextEmbedding:
         ids = [self.token_ids(p) for p in prompts]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -153,6 +154,9 @@ class HFTextEncoder(TextEncoder):
         attn = batch["attention_mask"].to(device)
         hidden = self.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (b, m, dim)
         return TextEmbedding(hidden, attn.bool())
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(prompts), truncation=False, verbose=False)["input_ids"]]
 
 
 def default_text_encoder(max_length: int = DEFAULT_MAX_LENGTH, device: torch.device | str | None = None) -> TextEncoder:

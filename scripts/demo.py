@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from pathlib import Path
 
 from scripts._cli import ArgumentParser, HelpFormatter, positive_float, run
 
@@ -30,6 +32,9 @@ def main_(args: argparse.Namespace) -> None:
           f"{pf['seen']['digit_acc']:.0%} direction {pf['seen']['direction_acc']:.0%}, held-out digit "
           f"{pf['held_out']['digit_acc']:.0%} direction {pf['held_out']['direction_acc']:.0%}")
     print(f"report: {args.out}/report.md")
+    app = Path(sys.executable).with_name("magvit2-app")  # the venv's console script, also without activating it
+    command = [str(app) if app.is_file() else "magvit2-app", "--model", str(Path(args.out) / "maskgit")]
+    print(f"open the app on this pipeline: {shlex.join(command)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per video, 1 + k*f for the tokenizer's time compression f "
                         "(default: the pipeline's, else the longest the model holds)")
     p.add_argument("--steps", type=positive_int, metavar="S", help="MaskGIT decoding steps (default: pipeline's, 12)")
-    p.add_argument("--guidance-scale", type=float, metavar="G",
-                   help="classifier-free guidance: uncond + G*(cond - uncond); 1 = none (default: pipeline's, 3.0)")
+    p.add_argument("--guidance-scale", type=float, nargs="+", metavar="G",
+                   help="classifier-free guidance: uncond + G*(cond - uncond); 1 = none; two numbers START END ramp "
+                        "linearly over the steps (default: pipeline's, 3.0)")
     p.add_argument("--temperature", type=float, metavar="T",
                    help="token sampling temperature, 0 = greedy (default: pipeline's, 1.0)")
     p.add_argument("--choice-temperature", type=float, metavar="C",
@@ -57,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _guidance(values: list[float] | None) -> float | tuple[float, float] | None:
+    if values is None or len(values) == 1:
+        return None if values is None else values[0]
+    if len(values) != 2:
+        raise ValueError(f"--guidance-scale takes one number or two (START END of a ramp); got {len(values)}")
+    return (values[0], values[1])
+
+
 def _generate(args: argparse.Namespace) -> None:
     from maskgit.pipeline import TextToVideoPipeline
     from trainers.commands.generate import generate_to_files, load_prime_video, resolve_device
@@ -70,7 +79,7 @@ def _generate(args: argparse.Namespace) -> None:
                                                    allow_outside_paths=args.allow_outside_paths,
                                                    allow_pickle_text_encoder=args.allow_pickle_text_encoder)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
-                                 guidance_scale=args.guidance_scale, temperature=args.temperature,
+                                 guidance_scale=_guidance(args.guidance_scale), temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames)
     paths = generate_to_files(pipeline, prompts, settings, args.out_dir, seed=args.seed, fmt=args.format,

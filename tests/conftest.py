@@ -88,3 +88,21 @@ def fresh_accelerate_state():
     reset_accelerate_state()
     yield
     reset_accelerate_state()
+
+
+MEASURED = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def report_measurement(pytestconfig) -> Callable[[str], None]:
+    """Adds a line to the run's "measured" summary, shown whatever pytest captures: the speeds an issue asks to see
+    in the test log (measured and printed, not asserted)."""
+    return pytestconfig.stash.setdefault(MEASURED, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    lines = config.stash.get(MEASURED, [])
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

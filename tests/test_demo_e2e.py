@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -10,11 +12,17 @@ from trainers.data.video_io import read_video
 
 
 @pytest.mark.slow
-def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path):
+def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     from scripts.demo import main
+    from trainers.model_sources import pipeline_dir
 
     out = tmp_path / "demo"
     assert main(["--tiny", "--out", str(out), "--data", str(tmp_path / "data")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]  # the demo ends with the command that opens the app
+    assert last.startswith("open the app on this pipeline: "), last
+    app = shlex.split(last.split(": ", 1)[1])
+    assert Path(app[0]).name == "magvit2-app" and app[1:] == ["--model", str(out / "maskgit")]
+    assert pipeline_dir(app[2]) == out / "maskgit" / "pipeline"
     report = json.loads((out / "report.json").read_text())
     for key in ("psnr_db", "ssim", "codebook_usage"):
         assert 0 <= report["tokenizer"][key] < 100

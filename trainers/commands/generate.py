@@ -1,7 +1,8 @@
 """The `magvit2-generate` command's work: locate a pipeline, read prompts and a prime clip, write videos + a log.
 
 Kept out of `maskgit.pipeline` because it does file and media I/O (`trainers.data.video_io`); `scripts/generate.py` only
-parses arguments and calls `generate_to_files`.
+parses arguments and calls `generate_to_files`; the browser app (`trainers.app`) calls `iter_generate`, so
+both write the same files and the same `samples.jsonl` lines.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from magvit2.pixels import from_uint8, to_uint8
-from maskgit.pipeline import TextToVideoPipeline
+from maskgit.pipeline import StepCallback, TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from trainers.data.captions import slugify
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip
@@ -71,6 +74,77 @@ def next_index(out_dir: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+@dataclass
+class GeneratedSample:
+    """One video written by `iter_generate`: its file, its uint8 frames (t, h, w, 3) as written, its log line."""
+
+    index: int  # the prompt's position in the batch (its seed is derive_seed(base_seed, index))
+    path: Path
+    frames: np.ndarray
+    record: dict[str, Any]
+
+
+def sample_record(path: Path, prompt: str, settings: PipelineDefaults, seed: int, index: int, fmt: str,
+                  negative_prompt: str | None = None, prime_video: torch.Tensor | None = None,
+                  record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `samples.jsonl` line of prompt `index` of a batch generated with base seed `seed`."""
+    return {
+        "file": path.name, "prompt": prompt, "negative_prompt": negative_prompt, "seed": derive_seed(seed, index),
+        "base_seed": seed, "prompt_index": index, "num_frames": settings.num_frames,
+        "steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+        "temperature": settings.temperature, "choice_temperature": settings.choice_temperature,
+        "top_k": settings.top_k, "top_p": settings.top_p, "mask_schedule": settings.mask_schedule, "format": fmt,
+        "fps": settings.fps, "prime_frames": None if prime_video is None else int(prime_video.shape[2]),
+        **(record or {}),
+    }
+
+
+def iter_generate(
+    pipeline: TextToVideoPipeline,
+    prompts: Sequence[str],
+    settings: PipelineDefaults,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    fmt: str = "mp4",
+    negative_prompt: str | None = None,
+    prime_video: torch.Tensor | None = None,
+    record: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    callback_on_step_end: Callable[..., dict] | None = None,
+    callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+) -> Iterator[GeneratedSample]:
+    """`generate_to_files` one video at a time: each is written (and its line appended to `samples.jsonl`) before
+    it is yielded. The callbacks are the pipeline's (`TextToVideoPipeline.__call__`), passed on for every prompt;
+    they draw no randomness, so the videos do not depend on them."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
+    if settings.num_frames is None:
+        raise ValueError("settings.num_frames must be resolved; use pipeline.settings(...)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = next_index(out_dir)
+    for i, prompt in enumerate(prompts):
+        video = pipeline(
+            prompt, negative_prompt=negative_prompt, num_frames=settings.num_frames,
+            num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+            temperature=settings.temperature, choice_temperature=settings.choice_temperature,
+            top_k=settings.top_k, top_p=settings.top_p, mask_schedule=settings.mask_schedule,
+            generator=torch.Generator().manual_seed(derive_seed(seed, i)), output_type="pt",
+            prime_video=prime_video, callback=callback, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        ).frames[0]  # (3, t, h, w) in [-1, 1]
+        frames = to_uint8(video)  # (t, h, w, 3) uint8
+        path = out_dir / f"{start + i:03d}-{slugify(prompt)}.{fmt}"
+        if fmt == "gif":
+            write_gif(path, frames, fps=settings.fps)
+        else:
+            write_video(path, frames, fps=settings.fps)
+        line = sample_record(path, prompt, settings, seed, i, fmt, negative_prompt, prime_video, record)
+        with open(out_dir / SAMPLES_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+        yield GeneratedSample(i, path, frames, line)
+
+
 def generate_to_files(
     pipeline: TextToVideoPipeline,
     prompts: Sequence[str],
@@ -89,49 +163,17 @@ def generate_to_files(
     same position). `settings` must be resolved (`pipeline.settings(...)`); `record` adds fields to each log line.
     progress: a tqdm bar over decoding steps (default: when stderr is a terminal).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
-    if settings.num_frames is None:
-        raise ValueError("settings.num_frames must be resolved; use pipeline.settings(...)")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = next_index(out_dir)
     steps = settings.num_inference_steps
-    written = []
+    written: list[Path] = []
     show = sys.stderr.isatty() if progress is None else progress
     with progress_bar(total=steps * len(prompts), disable=not show, desc="decoding", unit="step") as bar:
-        for i, prompt in enumerate(prompts):
-            video_seed = derive_seed(seed, i)
-            done = bar.n
 
-            def on_step(step: int, total: int, codes: torch.Tensor, _done: int = done) -> None:
-                bar.update(_done + step + 1 - bar.n)
+        def on_step(step: int, total: int, codes: torch.Tensor) -> None:
+            bar.update(len(written) * steps + step + 1 - bar.n)
 
-            video = pipeline(
-                prompt, negative_prompt=negative_prompt, num_frames=settings.num_frames,
-                num_inference_steps=steps, guidance_scale=settings.guidance_scale,
-                temperature=settings.temperature, choice_temperature=settings.choice_temperature,
-                top_k=settings.top_k, top_p=settings.top_p, mask_schedule=settings.mask_schedule,
-                generator=torch.Generator().manual_seed(video_seed), output_type="pt",
-                prime_video=prime_video, callback=on_step,
-            ).frames[0]  # (3, t, h, w) in [-1, 1]
-            frames = to_uint8(video)  # (t, h, w, 3) uint8
-            bar.update(done + steps - bar.n)  # decoding may finish early (fewer unknown tokens than steps)
-            path = out_dir / f"{start + i:03d}-{slugify(prompt)}.{fmt}"
-            if fmt == "gif":
-                write_gif(path, frames, fps=settings.fps)
-            else:
-                write_video(path, frames, fps=settings.fps)
-            line = {
-                "file": path.name, "prompt": prompt, "negative_prompt": negative_prompt, "seed": video_seed,
-                "base_seed": seed, "prompt_index": i, "num_frames": settings.num_frames, "steps": steps,
-                "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
-                "choice_temperature": settings.choice_temperature, "top_k": settings.top_k, "top_p": settings.top_p,
-                "mask_schedule": settings.mask_schedule, "format": fmt, "fps": settings.fps,
-                "prime_frames": None if prime_video is None else int(prime_video.shape[2]),
-                **(record or {}),
-            }
-            with open(out_dir / SAMPLES_LOG, "a", encoding="utf-8") as log:
-                log.write(json.dumps(line) + "\n")
-            written.append(path)
+        for sample in iter_generate(pipeline, prompts, settings, out_dir, seed=seed, fmt=fmt,
+                                    negative_prompt=negative_prompt, prime_video=prime_video, record=record,
+                                    callback=on_step):
+            written.append(sample.path)
+            bar.update(len(written) * steps - bar.n)  # decoding may finish early (fewer unknown tokens than steps)
     return written

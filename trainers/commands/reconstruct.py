@@ -1,4 +1,5 @@
-"""Reconstruct clips with a trained tokenizer and measure them (the work behind `magvit2-reconstruct`).
+"""Reconstruct clips with a trained tokenizer and measure them (the work behind `magvit2-reconstruct` and the
+browser app's tokenizer tab: `load_clip` + `reconstruct_clip`).
 
 Outputs never replace a user's file unasked: an input is never an output (even with `overwrite`), and an existing
 `<name>.mp4` or `metrics.json` is refused unless `overwrite` (`--overwrite`). Inputs whose names clash get distinct
@@ -8,6 +9,7 @@ output names (`output_names`). Everything is checked before anything is written.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from magvit2 import VideoTokenizer
 from magvit2.metrics import psnr, ssim
 from magvit2.pixels import from_uint8, to_uint8
 from magvit2.serialization import atomic_write_text
+from magvit2.torch_utils import eval_mode
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip
 from trainers.data.video_write import write_video
 from trainers.model_sources import tokenizer_dir
@@ -64,6 +67,42 @@ def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> N
                                   "--out-dir")
 
 
+def load_clip(tokenizer: VideoTokenizer, path: Path, num_frames: int | None = None, stride: int = 1,
+              trained_frames: int | None = None, name: str | None = None) -> torch.Tensor:
+    """A video's first frames (see `clip_length`) or an image, resized (short side) and center-cropped to the
+    tokenizer's size: float (1, 3, t, h, w) in [-1, 1]. ValueError naming the file (as `name`, when given: an
+    upload's own name rather than where the server keeps it) when it cannot be read."""
+    size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
+    try:
+        is_image = path.suffix.lower() in IMAGE_EXTENSIONS
+        available = 1 if is_image else 1 + (probe_video(path).num_frames - 1) // stride  # frames at `stride`
+        frames = 1 if is_image else clip_length(available, f, num_frames, trained_frames)
+        return from_uint8(read_clip(path, size, num_frames=frames, stride=stride))[None]
+    except VideoReadError as e:
+        shown = name or str(path)
+        raise ValueError(f"cannot read {shown}: {e.reason.replace(str(path), shown)}") from e
+
+
+@dataclass
+class Reconstruction:
+    """A clip through the tokenizer: recon float (b, 3, t, h, w) in [-1, 1], codes long (b, t', h', w'), and the
+    per-clip PSNR (dB) and SSIM of recon against the input, each (b,)."""
+
+    recon: torch.Tensor
+    codes: torch.Tensor
+    psnr_db: torch.Tensor
+    ssim: torch.Tensor
+
+
+@torch.no_grad()
+def reconstruct_clip(tokenizer: VideoTokenizer, video: torch.Tensor) -> Reconstruction:
+    """video float (b, 3, t, h, w) in [-1, 1] on the tokenizer's device -> `Reconstruction` (eval mode)."""
+    with eval_mode(tokenizer):
+        out = tokenizer.reconstruct(video)
+    recon = out.recon.float().clamp(-1, 1)
+    return Reconstruction(recon, out.codes, psnr(recon, video), ssim(recon, video))
+
+
 @torch.no_grad()
 def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                       num_frames: int | None = None, lossless: bool = False, side_by_side: bool = False,
@@ -91,22 +130,16 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
     stride = frame_stride if frame_stride is not None else training.get("frame_stride", 1)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"--frame-stride must be a positive int; got {stride!r}")
-    size, f = tuple(tokenizer.config.image_size), tokenizer.time_compression
+    size = tuple(tokenizer.config.image_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = []
     for path, name in zip(paths, names):
-        try:
-            is_image = path.suffix.lower() in IMAGE_EXTENSIONS
-            available = 1 if is_image else 1 + (probe_video(path).num_frames - 1) // stride  # frames at `stride`
-            frames = 1 if is_image else clip_length(available, f, num_frames, training.get("num_frames"))
-            video = from_uint8(read_clip(path, size, num_frames=frames, stride=stride))[None].to(device)
-        except VideoReadError as e:
-            raise ValueError(f"cannot read {path}: {e.reason}") from e
-        recon = tokenizer(video).float().clamp(-1, 1)
-        shown = torch.cat([video, recon], dim=-1) if side_by_side else recon
+        video = load_clip(tokenizer, path, num_frames, stride, training.get("num_frames")).to(device)
+        result = reconstruct_clip(tokenizer, video)
+        shown = torch.cat([video, result.recon], dim=-1) if side_by_side else result.recon
         write_video(out_dir / f"{name}.mp4", to_uint8(shown[0]), fps=8, lossless=lossless)
         clips.append({"input": str(path), "output": f"{name}.mp4", "frames": video.shape[2],
-                      "psnr_db": float(psnr(recon, video)), "ssim": float(ssim(recon, video))})
+                      "psnr_db": float(result.psnr_db[0]), "ssim": float(result.ssim[0])})
     metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "frame_stride": stride,
                "tokenizer_training": training, "clips": clips,
                "mean_psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
