@@ -19,6 +19,7 @@ COMPRESS_LAYERS = ("compress_space", "compress_time")
 LAYER_NAMES = (*PLAIN_LAYERS, *COND_LAYERS, *COMPRESS_LAYERS, "consecutive_residual")
 
 LayerSpec = str | tuple[str, int]
+TIME_PADDINGS = ("causal", "prepend")
 
 
 def _normalize_layer(spec: Any) -> LayerSpec:
@@ -84,6 +85,11 @@ class TokenizerConfig:
     lfq_entropy_groups: int | None = None  # codebook entropy over groups of bits; None: groups of <= 12 bits
     lfq_entropy_anneal_steps: int = 0  # 0: constant entropy weight
     lfq_entropy_anneal_start_weight: float | None = None  # weight at step 0, linearly annealed to the final one
+    # how the first frame becomes a latent frame on its own: "causal" (strided causal convs see 1 + k*f frames,
+    # Open-MAGVIT2's rule) or "prepend" (f - 1 copies of the first frame are prepended, so every level works on
+    # (k + 1) * f frames and the decoder drops f - 1: 25% more work at 9 frames; folders written before this field
+    # existed load as "prepend")
+    time_padding: str = "causal"
     format_version: int = field(default=1, compare=False)  # persistence format; bumped on breaking changes
 
     def __post_init__(self) -> None:
@@ -113,6 +119,8 @@ class TokenizerConfig:
         f = self.space_compression
         if h % f or w % f:
             raise ValueError(f"image_size {self.image_size} must be divisible by the space compression {f}")
+        if self.time_padding not in TIME_PADDINGS:
+            raise ValueError(f"time_padding must be one of {TIME_PADDINGS}; got {self.time_padding!r}")
         if self.format_version != 1:
             raise ValueError(f"unsupported tokenizer format_version {self.format_version}; this package reads 1")
 
@@ -181,5 +189,8 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        """Inverse of `to_dict`; unknown keys raise ValueError."""
+        """Inverse of `to_dict`; unknown keys raise ValueError. A config without `time_padding` was written before
+        the field existed, when every tokenizer prepended first-frame copies: it loads as "prepend"."""
+        if isinstance(d, dict) and "time_padding" not in d:
+            d = {**d, "time_padding": "prepend"}
         return config_from_dict(cls, d)

@@ -15,6 +15,13 @@ from einops import rearrange
 from torch import Tensor, nn
 
 
+def conv_memory_format(x: Tensor) -> torch.memory_format:
+    """The layout the tokenizer's conv stacks run in: channels_last_3d on the CPU (oneDNN's convs skip a reorder per
+    call, and per-frame norms and convs become free views; measured ~10% of a training step, docs/performance.md),
+    contiguous elsewhere (unmeasured on accelerators)."""
+    return torch.channels_last_3d if x.device.type == "cpu" and x.ndim == 5 else torch.contiguous_format
+
+
 def _triple(k: int | tuple[int, int, int]) -> tuple[int, int, int]:
     return (k, k, k) if isinstance(k, int) else tuple(k)
 
@@ -22,17 +29,19 @@ def _triple(k: int | tuple[int, int, int]) -> tuple[int, int, int]:
 class CausalConv3d(nn.Module):
     """3D conv that is causal in time and 'same' (zero-padded) in space.
 
-    Pads `k_t - s_t` copies of the first frame on the left, so with stride 2 an output frame j covers input frames
-    [2j - 1, 2j + 1]: block-causal (it never looks past the end of its own block of `s_t` frames). Replicating the
-    first frame (not zeros) makes a still image look like a still video to every kernel.
+    Pads `time_pad` copies of the first frame on the left (default `k_t - s_t`: with stride 2, output frame j
+    covers input frames [2j - 1, 2j + 1], block-causal for an even frame count; `k_t - 1` with stride 2 maps
+    1 + 2m frames to 1 + m, output 0 seeing frame 0 alone and output j frames [2j - 2, 2j]). Replicating the first
+    frame (not zeros) makes a still image look like a still video to every kernel.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, kernel_size: int | tuple[int, int, int], time_stride: int = 1):
+    def __init__(self, dim_in: int, dim_out: int, kernel_size: int | tuple[int, int, int], time_stride: int = 1,
+                 time_pad: int | None = None):
         super().__init__()
         kt, kh, kw = _triple(kernel_size)
         if kh % 2 == 0 or kw % 2 == 0 or kt < time_stride:
             raise ValueError(f"CausalConv3d needs odd space kernels and kernel_t >= stride; got {(kt, kh, kw)}")
-        self.time_pad = kt - time_stride
+        self.time_pad = kt - time_stride if time_pad is None else time_pad
         # space: zero 'same' padding inside the conv (no padded copy of the input); time: first-frame copies
         self.conv = nn.Conv3d(dim_in, dim_out, (kt, kh, kw), stride=(time_stride, 1, 1), padding=(0, kh // 2, kw // 2))
 
@@ -43,16 +52,31 @@ class CausalConv3d(nn.Module):
 
 
 class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm over (c/g, h, w) of each frame separately: statistics never mix frames, so it stays causal."""
+    """GroupNorm over (c/g, h, w) of each frame separately: statistics never mix frames, so it stays causal.
+
+    On a channels_last_3d input the frames are a free view (b t, c, h, w) in channels_last order, normalised without
+    a copy; a contiguous input is rearranged (a copy each way)."""
 
     def __init__(self, dim: int, groups: int):
         super().__init__(math.gcd(groups, dim), dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        t = x.shape[2]
-        x = rearrange(x, "b c t h w -> (b t) c h w")
+        b, c, t, h, w = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last_3d) and not _gn_backward_would_crash(x, self):
+            frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # a view, channels_last
+            out = super().forward(frames)  # (b t, c, h, w)
+            return out.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)  # (b, c, t, h, w), channels_last_3d
+        x = rearrange(x.contiguous(), "b c t h w -> (b t) c h w")
         x = super().forward(x)
         return rearrange(x, "(b t) c h w -> b c t h w", t=t)
+
+
+def _gn_backward_would_crash(x: Tensor, norm: nn.GroupNorm) -> bool:
+    """torch 2.13's CPU GroupNorm backward segfaults on a channels_last input that does not require grad while the
+    norm's weights do (e.g. the first norm of a decoder trained under a frozen encoder); such inputs take the
+    contiguous path."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad
+            and norm.weight is not None and norm.weight.requires_grad)
 
 
 class ResidualBlock(nn.Module):
@@ -110,6 +134,12 @@ def _init_as_repeat(conv: nn.Module, repeats: int) -> None:
         conv.bias.data.copy_(conv.bias.data[:c_out].repeat_interleave(repeats, dim=0))
 
 
+def frame_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 2D conv applied to every frame of (b, c, t, h, w), as a (1, k, k) conv3d: no (b t) rearrange copies, and
+    the input's memory format carries through."""
+    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, *conv.stride), padding=(0, *conv.padding))
+
+
 class SpaceDownsample(nn.Module):
     """Halve h and w with a stride-2 3x3 conv applied to each frame."""
 
@@ -118,10 +148,7 @@ class SpaceDownsample(nn.Module):
         self.conv = nn.Conv2d(dim_in, dim_out, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        t = x.shape[2]
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        x = self.conv(x)  # ((b t), c', h/2, w/2)
-        return rearrange(x, "(b t) c h w -> b c t h w", t=t)
+        return frame_conv(x, self.conv)  # (b, c', t, h/2, w/2)
 
 
 class SpaceUpsample(nn.Module):
@@ -133,23 +160,21 @@ class SpaceUpsample(nn.Module):
         _init_as_repeat(self.conv, 4)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        t = x.shape[2]
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        x = self.conv(x)  # ((b t), 4c', h, w)
-        x = rearrange(x, "(b t) (c p1 p2) h w -> b c t (h p1) (w p2)", t=t, p1=2, p2=2)
-        return x
+        x = frame_conv(x, self.conv)  # (b, 4c', t, h, w)
+        return rearrange(x, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=2, p2=2)
 
 
 class TimeDownsample(nn.Module):
-    """Halve t with a causal 3x3x3 conv of time stride 2 (t must be even; the tokenizer pads to make it so).
+    """Halve t with a causal 3x3x3 conv of time stride 2: 1 + 2m frames -> 1 + m (`first_alone`, the first frame
+    forms an output frame on its own), or 2m -> m (t even: the tokenizer prepended first-frame copies).
 
     Initialised to add the average of each pair of frames (channel-wise, where widths allow) to its random init,
     so the untrained layer already passes the content through; this speeds up early training a lot.
     """
 
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, first_alone: bool = True):
         super().__init__()
-        self.conv = CausalConv3d(dim_in, dim_out, 3, time_stride=2)
+        self.conv = CausalConv3d(dim_in, dim_out, 3, time_stride=2, time_pad=2 if first_alone else 1)
         with torch.no_grad():
             eye = torch.eye(min(dim_in, dim_out))
             self.conv.conv.weight[: eye.shape[0], : eye.shape[1], 1:, 1, 1] += 0.5 * eye[..., None]
@@ -159,10 +184,12 @@ class TimeDownsample(nn.Module):
 
 
 class TimeUpsample(nn.Module):
-    """Double t: a causal conv to 2 * dim_out channels, then depth-to-time (latent frame j -> frames 2j, 2j+1)."""
+    """Double t: a causal conv to 2 * dim_out channels, then depth-to-time (latent frame j -> frames 2j, 2j+1);
+    `first_alone`: the first frame came from one frame, so of its two only the second is kept (1 + m -> 1 + 2m)."""
 
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, first_alone: bool = True):
         super().__init__()
+        self.first_alone = first_alone
         self.conv = CausalConv3d(dim_in, dim_out * 2, 3)
         with torch.no_grad():  # start close to "repeat each latent frame twice" (see TimeDownsample)
             eye = torch.eye(min(dim_in, dim_out))
@@ -171,7 +198,8 @@ class TimeUpsample(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         x = self.conv(x)  # (b, 2c', t, h, w)
-        return rearrange(x, "b (c r) t h w -> b c (t r) h w", r=2)
+        x = rearrange(x, "b (c r) t h w -> b c (t r) h w", r=2)  # (b, c', 2t, h, w)
+        return x[:, :, 1:] if self.first_alone else x
 
 
 def sequential_forward(layers: nn.ModuleList, x: Tensor, cond: Tensor | None) -> Tensor:
@@ -187,6 +215,7 @@ def num_params(module: nn.Module) -> int:
 
 __all__ = [
     "CausalConv3d",
+    "conv_memory_format",
     "CondResidualBlock",
     "FrameGroupNorm",
     "ResidualBlock",

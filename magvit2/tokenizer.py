@@ -1,9 +1,12 @@
 """The MagViT2 video tokenizer: a causal 3D CNN encoder/decoder around a lookup-free (or FSQ) quantizer.
 
 Pixels are float `(b, c, t, h, w)` in [-1, 1] (an image `(b, c, h, w)` is a 1-frame video). With time compression
-f, a video of `1 + k*f` frames gives `1 + k` latent frames: f - 1 zero frames are prepended so the first frame
-forms a latent frame on its own (exactly what an image gives), and every later latent frame covers the next f
-frames. All convs and norms are causal in time, so latents never depend on later frames.
+f, a video of `1 + k*f` frames gives `1 + k` latent frames: the first frame forms a latent frame on its own (exactly
+what an image gives) and every later latent frame covers the next f frames. Two ways, `config.time_padding`:
+"causal" (the strided causal convs map 1 + 2m frames to 1 + m, so every level works on exactly the frames there
+are) or "prepend" (f - 1 copies of the first frame are prepended, every level works on (k + 1) * f frames and the
+decoder drops the first f - 1). Causal convs pad time with copies of the first frame (not zeros, unlike
+Open-MAGVIT2), and all norms are per frame, so latents never depend on later frames.
 This module is architecture only: losses live in `magvit2.losses`, discriminators in `magvit2.discriminator`.
 """
 
@@ -23,6 +26,7 @@ from magvit2.config import TokenizerConfig
 from magvit2.hub import model_card, push_folder, resolve_pretrained
 from magvit2.layers import (
     CausalConv3d,
+    conv_memory_format,
     CondResidualBlock,
     FrameGroupNorm,
     ResidualBlock,
@@ -109,9 +113,13 @@ class VideoTokenizer(nn.Module):
             elif name in ("compress_space", "compress_time"):
                 dim_out = arg if arg is not None else int(min(dim * 2, max_dim))
                 space = name == "compress_space"
-                down, up = (SpaceDownsample, SpaceUpsample) if space else (TimeDownsample, TimeUpsample)
-                encoder.append(down(dim, dim_out))
-                decoder.insert(0, up(dim_out, dim))
+                if space:
+                    down, up = SpaceDownsample(dim, dim_out), SpaceUpsample(dim_out, dim)
+                else:
+                    alone = c.time_padding == "causal"
+                    down, up = TimeDownsample(dim, dim_out, alone), TimeUpsample(dim_out, dim, alone)
+                encoder.append(down)
+                decoder.insert(0, up)
                 dim = dim_out
             else:
                 encoder.append(_mixing_block(name, dim, c, dim_cond))
@@ -192,8 +200,10 @@ class VideoTokenizer(nn.Module):
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> continuous latents (b, d, 1 + k, h', w')."""
         video, _ = self._check_video(video)
         cond = self._cond(cond, "encoder_cond_mlp", video.shape[0])
-        pad = video[:, :, :1].expand(-1, -1, self.time_compression - 1, -1, -1)  # copies of the first frame
-        x = torch.cat([pad, video], dim=2)  # (b, c, (k+1)*f, h, w): the first frame forms a latent frame alone
+        x = video.contiguous(memory_format=conv_memory_format(video))  # (b, c, 1 + k*f, h, w)
+        if self.config.time_padding == "prepend":
+            pad = video[:, :, :1].expand(-1, -1, self.time_compression - 1, -1, -1)  # copies of the first frame
+            x = torch.cat([pad, video], dim=2)  # (b, c, (k+1)*f, h, w): the first frame forms a latent frame alone
         x = self.conv_in(x)
         x = sequential_forward(self.encoder_layers, x, cond)
         return self.encoder_norm(x)
@@ -205,9 +215,12 @@ class VideoTokenizer(nn.Module):
     def decode(self, quantized: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, d, t', h', w') quantized latents -> video (b, c, 1 + (t'-1)*f, h, w), approximately in [-1, 1]."""
         cond = self._cond(cond, "decoder_cond_mlp", quantized.shape[0])
-        x = sequential_forward(self.decoder_layers, quantized, cond)  # (b, init_dim, t'*f, h, w)
+        x = quantized.contiguous(memory_format=conv_memory_format(quantized))
+        x = sequential_forward(self.decoder_layers, x, cond)  # (b, init_dim, 1 + (t'-1)*f or t'*f, h, w)
         x = self.conv_out(F.silu(self.decoder_norm(x)))
-        return x[:, :, self.time_compression - 1 :]  # drop the frames that decode the prepended padding
+        if self.config.time_padding == "prepend":
+            x = x[:, :, self.time_compression - 1 :]  # drop the frames that decode the prepended padding
+        return x.contiguous()
 
     def reconstruct(self, video: Tensor, cond: Tensor | None = None, step: int | None = None) -> TokenizerOutput:
         """Full pass for training: (b, c, t, h, w) in [-1, 1] -> TokenizerOutput(recon, codes, quantizer stats)."""

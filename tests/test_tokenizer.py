@@ -95,9 +95,10 @@ ALL_KINDS = ("residual", "compress_space", "attend_space", "linear_attend_space"
              "gateloop_time", "compress_time", ("consecutive_residual", 2), "attend_time")
 
 
+@pytest.mark.parametrize("time_padding", ["causal", "prepend"])
 @pytest.mark.parametrize("training", [True, False])
-def test_causality_latents_ignore_later_frames(training):
-    tok = make(ALL_KINDS).train(training)
+def test_causality_latents_ignore_later_frames(training, time_padding):
+    tok = make(ALL_KINDS, time_padding=time_padding).train(training)
     video = clip(t=13)  # f = 4 -> 4 latent frames
     base = tok.encode(video)
     for t_latent in range(3):
@@ -108,8 +109,9 @@ def test_causality_latents_ignore_later_frames(training):
         assert not torch.allclose(latents[:, :, t_latent + 1:], base[:, :, t_latent + 1:])
 
 
-def test_first_frame_is_encoded_like_an_image():
-    tok = make(ALL_KINDS).eval()
+@pytest.mark.parametrize("time_padding", ["causal", "prepend"])
+def test_first_frame_is_encoded_like_an_image(time_padding):
+    tok = make(ALL_KINDS, time_padding=time_padding).eval()
     video = clip(t=9)
     # same maths on differently shaped tensors: equal up to float summation order
     torch.testing.assert_close(tok.encode(video[:, :, 0])[:, :, 0], tok.encode(video)[:, :, 0], atol=1e-5, rtol=1e-5)
@@ -255,3 +257,74 @@ def test_overfitting_one_real_clip_reduces_the_loss():
         opt.step()
         losses.append(float(parts.recon))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_causal_time_padding_spends_no_work_on_padding_frames():
+    """"causal" runs every level on the clip's own 1 + k*f frames; "prepend" on (k + 1) * f (9 frames: 12 at the
+    input resolution), a third more convolution work on the demo's clips for the same outputs' shapes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for mode in ("causal", "prepend"):
+        tok = VideoTokenizer(preset_config("demo", time_padding=mode)).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            recon = tok(torch.zeros(1, 3, 9, 32, 32))
+        assert recon.shape == (1, 3, 9, 32, 32)
+        flops[mode] = counter.get_total_flops()
+    assert flops["causal"] < 0.8 * flops["prepend"]
+
+
+def test_folders_written_before_time_padding_existed_load_as_prepend(tmp_path):
+    """A config.json without `time_padding` (every tokenizer before it) keeps its architecture: "prepend"."""
+    tok = make(("residual", "compress_time"), time_padding="prepend").eval()
+    folder = tok.save_pretrained(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["config"]["time_padding"]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = VideoTokenizer.from_pretrained(folder).eval()
+    assert loaded.config.time_padding == "prepend"
+    video = clip(t=5)
+    torch.testing.assert_close(loaded(video), tok(video))
+    assert TokenizerConfig(image_size=16, codebook_size=4).time_padding == "causal"  # new models: no wasted frames
+
+
+def test_channels_last_on_the_cpu_computes_what_the_contiguous_layout_does(monkeypatch):
+    import magvit2.layers
+    import magvit2.tokenizer
+
+    tok = make(ALL_KINDS).train()
+    video = clip(t=5)
+    out = tok.reconstruct(video, step=0)
+    out.recon.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in tok.named_parameters() if p.grad is not None}
+    tok.zero_grad()
+    monkeypatch.setattr(magvit2.tokenizer, "conv_memory_format", lambda x: torch.contiguous_format)
+    ref = tok.reconstruct(video, step=0)
+    ref.recon.square().mean().backward()
+    torch.testing.assert_close(out.recon, ref.recon, atol=1e-5, rtol=1e-5)
+    for n, p in tok.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_decoder_trained_under_a_frozen_encoder_does_not_crash():
+    """torch 2.13's CPU GroupNorm backward segfaults on a channels_last input that does not require grad (the first
+    decoder norm when the encoder is frozen): `FrameGroupNorm` routes such inputs through the contiguous layout.
+    Run in a subprocess, so a segfault fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from magvit2 import VideoTokenizer, preset_config\n"
+        "tok = VideoTokenizer(preset_config('demo', init_dim=32, max_dim=128))\n"
+        "with torch.no_grad():\n"
+        "    q = tok.quantize(tok.encode(torch.rand(2, 3, 9, 32, 32) * 2 - 1)).quantized\n"
+        "tok.decode(q).square().mean().backward()\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0 and "ok" in result.stdout, (result.returncode, result.stderr[-2000:])
