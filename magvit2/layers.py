@@ -215,7 +215,6 @@ def num_params(module: nn.Module) -> int:
 
 __all__ = [
     "CausalConv3d",
-    "conv_memory_format",
     "CondResidualBlock",
     "FrameGroupNorm",
     "ResidualBlock",
@@ -223,6 +222,7 @@ __all__ = [
     "SpaceUpsample",
     "TimeDownsample",
     "TimeUpsample",
+    "conv_memory_format",
     "num_params",
     "sequential_forward",
 ]

@@ -26,7 +26,6 @@ from magvit2.config import TokenizerConfig
 from magvit2.hub import model_card, push_folder, resolve_pretrained
 from magvit2.layers import (
     CausalConv3d,
-    conv_memory_format,
     CondResidualBlock,
     FrameGroupNorm,
     ResidualBlock,
@@ -34,6 +33,7 @@ from magvit2.layers import (
     SpaceUpsample,
     TimeDownsample,
     TimeUpsample,
+    conv_memory_format,
     sequential_forward,
 )
 from magvit2.quantize import QuantizerOutput, build_quantizer
