@@ -1,9 +1,11 @@
 """The MagViT2 video tokenizer: a causal 3D CNN encoder/decoder around a lookup-free (or FSQ) quantizer.
 
 Pixels are float `(b, c, t, h, w)` in [-1, 1] (an image `(b, c, h, w)` is a 1-frame video). With time compression
-f, a video of `1 + k*f` frames gives `1 + k` latent frames: f - 1 zero frames are prepended so the first frame
-forms a latent frame on its own (exactly what an image gives), and every later latent frame covers the next f
-frames. All convs and norms are causal in time, so latents never depend on later frames.
+f, a video of `1 + k*f` frames gives `1 + k` latent frames: f - 1 copies of the first frame are prepended (not zero
+frames: the causal convs pad time with first-frame copies too, where Open-MAGVIT2's architecture pads with zeros) so
+the first frame forms a latent frame on its own (exactly what an image gives), and every later latent frame covers
+the next f frames; the decoder's outputs for the prepended copies are dropped. All convs and norms are causal in
+time, so latents never depend on later frames.
 This module is architecture only: losses live in `magvit2.losses`, discriminators in `magvit2.discriminator`.
 """
 
