@@ -122,6 +122,9 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
                    "(data.max_bad_fraction)")
     p.add_argument("--mixed-precision", "--mixed_precision", dest="mixed_precision", choices=("no", "bf16", "fp16"),
                    help="autocast precision (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
+    p.add_argument("--dist-timeout-minutes", type=positive_float, metavar="M",
+                   help="how long a process waits for the others (the process-group timeout; NCCL's default is 10) "
+                   "and for rank 0's work, e.g. an index build, to show signs of life (run.dist_timeout_minutes)")
     p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
     p.add_argument("--gradient-checkpointing", "--gradient_checkpointing", dest="gradient_checkpointing",
                    action="store_true", default=None,
@@ -141,7 +144,8 @@ def training_flag_overrides(args: argparse.Namespace, kind: str = "tokenizer") -
     run_flags = (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("seed", args.seed),
                  ("mixed_precision", args.mixed_precision), ("compile", args.compile),
                  ("gradient_checkpointing", args.gradient_checkpointing),
-                 ("checkpoint_every", args.checkpoint_every), ("keep_last", args.keep_last))
+                 ("checkpoint_every", args.checkpoint_every), ("keep_last", args.keep_last),
+                 ("dist_timeout_minutes", args.dist_timeout_minutes))
     data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames),
                   ("num_workers", args.num_workers), ("max_bad_fraction", args.max_bad_fraction))
     out = {"run": {**{k: v for k, v in run_flags if v is not None}, **tracking},

@@ -51,7 +51,8 @@ from trainers.data.remote import fetch_shards, is_remote
 from trainers.guards import NonFiniteGuard
 from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
 from trainers.optim import OptimizerGroup, clip_gradients, set_lr
-from trainers.run_setup import Clock, make_accelerator, prepare_run_dir
+from trainers.rank_zero import on_local_main, same_outcome
+from trainers.run_setup import Clock, absolute, make_accelerator, prepare_run_dir
 
 
 class Trainer:
@@ -103,14 +104,16 @@ class Trainer:
                 "global_batch_size": self.sampler.batch_size}
 
     def local_data(self, source: str | os.PathLike | None) -> Path | None:
-        """A data folder as a local path: a URL or `pipe:` source of packed shards is fetched into the shard cache
-        first (`trainers.data.remote`; one process per machine downloads, then the others find the files)."""
+        """A data folder as an absolute local path: a URL or `pipe:` source of packed shards is fetched into the shard
+        cache first (`trainers.data.remote`): one process per machine downloads while the others of that machine wait
+        for it without a collective; then every process learns whether any download failed and all raise the same
+        error (`trainers.rank_zero`)."""
         if source is None:
             return None
         if not is_remote(source):
-            return Path(source)
-        with self.accelerator.local_main_process_first():
-            folder = self.on_every_process(lambda: fetch_shards(str(source)))
+            return absolute(source)
+        folder = Path(same_outcome(lambda: on_local_main(lambda: fetch_shards(str(source)), f"the download of {source}",
+                                                         share=str)))
         self.log.info("shards from %s are read from %s", source, folder)
         return folder
 

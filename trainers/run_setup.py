@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
-from accelerate.utils import DynamoBackend
+from accelerate.utils import DynamoBackend, InitProcessGroupKwargs
 from ema_pytorch import EMA
 from torch import nn
 
@@ -37,7 +38,7 @@ def make_accelerator(run: RunConfig) -> tuple[Accelerator, int]:
         kwargs["mixed_precision"] = run.mixed_precision
     cuda = torch.cuda.is_available()
     acc = Accelerator(cpu=not cuda, dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=cuda),
-                      **kwargs)
+                      kwargs_handlers=[process_group_kwargs(run)], **kwargs)
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
                          "with DDP instead: accelerate launch --multi_gpu ...")
@@ -62,6 +63,18 @@ def prepare_ddp(acc: Accelerator, module: nn.Module, *, find_unused_parameters: 
         return acc.prepare(module)
     finally:
         acc.ddp_handler = None
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """`path` made absolute (~ expanded, `..` folded, symlinks kept) when a trainer is built, so a later chdir
+    changes nothing about where it reads and writes."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def process_group_kwargs(run: RunConfig) -> InitProcessGroupKwargs:
+    """The process group's timeout: how long a collective waits for the slowest process (run.dist_timeout_minutes;
+    NCCL's own default, 10 minutes, kills a job whose rank 0 writes a large checkpoint or builds an index)."""
+    return InitProcessGroupKwargs(timeout=timedelta(minutes=run.dist_timeout_minutes))
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
