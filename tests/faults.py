@@ -6,6 +6,7 @@ code has no test switches).
 --crash-at K: SIGKILL the process once K updates are done (when update K asks for its first batch).
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
 --fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
+--slow-index S: rank 0 takes S seconds more to build or read each dataset index (a large folder).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main() -> int:
     p.add_argument("--crash-at", type=int)
     p.add_argument("--break-restore", choices=("optimizer", "sampler"))
     p.add_argument("--fail-images-on-rank", type=int)
+    p.add_argument("--slow-index", type=float)
     p.add_argument("module")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
@@ -58,6 +60,18 @@ def main() -> int:
             return read_clip(path, *args, **kwargs)
 
         folders.read_clip = failing_read_clip
+    if a.slow_index is not None and int(os.environ.get("RANK", "0")) == 0:
+        import time
+
+        import trainers.data.index as index
+
+        load_or_build = index._load_or_build
+
+        def slow_load_or_build(*args, **kwargs):
+            time.sleep(a.slow_index)
+            return load_or_build(*args, **kwargs)
+
+        index._load_or_build = slow_load_or_build
     return importlib.import_module(a.module).main(a.args)
 
 
