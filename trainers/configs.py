@@ -30,7 +30,7 @@ class DataConfig:
     num_frames: int = 17  # frames per training clip: 1 + k * time_compression
     frame_stride: int = 1  # take every n-th frame
     batch_size: int = 4  # per process
-    num_workers: int | None = None  # DataLoader workers; None: min(4, CPU cores)
+    num_workers: int | None = None  # DataLoader workers; None: this machine's CPUs / its processes, at most 8
     val_fraction: float = 0.05  # files held out for validation when no separate val folder is given
     hflip: bool = True  # random horizontal flips (turn off when captions name left/right)
     include_images: bool = True  # images train as 1-frame clips (joint image-video training)
