@@ -7,7 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from trainers.argnames import ArgNames
 from trainers.checkpointing import CheckpointError
+from trainers.disk_space import disk_full
 from trainers.guards import NonFiniteLossError
 
 # Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Malformed
@@ -17,6 +19,12 @@ from trainers.guards import NonFiniteLossError
 # by the non-finite guard exits 1 with its one-line reason.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
                                                FileExistsError, IsADirectoryError, CheckpointError, ImportError)
+
+
+# how the trainers' errors name their inputs when called from these commands (the Python API names its keywords)
+TRAINER_FLAGS = ArgNames(run_dir="--out", resume="--resume", init_from="--init-from", data="--data",
+                         val_data="--val-data", codes="--codes", val_codes="--val-codes", tokenizer="--tokenizer",
+                         sample_prompts="--sample-prompts", batch_size="--batch-size", keep_last="--keep-last")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,6 +54,11 @@ def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentP
     except USER_ERRORS as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not disk_full(e):  # a full disk anywhere (metrics, samples, outputs): one line too
+            raise
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         print(f"{parser.prog}: stopped: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ code has no test switches).
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
 --fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
 --slow-index S: rank 0 takes S seconds more to build or read each dataset index (a large folder).
+--fill-disk-after K:FILE: once checkpoint K is saved, FILE fills its file system but for 64 KiB (a disk filling up).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> int:
     p.add_argument("--break-restore", choices=("optimizer", "sampler"))
     p.add_argument("--fail-images-on-rank", type=int)
     p.add_argument("--slow-index", type=float)
+    p.add_argument("--fill-disk-after")
     p.add_argument("module")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
@@ -72,6 +74,22 @@ def main() -> int:
             return load_or_build(*args, **kwargs)
 
         index._load_or_build = slow_load_or_build
+    if a.fill_disk_after is not None:
+        import shutil
+
+        after, filler = a.fill_disk_after.split(":", 1)
+        save = Trainer.save
+
+        def save_then_fill(self):
+            save(self)
+            if self.step == int(after):
+                with open(filler, "wb") as f:
+                    f.truncate(0)
+                    left = shutil.disk_usage(Path(filler).parent).free - (64 << 10)
+                    while left > 0:
+                        left -= f.write(b"\0" * min(left, 1 << 20))
+
+        Trainer.save = save_then_fill
     return importlib.import_module(a.module).main(a.args)
 
 

@@ -336,5 +336,5 @@ def folder_datasets(dirs: Sequence[str | os.PathLike], split: str | None, **kwar
                 continue
             raise
     if not datasets:
-        raise ValueError(f"no validation clips in {[str(d) for d in dirs]}: raise data.val_fraction or pass --val-data")
+        raise ValueError(f"no validation clips in {[str(d) for d in dirs]}: raise data.val_fraction or give a separate validation folder")
     return datasets[0] if len(datasets) == 1 else MultiFolderDataset(datasets)
