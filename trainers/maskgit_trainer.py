@@ -25,7 +25,7 @@ from maskgit.objective import masked_token_loss
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from maskgit.presets import maskgit_preset
-from maskgit.text import build_text_encoder
+from maskgit.text import TextEmbedding, build_text_encoder
 from maskgit.transformer import MaskGitTransformer
 from trainers.argnames import MASKGIT_KEYWORDS, ArgNames
 from trainers.base import Trainer
@@ -77,7 +77,7 @@ class MaskGitTrainer(Trainer):
                          absolute(val_codes_dir) if val_codes_dir else None, self.local_data(val_data_dir))
         captions = list(self.train_set.captions) + (self.val_clips.captions if self.val_clips is not None else [])
         self.num_empty_captions = warn_empty_captions(self.train_set.captions, "training clips")
-        self.captions = CaptionBank(self.text_encoder, captions + self.sample_prompts)
+        self.captions = CaptionBank(self.text_encoder.encode, captions + self.sample_prompts)
         self.log.info("text: %d unique captions embedded once with %r (%d-d)", len(self.captions),
                       config.text_encoder, self.text_encoder.dim)
 
@@ -266,7 +266,7 @@ class MaskGitTrainer(Trainer):
         for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             codes = self.batch_codes(batch)  # (b, t', h', w')
-            text = self.captions.embed(batch["caption"]).to(self.device)
+            text = TextEmbedding(*self.captions.embed(batch["caption"])).to(self.device)
             # the masks of the whole global batch come from one generator (the trailing 0 keeps the key of earlier
             # single-process runs); each process trains on its rows (`rows`: the rows every process loaded), so W
             # processes equal one with the global batch, also when some clips failed to decode
