@@ -27,7 +27,7 @@ then calls `self.start()`. It provides:
 * `validate() -> metrics`; `resolved_config()` (written to config.yaml and every checkpoint) and
   `check_resume(state, path)`; `write_export(folder)`: the trained model as a `from_pretrained` folder at
   RUN_DIR/<export_name>; `summary(last_val)`, `postfix(logs)`: what `fit` reports. Optional: `extra_state()` /
-  `load_extra_state(state)`.
+  `load_extra_state(state)`, `export_modules()` (what the export holds, for the disk-space check; default the EMA).
 """
 
 from __future__ import annotations
