@@ -11,14 +11,15 @@ healthy rank 0 is. Here the waiting processes poll the launcher's rendezvous sto
   for the store's timeout (the process-group timeout, `run.dist_timeout_minutes`), with a `TimeoutError` naming
   what it waited for. A worker that stays alive but hangs (a stuck network mount) is therefore waited for; one that
   died or lost the network is not;
-* when `work()` raises, every waiting process raises the same exception (same class when it is importable here,
-  same one-line message);
+* when `work()` raises, every waiting process raises the same exception (the same class when that class is
+  already imported there, else RuntimeError; the same one-line message);
 * `same_outcome(fn)`: `fn()` on every process, then one collective that shares each process's error, so that all
   raise the first one (by rank) with the same class and message, or none does.
 
 Without an initialised process group of several processes these are plain calls. Calls pair up by order (the
 n-th call on one process waits for the n-th on the worker), as collectives do: call `on_main` on every process and
-`on_local_main` on every process of a machine, in the same order. The store is reached through torch's
+`on_local_main` on every process of a machine, in the same order, and never inside `work` (a call only the worker
+makes would pair with the others' next one), nor `work` with collectives in it. The store is reached through torch's
 `_get_default_store` (torch has no public accessor).
 """
 
