@@ -83,7 +83,7 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: boo
     non-empty folder is used only when it is one of ours (it holds `RUN_MARKER`, written when we created it) or with
     `resume`; staging folders that a killed export left in it are removed. Returns it as an absolute path (a later
     chdir changes nothing). Errors name the inputs as the caller spells them (`names`: flags or keywords). Whether
-    its disk can hold the run's checkpoints is checked once the models exist (`checkpointing.check_disk_space`)."""
+    its disk can hold the run's checkpoints is checked once the models exist (`disk_space.check_disk_space`)."""
     from magvit2.serialization import atomic_write_text, remove_stale_staging
     from trainers.checkpointing import RUN_MARKER
 
