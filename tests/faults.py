@@ -6,7 +6,7 @@ code has no test switches).
 --crash-at K: SIGKILL the process once K updates are done (when update K asks for its first batch).
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
 --fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
---slow-index S: rank 0 takes S seconds more to build or read each dataset index (a large folder).
+--slow-index S: rank 0 takes S seconds more over its first dataset index (a large folder).
 --fill-disk-after K:FILE: once checkpoint K is saved, FILE fills its file system but for 64 KiB (a disk filling up).
 """
 
@@ -70,6 +70,7 @@ def main() -> int:
         load_or_build = index._load_or_build
 
         def slow_load_or_build(*args, **kwargs):
+            index._load_or_build = load_or_build  # once
             time.sleep(a.slow_index)
             return load_or_build(*args, **kwargs)
 
