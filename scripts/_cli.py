@@ -7,7 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from trainers.argnames import ArgNames
 from trainers.checkpointing import CheckpointError
+from trainers.disk_space import disk_full
 from trainers.guards import NonFiniteLossError
 
 # Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Malformed
@@ -17,6 +19,12 @@ from trainers.guards import NonFiniteLossError
 # by the non-finite guard exits 1 with its one-line reason.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
                                                FileExistsError, IsADirectoryError, CheckpointError, ImportError)
+
+
+# how the trainers' errors name their inputs when called from these commands (the Python API names its keywords)
+TRAINER_FLAGS = ArgNames(run_dir="--out", resume="--resume", init_from="--init-from", data="--data",
+                         val_data="--val-data", codes="--codes", val_codes="--val-codes", tokenizer="--tokenizer",
+                         sample_prompts="--sample-prompts", batch_size="--batch-size", keep_last="--keep-last")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -46,6 +54,11 @@ def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentP
     except USER_ERRORS as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not disk_full(e):  # a full disk anywhere (metrics, samples, outputs): one line too
+            raise
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         print(f"{parser.prog}: stopped: {e}", file=sys.stderr)
@@ -122,6 +135,9 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
                    "(data.max_bad_fraction)")
     p.add_argument("--mixed-precision", "--mixed_precision", dest="mixed_precision", choices=("no", "bf16", "fp16"),
                    help="autocast precision (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
+    p.add_argument("--dist-timeout-minutes", type=positive_float, metavar="M",
+                   help="how long a process waits for the others (the process-group timeout; NCCL's default is 10) "
+                   "and for rank 0's work, e.g. an index build, to show signs of life (run.dist_timeout_minutes)")
     p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
     p.add_argument("--gradient-checkpointing", "--gradient_checkpointing", dest="gradient_checkpointing",
                    action="store_true", default=None,
@@ -141,7 +157,8 @@ def training_flag_overrides(args: argparse.Namespace, kind: str = "tokenizer") -
     run_flags = (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("seed", args.seed),
                  ("mixed_precision", args.mixed_precision), ("compile", args.compile),
                  ("gradient_checkpointing", args.gradient_checkpointing),
-                 ("checkpoint_every", args.checkpoint_every), ("keep_last", args.keep_last))
+                 ("checkpoint_every", args.checkpoint_every), ("keep_last", args.keep_last),
+                 ("dist_timeout_minutes", args.dist_timeout_minutes))
     data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames),
                   ("num_workers", args.num_workers), ("max_bad_fraction", args.max_bad_fraction))
     out = {"run": {**{k: v for k, v in run_flags if v is not None}, **tracking},

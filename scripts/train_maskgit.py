@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from scripts._cli import (
+    TRAINER_FLAGS,
     ArgumentParser,
     HelpFormatter,
     add_training_flags,
@@ -62,7 +63,7 @@ def train(args: argparse.Namespace) -> None:
 
     trainer = MaskGitTrainer(make_config(args), args.tokenizer, args.out, codes_dir=args.codes, data_dirs=args.data,
                              val_codes_dir=args.val_codes, val_data_dir=args.val_data, resume=args.resume,
-                             init_from=args.init_from, sample_prompts=args.sample_prompts)
+                             init_from=args.init_from, sample_prompts=args.sample_prompts, names=TRAINER_FLAGS)
     fit_and_report(trainer, "pipeline")
 
 

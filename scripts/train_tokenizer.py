@@ -7,6 +7,7 @@ import sys
 
 from magvit2.presets import TOKENIZER_PRESETS
 from scripts._cli import (
+    TRAINER_FLAGS,
     ArgumentParser,
     HelpFormatter,
     add_training_flags,
@@ -45,7 +46,7 @@ def train(args: argparse.Namespace) -> None:
     from trainers.tokenizer_trainer import TokenizerTrainer
 
     trainer = TokenizerTrainer(make_config(args), args.data, args.out, val_dir=args.val_data, resume=args.resume,
-                               init_from=args.init_from)
+                               init_from=args.init_from, names=TRAINER_FLAGS)
     fit_and_report(trainer, "tokenizer")
 
 

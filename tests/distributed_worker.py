@@ -1,5 +1,5 @@
 """What one process of a torchrun-launched test does (tests/test_distributed.py, tests/test_remote_shards.py).
-Usage: python -m tests.distributed_worker entropy|shards|unequal_rows|ddp_settings DIR."""
+Usage: python -m tests.distributed_worker entropy|shards|unequal_rows|ddp_settings|barrier|on_main|silent DIR."""
 
 from __future__ import annotations
 
@@ -87,6 +87,44 @@ def ddp_settings(folder: Path) -> None:
     t.close()
 
 
+def waiting(how: str, folder: Path) -> None:
+    """Rank 0 works 10 s alone under a 3 s process-group timeout while rank 1 waits: in a barrier (`barrier`: the
+    negative control), through `trainers.rank_zero.on_main` (`on_main`), or for a rank 0 that shows no sign of life
+    (`silent`: its heartbeat and result never come). Saves what each process got."""
+    import datetime
+    import json
+    import os
+    import time
+
+    from trainers import rank_zero
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3))
+    rank = dist.get_rank()
+    outcome: dict = {"world_size": dist.get_world_size()}
+
+    def work() -> str:
+        time.sleep(10)
+        return "built"
+
+    try:
+        if how == "barrier":
+            if rank == 0:
+                work()
+            dist.barrier()
+            outcome["value"] = "built"
+        else:
+            if how == "silent" and rank == 0:
+                rank_zero._work = lambda store, key, work, share, beat_every: work()  # no heartbeat, no result
+            outcome["value"] = rank_zero.on_main(work, "a 10 s job", share=lambda result: result)
+    except Exception as e:
+        outcome["error"] = f"{type(e).__name__}: {e}"
+    (folder / f"{how}-{rank}.json").write_text(json.dumps(outcome))
+    os._exit(0)  # after a timed-out collective, tearing the process group down can hang
+
+
 if __name__ == "__main__":
-    {"entropy": entropy, "shards": shards, "unequal_rows": unequal_rows,
-     "ddp_settings": ddp_settings}[sys.argv[1]](Path(sys.argv[2]))
+    if sys.argv[1] in ("barrier", "on_main", "silent"):
+        waiting(sys.argv[1], Path(sys.argv[2]))
+    else:
+        {"entropy": entropy, "shards": shards, "unequal_rows": unequal_rows,
+         "ddp_settings": ddp_settings}[sys.argv[1]](Path(sys.argv[2]))

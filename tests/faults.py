@@ -6,6 +6,8 @@ code has no test switches).
 --crash-at K: SIGKILL the process once K updates are done (when update K asks for its first batch).
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
 --fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
+--slow-index S: rank 0 takes S seconds more over its first dataset index (a large folder).
+--fill-disk-after K:FILE: once checkpoint K is saved, FILE fills its file system but for 64 KiB (a disk filling up).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def main() -> int:
     p.add_argument("--crash-at", type=int)
     p.add_argument("--break-restore", choices=("optimizer", "sampler"))
     p.add_argument("--fail-images-on-rank", type=int)
+    p.add_argument("--slow-index", type=float)
+    p.add_argument("--fill-disk-after")
     p.add_argument("module")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
@@ -58,6 +62,35 @@ def main() -> int:
             return read_clip(path, *args, **kwargs)
 
         folders.read_clip = failing_read_clip
+    if a.slow_index is not None and int(os.environ.get("RANK", "0")) == 0:
+        import time
+
+        import trainers.data.index as index
+
+        load_or_build = index._load_or_build
+
+        def slow_load_or_build(*args, **kwargs):
+            index._load_or_build = load_or_build  # once
+            time.sleep(a.slow_index)
+            return load_or_build(*args, **kwargs)
+
+        index._load_or_build = slow_load_or_build
+    if a.fill_disk_after is not None:
+        import shutil
+
+        after, filler = a.fill_disk_after.split(":", 1)
+        save = Trainer.save
+
+        def save_then_fill(self):
+            save(self)
+            if self.step == int(after):
+                with open(filler, "wb") as f:
+                    f.truncate(0)
+                    left = shutil.disk_usage(Path(filler).parent).free - (64 << 10)
+                    while left > 0:
+                        left -= f.write(b"\0" * min(left, 1 << 20))
+
+        Trainer.save = save_then_fill
     return importlib.import_module(a.module).main(a.args)
 
 

@@ -24,7 +24,7 @@ CAPTIONS = [f"clip number {i} of a cat" for i in range(40)]
 
 def test_small_sets_are_embedded_once_at_construction():
     enc = Counting()
-    bank = CaptionBank(enc, CAPTIONS + CAPTIONS[:5], cache_size=100)
+    bank = CaptionBank(enc.encode, CAPTIONS + CAPTIONS[:5], cache_size=100)
     assert not bank.lazy and sorted(enc.encoded) == sorted(CAPTIONS) and len(bank) == 40
     enc.encoded.clear()
     bank.embed(CAPTIONS[3:9])
@@ -32,16 +32,27 @@ def test_small_sets_are_embedded_once_at_construction():
 
 
 def test_large_sets_embed_per_batch_with_a_bounded_cache_and_the_same_embeddings():
-    eager = CaptionBank(TinyTextEncoder(dim=8), CAPTIONS, cache_size=1000)
+    eager = CaptionBank(TinyTextEncoder(dim=8).encode, CAPTIONS, cache_size=1000)
     enc = Counting()
-    bank = CaptionBank(enc, CAPTIONS, cache_size=10)
+    bank = CaptionBank(enc.encode, CAPTIONS, cache_size=10)
     assert bank.lazy and enc.encoded == [] and len(bank) == 0  # nothing embedded at start-up
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
         batch = [CAPTIONS[i] for i in torch.randint(0, 40, (6,), generator=gen).tolist()]
-        got, want = bank.embed(batch), eager.embed(batch)
-        assert torch.equal(got.mask, want.mask) and torch.allclose(got.embeds, want.embeds, atol=1e-6)
+        (got, got_mask), (want, want_mask) = bank.embed(batch), eager.embed(batch)
+        assert torch.equal(got_mask, want_mask) and torch.allclose(got, want, atol=1e-6)
         assert len(bank) <= 10
     enc.encoded.clear()
     bank.embed(batch)
     assert enc.encoded == []  # the last batch is still cached
+
+
+def test_the_caption_bank_knows_no_model():
+    """Data code -> no model code: importing the bank imports nothing from maskgit (the trainer passes `encode`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, trainers.data.captions; bad = sorted(m for m in sys.modules if m.split('.')[0] == 'maskgit'); "
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -114,8 +114,8 @@ def test_enospc_keeps_previous_checkpoint_and_removes_staging(tmp_path, monkeypa
         return real_save(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
-    with pytest.raises(CheckpointWriteError, match=r"no space left while writing step-00000002.*step-00000001 is "
-                                                   r"intact") as info:
+    with pytest.raises(CheckpointWriteError, match=r"no space left on the device while writing checkpoint "
+                                                   r"step-00000002 .*checkpoint is step-00000001 \(intact\)") as info:
         manager.save(2, _tensors(1), {"step": 2})
     assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
     assert _dirs(manager) == ["step-00000001"]  # no final dir, no staging dir

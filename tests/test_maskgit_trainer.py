@@ -191,7 +191,7 @@ def test_checkpoint_round_trips_every_state_exactly_and_continues_identically(st
 
 def test_resume_refuses_another_architecture_and_a_reused_run_dir(stage_two, tmp_path):
     trainer(stage_two, tmp_path / "run", "--max-steps", "2").fit()
-    with pytest.raises(FileExistsError, match="--resume latest"):
+    with pytest.raises(FileExistsError, match="resume='latest'"):
         trainer(stage_two, tmp_path / "run", "--max-steps", "4")
     with pytest.raises(ValueError, match=r"differs from this run's in \['dim'\]"):
         trainer(stage_two, tmp_path / "run", cfg=config("--max-steps", "4", maskgit={"dim": 48}), resume="latest")
@@ -201,9 +201,9 @@ def test_resume_refuses_another_architecture_and_a_reused_run_dir(stage_two, tmp
 
 def test_vocabulary_and_grid_mismatches_are_clear_errors(stage_two, tmp_path):
     other = make_stage_two(tmp_path / "k32", PHOTOS[:2], CAPTIONS[:2], codebook_size=2**5)
-    with pytest.raises(ValueError, match=r"vocabulary mismatch: --codes .* 64-code tokenizer .* has 32 codes"):
+    with pytest.raises(ValueError, match=r"vocabulary mismatch: codes_dir .* 64-code tokenizer .* has 32 codes"):
         MaskGitTrainer(config(), other["tokenizer"], tmp_path / "run", codes_dir=stage_two["codes"])
-    with pytest.raises(ValueError, match="vocabulary mismatch: --val-codes"):
+    with pytest.raises(ValueError, match="vocabulary mismatch: val_codes_dir"):
         trainer(stage_two, tmp_path / "run", val_codes_dir=other["codes"])
     big = tmp_path / "big"
     VideoTokenizer(preset_config("tiny", image_size=32)).save_pretrained(big)
@@ -281,7 +281,7 @@ def test_init_from_a_run_loads_ema_weights_with_a_fresh_optimizer(stage_two, tmp
     t2 = trainer(stage_two, tmp_path / "ft2", "--max-steps", "1", init_from=ckpt)
     assert states_equal(t2.transformer.state_dict(), base.transformer.state_dict())
     other = make_stage_two(tmp_path / "k32", PHOTOS[:2], CAPTIONS[:2], codebook_size=2**5)
-    with pytest.raises(ValueError, match="vocabulary mismatch: --init-from"):
+    with pytest.raises(ValueError, match="vocabulary mismatch: init_from"):
         trainer(other, tmp_path / "ft3", init_from=tmp_path / "base",
                 cfg=config("--max-steps", "1", "--batch-size", "2", data={"val_fraction": 0.0}))
 

@@ -104,3 +104,75 @@ def test_shards_split_across_two_processes_with_two_workers_each_no_duplicate_no
     dataset = ShardDataset(packed_folder, num_frames=5, image_size=16, max_bad_fraction=0.5)
     expected = ResumableBatchSampler(dataset.kinds, 4, seed=0).epoch_batches(0)
     assert [a + b for a, b in zip(*ranks)] == expected  # rank 0 the first half, rank 1 the second, no dup, no loss
+
+
+def _serve(folder: Path, delay: float, status: int | None = None):
+    """An HTTP server on loopback serving `folder`, sleeping `delay` s per request (a slow link) and answering
+    `status` instead of the file when given (a failing server). Returns (url, server)."""
+    import time
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            if status is not None:
+                self.send_error(status, "injected failure")
+                return
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/", httpd
+
+
+# a process-group timeout far shorter than the download (a process left waiting in a collective would time out), but
+# not so short that the training's own collectives, lagging on a loaded 2-core runner, trip it
+SHORT_TIMEOUT = ("--dist-timeout-minutes", "0.15")  # 9 s
+
+
+def _train_two_processes(url: str, tmp_path: Path, timeout: int = 300):
+    from tests.test_distributed import launch
+
+    run = tmp_path / "run"
+    result = launch("scripts.train_tokenizer", "--data", url, "--out", str(run), "--preset", "tiny",
+                    "--max-steps", "2", "--batch-size", "1", "--num-workers", "0", "--max-bad-fraction", "0.5",
+                    *SHORT_TIMEOUT, processes=2, env={"MAGVIT2_SHARD_CACHE": str(tmp_path / "cache")},
+                    timeout=timeout)
+    return run, result
+
+
+@pytest.mark.timeout(360)
+def test_two_processes_train_from_a_slow_server(packed_folder, tmp_path):
+    """torchrun, 2 processes: local rank 0 downloads (5 s per request: the manifest and 2+ shards, 15+ s in all,
+    over the 9 s process-group timeout) while rank 1 waits for it without a collective; both then train."""
+    from tests.test_distributed import ok, world_size_of
+
+    url, httpd = _serve(packed_folder, delay=5.0)
+    try:
+        run, result = _train_two_processes(url, tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    ok(result)
+    assert world_size_of(run) == 2 and (run / "tokenizer" / "model.safetensors").is_file()
+    [cached] = (tmp_path / "cache").glob("*/shards.json")
+    shards = [s["file"] for s in read_manifest(packed_folder)["shards"]]
+    assert len(shards) >= 2 and sorted(p.name for p in cached.parent.glob("*.tar")) == sorted(shards)
+
+
+@pytest.mark.timeout(200)
+def test_two_processes_stop_together_with_one_line_when_the_server_fails(packed_folder, tmp_path):
+    """The download fails on local rank 0: rank 1 (which never fetched anything) stops too, with the same line."""
+    url, httpd = _serve(packed_folder, delay=1.0, status=503)
+    try:
+        _, result = _train_two_processes(url, tmp_path, timeout=180)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "magvit2-train-tokenizer: error:" in line]
+    assert len(lines) == 2 and len(set(lines)) == 1, result.stderr[-3000:]  # one per process (world size 2), alike
+    assert "cannot fetch" in lines[0] and "shards.json" in lines[0]
+    assert result.stderr.count("Traceback") == 1 and "ChildFailedError" in result.stderr  # torchrun's only

@@ -133,7 +133,7 @@ def test_checkpoint_round_trips_every_state_exactly(clips, tmp_path):
 
 def test_resume_refuses_a_different_architecture_and_a_reused_run_dir(clips, tmp_path):
     trainer(clips, tmp_path / "run", "--max-steps", "2").fit()
-    with pytest.raises(FileExistsError, match="--resume latest"):
+    with pytest.raises(FileExistsError, match="resume='latest'"):
         trainer(clips, tmp_path / "run", "--max-steps", "4")
     cfg = config("--max-steps", "4")
     cfg = type(cfg)(**{**cfg.__dict__, "tokenizer": {"codebook_size": 2**5}})

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from magvit2.tokenizer import VideoTokenizer
+from trainers.argnames import ArgNames
 from trainers.configs import TokenizerTrainConfig, build_config, merge
 from trainers.logging import MetricsLogger
 from trainers.maskgit_trainer import MaskGitTrainer
@@ -91,10 +92,13 @@ class VideoTokenizerTrainer:
         self.use_wandb_tracking = use_wandb_tracking
         self._tracking = False
         run_dir = run_dir if run_dir is not None else results_folder if results_folder is not None else "./results"
+        # errors name this class's keywords; paths are made absolute by the trainer (a later chdir changes nothing)
+        names = ArgNames(run_dir="run_dir=" if results_folder is None else "results_folder=", data="dataset_folder=",
+                         val_data="val_folder=", batch_size="batch_size=", init_from="model")
         with tempfile.TemporaryDirectory(prefix="magvit2-api-") as tmp:  # the model's architecture + weights
             folder = model.save_pretrained(Path(tmp) / "tokenizer")
             self.trainer = TokenizerTrainer(self.config, folders, run_dir, val_dir=val_folder, resume=resume,
-                                            init_from=folder)
+                                            init_from=folder, names=names)
         self.run_dir = self.trainer.run_dir
 
     # the seed's interface ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ then calls `self.start()`. It provides:
 * `validate() -> metrics`; `resolved_config()` (written to config.yaml and every checkpoint) and
   `check_resume(state, path)`; `write_export(folder)`: the trained model as a `from_pretrained` folder at
   RUN_DIR/<export_name>; `summary(last_val)`, `postfix(logs)`: what `fit` reports. Optional: `extra_state()` /
-  `load_extra_state(state)`.
+  `load_extra_state(state)`, `export_modules()` (what the export holds, for the disk-space check; default the EMA).
 """
 
 from __future__ import annotations
@@ -44,14 +44,17 @@ import torch.distributed as dist
 from torch import nn
 
 from magvit2.serialization import atomic_dir, atomic_write_text, load_state_strict
+from trainers.argnames import KEYWORDS, ArgNames
 from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, flatten_state, unflatten_state
 from trainers.configs import dump_yaml
 from trainers.data.batches import ResumableBatchSampler
 from trainers.data.remote import fetch_shards, is_remote
+from trainers.disk_space import check_disk_space, out_of_space_says
 from trainers.guards import NonFiniteGuard
 from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
 from trainers.optim import OptimizerGroup, clip_gradients, set_lr
-from trainers.run_setup import Clock, make_accelerator, prepare_run_dir
+from trainers.rank_zero import on_local_main, same_outcome
+from trainers.run_setup import Clock, absolute, make_accelerator, prepare_run_dir
 
 
 class Trainer:
@@ -63,18 +66,22 @@ class Trainer:
     optimizers: dict[str, torch.optim.Optimizer]
     loader: torch.utils.data.DataLoader
 
-    def __init__(self, config: Any, run_dir: str | os.PathLike, resume: str | None, logger_name: str) -> None:
+    def __init__(self, config: Any, run_dir: str | os.PathLike, resume: str | None, logger_name: str,
+                 names: ArgNames = KEYWORDS) -> None:
         self.config = config
+        self.names = names  # how errors spell the inputs: the caller's flags or keywords
         self.accelerator, launcher_accum = make_accelerator(config.run)
         acc = self.accelerator
         self.device, self.is_main = acc.device, acc.is_main_process
         self.world_size, self.rank = acc.num_processes, acc.process_index
         self.rank_key = (self.rank,) if self.rank else ()  # per-process seeds; process 0 draws what one process does
-        self.run_dir = self.on_every_process(lambda: prepare_run_dir(run_dir, resume, self.is_main))
+        self.run_dir = self.on_every_process(lambda: prepare_run_dir(run_dir, resume, self.is_main, names))
         self.log = get_logger(logger_name, is_main=self.is_main)
-        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main)
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=config.run.keep_last, is_main=self.is_main,
+                                      resume_hint=names.give("resume", "latest"))
         # fail before any heavy work
-        self.resume_path = self.on_every_process(lambda: self.ckpt.resolve(resume)) if resume is not None else None
+        self.resume_path = (self.on_every_process(lambda: absolute(self.ckpt.resolve(resume))) if resume is not None
+                            else None)
         self.guard = NonFiniteGuard(config.run.nonfinite)
         self.step = 0
         self.last_checkpoint = "none"
@@ -87,6 +94,9 @@ class Trainer:
     def start(self) -> None:
         """End of a subclass's `__init__`: open the metrics, then restore the checkpoint or write config.yaml."""
         run = self.config.run
+        same_outcome(lambda: self.is_main and check_disk_space(
+            self.ckpt, self.checkpointed, self.optimizers, self.export_modules(), self.run_dir / self.export_name,
+            self.names["run_dir"], self.names["keep_last"]))  # before any step: the whole run fits, or one line
         self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=run.tensorboard,
                                      wandb={"project": run.wandb_project} if run.wandb_project else None)
         self._position = tuple(self.sampler.state_dict().values())
@@ -103,14 +113,16 @@ class Trainer:
                 "global_batch_size": self.sampler.batch_size}
 
     def local_data(self, source: str | os.PathLike | None) -> Path | None:
-        """A data folder as a local path: a URL or `pipe:` source of packed shards is fetched into the shard cache
-        first (`trainers.data.remote`; one process per machine downloads, then the others find the files)."""
+        """A data folder as an absolute local path: a URL or `pipe:` source of packed shards is fetched into the shard
+        cache first (`trainers.data.remote`): one process per machine downloads while the others of that machine wait
+        for it without a collective; then every process learns whether any download failed and all raise the same
+        error (`trainers.rank_zero`)."""
         if source is None:
             return None
         if not is_remote(source):
-            return Path(source)
-        with self.accelerator.local_main_process_first():
-            folder = self.on_every_process(lambda: fetch_shards(str(source)))
+            return absolute(source)
+        folder = Path(same_outcome(lambda: on_local_main(lambda: fetch_shards(str(source)), f"the download of {source}",
+                                                         share=str)))
         self.log.info("shards from %s are read from %s", source, folder)
         return folder
 
@@ -184,6 +196,10 @@ class Trainer:
 
     def extra_state(self) -> dict[str, Any]:
         return {}
+
+    def export_modules(self) -> list[nn.Module]:
+        """What `write_export` saves, for the disk-space estimate (default: the EMA)."""
+        return [self.checkpointed["ema"]] if "ema" in self.checkpointed else []
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
@@ -332,7 +348,10 @@ class Trainer:
         """The trained model as a from_pretrained folder at RUN_DIR/<export_name>/ (atomically; main process)."""
         if not self.is_main:
             return None
-        return atomic_dir(self.write_export, self.run_dir / self.export_name)
+        folder = self.run_dir / self.export_name
+        with out_of_space_says(f"the export {folder} (step {self.step})", self.last_checkpoint,
+                               self.names.give("resume", "latest")):
+            return atomic_dir(self.write_export, folder)
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizers, data position, guard, scaler, counters. The main process
@@ -371,7 +390,8 @@ class Trainer:
         saved = state["sampler"].get("global_batch_size", self.sampler.batch_size)
         if saved != self.sampler.batch_size:
             per_process = saved // self.world_size if saved % self.world_size == 0 else None
-            hint = (f"pass --batch-size {per_process} to keep it on {self.world_size} process(es)" if per_process
+            hint = (f"pass {self.names.give('batch_size', per_process)} to keep it on {self.world_size} process(es)"
+                    if per_process
                     else f"use a process count that divides {saved}")
             raise ValueError(f"{path} was trained with a global batch of {saved} clips (batch_size x processes); this "
                              f"run's is {self.sampler.batch_size}: {hint}, so the data order continues exactly")

@@ -24,7 +24,6 @@ safetensors group, everything else (ints, floats, tuples, int-keyed dicts) into 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -41,11 +40,12 @@ import torch
 
 from magvit2.checks import inside, nonfinite_tensors, plain_name, read_json
 from magvit2.serialization import fsync_path, pid_alive
+from trainers.disk_space import disk_full, no_space, resume_advice
 from trainers.state_flatten import flatten_state, unflatten_state
 
 __all__ = [
     "CheckpointCorruptError", "CheckpointError", "CheckpointManager", "CheckpointNotFoundError",
-    "CheckpointWriteError", "NonFiniteCheckpointError", "flatten_state", "unflatten_state"
+    "CheckpointWriteError", "NonFiniteCheckpointError", "NotEnoughSpaceError", "flatten_state", "unflatten_state"
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ class CheckpointWriteError(CheckpointError, OSError):
 
 class NonFiniteCheckpointError(CheckpointError, ValueError):
     """Refused to save tensors that contain NaN or Inf."""
+
+
+class NotEnoughSpaceError(CheckpointError, OSError):
+    """The run folder's disk cannot hold the checkpoints this run keeps (checked before the first step)."""
 
 
 def _sha256(path: Path) -> str:
@@ -200,13 +204,15 @@ class CheckpointManager:
     intact but holds bad weights, so prefer >= 2 when disk allows.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3, is_main: bool = True) -> None:
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 3, is_main: bool = True,
+                 resume_hint: str | None = None) -> None:
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an int >= 1; got {keep_last!r}")
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "checkpoints"
         self.keep_last = keep_last
         self.is_main = is_main  # other ranks may find and load checkpoints, never write, prune or clean up
+        self.resume_hint = resume_hint  # how the caller resumes, for a save that fails (e.g. "--resume latest")
         self._reported: set[str] = set()  # incomplete directories already warned about
         if is_main:
             _remove_stale_staging(self.dir)
@@ -313,11 +319,13 @@ class CheckpointManager:
             if old.is_dir() and not target.exists():
                 os.replace(old, target)  # interrupted mid-swap: put the previous version of this step back
             shutil.rmtree(staging, ignore_errors=True)
+            if disk_full(exc):
+                raise no_space(CheckpointWriteError, f"no space left on the device while writing checkpoint {name} "
+                               f"in {self.dir} (removed); {resume_advice(previous, self.resume_hint)}") from exc
             if not isinstance(exc, OSError):
                 raise
             kept = f"previous checkpoint {previous.name} is intact" if previous else "there is no previous checkpoint"
-            what = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(exc).__name__}: {exc}"
-            message = f"{what} while writing {name} in {self.dir}; {kept}"
+            message = f"{type(exc).__name__}: {exc} while writing {name} in {self.dir}; {kept}"
             raise (CheckpointWriteError(exc.errno, message) if exc.errno else CheckpointWriteError(message)) from exc
         self._prune(keep=target)
         return target

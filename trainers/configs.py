@@ -30,7 +30,7 @@ class DataConfig:
     num_frames: int = 17  # frames per training clip: 1 + k * time_compression
     frame_stride: int = 1  # take every n-th frame
     batch_size: int = 4  # per process
-    num_workers: int | None = None  # DataLoader workers; None: min(4, CPU cores)
+    num_workers: int | None = None  # DataLoader workers; None: this machine's CPUs / its processes, at most 8
     val_fraction: float = 0.05  # files held out for validation when no separate val folder is given
     hflip: bool = True  # random horizontal flips (turn off when captions name left/right)
     include_images: bool = True  # images train as 1-frame clips (joint image-video training)
@@ -75,6 +75,9 @@ class RunConfig:
     compile: bool = False  # torch.compile the model(s)
     gradient_checkpointing: bool = False  # recompute block activations in the backward (less memory, more compute)
     nonfinite: str = "raise"  # "raise" (stop before the update) or "skip" (skip the update, max 3 in a row)
+    # how long a process waits for the others (a collective; NCCL's default is 10 minutes) and for signs of life
+    # from the one doing rank-0 work (an index build, a download: trainers.rank_zero)
+    dist_timeout_minutes: float = 120.0
     tensorboard: bool = False
     wandb_project: str | None = None
 
@@ -84,6 +87,8 @@ class RunConfig:
                 raise ValueError(f"run.{name} must be >= 1; got {getattr(self, name)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"run.max_minutes must be > 0; got {self.max_minutes}")
+        if not self.dist_timeout_minutes > 0:
+            raise ValueError(f"run.dist_timeout_minutes must be > 0; got {self.dist_timeout_minutes}")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"run.mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}")
         if self.nonfinite not in ("raise", "skip"):

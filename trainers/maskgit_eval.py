@@ -16,6 +16,7 @@ from magvit2.serialization import atomic_write_text
 from magvit2.torch_utils import eval_mode
 from maskgit.objective import random_token_mask
 from maskgit.pipeline import TextToVideoPipeline
+from maskgit.text import TextEmbedding
 from maskgit.transformer import MaskGitTransformer, split_codes
 from trainers.data.captions import CaptionBank, slugify
 from trainers.data.codes import CodeClips
@@ -49,7 +50,7 @@ def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: Cap
                 b = codes.shape[0]
                 mask = random_token_mask(torch.full((b,), k), n, make_generator(seed, _VAL_KEY, i, j),
                                          device)  # (b, n) bool
-                text = captions.embed(clips.captions[start : start + b]).to(device)
+                text = TextEmbedding(*captions.embed(clips.captions[start : start + b])).to(device)
                 with autocast():
                     logits = model(torch.where(mask, model.mask_id, codes), text, grid=grid)
                 correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=device)

@@ -25,8 +25,9 @@ from maskgit.objective import masked_token_loss
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from maskgit.presets import maskgit_preset
-from maskgit.text import build_text_encoder
+from maskgit.text import TextEmbedding, build_text_encoder
 from maskgit.transformer import MaskGitTransformer
+from trainers.argnames import MASKGIT_KEYWORDS, ArgNames
 from trainers.base import Trainer
 from trainers.configs import MaskGitTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
@@ -37,7 +38,7 @@ from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import load_frozen_tokenizer, load_init_weights
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import derive_seed, make_generator
-from trainers.run_setup import build_ema, prepare_ddp
+from trainers.run_setup import absolute, build_ema, prepare_ddp
 
 _MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
 _RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from may change (no effect on weights)
@@ -56,26 +57,27 @@ class MaskGitTrainer(Trainer):
                  codes_dir: str | Path | None = None, data_dirs: list[str | Path] | None = None,
                  val_codes_dir: str | Path | None = None, val_data_dir: str | Path | None = None,
                  resume: str | None = None, init_from: str | Path | None = None,
-                 sample_prompts: str | Path | list[str] | None = None) -> None:
+                 sample_prompts: str | Path | list[str] | None = None, names: ArgNames = MASKGIT_KEYWORDS) -> None:
         if (codes_dir is None) == (not data_dirs):
-            raise ValueError("pass exactly one of --codes CODES_DIR and --data DIR")
+            raise ValueError(f"pass exactly one of {names['codes']} and {names['data']}")
         if val_codes_dir is not None and val_data_dir is not None:
-            raise ValueError("pass at most one of --val-codes and --val-data")
+            raise ValueError(f"pass at most one of {names['val_codes']} and {names['val_data']}")
         if resume is not None and init_from is not None:
-            raise ValueError("pass either --resume (continue this run) or --init-from (start a new one from weights)")
-        super().__init__(config, run_dir, resume, "maskgit.train")
-        self.sample_prompts = (read_prompt_file(sample_prompts, "--sample-prompts")
+            raise ValueError(f"pass either {names['resume']} (continue this run) or {names['init_from']} (start a new "
+                             "one from weights)")
+        super().__init__(config, run_dir, resume, "maskgit.train", names)
+        self.sample_prompts = (read_prompt_file(sample_prompts, names["sample_prompts"])
                                if isinstance(sample_prompts, (str, Path)) else list(sample_prompts or []))
         defaults = PipelineDefaults.from_dict(config.pipeline)  # bad sampling settings fail before training
 
-        self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device)
+        self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device, names["tokenizer"])
         self.text_encoder = build_text_encoder(config.text_encoder, max_length=config.text_max_length,
                                                device=self.device)
-        self._build_data(Path(codes_dir) if codes_dir else None, [self.local_data(d) for d in data_dirs or []],
-                         Path(val_codes_dir) if val_codes_dir else None, self.local_data(val_data_dir))
+        self._build_data(absolute(codes_dir) if codes_dir else None, [self.local_data(d) for d in data_dirs or []],
+                         absolute(val_codes_dir) if val_codes_dir else None, self.local_data(val_data_dir))
         captions = list(self.train_set.captions) + (self.val_clips.captions if self.val_clips is not None else [])
         self.num_empty_captions = warn_empty_captions(self.train_set.captions, "training clips")
-        self.captions = CaptionBank(self.text_encoder, captions + self.sample_prompts)
+        self.captions = CaptionBank(self.text_encoder.encode, captions + self.sample_prompts)
         self.log.info("text: %d unique captions embedded once with %r (%d-d)", len(self.captions),
                       config.text_encoder, self.text_encoder.dim)
 
@@ -83,7 +85,7 @@ class MaskGitTrainer(Trainer):
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
         self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
         if init_state is not None:
-            load_state_strict(self.transformer, init_state, init_from, "--init-from weights")
+            load_state_strict(self.transformer, init_state, init_from, f"{names['init_from']} weights")
         self.ema = build_ema(self.transformer, config.ema, self.device)
         self.transformer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.optimizer = build_optimizer(self.transformer, config.optim)
@@ -107,21 +109,23 @@ class MaskGitTrainer(Trainer):
         shards, tok = CodeShardDataset(codes_dir), self.tokenizer
         if shards.codebook_size != tok.codebook_size:
             raise ValueError(f"vocabulary mismatch: {flag} {codes_dir} holds codes of a {shards.codebook_size}-code "
-                             f"tokenizer ({shards.index.get('tokenizer')}) but --tokenizer {self.tokenizer_dir} has "
+                             f"tokenizer ({shards.index.get('tokenizer')}) but {self.names['tokenizer']} "
+                             f"{self.tokenizer_dir} has "
                              f"{tok.codebook_size} codes; tokenize the clips with this tokenizer (magvit2-tokenize)")
         frames = int(shards.index["num_frames"])
         try:
             expected = tok.latent_shape(frames)
         except ValueError as e:
-            raise ValueError(f"{flag} {codes_dir} was tokenized with {frames}-frame clips, which --tokenizer "
-                             f"{self.tokenizer_dir} cannot take: {e}") from e
+            raise ValueError(f"{flag} {codes_dir} was tokenized with {frames}-frame clips, which "
+                             f"{self.names['tokenizer']} {self.tokenizer_dir} cannot take: {e}") from e
         if tuple(shards.latent_shape) != tuple(expected):
             raise ValueError(f"latent grid mismatch: {flag} {codes_dir} holds {tuple(shards.latent_shape)} codes per "
-                             f"clip but --tokenizer {self.tokenizer_dir} gives {tuple(expected)} for {frames} frames")
+                             f"clip but {self.names['tokenizer']} {self.tokenizer_dir} gives {tuple(expected)} for "
+                             f"{frames} frames")
         if shards.index.get("tokenizer_config") != tok.config.to_dict():
             self.log.warning("%s %s was written by a tokenizer with another config (%s); its codes may not decode "
-                             "as intended with --tokenizer %s", flag, codes_dir, shards.index.get("tokenizer"),
-                             self.tokenizer_dir)
+                             "as intended with %s %s", flag, codes_dir, shards.index.get("tokenizer"),
+                             self.names["tokenizer"], self.tokenizer_dir)
         return CodeClips.from_shards(shards)
 
     @torch.no_grad()
@@ -150,7 +154,7 @@ class MaskGitTrainer(Trainer):
         separate_val = val_codes_dir is not None or val_data_dir is not None
         val_clips = None
         if codes_dir is not None:
-            clips = self._shards(codes_dir, "--codes")
+            clips = self._shards(codes_dir, self.names["codes"])
             self.num_frames = self.tokenizer.num_frames_for(clips.latent_shape[0])
             self.train_set, val_clips = (clips, None) if separate_val else split_code_clips(clips, d.val_fraction,
                                                                                              c.run.seed)
@@ -171,7 +175,7 @@ class MaskGitTrainer(Trainer):
                                           val_fraction=d.val_fraction, **common)
                 val_clips = self._tokenize_clips(val_set, d.val_clips)
         if val_codes_dir is not None:
-            val_clips = self._shards(val_codes_dir, "--val-codes")
+            val_clips = self._shards(val_codes_dir, self.names["val_codes"])
         elif val_data_dir is not None:
             val_set = folder_datasets([val_data_dir], None, num_frames=d.val_num_frames or self.num_frames,
                                       random_crop=False, **common)
@@ -201,20 +205,24 @@ class MaskGitTrainer(Trainer):
             fields = {**maskgit_preset(c.preset), **extra, **c.maskgit}
             return MaskGitConfig(codebook_size=tok.codebook_size, latent_shape=self.latent_shape, text_dim=text_dim,
                                  **fields), None
-        loaded, state, source = load_init_weights(init_from)
+        init, tokenizer = self.names["init_from"], self.names["tokenizer"]
+        loaded, state, source = load_init_weights(init_from, init)
         if loaded.codebook_size != tok.codebook_size:
-            raise ValueError(f"vocabulary mismatch: --init-from {source} predicts {loaded.codebook_size} codes but "
-                             f"--tokenizer {self.tokenizer_dir} has {tok.codebook_size}")
+            raise ValueError(f"vocabulary mismatch: {init} {source} predicts {loaded.codebook_size} codes but "
+                             f"{tokenizer} {self.tokenizer_dir} has {tok.codebook_size}")
         if loaded.text_dim != text_dim:
-            raise ValueError(f"--init-from {source} expects {loaded.text_dim}-d text but the text encoder "
+            raise ValueError(f"{init} {source} expects {loaded.text_dim}-d text but the text encoder "
                              f"{c.text_encoder!r} gives {text_dim}-d embeddings")
         t, h, w = self.latent_shape
         if tuple(loaded.latent_shape[1:]) != (h, w) or loaded.latent_shape[0] < t:
-            raise ValueError(f"--init-from {source} holds a {loaded.latent_shape} latent grid; the codes need "
+            raise ValueError(f"{init} {source} holds a {loaded.latent_shape} latent grid; the codes need "
                              f"{t}x{h}x{w}")
         self.log.info("initialised the transformer from %s (architecture from there; fresh optimizer, EMA, schedule)",
                       source)
         return replace(loaded, **{k: v for k, v in c.maskgit.items() if k in _RUNTIME_FIELDS}), state
+
+    def export_modules(self) -> list[torch.nn.Module]:
+        return [self.ema, self.tokenizer]  # the pipeline folder holds the EMA transformer and the tokenizer
 
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "maskgit_resolved": self.model_config.to_dict(),
@@ -258,7 +266,7 @@ class MaskGitTrainer(Trainer):
         for micro in range(self.grad_accum):
             batch = self.next_batch(batches)
             codes = self.batch_codes(batch)  # (b, t', h', w')
-            text = self.captions.embed(batch["caption"]).to(self.device)
+            text = TextEmbedding(*self.captions.embed(batch["caption"])).to(self.device)
             # the masks of the whole global batch come from one generator (the trailing 0 keeps the key of earlier
             # single-process runs); each process trains on its rows (`rows`: the rows every process loaded), so W
             # processes equal one with the global batch, also when some clips failed to decode

@@ -35,18 +35,21 @@ def pipeline_dir(path: str | os.PathLike, flag: str = "--model") -> Path:
         raise FileNotFoundError(f"{flag} {e}") from None
 
 
-def load_frozen_tokenizer(path: str | os.PathLike, device: torch.device | str) -> tuple[VideoTokenizer, Path]:
-    """A tokenizer folder or tokenizer run folder -> (tokenizer in eval mode without grads, its folder)."""
-    folder = tokenizer_dir(path)
+def load_frozen_tokenizer(path: str | os.PathLike, device: torch.device | str, flag: str = "--tokenizer"
+                          ) -> tuple[VideoTokenizer, Path]:
+    """A tokenizer folder or tokenizer run folder -> (tokenizer in eval mode without grads, its folder); errors name
+    `flag`."""
+    folder = tokenizer_dir(path, flag)
     tokenizer = VideoTokenizer.from_pretrained(folder).to(device).eval().requires_grad_(False)
     if tokenizer.has_cond_layers:
-        raise ValueError(f"--tokenizer {path}: stage two needs an unconditioned tokenizer; this one has cond_* layers")
+        raise ValueError(f"{flag} {path}: stage two needs an unconditioned tokenizer; this one has cond_* layers")
     return tokenizer, folder
 
 
-def load_init_weights(path: str | os.PathLike) -> tuple[MaskGitConfig, dict[str, torch.Tensor], str]:
+def load_init_weights(path: str | os.PathLike, flag: str = "--init-from"
+                      ) -> tuple[MaskGitConfig, dict[str, torch.Tensor], str]:
     """MaskGit `--init-from`: a pipeline folder, a MaskGit run folder (its pipeline/), a checkpoint folder (its online
-    transformer weights) or a transformer folder -> (config, state dict, description)."""
+    transformer weights) or a transformer folder -> (config, state dict, description); errors name `flag`."""
     path = Path(path)
     if (path / MARKER).is_file():
         tensors, state = CheckpointManager(path.parent.parent, is_main=False).load(path)
@@ -54,16 +57,16 @@ def load_init_weights(path: str | os.PathLike) -> tuple[MaskGitConfig, dict[str,
             config = MaskGitConfig.from_dict(state["config"]["maskgit_resolved"])
             weights = tensors["transformer"]
         except (KeyError, TypeError) as e:
-            raise CheckpointCorruptError(f"--init-from {path}: not a MaskGit checkpoint (no {e} entry)") from None
+            raise CheckpointCorruptError(f"{flag} {path}: not a MaskGit checkpoint (no {e} entry)") from None
         return config, weights, f"checkpoint {path}"
     try:
-        folder = pipeline_dir(path, "--init-from") / TRANSFORMER_DIR
+        folder = pipeline_dir(path, flag) / TRANSFORMER_DIR
         what = f"pipeline {folder.parent}"
     except FileNotFoundError:
         try:
             folder, what = resolve_model_dir(path, TRANSFORMER_KIND, TRANSFORMER_DIR), f"transformer {path}"
         except FileNotFoundError:
-            raise FileNotFoundError(f"--init-from {path}: expected a pipeline folder (pipeline.json), a MaskGit run "
+            raise FileNotFoundError(f"{flag} {path}: expected a pipeline folder (pipeline.json), a MaskGit run "
                                     "folder (pipeline/), a checkpoint folder (COMPLETE.json) or a transformer "
                                     "folder") from None
     model = MaskGitTransformer.from_pretrained(folder)

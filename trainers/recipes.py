@@ -29,7 +29,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     },
     # one GPU
     "base": {
-        "data": {"num_frames": 17, "batch_size": 8, "num_workers": 4},
+        "data": {"num_frames": 17, "batch_size": 8},
         "run": {"max_steps": 200_000, "val_every": 2000, "checkpoint_every": 2000},
         "ema": {"beta": 0.999, "update_after_step": 1000},
         "gen_optim": {"lr": 1e-4, "warmup_steps": 2000, "schedule": "cosine"},
@@ -38,7 +38,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
     },
     # MAGVIT-v2-style; multi-GPU with accelerate launch
     "paper": {
-        "data": {"num_frames": 17, "batch_size": 4, "num_workers": 8},
+        "data": {"num_frames": 17, "batch_size": 4},
         "run": {"max_steps": 500_000, "val_every": 5000, "checkpoint_every": 5000},
         "ema": {"beta": 0.999, "update_after_step": 1000},
         "gen_optim": {"lr": 1e-4, "warmup_steps": 5000, "schedule": "cosine", "betas": [0.0, 0.99]},
@@ -80,7 +80,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "cond_drop_prob": 0.1,
         "label_smoothing": 0.1,
         "text_encoder": "default",
-        "data": {"num_frames": 17, "batch_size": 32, "num_workers": 4, "val_clips": 256, "hflip": False,
+        "data": {"num_frames": 17, "batch_size": 32, "val_clips": 256, "hflip": False,
                  "include_images": False},
         "run": {"max_steps": 300_000, "log_every": 50, "val_every": 5000,
                 "checkpoint_every": 5000},
@@ -94,7 +94,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "cond_drop_prob": 0.1,
         "label_smoothing": 0.1,
         "text_encoder": "default",
-        "data": {"num_frames": 17, "batch_size": 32, "num_workers": 8, "val_clips": 512, "hflip": False,
+        "data": {"num_frames": 17, "batch_size": 32, "val_clips": 512, "hflip": False,
                  "include_images": False},
         "run": {"max_steps": 1_000_000, "log_every": 100, "val_every": 10_000,
                 "checkpoint_every": 10_000},

@@ -4,17 +4,18 @@ folder (never silently reused), the EMA, and the wall clock for --max-minutes.""
 from __future__ import annotations
 
 import os
-import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
-from accelerate.utils import DynamoBackend
+from accelerate.utils import DynamoBackend, InitProcessGroupKwargs
 from ema_pytorch import EMA
 from torch import nn
 
+from trainers.argnames import KEYWORDS, ArgNames
 from trainers.configs import EMAConfig, RunConfig
 
 _UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
@@ -37,7 +38,7 @@ def make_accelerator(run: RunConfig) -> tuple[Accelerator, int]:
         kwargs["mixed_precision"] = run.mixed_precision
     cuda = torch.cuda.is_available()
     acc = Accelerator(cpu=not cuda, dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=cuda),
-                      **kwargs)
+                      kwargs_handlers=[process_group_kwargs(run)], **kwargs)
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise ValueError(f"{acc.distributed_type.value} is not supported by the magvit2-maskgit trainers yet; launch "
                          "with DDP instead: accelerate launch --multi_gpu ...")
@@ -64,22 +65,38 @@ def prepare_ddp(acc: Accelerator, module: nn.Module, *, find_unused_parameters: 
         acc.ddp_handler = None
 
 
-def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool) -> Path:
+def absolute(path: str | os.PathLike) -> Path:
+    """`path` made absolute (~ expanded, `..` folded, symlinks kept) when a trainer is built, so a later chdir
+    changes nothing about where it reads and writes."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+def process_group_kwargs(run: RunConfig) -> InitProcessGroupKwargs:
+    """The process group's timeout: how long a collective waits for the slowest process (run.dist_timeout_minutes;
+    NCCL's own default, 10 minutes, kills a job whose rank 0 writes a large checkpoint or builds an index)."""
+    return InitProcessGroupKwargs(timeout=timedelta(minutes=run.dist_timeout_minutes))
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: bool,
+                    names: ArgNames = KEYWORDS) -> Path:
     """Create (or check) the run folder before any data is touched: writable, and never silently reused. An existing
     non-empty folder is used only when it is one of ours (it holds `RUN_MARKER`, written when we created it) or with
-    `--resume`; staging folders that a killed export left in it are removed."""
+    `resume`; staging folders that a killed export left in it are removed. Returns it as an absolute path (a later
+    chdir changes nothing). Errors name the inputs as the caller spells them (`names`: flags or keywords). Whether
+    its disk can hold the run's checkpoints is checked once the models exist (`disk_space.check_disk_space`)."""
     from magvit2.serialization import atomic_write_text, remove_stale_staging
     from trainers.checkpointing import RUN_MARKER
 
-    run_dir = Path(run_dir)
+    run_dir = absolute(run_dir)
     if is_main:
         if run_dir.exists() and not run_dir.is_dir():
-            raise NotADirectoryError(f"--out {run_dir} is a file, not a run folder")
+            raise NotADirectoryError(f"{names.give('run_dir', run_dir)} is a file, not a run folder")
         ours = (run_dir / RUN_MARKER).is_file()
         fresh = not run_dir.exists() or not any(run_dir.iterdir())
         if not (ours or fresh or resume is not None):
-            raise FileExistsError(f"--out {run_dir} already exists and is not a run folder of ours (no {RUN_MARKER}); "
-                                  "refusing to write into it: choose a new --out, or pass --resume to continue a run")
+            raise FileExistsError(f"{names.give('run_dir', run_dir)} already exists and is not a run folder of ours "
+                                  f"(no {RUN_MARKER}); refusing to write into it: choose a new {names['run_dir']}, "
+                                  f"or pass {names['resume']} to continue a run")
         run_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
             atomic_write_text(run_dir / RUN_MARKER, "magvit2-maskgit run folder: the trainers may write here\n")
@@ -95,11 +112,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, resume: str | None, is_main: boo
             probe.unlink(missing_ok=True)
         has_checkpoints = any((run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else False
         if has_checkpoints and resume is None:
-            raise FileExistsError(f"{run_dir} already holds checkpoints; pass --resume latest to continue it, or "
-                                  "choose a new --out")
-        free_gb = shutil.disk_usage(run_dir).free / 2**30
-        if free_gb < 1:
-            raise OSError(f"only {free_gb:.2f} GB free under {run_dir}; checkpoints need more")
+            raise FileExistsError(f"{run_dir} already holds checkpoints; pass {names.give('resume', 'latest')} to "
+                                  f"continue it, or choose a new {names['run_dir']}")
     return run_dir
 
 

@@ -20,6 +20,7 @@ from magvit2 import VideoTokenizer, preset_config
 from magvit2.losses import TokenizerLoss
 from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import to_uint8
+from trainers.argnames import KEYWORDS, ArgNames
 from trainers.base import Trainer
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
@@ -52,13 +53,13 @@ class TokenizerTrainer(Trainer):
 
     def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
                  val_dir: str | Path | None = None, resume: str | None = None,
-                 init_from: str | Path | None = None) -> None:
-        super().__init__(config, run_dir, resume, "magvit2.train")
+                 init_from: str | Path | None = None, names: ArgNames = KEYWORDS) -> None:
+        super().__init__(config, run_dir, resume, "magvit2.train", names)
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
         if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
         else:
-            folder = tokenizer_dir(init_from, "--init-from")
+            folder = tokenizer_dir(init_from, names["init_from"])
             self.tokenizer = VideoTokenizer.from_pretrained(folder)
             self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", folder)
         self.tok_config = self.tokenizer.config

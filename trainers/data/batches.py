@@ -105,13 +105,17 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         self.epoch, self.batch_index = epoch + 1, 0
 
 
-def default_num_workers() -> int:
-    """DataLoader workers when the config leaves them unset: ``min(4, usable CPUs)``."""
+def default_num_workers(cap: int = 8) -> int:
+    """DataLoader workers when the config leaves them unset: the CPUs this process may use (``sched_getaffinity``:
+    cgroups and taskset respected, as torch's own check does) shared among this machine's processes
+    (``LOCAL_WORLD_SIZE``, set by torchrun / accelerate launch), at most ``cap``; 0 (load in the main process) when
+    there are more processes than CPUs. Never more than torch's "suggested max number of worker" check allows."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return min(4, cpus)
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(0, min(cap, cpus // local_processes))
 
 
 def build_dataloader(

@@ -2,7 +2,8 @@
 
 `CaptionBank` runs the frozen text encoder once per unique caption at startup when they fit its cache (a batch's
 text is then assembled from the bank by right-padding, no encoder call per step); for more captions than that it
-embeds per batch into a bounded LRU cache.
+embeds per batch into a bounded LRU cache. It knows no model: the trainer hands it the encoder's `encode` function
+and wraps what `embed` returns (data code never imports `maskgit`).
 """
 
 from __future__ import annotations
@@ -12,22 +13,30 @@ import os
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from magvit2.checks import read_utf8
-from maskgit.text import TextEmbedding, TextEncoder
 
 logger = logging.getLogger(__name__)
+
+
+class Encoded(Protocol):
+    """What a text encoder's `encode(captions)` returns (e.g. `maskgit.text.TextEmbedding`)."""
+
+    embeds: torch.Tensor  # (k, m, d)
+    mask: torch.Tensor  # (k, m) bool, True = real token
 
 
 class CaptionBank:
     """Frozen text embeddings of captions, computed once each while they fit a bounded cache.
 
+    `encode(captions)` is the frozen encoder (`TextEncoder.encode`), returning `embeds (k, m, d)` and `mask (k, m)`.
     Each caption keeps only its real tokens `(m_i, d)` on the CPU; `embed(captions)` right-pads a batch to its
-    longest caption: `TextEmbedding(embeds (b, m, d), mask (b, m))`. Up to `cache_size` unique captions, all of them
+    longest caption: `(embeds (b, m, d), mask (b, m) bool)` (the trainer wraps them in `TextEmbedding`). Up to `cache_size` unique captions, all of them
     are embedded at construction (`chunk` per encoder call) and never again. Beyond that (a million-clip dataset),
     nothing is embedded at construction: a batch's captions are embedded when they are missing (one encoder call per
     batch) and kept in a least-recently-used cache of `cache_size` entries, so memory stays bounded. In that mode an
@@ -35,11 +44,11 @@ class CaptionBank:
     padding then match a resumed run to float tolerance rather than bit for bit (the test `tiny` encoder: exact).
     """
 
-    def __init__(self, encoder: TextEncoder, captions: Sequence[str], chunk: int = 64,
+    def __init__(self, encode: Callable[[list[str]], Encoded], captions: Sequence[str], chunk: int = 64,
                  cache_size: int = 16384) -> None:
         if cache_size < 1:
             raise ValueError(f"cache_size must be >= 1; got {cache_size}")
-        self.encoder, self.chunk, self.cache_size = encoder, chunk, cache_size
+        self.encode, self.chunk, self.cache_size = encode, chunk, cache_size
         self.table: OrderedDict[str, torch.Tensor] = OrderedDict()
         unique = list(dict.fromkeys(captions))
         self.lazy = len(unique) > cache_size
@@ -53,7 +62,7 @@ class CaptionBank:
         new = [c for c in dict.fromkeys(captions) if c not in self.table]
         for start in range(0, len(new), self.chunk):
             part = new[start : start + self.chunk]
-            out = self.encoder.encode(part)  # (k, m, d), mask (k, m)
+            out = self.encode(part)  # embeds (k, m, d), mask (k, m)
             for row, caption in enumerate(part):
                 tokens = out.embeds[row][out.mask[row]].float().cpu()  # (m_i, d)
                 self.table[caption] = tokens if len(tokens) else out.embeds.new_zeros(1, out.embeds.shape[-1]).cpu()
@@ -61,7 +70,8 @@ class CaptionBank:
     def __len__(self) -> int:
         return len(self.table)
 
-    def embed(self, captions: Sequence[str]) -> TextEmbedding:
+    def embed(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(embeds (b, m, d), mask (b, m))` of `captions`, right-padded to the longest."""
         self.add(captions)
         rows = [self.table[c] for c in captions]
         if self.lazy:
@@ -74,7 +84,7 @@ class CaptionBank:
         mask = torch.zeros(len(rows), m, dtype=torch.bool)  # (b, m)
         for i, r in enumerate(rows):
             embeds[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-        return TextEmbedding(embeds, mask)
+        return embeds, mask
 
 
 def warn_empty_captions(captions: Sequence[str], what: str) -> int:

@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from magvit2.pixels import from_uint8
-from trainers.data.index import IndexEntry, default_index_path, load_index
+from trainers.data.index import IndexEntry, index_path, load_index
 from trainers.data.samples import DatasetStats, FailedSample, SampleKey, check_positive_int
 from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files, split_files
 from trainers.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoInfo, VideoReadError, read_clip
@@ -92,7 +92,8 @@ class VideoFolderDataset(Dataset):
         captions: require a caption for every file (``ValueError`` listing some that lack one). Captions that
             exist are returned either way; an empty caption counts as missing.
         probe_workers: threads used to probe the files the dataset index lacks (or that changed).
-        index_file: the dataset index (``trainers.data.index``); default ``root/.magvit2/index.json``.
+        index_file: the dataset index (``trainers.data.index``); default ``root/.magvit2/index.json``, or the per-user
+            cache for a folder we cannot write (``trainers.data.index.index_path``).
 
     Items (``dataset[SampleKey(epoch, index, batch_index)]`` or ``dataset[index]`` with ``dataset.epoch``):
         ``{"video": float (3, t, h, w) in [-1, 1], "caption": str, "path": str (relative to root), "index": int,
@@ -190,8 +191,8 @@ class VideoFolderDataset(Dataset):
     def _load_entries(self, probe_workers: int, index_file: str | os.PathLike | None) -> list[IndexEntry]:
         """Every media file with its header facts, caption and ``error`` ("" when usable): the dataset index.
         ``ShardDataset`` overrides this (and ``_read``) to read a packed folder instead."""
-        self.index_file = Path(index_file) if index_file is not None else default_index_path(self.root)
-        return load_index(self.root, self.index_file, workers=probe_workers).entries  # the one source of files
+        self.index_file = Path(index_file) if index_file is not None else index_path(self.root)
+        return load_index(self.root, index_file, workers=probe_workers).entries  # the one source of files
 
     def _read(self, index: int, start: int, generator: torch.Generator | None) -> np.ndarray:
         """Frames ``uint8 (T, h, w, 3)`` of sample ``index`` (see ``read_clip``); raises VideoReadError/OSError."""
@@ -335,5 +336,5 @@ def folder_datasets(dirs: Sequence[str | os.PathLike], split: str | None, **kwar
                 continue
             raise
     if not datasets:
-        raise ValueError(f"no validation clips in {[str(d) for d in dirs]}: raise data.val_fraction or pass --val-data")
+        raise ValueError(f"no validation clips in {[str(d) for d in dirs]}: raise data.val_fraction or give a separate validation folder")
     return datasets[0] if len(datasets) == 1 else MultiFolderDataset(datasets)

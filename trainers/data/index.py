@@ -18,12 +18,20 @@ the first ``VideoFolderDataset`` that finds none) holds one row per media file::
 
 The index is the one source of a dataset's file list. Builds are parallel (processes for the command, threads in
 a dataset) and resumable: a build writes what it has probed every ``checkpoint_seconds`` (``"complete": false``),
-and the next build reuses those rows. Every write is atomic. Under ``torch.distributed`` rank 0 builds or
-refreshes and writes; the other ranks wait at a barrier and read its file.
+and the next build reuses those rows. Every write is atomic.
+
+Where it lives (``index_path``): ``DIR/.magvit2/index.json`` when that folder can be written; for a folder we cannot
+write (a read-only mount, NFS exported read-only, squashfs, no permission) a per-user cache keyed by the folder's
+resolved path, ``$MAGVIT2_INDEX_CACHE`` (default ``~/.cache/magvit2/index``) ``/<sha256(path)[:16]>/index.json``,
+said once in the log; an index already inside such a folder is still read. Every process computes the same path.
+Under ``torch.distributed`` rank 0 builds or refreshes and writes while the other ranks wait for it without a
+collective (``trainers.rank_zero.on_main``: a long build is not cut short by the process-group timeout), then read
+its file; a machine that cannot see that file (a per-machine cache) builds its own copy once, on its local rank 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,13 +42,14 @@ from dataclasses import astuple, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from magvit2.checks import read_utf8, read_json
+from magvit2.checks import read_json
 from magvit2.serialization import atomic_write_text
+from trainers.rank_zero import distributed, on_local_main, on_main
 from trainers.data.scan import METADATA_FILE, load_captions, scan_media_files
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoInfo, VideoReadError, probe_image, probe_video
 
-__all__ = ["INDEX_FORMAT", "DatasetIndex", "IndexEntry", "build_index", "default_index_path", "load_index",
-           "probe_entry", "read_index", "write_index"]
+__all__ = ["INDEX_FORMAT", "DatasetIndex", "IndexEntry", "build_index", "cached_index_path", "default_index_path",
+           "index_path", "load_index", "probe_entry", "read_index", "write_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,7 @@ class DatasetIndex:
     metadata: list[int] | None  # [size, mtime_ns] of metadata.jsonl, None when there is none
     complete: bool = True
     probed: int = field(default=0, compare=False)  # files probed by the call that returned this (not stored)
+    saved: Path | None = field(default=None, compare=False)  # where that call wrote it (None: nowhere; not stored)
 
     def to_json(self) -> str:
         return json.dumps({"format": INDEX_FORMAT, "version": INDEX_VERSION, "root": str(self.root),
@@ -93,7 +103,28 @@ class DatasetIndex:
 
 
 def default_index_path(root: str | os.PathLike) -> Path:
+    """``root/.magvit2/index.json``: the index's place inside a folder we can write."""
     return Path(root) / ".magvit2" / "index.json"
+
+
+def index_cache() -> Path:
+    """Where indexes of folders we cannot write live: ``$MAGVIT2_INDEX_CACHE``, default ``~/.cache/magvit2/index``."""
+    return Path(os.environ.get("MAGVIT2_INDEX_CACHE", Path.home() / ".cache" / "magvit2" / "index")).expanduser()
+
+
+def cached_index_path(root: str | os.PathLike) -> Path:
+    """The cache's index file for folder ``root``, keyed by its resolved path (the same on every process)."""
+    key = hashlib.sha256(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:16]
+    return index_cache() / key / "index.json"
+
+
+def index_path(root: str | os.PathLike) -> Path:
+    """Where the index of ``root`` is written: inside the folder when we may create files there, else the cache.
+    ``os.access`` asks the kernel, which says no for a read-only mount even to root (EROFS) as well as for missing
+    permissions; every process gets the same answer."""
+    own = default_index_path(Path(root).resolve())
+    folder = own.parent if own.parent.is_dir() else own.parent.parent
+    return own if os.access(folder, os.W_OK) else cached_index_path(root)
 
 
 def _signature(path: Path) -> list[int] | None:
@@ -219,9 +250,11 @@ def _probe_all(root: Path, rels: list[str], workers: int, processes: bool,
 
 def build_index(root: str | os.PathLike, path: str | os.PathLike | None = None, workers: int = 4,
                 processes: bool = True, previous: DatasetIndex | None = None, checkpoint_seconds: float = 60.0,
-                progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+                progress: Callable[[int, int], None] | None = None, save_errors: str = "raise") -> DatasetIndex:
     """Scan ``root`` and probe every media file not already fresh in ``previous`` (or in the index at ``path``,
-    even a partial one); write the result to ``path`` (None: do not write). Returns the complete index."""
+    even a partial one); write the result to ``path`` (None: do not write). Returns the complete index (its
+    ``saved`` attribute: where it was written, or None). ``save_errors="warn"``: a write that fails (read-only, full
+    disk) is logged once and the build goes on without saving; ``"raise"``: the OSError propagates."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"dataset folder does not exist or is not a folder: {root}")
@@ -231,7 +264,10 @@ def build_index(root: str | os.PathLike, path: str | os.PathLike | None = None, 
         except FileNotFoundError:
             previous = None
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # before the scan: creating it changes root's mtime
+        try:  # before the scan: creating it changes root's mtime
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            path = _unsaved(path, exc, save_errors)
     dirs: dict[str, int] = {}
     meta = _signature(root / METADATA_FILE)
     files = scan_media_files(root, include_images=True, dir_mtimes=dirs)
@@ -242,19 +278,37 @@ def build_index(root: str | os.PathLike, path: str | os.PathLike | None = None, 
         logger.info("index of %s: %d files unchanged, %d to probe", root, len(kept), len(todo))
     last_write = [time.monotonic()]
 
+    target = [Path(path) if path is not None else None]
+
+    def save(index: DatasetIndex) -> None:
+        if target[0] is not None:
+            try:
+                write_index(index, target[0])
+            except OSError as exc:
+                target[0] = _unsaved(target[0], exc, save_errors)
+
     def checkpoint(done: list[IndexEntry]) -> None:
         if progress is not None:
             progress(len(kept) + len(done), len(files))
-        if path is not None and time.monotonic() - last_write[0] >= checkpoint_seconds and len(done) < len(todo):
-            write_index(DatasetIndex(root, [*kept.values(), *done], dirs, meta, complete=False), path)
+        if time.monotonic() - last_write[0] >= checkpoint_seconds and len(done) < len(todo):
+            save(DatasetIndex(root, [*kept.values(), *done], dirs, meta, complete=False))
             last_write[0] = time.monotonic()
 
     probed = {e.path: e for e in _probe_all(root, todo, workers, processes, checkpoint)}
     entries = _with_captions(root, [kept.get(rel) or probed[rel] for rel in files])
     index = DatasetIndex(root, entries, dirs, meta, complete=True, probed=len(todo))
-    if path is not None:
-        write_index(index, path)
+    save(index)
+    index.saved = target[0]
     return index
+
+
+def _unsaved(path: str | os.PathLike, exc: OSError, save_errors: str) -> None:
+    """A failed index write: raise (``save_errors="raise"``) or log it and carry on without saving."""
+    if save_errors == "raise" or isinstance(exc, FileExistsError):  # never replace a file that is not an index
+        raise exc
+    logger.warning("cannot write the dataset index %s (%s); probing without saving it (set MAGVIT2_INDEX_CACHE to a "
+                   "writable folder, or run `magvit2-index DIR --index PATH`)", path, exc)
+    return None
 
 
 def _refresh(index: DatasetIndex, workers: int) -> tuple[DatasetIndex, bool]:
@@ -275,53 +329,72 @@ def _refresh(index: DatasetIndex, workers: int) -> tuple[DatasetIndex, bool]:
     return DatasetIndex(root, entries, index.dirs, meta, complete=True, probed=len(stale)), True
 
 
-def _load_or_build(root: Path, path: Path, workers: int) -> DatasetIndex:
-    try:
-        index = read_index(path, root)
-    except FileNotFoundError:
-        index = None
+_reported: set[Path] = set()  # folders whose index location was already logged by this process
+
+
+def _load_or_build(root: Path, path: Path, workers: int, also: Path | None = None) -> DatasetIndex:
+    """The index at ``path`` (else at ``also``: one a read-only folder already holds), refreshed, or built; written
+    to ``path`` when it changed (a failed write is logged, not fatal). ``saved`` says where it is on disk."""
+    index, where = None, path
+    for candidate in (path, also):
+        if candidate is not None and index is None:
+            try:
+                index, where = read_index(candidate, root), candidate
+            except FileNotFoundError:
+                pass
     if index is not None and index.complete and not _dirs_changed(index):
         index, changed = _refresh(index, workers)
-        if changed:
-            _try_write(index, path)
-        return index
-    if index is None:
-        logger.info("no dataset index at %s: probing every file of %s once (later runs reuse it; "
-                    "`magvit2-index %s` builds it in parallel beforehand)", path, root, root)
-    try:
-        return build_index(root, path, workers=workers, processes=False, previous=index)
-    except PermissionError as exc:
-        logger.warning("cannot write the dataset index %s (%s); probing without saving it", path, exc)
-        return build_index(root, None, workers=workers, processes=False, previous=index)
+        index.saved = _try_write(index, path) if changed else where
+    else:
+        if index is None:
+            logger.info("no dataset index at %s: probing every file of %s once (later runs reuse it; "
+                        "`magvit2-index %s` builds it in parallel beforehand)", path, root, root)
+        index = build_index(root, path, workers=workers, processes=False, previous=index, save_errors="warn")
+    if also is not None and index.saved is not None and root not in _reported:  # one line per folder and process
+        _reported.add(root)
+        logger.warning("dataset folder %s is not writable: its index is kept at %s (MAGVIT2_INDEX_CACHE moves the "
+                       "cache)", root, index.saved)
+    return index
 
 
-def _try_write(index: DatasetIndex, path: Path) -> None:
+def _try_write(index: DatasetIndex, path: Path) -> Path | None:
     try:
-        write_index(index, path)
-    except PermissionError as exc:
+        return write_index(index, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
         logger.warning("cannot update the dataset index %s (%s)", path, exc)
+        return None
 
 
 def load_index(root: str | os.PathLike, path: str | os.PathLike | None = None, workers: int = 4) -> DatasetIndex:
-    """The fresh index of ``root``: read, refreshed or built (see the module doc). Under an initialised
-    ``torch.distributed`` with several ranks, rank 0 does the work and writes; the others wait and read."""
-    import torch.distributed as dist
-
+    """The fresh index of ``root``: read, refreshed or built (see the module doc), at ``path`` (default:
+    ``index_path(root)``). Under ``torch.distributed`` with several processes rank 0 does the work and writes while
+    the others wait without a collective, then read its file."""
     root = Path(root).resolve()
-    path = Path(path) if path is not None else default_index_path(root)
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return _load_or_build(root, path, workers)
-    if dist.get_rank() == 0:
-        try:
-            index = _load_or_build(root, path, workers)
-        finally:
-            dist.barrier()  # release the other ranks even when this failed (they then fail reading the file)
-        return index
-    dist.barrier()
-    try:
-        return read_index(path, root)
-    except FileNotFoundError:  # rank 0 could not write it (read-only folder): probe here too
-        return _load_or_build(root, path, workers)
+    own = default_index_path(root)
+    path = Path(path) if path is not None else index_path(root)
+    also = own if path == cached_index_path(root) and own != path else None
+
+    def build() -> DatasetIndex:
+        return _load_or_build(root, path, workers, also)
+
+    if not distributed():
+        return build()
+    what = f"the dataset index of {root}"
+    shared = on_main(build, what, share=lambda index: str(index.saved) if index.saved else None)
+    if isinstance(shared, DatasetIndex):  # rank 0
+        return shared
+    if shared is None:  # rank 0 could not save it anywhere: this process probes too
+        return _load_or_build(root, path, workers, also)
+    if Path(shared).is_file():
+        return read_index(shared, root)
+    # not visible on this machine (a per-machine cache): its local rank 0 builds a copy here for its processes
+    logger.warning("the dataset index rank 0 wrote (%s) is not visible on this machine; building it here", shared)
+    local = on_local_main(build, what, share=lambda index: str(index.saved) if index.saved else None)
+    if isinstance(local, DatasetIndex):
+        return local
+    return read_index(local, root) if local else _load_or_build(root, path, workers, also)
 
 
 def summary(index: DatasetIndex) -> dict[str, Any]:

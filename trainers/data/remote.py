@@ -8,8 +8,9 @@ A source is the packed folder (`magvit2-pack`) given as `https://HOST/PATH/`, `h
 file names, so nothing lands outside the cache), then every shard it lists that is not cached yet, each written
 atomically, into `MAGVIT2_SHARD_CACHE` (default `~/.cache/magvit2/shards`) / `<sha256(source)[:16]>/`, and returns
 that folder. A restart downloads only what is missing. Random access needs the bytes on a local disk: shards are
-fetched whole before training reads them, not streamed. Trainers call it under
-`accelerator.local_main_process_first()`: one process per machine downloads, the others then find the files.
+fetched whole before training reads them, not streamed. Trainers call it through `trainers.rank_zero.on_local_main`:
+one process per machine downloads while the others of that machine wait for it (no collective), then they all agree
+on the outcome (`same_outcome`).
 """
 
 from __future__ import annotations
