@@ -32,6 +32,12 @@ from magvit2.layers import (
     TimeUpsample,
     sequential_forward,
 )
+from magvit2.layers_seed import (
+    PointwiseSpaceUpsample,
+    PointwiseTimeUpsample,
+    SingleConvResidualBlock,
+    TimeOnlyDownsample,
+)
 from magvit2.quantize import QuantizerOutput, build_quantizer
 from magvit2.serialization import (
     CONFIG_NAME,
@@ -57,6 +63,8 @@ def _mixing_block(name: str, dim: int, config: TokenizerConfig, dim_cond: int | 
     cond = dim_cond if name.startswith("cond_") else None
     base = name.removeprefix("cond_")
     if base == "residual":
+        if c.block_style == "seed":
+            return SingleConvResidualBlock(dim, c.residual_conv_kernel_size, cond)
         if cond is not None:
             return CondResidualBlock(dim, cond, c.residual_conv_kernel_size, c.norm_groups)
         return ResidualBlock(dim, c.residual_conv_kernel_size, c.norm_groups)
@@ -69,6 +77,15 @@ def _mixing_block(name: str, dim: int, config: TokenizerConfig, dim_cond: int | 
     if base == "gateloop_time":
         return GateLoopTimeBlock(dim, c.ff_mult, cond)
     raise ValueError(f"unknown layer {name!r}")  # unreachable: the config validated names
+
+
+# (block_style, compress layer) -> (encoder downsampler, decoder upsampler); each built as cls(dim_in, dim_out)
+RESAMPLERS = {
+    ("paper", "compress_space"): (SpaceDownsample, SpaceUpsample),
+    ("paper", "compress_time"): (TimeDownsample, TimeUpsample),
+    ("seed", "compress_space"): (SpaceDownsample, PointwiseSpaceUpsample),
+    ("seed", "compress_time"): (TimeOnlyDownsample, PointwiseTimeUpsample),
+}
 
 
 class VideoTokenizer(nn.Module):
@@ -108,8 +125,7 @@ class VideoTokenizer(nn.Module):
                     decoder.insert(0, _mixing_block("residual", dim, c, dim_cond))
             elif name in ("compress_space", "compress_time"):
                 dim_out = arg if arg is not None else int(min(dim * 2, max_dim))
-                space = name == "compress_space"
-                down, up = (SpaceDownsample, SpaceUpsample) if space else (TimeDownsample, TimeUpsample)
+                down, up = RESAMPLERS[c.block_style, name]
                 encoder.append(down(dim, dim_out))
                 decoder.insert(0, up(dim_out, dim))
                 dim = dim_out
