@@ -1,48 +1,26 @@
 """`make bench`: speed and memory of the main paths, printed with their config, versions and machine.
 
-1. LFQ entropy loss at 2^18 codes (the paper's codebook) on a 5x16x16 latent: ours (factorised, exact) vs
-   vector-quantize-pytorch's LFQ (tokens x codes matrix), side by side: peak RSS and seconds for forward+backward,
-   each in a fresh process.
-2. Tokenizer: tokenize / decode / one training update (G + D on the shared forward) for the demo preset at 9 frames.
-3. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer.
+demo (the demo's own shapes):
+1. Tokenizer: tokenize / decode / one training update (G + D on the shared forward) for the demo preset at 9 frames.
+2. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer on the demo's 3x8x8 grid.
+reference (`benchmarks.reference_compare`): side by side with magvit2-pytorch 0.5.1 in its own environment, the
+machine's conv3d limit, LFQ at 2^10 / 2^14 / 2^18 codes vs vector-quantize-pytorch, MaskGit on a 5x16x16 grid.
 Timings are medians of repeated runs after a warm-up; compare numbers only within one run of this script.
+`python -m benchmarks.run_all --only demo|reference [reference flags...]` runs one part; flags after --only go to
+`benchmarks.reference_compare` (see its --help).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
-
-LFQ_PROBE = r"""
-import json, resource, sys, time, torch
-torch.manual_seed(0)
-which, bits, tokens_t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-dim = 64
-if which == "ours":
-    from magvit2 import TokenizerConfig
-    from magvit2.quantize import LFQuantizer
-    q = LFQuantizer(dim, TokenizerConfig(image_size=8, codebook_size=2**bits, layers=("residual",))).train()
-    run = lambda x: q(x).aux_loss
-else:
-    from vector_quantize_pytorch import LFQ
-    q = LFQ(dim=dim, codebook_size=2**bits, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
-            channel_first=True).train()
-    run = lambda x: q(x)[2]
-x = (torch.randn(1, dim, tokens_t, 16, 16) * 0.1).requires_grad_()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter()
-run(x).backward()
-seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak / 1024, "added_mb": (peak - before) / 1024}))
-"""
 
 
 def header() -> dict:
@@ -73,19 +51,6 @@ def timed(fn, repeats: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def bench_lfq() -> None:
-    print("\n## LFQ entropy loss, 2^18 codes, latent 1 x 5 x 16 x 16 (1,280 tokens), dim 64, forward+backward")
-    print("| implementation | peak RSS (MB) | added by the loss (MB) | seconds |\n|---|---|---|---|")
-    for which in ("ours", "vector-quantize-pytorch"):
-        result = subprocess.run([sys.executable, "-c", LFQ_PROBE, which, "18", "5"], capture_output=True, text=True,
-                                timeout=900)
-        if result.returncode:
-            print(f"| {which} | failed: {result.stderr.strip().splitlines()[-1]} | | |")
-            continue
-        r = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"| {which} | {r['peak_rss_mb']:.0f} | {r['added_mb']:.0f} | {r['seconds']:.2f} |")
 
 
 def bench_tokenizer() -> None:
@@ -154,13 +119,32 @@ def bench_maskgit() -> None:
     print(f"| 8 | {t:.3f} | {8 / t:.1f} |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="make bench: the demo-shape benchmarks and the side-by-side comparison",
+                                epilog="other flags go to benchmarks.reference_compare (see its --help)")
+    p.add_argument("--only", choices=("all", "demo", "reference"), default="all")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (every process)")
+    p.add_argument("--reference-python", help="python of the reference environment (make bench passes it)")
+    args, rest = p.parse_known_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
     print("# magvit2-maskgit benchmarks")
     print(json.dumps(header(), indent=1))
-    bench_lfq()
-    bench_tokenizer()
-    bench_maskgit()
+    if args.only in ("all", "demo"):
+        bench_tokenizer()
+        bench_maskgit()
+    code = 0
+    if args.only in ("all", "reference"):
+        from benchmarks import reference_compare
+
+        print()
+        ref = ["--reference-python", args.reference_python] if args.reference_python else []
+        code = reference_compare.main([*rest, *ref, "--threads", str(args.threads)])
+    elif rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    print(f"\nmake bench: {(time.monotonic() - start) / 60:.1f} min")
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,7 @@ LAYER_NAMES = (*PLAIN_LAYERS, *COND_LAYERS, *COMPRESS_LAYERS, "consecutive_resid
 
 LayerSpec = str | tuple[str, int]
 TIME_PADDINGS = ("causal", "prepend")
+BLOCK_STYLES = ("paper", "seed")  # see TokenizerConfig.block_style
 
 
 def _normalize_layer(spec: Any) -> LayerSpec:
@@ -71,6 +72,9 @@ class TokenizerConfig:
     residual_conv_kernel_size: int | tuple[int, int, int] = 3  # (t, h, w) kernel in residual blocks; (1, 3, 3):
     # spatial-only residuals, 3x cheaper, time mixed by the compress_time / attend_time layers
     norm_groups: int = 8  # GroupNorm groups (applied per frame, so normalisation stays causal)
+    block_style: str = "paper"  # "paper": residual blocks of two norm->SiLU->conv stages, 3x3x3 time resamplers;
+    # "seed": magvit2-pytorch's sizes for the same layer list (one conv per residual, light resamplers; about half the
+    # parameters and FLOPs; magvit2.layers_seed)
     attn_dim_head: int = 32
     attn_heads: int = 8
     attn_dropout: float = 0.0
@@ -109,6 +113,9 @@ class TokenizerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if self.block_style not in BLOCK_STYLES:
+            choices = ", ".join(map(repr, BLOCK_STYLES))
+            raise ValueError(f"block_style must be one of {choices}; got {self.block_style!r}")
         if self.max_dim is not None and self.max_dim < self.init_dim:
             raise ValueError(f"max_dim ({self.max_dim}) must be >= init_dim ({self.init_dim})")
         self._validate_quantizer()

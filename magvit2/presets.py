@@ -31,6 +31,15 @@ TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
                 "attend_space", "compress_time", ("consecutive_residual", 2), "compress_time",
                 ("consecutive_residual", 2), "attend_time"),
     ),
+    # the seed's README model (magvit2-pytorch 0.5.1) at the seed's block sizes (block_style="seed": one conv per
+    # residual, light resamplers): 117.8M parameters like the seed's; 17 x 128 x 128 -> 5 x 16 x 16 codes of 2**10
+    "seed": dict(
+        image_size=128, init_dim=64, max_dim=512, codebook_size=2**10, block_style="seed",
+        layers=("residual", "compress_space", ("consecutive_residual", 2), "compress_space",
+                ("consecutive_residual", 2), "linear_attend_space", "compress_space", ("consecutive_residual", 2),
+                "attend_space", "compress_time", ("consecutive_residual", 2), "compress_time",
+                ("consecutive_residual", 2), "attend_time"),
+    ),
     # MAGVIT-v2 (arXiv 2310.05737): 128x128, 17 frames -> 5 x 16 x 16, 2**18 codes, 8x space, 4x time
     "paper": dict(
         image_size=128, init_dim=128, max_dim=512, codebook_size=2**18,

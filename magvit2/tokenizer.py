@@ -36,6 +36,12 @@ from magvit2.layers import (
     conv_memory_format,
     sequential_forward,
 )
+from magvit2.layers_seed import (
+    PointwiseSpaceUpsample,
+    PointwiseTimeUpsample,
+    SingleConvResidualBlock,
+    TimeOnlyDownsample,
+)
 from magvit2.quantize import QuantizerOutput, build_quantizer
 from magvit2.serialization import (
     CONFIG_NAME,
@@ -61,6 +67,8 @@ def _mixing_block(name: str, dim: int, config: TokenizerConfig, dim_cond: int | 
     cond = dim_cond if name.startswith("cond_") else None
     base = name.removeprefix("cond_")
     if base == "residual":
+        if c.block_style == "seed":
+            return SingleConvResidualBlock(dim, c.residual_conv_kernel_size, cond)
         if cond is not None:
             return CondResidualBlock(dim, cond, c.residual_conv_kernel_size, c.norm_groups)
         return ResidualBlock(dim, c.residual_conv_kernel_size, c.norm_groups)
@@ -73,6 +81,15 @@ def _mixing_block(name: str, dim: int, config: TokenizerConfig, dim_cond: int | 
     if base == "gateloop_time":
         return GateLoopTimeBlock(dim, c.ff_mult, cond)
     raise ValueError(f"unknown layer {name!r}")  # unreachable: the config validated names
+
+
+# (block_style, compress layer) -> (encoder downsampler, decoder upsampler); each built as cls(dim_in, dim_out)
+RESAMPLERS = {
+    ("paper", "compress_space"): (SpaceDownsample, SpaceUpsample),
+    ("paper", "compress_time"): (TimeDownsample, TimeUpsample),
+    ("seed", "compress_space"): (SpaceDownsample, PointwiseSpaceUpsample),
+    ("seed", "compress_time"): (TimeOnlyDownsample, PointwiseTimeUpsample),
+}
 
 
 class VideoTokenizer(nn.Module):
@@ -112,12 +129,12 @@ class VideoTokenizer(nn.Module):
                     decoder.insert(0, _mixing_block("residual", dim, c, dim_cond))
             elif name in ("compress_space", "compress_time"):
                 dim_out = arg if arg is not None else int(min(dim * 2, max_dim))
-                space = name == "compress_space"
-                if space:
-                    down, up = SpaceDownsample(dim, dim_out), SpaceUpsample(dim_out, dim)
-                else:
+                down, up = RESAMPLERS[c.block_style, name]
+                if name == "compress_time":
                     alone = c.time_padding == "causal"
-                    down, up = TimeDownsample(dim, dim_out, alone), TimeUpsample(dim_out, dim, alone)
+                    down, up = down(dim, dim_out, alone), up(dim_out, dim, alone)
+                else:
+                    down, up = down(dim, dim_out), up(dim_out, dim)
                 encoder.append(down)
                 decoder.insert(0, up)
                 dim = dim_out

@@ -36,6 +36,16 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
         "disc_optim": {"lr": 1e-4, "warmup_steps": 2000},
         "disc_start_step": 20_000,
     },
+    # the seed's README model and trainer settings (magvit2-pytorch: batch 4, 8 accumulated micro-batches, lr 2e-5)
+    "seed": {
+        "data": {"num_frames": 17, "batch_size": 4, "num_workers": 4},
+        "grad_accum": 8,
+        "run": {"max_steps": 200_000, "val_every": 2000, "checkpoint_every": 2000},
+        "ema": {"beta": 0.999, "update_after_step": 1000},
+        "gen_optim": {"lr": 2e-5, "warmup_steps": 1000},
+        "disc_optim": {"lr": 2e-5, "warmup_steps": 1000},
+        "disc_start_step": 20_000,
+    },
     # MAGVIT-v2-style; multi-GPU with accelerate launch
     "paper": {
         "data": {"num_frames": 17, "batch_size": 4},
