@@ -2,7 +2,8 @@
 
 What is measured, and on what:
 - tokenizer: the exported EMA tokenizer reconstructs every held-out real clip (`tokenizer/val`: sources never seen
-  in training) -> PSNR, SSIM (of the [0, 1] frames: skimage's convention, the one published tables use), codebook usage (distinct codes used / codebook size over all their tokens), perplexity;
+  in training) -> PSNR, SSIM (of the [0, 1] frames: skimage's convention, the one published tables use), codebook
+  usage (distinct codes used / codebook size over all their tokens), perplexity;
 - maskgit: masked-token accuracy of the EMA transformer on held-out digit clips (the trainer's final validation,
   fixed masks at ratios 0.25-1.0);
 - prompt following: videos generated from seen and held-out (digit, direction) prompts are judged by a digit
