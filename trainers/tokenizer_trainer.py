@@ -23,7 +23,7 @@ from magvit2.pixels import to_uint8
 from trainers.base import Trainer
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
-from trainers.data.folders import folder_datasets
+from trainers.data.folders import folder_datasets, size_note
 from trainers.data.video_write import write_gif, write_video
 from trainers.model_sources import tokenizer_dir
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
@@ -57,6 +57,9 @@ class TokenizerTrainer(Trainer):
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
         if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
+            t = self.tokenizer
+            self.log.info("preset %s: %dx%d frames, %d codes (--preset tiny|demo|base|paper; --resolution N)",
+                          config.preset, *t.config.image_size, t.codebook_size)
         else:
             folder = tokenizer_dir(init_from, "--init-from")
             self.tokenizer = VideoTokenizer.from_pretrained(folder)
@@ -110,6 +113,8 @@ class TokenizerTrainer(Trainer):
         stats = self.train_set.stats
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
+        if size_note(self.train_set):
+            self.log.info("%s", size_note(self.train_set))
 
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "tokenizer_resolved": self.tok_config.to_dict()}
@@ -134,6 +139,10 @@ class TokenizerTrainer(Trainer):
         d = self.config.data
         self.ema.ema_model.save_pretrained(folder, training={"num_frames": d.num_frames, "frame_stride": d.frame_stride,
                                                              "step": self.step})
+
+    def hub_export(self) -> tuple[VideoTokenizer, dict[str, Any]]:
+        d = self.config.data
+        return self.ema.ema_model, {"num_frames": d.num_frames, "frame_stride": d.frame_stride, "step": self.step}
 
     # one update ----------------------------------------------------------------------------------------------------
 
