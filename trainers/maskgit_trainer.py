@@ -169,8 +169,8 @@ class MaskGitTrainer(Trainer):
                                              val_fraction=d.val_fraction, **common)
             self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
                                                        num_workers=d.num_workers))  # global batches, split
-            if size_note(self.train_set):
-                self.log.info("%s", size_note(self.train_set))
+            if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
+                self.log.info("%s", note)
             if not separate_val and d.val_fraction > 0:
                 val_set = folder_datasets(data_dirs, "val", num_frames=d.val_num_frames or d.num_frames,
                                           val_fraction=d.val_fraction, **common)

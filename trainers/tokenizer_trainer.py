@@ -113,8 +113,8 @@ class TokenizerTrainer(Trainer):
         stats = self.train_set.stats
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
-        if size_note(self.train_set):
-            self.log.info("%s", size_note(self.train_set))
+        if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
+            self.log.info("%s", note)
 
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "tokenizer_resolved": self.tok_config.to_dict()}
