@@ -74,6 +74,7 @@ def test_convert_then_evaluate_reproduces_the_torchscript_fvd(standin, scripted,
                 x255 = ((clip[:, :, :16] + 1) * 127.5).contiguous()  # [0, 255] floats, 16 frames of 16x16
                 feats[kind].append(standin(x255, rescale=True, resize=True, return_features=True))
     expected = frechet_distance(torch.cat(feats["real"]), torch.cat(feats["fake"]))
+    print(f"rFVD with the converted weights {report['rfvd']:.6g}, with the TorchScript stand-in {expected:.6g}")
     assert expected > 0 and report["rfvd"] == pytest.approx(expected, rel=1e-3)
 
 
