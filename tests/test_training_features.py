@@ -68,7 +68,7 @@ def test_resolution_sets_the_tokenizer_size_and_other_sizes_are_resized_with_a_l
     assert trainer.train_set[(0, 0, -1)]["video"].shape[-2:] == (32, 32)
     text = caplog.text
     assert "files are not 32x32 (width x height: 24x20" in text and "resized on its short side to cover 32x32" in text
-    assert "--resolution N" in text and "preset tiny: 32x32 frames" in text
+    assert "--resolution N" in text and "tokenizer: 32x32 frames, 5-frame clips, 64 codes (preset tiny" in text
 
 
 def test_push_to_hub_uploads_the_export_at_checkpoints_and_the_end(clips, tmp_path, uploads, one_thread):

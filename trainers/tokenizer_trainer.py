@@ -55,11 +55,9 @@ class TokenizerTrainer(Trainer):
                  init_from: str | Path | None = None) -> None:
         super().__init__(config, run_dir, resume, "magvit2.train")
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
+        self.initialised_from = init_from
         if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
-            t = self.tokenizer
-            self.log.info("preset %s: %dx%d frames, %d codes (--preset tiny|demo|base|paper; --resolution N)",
-                          config.preset, *t.config.image_size, t.codebook_size)
         else:
             folder = tokenizer_dir(init_from, "--init-from")
             self.tokenizer = VideoTokenizer.from_pretrained(folder)
@@ -111,6 +109,9 @@ class TokenizerTrainer(Trainer):
         self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
                                                    num_workers=d.num_workers))  # global batches, split per process
         stats = self.train_set.stats
+        self.log.info("tokenizer: %dx%d frames, %d-frame clips, %d codes (%s; --preset tiny|demo|base|paper, "
+                      "--resolution N)", *self.tok_config.image_size, d.num_frames, self.tokenizer.codebook_size,
+                      "the --init-from tokenizer" if self.initialised_from else f"preset {c.preset}")
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
         if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
