@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
+	# lpips: only its weight files (LPIPS heads) and, in the tests, its code as the reference; --no-deps because it
+	# requires torchvision, which would replace the CPU torch (see pyproject.toml)
+	$(PY) -m pip install -q --no-deps 'lpips==0.1.4'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -7,17 +7,25 @@ TensorFlow's "SAME" padding (computed from the input size, zeros), BatchNorm eps
 
 Protocol of `i3d_features` (and so of `fvd`); numbers are comparable only under the same protocol:
 
-* input: video `(b, 3, t, h, w)` in [-1, 1] (the range the I3D weights were trained on), any `t >= 1`;
+* input: video `(b, 3, t, h, w)` in [-1, 1] (the range the I3D weights were trained on);
 * each frame resized to `resize x resize` (default 224, the common FVD protocol) with bilinear interpolation
   (`align_corners=False`, no antialias), aspect ratio not kept; a smaller `resize` (e.g. 64 in the tests) is only
   for speed and gives different numbers;
-* features: the 1024-d output of `Mixed_5c` averaged over time and space (the port's `AvgPool3d((2, 7, 7))` is the
-  same average for 16 frames at 224x224; for other sizes the global average is what keeps one vector per clip);
+* features, `features="logits"` (the default; what published FVDs use: the TF-Hub I3D's `RGB/inception_i3d/Mean`
+  of the original FVD code, and the `return_features=True` output of the TorchScript `i3d_torchscript.pt` of
+  StyleGAN-V / DIGAN / common FVD code): the 400 Kinetics logits before the softmax: `Mixed_5c` average-pooled over
+  (2, 7, 7) windows (stride 1, no padding), the `logits` 1x1x1 conv, then the mean over time (and space, 1x1 at
+  224). Needs at least 9 frames and 193x193 (`resize` 224 gives 7x7 after `Mixed_5c`). `features="pool"`: the
+  1024-d `Mixed_5c` output averaged over time and space (any `t >= 1`, `resize >= 32`), a different quantity;
 * FVD: `||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))` of the features' means and (n - 1)-normalised
   covariances, in float64. The trace of the matrix square root is taken as the sum of the square roots of the
   eigenvalues of the symmetric matrix `S_a^(1/2) S_b S_a^(1/2)` (same spectrum as `S_a S_b`, so no complex parts
-  to guard against). Each set needs at least 2 clips; a 1024-d covariance needs thousands of clips to be
-  estimated well (published FVDs use 2048 or more), and FVD from few clips is biased upwards.
+  to guard against). Each set needs at least 2 clips; a covariance of hundreds of dimensions needs thousands of
+  clips to be estimated well (published FVDs use 2048 or more), and FVD from few clips is biased upwards.
+
+Padding is TensorFlow's "SAME" at every size (as the TF-Hub model computes it). Ports that fix their padding ahead
+of time (e.g. a max pool with ceil_mode) agree with it whenever every pooled size is even, i.e. for 16 frames (any
+multiple of 8) at 224x224, the published protocol; at other clip lengths ports can differ slightly.
 
 No weights are shipped or downloaded: `load_i3d(path)` reads a user-supplied state dict.
 """
@@ -34,9 +42,13 @@ from torch import nn
 
 from magvit2.serialization import load_state_strict
 
-FEATURE_DIM = 1024
-NUM_CLASSES = 400
+FEATURE_DIM = 1024  # Mixed_5c channels ("pool" features)
+NUM_CLASSES = 400  # Kinetics-400 ("logits" features)
 DEFAULT_RESIZE = 224
+FEATURES = {"logits": NUM_CLASSES, "pool": FEATURE_DIM}  # feature kind -> its dimension
+DEFAULT_FEATURES = "logits"
+LOGITS_POOL = (2, 7, 7)  # the TF model's AvgPool3D window before its logits (VALID, stride 1)
+LOGITS_MIN_FRAMES, LOGITS_MIN_SIZE = 9, 193  # smallest input that leaves a (2, 7, 7) Mixed_5c output
 
 # the port's end points in forward order: stem units and pools, then Inception ("Mixed") blocks given as
 # (in_channels, (1x1, 3x3-reduce, 3x3, 3x3-reduce, 3x3, pool-proj)) output channels
@@ -132,14 +144,32 @@ class InceptionI3d(nn.Module):
         self.add_module(name, module)
         self.end_points.append(name)
 
-    def features(self, video: torch.Tensor) -> torch.Tensor:
+    def mixed_5c(self, video: torch.Tensor) -> torch.Tensor:
+        """`(b, 3, t, h, w)` -> the `Mixed_5c` feature map `(b, 1024, t', h', w')` (about t/8, h/32, w/32)."""
         x = video
         for name in self.end_points:
             x = getattr(self, name)(x)
-        return x.mean(dim=(2, 3, 4))
+        return x
+
+    def features(self, video: torch.Tensor) -> torch.Tensor:
+        """`(b, 1024)`: `Mixed_5c` averaged over time and space (the "pool" features)."""
+        return self.mixed_5c(video).mean(dim=(2, 3, 4))
+
+    def logits_features(self, video: torch.Tensor) -> torch.Tensor:
+        """`(b, 400)`: the pre-softmax logits as the TF model computes them (the "logits" features, what FVD uses):
+        `Mixed_5c` average-pooled over (2, 7, 7) windows (stride 1, no padding), the 1x1x1 logits conv, then the
+        mean over the remaining time (and space) positions. Needs >= 9 frames and >= 193x193 pixels."""
+        x = self.mixed_5c(video)
+        if any(size < k for size, k in zip(x.shape[2:], LOGITS_POOL)):
+            raise ValueError(f"I3D logits need at least {LOGITS_MIN_FRAMES} frames of {LOGITS_MIN_SIZE}x"
+                             f"{LOGITS_MIN_SIZE} pixels (Mixed_5c of {tuple(x.shape[2:])} is smaller than the "
+                             f"{LOGITS_POOL} pool); got a {tuple(video.shape[2:])} video")
+        x = F.avg_pool3d(x, LOGITS_POOL, stride=1)
+        return self.logits(x).mean(dim=(2, 3, 4))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.features(video)[:, :, None, None, None]).flatten(1)
+        """Kinetics-400 logits `(b, 400)` (`logits_features`)."""
+        return self.logits_features(video)
 
 
 def resize_frames(video: torch.Tensor, size: int = DEFAULT_RESIZE) -> torch.Tensor:
@@ -152,23 +182,36 @@ def resize_frames(video: torch.Tensor, size: int = DEFAULT_RESIZE) -> torch.Tens
     return frames.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
 
 
-@torch.no_grad()
-def i3d_features(detector: nn.Module, videos: torch.Tensor, resize: int = DEFAULT_RESIZE,
-                 batch_size: int = 8) -> torch.Tensor:
-    """I3D features `(b, 1024)` (float32, on the detector's device) of videos `(b, 3, t, h, w)` in [-1, 1] under
-    the protocol of this module; the detector should be in eval mode (BatchNorm uses its running statistics)."""
-    if videos.ndim != 5 or videos.shape[1] != 3:
-        raise ValueError(f"expected videos (b, 3, t, h, w); got shape {tuple(videos.shape)}")
+def check_protocol(num_frames: int, resize: int, features: str = DEFAULT_FEATURES) -> None:
+    """ValueError when I3D cannot give `features` for clips of `num_frames` frames resized to `resize`."""
+    if features not in FEATURES:
+        raise ValueError(f"I3D features must be one of {sorted(FEATURES)}; got {features!r}")
     if resize < 32:
         raise ValueError(f"resize must be >= 32 (I3D downsamples space 32x); got {resize}")
+    if features == "logits" and (num_frames < LOGITS_MIN_FRAMES or resize < LOGITS_MIN_SIZE):
+        raise ValueError(f"I3D logits features need clips of >= {LOGITS_MIN_FRAMES} frames resized to >= "
+                         f"{LOGITS_MIN_SIZE} (224 is the protocol); got {num_frames} frames at {resize}x{resize} "
+                         "(the 1024-d 'pool' features take any length, but are not what published FVDs use)")
+
+
+@torch.no_grad()
+def i3d_features(detector: nn.Module, videos: torch.Tensor, resize: int = DEFAULT_RESIZE,
+                 batch_size: int = 8, features: str = DEFAULT_FEATURES) -> torch.Tensor:
+    """I3D features `(b, 400)` ("logits", the default) or `(b, 1024)` ("pool") (float32, on the detector's device) of
+    videos `(b, 3, t, h, w)` in [-1, 1] under the protocol of this module; the detector should be in eval mode
+    (BatchNorm uses its running statistics)."""
+    if videos.ndim != 5 or videos.shape[1] != 3:
+        raise ValueError(f"expected videos (b, 3, t, h, w); got shape {tuple(videos.shape)}")
+    check_protocol(videos.shape[2], resize, features)
     lo, hi = float(videos.min()), float(videos.max())
     if lo < -1.01 or hi > 1.01:
         raise ValueError(f"videos must be in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}]")
     device = next(detector.parameters()).device
+    extract = detector.logits_features if features == "logits" else detector.features
     out = []
     for start in range(0, videos.shape[0], batch_size):
         chunk = videos[start:start + batch_size].to(device=device, dtype=torch.float32)
-        out.append(detector.features(resize_frames(chunk, resize)).float())
+        out.append(extract(resize_frames(chunk, resize)).float())
     return torch.cat(out)
 
 
@@ -212,10 +255,10 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 
 
 def fvd(real_videos: torch.Tensor, fake_videos: torch.Tensor, detector: nn.Module, resize: int = DEFAULT_RESIZE,
-        batch_size: int = 8) -> float:
+        batch_size: int = 8, features: str = DEFAULT_FEATURES) -> float:
     """FVD between two sets of videos `(n, 3, t, h, w)` in [-1, 1] (n >= 2 each) under this module's protocol."""
-    return frechet_distance(i3d_features(detector, real_videos, resize, batch_size),
-                            i3d_features(detector, fake_videos, resize, batch_size))
+    return frechet_distance(i3d_features(detector, real_videos, resize, batch_size, features),
+                            i3d_features(detector, fake_videos, resize, batch_size, features))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,9 +287,8 @@ def read_i3d_state(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as e:
             raise ValueError(f"could not read {path} as safetensors: {e}") from e
     if _is_torchscript(path):
-        raise ValueError(f"{path} is a TorchScript archive, which is never loaded here; if you trust it, export its "
-                         "state dict (torch.save(model.state_dict(), 'i3d.pt')) with the parameter names of "
-                         "piergiaj/pytorch-i3d's InceptionI3d and pass that file")
+        raise ValueError(f"{path} is a TorchScript archive, which is never loaded here (loading TorchScript runs code "
+                         "from the file); if you trust it, convert it once: magvit2-convert i3d FILE OUT.safetensors")
     with path.open("rb") as f:
         head = f.read(1)
     if not zipfile.is_zipfile(path) and head != b"\x80":  # torch.save: a zip archive (before torch 1.6, a pickle)

@@ -185,7 +185,9 @@ class VideoTokenizer(nn.Module):
                              f"(shape {tuple(video.shape)})")
         self._check_num_frames(t)
         if (h, w) != self.config.image_size:
-            raise ValueError(f"expected frames of size {self.config.image_size}; got {(h, w)}")
+            raise ValueError(f"expected frames of size {self.config.image_size}; got {(h, w)}: resize them first "
+                             "(e.g. torch.nn.functional.interpolate, or trainers.data.video_io.read_clip(path, size)), "
+                             f"or use a tokenizer built with image_size=({h}, {w})")
         return video, is_image
 
     def _cond(self, cond: Tensor | None, mlp_name: str, batch: int) -> Tensor | None:

@@ -39,7 +39,7 @@ def main_(args: argparse.Namespace) -> None:
                                 overwrite=args.overwrite, frame_stride=args.frame_stride)
     for clip in metrics["clips"]:
         print(f"{clip['input']}: {clip['frames']} frames, PSNR {clip['psnr_db']:.2f} dB, SSIM {clip['ssim']:.3f}")
-    print(f"mean PSNR {metrics['mean_psnr_db']:.2f} dB, mean SSIM {metrics['mean_ssim']:.3f} -> "
+    print(f"mean PSNR {metrics['mean_psnr_db']:.2f} dB, mean SSIM {metrics['mean_ssim']:.3f} (on [0, 1]) -> "
           f"{args.out_dir}/metrics.json")
 
 

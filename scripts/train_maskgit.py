@@ -14,7 +14,7 @@ from scripts._cli import (
     run,
     training_flag_overrides,
 )
-from trainers.configs import MaskGitTrainConfig, build_config
+from trainers.configs import DEFAULT_PRESET, MaskGitTrainConfig, build_config
 from trainers.recipes import MASKGIT_RECIPES
 
 
@@ -28,15 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokenizer run folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--codes", metavar="CODES_DIR", help="code shards written by magvit2-tokenize (fast path)")
-    source.add_argument("--data", nargs="+", metavar="DIR", help="captioned clip folder(s), tokenized on the fly "
+    source.add_argument("--data", "--train_data_dir", dest="data", nargs="+", metavar="DIR",
+                        help="captioned clip folder(s), tokenized on the fly "
                         "(captions from metadata.jsonl or NAME.txt sidecars), or packed shards (a folder, URL or "
                         "'pipe:CMD {file}' spec)")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-codes", metavar="DIR", help="held-out code shards (default: data.val_fraction of the "
                      "training files)")
     val.add_argument("--val-data", metavar="DIR", help="held-out captioned clip folder")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, metrics)")
-    p.add_argument("--preset", default="tiny", choices=sorted(MASKGIT_RECIPES), help="model size + recipe")
+    p.add_argument("--out", "--output_dir", dest="out", required=True, metavar="RUN_DIR",
+                   help="run folder (checkpoints, samples, metrics)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(MASKGIT_RECIPES),
+                   help="model size + recipe (default: %(default)s, as the Python API: a 12 x 768 transformer; tiny: "
+                        "2 x 32, for tests; demo: 4 x 128; paper: 24 x 1024)")
     p.add_argument("--config", metavar="FILE.yaml", help="overrides: keys maskgit, text_encoder, data, run, ema, "
                    "optim, grad_accum, mask_schedule, cond_drop_prob, label_smoothing, self_cond_prob, "
                    "val_mask_ratios, pipeline")
@@ -59,11 +63,15 @@ def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
 
 
 def train(args: argparse.Namespace) -> None:
+    from trainers.data.captions import read_prompt_file
     from trainers.maskgit_trainer import MaskGitTrainer
 
+    prompts = args.sample_prompts
+    if args.validation_prompts:  # diffusers' flag: prompts given inline, after those of --sample-prompts
+        prompts = [*(read_prompt_file(prompts, "--sample-prompts") if prompts else []), *args.validation_prompts]
     trainer = MaskGitTrainer(make_config(args), args.tokenizer, args.out, codes_dir=args.codes, data_dirs=args.data,
                              val_codes_dir=args.val_codes, val_data_dir=args.val_data, resume=args.resume,
-                             init_from=args.init_from, sample_prompts=args.sample_prompts, names=TRAINER_FLAGS)
+                             init_from=args.init_from, sample_prompts=prompts, names=TRAINER_FLAGS)
     fit_and_report(trainer, "pipeline")
 
 

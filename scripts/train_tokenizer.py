@@ -7,6 +7,7 @@ import sys
 
 from magvit2.presets import TOKENIZER_PRESETS
 from scripts._cli import (
+    PRESET_HELP,
     TRAINER_FLAGS,
     ArgumentParser,
     HelpFormatter,
@@ -15,7 +16,7 @@ from scripts._cli import (
     run,
     training_flag_overrides,
 )
-from trainers.configs import TokenizerTrainConfig, build_config
+from trainers.configs import DEFAULT_PRESET, TokenizerTrainConfig, build_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,17 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        epilog="Config precedence: preset recipe < --config YAML < flags. Works under "
                               "`accelerate launch`. The EMA tokenizer is exported to RUN_DIR/tokenizer/.")
-    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+    p.add_argument("--data", "--train_data_dir", dest="data", nargs="+", required=True, metavar="DIR",
                    help="folder(s) of videos (mp4 webm avi mkv mpg mov gif) and images (jpg png webp), recursive; or "
                    "packed shards (magvit2-pack): a folder, an http(s):// or file:// URL, or a 'pipe:CMD {file}' spec")
     p.add_argument("--val-data", metavar="DIR", help="held-out folder for validation (default: data.val_fraction "
                    "of --data)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, metrics)")
-    p.add_argument("--preset", default="tiny", choices=sorted(TOKENIZER_PRESETS), help="architecture + recipe")
+    p.add_argument("--out", "--output_dir", dest="out", required=True, metavar="RUN_DIR",
+                   help="run folder (checkpoints, samples, metrics)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(TOKENIZER_PRESETS), help=PRESET_HELP)
     p.add_argument("--config", metavar="FILE.yaml", help="overrides: sections tokenizer, loss, data, run, ema, "
                    "gen_optim, disc_optim and keys disc_start_step, grad_accum")
     add_training_flags(p, init_from="fine-tune: start from a tokenizer folder or run folder (weights only; fresh "
-                       "optimizers, discriminator and schedule)", seed="seed of weights, data order and augmentation",
+                       "optimizers, discriminator and schedule; its architecture replaces the preset's)",
+                       seed="seed of weights, data order and augmentation",
                        num_frames="frames per training clip (1 + k*time_compression)", compiled="tokenizer")
     return p
 

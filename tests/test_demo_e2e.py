@@ -39,6 +39,7 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     assert set(report["minutes"]) == {"data", "tokenizer", "tokenize", "maskgit", "generate", "report", "total"}
     markdown = (out / "report.md").read_text()
     assert "## Prompt following" in markdown and "![generated](samples/showcase.gif)" in markdown
+    assert "SSIM (of the [0, 1] frames" in markdown and report["tokenizer"]["ssim_range"] == [0.0, 1.0]
     for name in ("tokenizer_curves.png", "maskgit_curves.png", "samples/contact_sheet.png"):
         assert (out / name).stat().st_size > 1000
     records = [json.loads(line) for line in (out / "samples" / "samples.jsonl").read_text().splitlines()]

@@ -1,6 +1,7 @@
 """magvit2.fvd: I3D architecture (names/shapes of the piergiaj port), Frechet distance against scipy, strict and
 pickle-free weight loading, and `magvit2-evaluate --i3d-weights`. I3D is randomly initialised (fixed seed) and run
-at 64x64 frames for speed (the protocol's 224 only in the command test)."""
+on the 1024-d "pool" features at 64x64 frames for speed (the protocol's 224 only in the command test); the 400-d
+"logits" features (the published protocol) are checked against a TorchScript port in tests/test_i3d_convert.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from magvit2.fvd import InceptionI3d, frechet_distance, fvd, i3d_features, load_i3d
+from magvit2.fvd import InceptionI3d, check_protocol, frechet_distance, fvd, i3d_features, load_i3d
 
 RESIZE = 64
+POOL = "pool"  # the small test clips are too short and too small for the logits
 
 
 def random_i3d(seed: int = 0) -> InceptionI3d:
@@ -59,25 +61,38 @@ def test_state_dict_names_and_shapes_of_the_port():
 
 def test_features_shape_determinism_and_logits(i3d, one_thread):
     x = videos(3, seed=1)
-    feats = i3d_features(i3d, x, resize=RESIZE)
+    feats = i3d_features(i3d, x, resize=RESIZE, features=POOL)
     assert feats.shape == (3, 1024) and torch.isfinite(feats).all() and feats.abs().mean() > 1e-3
-    assert torch.equal(feats, i3d_features(i3d, x, resize=RESIZE))  # deterministic
-    assert torch.allclose(feats, i3d_features(i3d, x, resize=RESIZE, batch_size=2), rtol=1e-4, atol=1e-5)
-    with torch.no_grad():
-        assert i3d(x[:1, :, :, :32, :32]).shape == (1, 400)
+    assert torch.equal(feats, i3d_features(i3d, x, resize=RESIZE, features=POOL))  # deterministic
+    assert torch.allclose(feats, i3d_features(i3d, x, resize=RESIZE, batch_size=2, features=POOL), rtol=1e-4,
+                          atol=1e-5)
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        i3d_features(i3d, x * 255, resize=RESIZE)
+        i3d_features(i3d, x * 255, resize=RESIZE, features=POOL)
     with pytest.raises(ValueError, match=r"\(b, 3, t, h, w\)"):
-        i3d_features(i3d, x[:, :1], resize=RESIZE)
+        i3d_features(i3d, x[:, :1], resize=RESIZE, features=POOL)
+
+
+def test_logits_features_need_the_published_clip_size(i3d):
+    """The default features are the 400 logits (what published FVDs compare); I3D's (2, 7, 7) pool before them
+    needs >= 9 frames at >= 193 pixels, so shorter or smaller input is refused with the fix named."""
+    check_protocol(16, 224)  # the published protocol
+    with pytest.raises(ValueError, match=r">= 9 frames.*got 5 frames at 224x224.*'pool'"):
+        i3d_features(i3d, videos(2, seed=1), resize=224)
+    with pytest.raises(ValueError, match="got 16 frames at 64x64"):
+        check_protocol(16, 64)
+    with pytest.raises(ValueError, match="at least 9 frames of 193x193"):
+        i3d.logits_features(torch.zeros(1, 3, 8, 32, 32))
+    with pytest.raises(ValueError, match="features must be one of"):
+        check_protocol(16, 224, "mean")
 
 
 def test_fvd_zero_for_identical_sets_and_positive_otherwise(i3d, one_thread):
     real, other = videos(4, seed=2), videos(4, seed=3)
-    different = fvd(real, other, i3d, resize=RESIZE)
-    same = fvd(real, real.clone(), i3d, resize=RESIZE)
+    different = fvd(real, other, i3d, resize=RESIZE, features=POOL)
+    same = fvd(real, real.clone(), i3d, resize=RESIZE, features=POOL)
     assert different > 0 and same < 1e-6 * different
     with pytest.raises(ValueError, match="n >= 2"):
-        fvd(real[:1], other, i3d, resize=RESIZE)
+        fvd(real[:1], other, i3d, resize=RESIZE, features=POOL)
 
 
 def test_frechet_distance_matches_scipy():
@@ -100,7 +115,7 @@ def test_frechet_distance_matches_scipy():
 
 def test_load_round_trips(i3d, tmp_path, one_thread):
     x = videos(2, seed=4)
-    expected = i3d_features(i3d, x, resize=RESIZE)
+    expected = i3d_features(i3d, x, resize=RESIZE, features=POOL)
     state = i3d.state_dict()
     torch.save(state, tmp_path / "i3d.pt")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "i3d.safetensors"))
@@ -109,7 +124,7 @@ def test_load_round_trips(i3d, tmp_path, one_thread):
     for name in ("i3d.pt", "i3d.safetensors", "old.pt"):
         loaded = load_i3d(tmp_path / name)
         assert not loaded.training
-        assert torch.equal(i3d_features(loaded, x, resize=RESIZE), expected), name
+        assert torch.equal(i3d_features(loaded, x, resize=RESIZE, features=POOL), expected), name
 
 
 def test_tampered_or_foreign_files_are_refused(i3d, tmp_path):
@@ -134,7 +149,8 @@ def test_torchscript_is_refused(tmp_path):
     scripted.save(str(tmp_path / "i3d_torchscript.pt"))
     with pytest.raises(ValueError, match="TorchScript") as info:
         load_i3d(tmp_path / "i3d_torchscript.pt")
-    assert "state dict" in str(info.value) and "\n" not in str(info.value)
+    assert "magvit2-convert i3d" in str(info.value) and "runs code" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_command_with_i3d_weights(make_clip, tmp_path, capsys, one_thread):
@@ -148,12 +164,14 @@ def test_command_with_i3d_weights(make_clip, tmp_path, capsys, one_thread):
     make_clip("data/a/one.mp4", num_frames=7, size=(40, 48), photo="astronaut")
     torch.save(random_i3d().state_dict(), tmp_path / "i3d.pt")
     args = ["--tokenizer", str(tmp_path / "tok"), "--data", str(tmp_path / "data")]
-    assert main([*args, "--out", str(tmp_path / "e.json"), "--i3d-weights", str(tmp_path / "i3d.pt")]) == 0
+    assert main([*args, "--out", str(tmp_path / "e.json"), "--i3d-weights", str(tmp_path / "i3d.pt"),
+                 "--i3d-features", "pool"]) == 0
     assert "rFVD" in capsys.readouterr().out
     report = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(report["rfvd"]) and report["rfvd"] >= 0 and report["fvd"] == report["rfvd"]
     proto = report["protocol"]["fvd"]
     assert proto["clip_frames"] == 5 and proto["resize"] == [224, 224] and proto["clips"] == 2
+    assert proto["features"] == "pool" and proto["feature_dim"] == 1024 and report["protocol"]["version"] == 2
     assert len(proto["weights_sha256"]) == 64 and "2048" in report["fvd_note"]
 
     assert main([*args, "--out", str(tmp_path / "plain.json")]) == 0
@@ -163,6 +181,8 @@ def test_command_with_i3d_weights(make_clip, tmp_path, capsys, one_thread):
     capsys.readouterr()
     assert main([*args, "--i3d-weights", str(tmp_path / "i3d.pt"), "--max-clips", "1"]) == 2
     assert "at least 2 clips" in capsys.readouterr().err
+    assert main([*args, "--i3d-weights", str(tmp_path / "i3d.pt")]) == 2  # 5-frame clips: no logits
+    assert ">= 9 frames" in capsys.readouterr().err
     scripted = torch.jit.script(torch.nn.Linear(2, 2))
     scripted.save(str(tmp_path / "ts.pt"))
     assert main([*args, "--i3d-weights", str(tmp_path / "ts.pt")]) == 2

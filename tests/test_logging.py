@@ -1,4 +1,4 @@
-"""R16: metrics.jsonl always, trackers optional and never interactive, rank-0-only output."""
+"""R16: metrics.jsonl always, trackers (through accelerate) optional and never interactive, rank-0-only output."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import types
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.utils import LoggerType
 
-from trainers.logging import MetricsLogger, get_logger, progress_bar, read_metrics
+from trainers.logging import MetricsLogger, check_trackers, get_logger, progress_bar, read_metrics
 
 
 def test_jsonl_lines_are_flushed_and_read_back(tmp_path):
@@ -39,19 +41,18 @@ def test_torn_last_line_is_ignored_but_middle_garbage_is_not(tmp_path):
 
 
 def test_non_main_process_writes_nothing(tmp_path):
-    log = MetricsLogger(tmp_path / "run", is_main=False, tensorboard=True, wandb={"project": "x"})
+    log = MetricsLogger(tmp_path / "run", is_main=False, accelerator=Accelerator(cpu=True, log_with="tensorboard",
+                                                                                 project_dir=str(tmp_path / "tb")))
     log.log({"loss": 1.0}, step=1)
     log.close()
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()
 
 
-def test_works_without_wandb_and_errors_clearly_when_asked(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
-    with MetricsLogger(tmp_path) as log:
-        log.log({"loss": 1.0}, step=1)
-    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 1
-    with pytest.raises(ImportError, match="wandb is not installed"):
-        MetricsLogger(tmp_path, wandb={"project": "x"})
+def test_an_uninstalled_tracker_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr("accelerate.tracking.get_available_trackers", lambda: [LoggerType.TENSORBOARD])
+    assert check_trackers(["tensorboard", "all"]) == ["tensorboard", "all"]
+    with pytest.raises(ImportError, match=r"--report_to mlflow: .*pip install mlflow.*installed here: tensorboard"):
+        check_trackers(["tensorboard", "mlflow"])  # accelerate alone would leave it out silently
 
 
 def test_wandb_goes_offline_without_credentials(tmp_path, monkeypatch, caplog):
@@ -66,23 +67,20 @@ def test_wandb_goes_offline_without_credentials(tmp_path, monkeypatch, caplog):
 
     fake = types.ModuleType("wandb")
     fake.init = lambda **kwargs: calls.update(init=kwargs) or Run()
+    fake.config = types.SimpleNamespace(update=lambda values, **kw: calls.update(config=values))
     monkeypatch.setitem(sys.modules, "wandb", fake)
     for var in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.delenv("NETRC", raising=False)
-    with MetricsLogger(tmp_path, wandb={"project": "p"}) as log:
+    acc = Accelerator(cpu=True, log_with="wandb")
+    with MetricsLogger(tmp_path, accelerator=acc, project_name="p", config={"run": {"seed": 3, "x": None}}) as log:
+        assert "init" not in calls  # the trackers open with the first record (the project can still be named)
         log.log({"loss": 2.0, "note": "text is not sent"}, step=4)
     assert calls["init"]["mode"] == "offline" and calls["init"]["project"] == "p"
+    assert calls["init"]["dir"] == str(tmp_path) and calls["config"] == {"run.seed": 3, "run.x": "None"}
     assert calls["logged"] == [(4, {"train/loss": 2.0})] and calls["finished"]
-    assert "offline" in caplog.text
-
-
-def test_tensorboard_scalars(tmp_path):
-    pytest.importorskip("tensorboard")
-    with MetricsLogger(tmp_path, tensorboard=True) as log:
-        log.log({"loss": 1.0}, step=1)
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert "offline" in caplog.text and acc.trackers == []
 
 
 def test_get_logger_format_single_handler_and_rank_filter(capsys):

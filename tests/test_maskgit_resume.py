@@ -129,7 +129,7 @@ def expect_user_error(capsys, argv: list[str], match: str) -> None:
 
 
 def test_user_errors_exit_2_with_one_line(data, tmp_path, capsys):
-    common = ["--tokenizer", data["tokenizer"], "--out"]
+    common = ["--tokenizer", data["tokenizer"], "--preset", "tiny", "--out"]  # (base, the default, loads MiniLM)
     expect_user_error(capsys, [*common, tmp_path / "r1", "--codes", tmp_path / "nope"], "no index.json")
     expect_user_error(capsys, [*common, tmp_path / "r2", "--codes", data["codes"], "--preset", "huge"],
                       "invalid choice: 'huge'")

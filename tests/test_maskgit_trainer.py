@@ -59,7 +59,8 @@ def stage_two(tmp_path_factory) -> dict[str, Path]:
 
 def config(*flags: str, **overrides) -> MaskGitTrainConfig:
     """The tiny preset (+ CLI flags), then nested `overrides` (e.g. maskgit={"dim": 48})."""
-    base = make_config(build_parser().parse_args(["--tokenizer", "x", "--codes", "x", "--out", "y", *flags]))
+    base = make_config(build_parser().parse_args(["--tokenizer", "x", "--codes", "x", "--out", "y", "--preset", "tiny",
+                                                  *flags]))
     return config_from_dict(MaskGitTrainConfig, merge(to_dict(base), overrides))
 
 

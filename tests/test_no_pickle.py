@@ -66,8 +66,25 @@ np.load(path, allow_pickle=True)
     assert find_violations(good) == []
 
 
+# The one place code from a file runs, on the user's explicit request: `magvit2-convert i3d` loads the TorchScript
+# I3D of the common FVD code once (its --help says so) and writes plain tensors that everything else reads.
+ALLOWED = {"trainers/commands/convert_i3d.py": "torch.jit.load(...)"}
+
+
+def _allowed(problem: str) -> bool:
+    file, _, what = problem.partition(":")
+    return ALLOWED.get(file) == what.partition(": ")[2]
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_never_unpickles_evals_or_execs(package):
     files = sorted((ROOT / package).rglob("*.py"))
     problems = [v for f in files for v in find_violations(f.read_text(encoding="utf-8"), str(f.relative_to(ROOT)))]
+    problems = [p for p in problems if not _allowed(p)]
     assert problems == [], "unsafe loading calls:\n" + "\n".join(problems)
+
+
+def test_the_one_exception_is_one_call():
+    for file, what in ALLOWED.items():
+        found = find_violations((ROOT / file).read_text(encoding="utf-8"), file)
+        assert [p.partition(": ")[2] for p in found] == [what], found

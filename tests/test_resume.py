@@ -103,11 +103,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_bad_arguments_exit_2_with_one_line(clips, tmp_path):
+    tiny = ("--preset", "tiny")  # the default (base) builds a 128x128 model before it finds these mistakes
     cases = [
-        ("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1")),
-        ("--data", str(clips), "--out", str(tmp_path / "r2"), "--num-frames", "4"),
+        ("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1"), *tiny),
+        ("--data", str(clips), "--out", str(tmp_path / "r2"), "--num-frames", "4", *tiny),
         ("--data", str(clips), "--out", str(tmp_path / "r3"), "--preset", "huge"),
-        ("--data", str(clips), "--out", str(tmp_path / "r4"), "--resume", "latest"),
+        ("--data", str(clips), "--out", str(tmp_path / "r4"), "--resume", "latest", *tiny),
         ("--data", str(clips), "--out", str(tmp_path / "r5"), "--config", str(tmp_path / "missing.yaml")),
     ]
     for args in cases:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -137,6 +138,8 @@ def test_trackers_with_wandb(clip_folder, tmp_path, monkeypatch, one_thread):
 
     fake = type(sys)("wandb")
     fake.init = lambda **kw: calls.append(("init", kw)) or FakeRun()
+    fake.config = types.SimpleNamespace(update=lambda values, **kw: calls.append(("config", values)))
+    fake.Video = lambda path, **kw: ("video", path)
     monkeypatch.setitem(sys.modules, "wandb", fake)
     tok = magvit2.VideoTokenizer(image_size=16, init_dim=8, max_dim=16, codebook_size=2**6,
                                  layers=("residual", "compress_space", "compress_time"))
@@ -148,6 +151,7 @@ def test_trackers_with_wandb(clip_folder, tmp_path, monkeypatch, one_thread):
     inits = [c[1] for c in calls if c[0] == "init"]
     assert len(inits) == 1 and inits[0]["project"] == "magvit2" and inits[0]["name"] == "baseline"
     assert any(c[0] == "log" for c in calls) and calls[-1] == ("finish",)
+    assert next(c[1] for c in calls if c[0] == "config")["preset"] == "tiny"  # the run's config, flattened
     assert read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")  # always written
 
 

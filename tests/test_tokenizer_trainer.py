@@ -32,7 +32,7 @@ def clips(tmp_path, make_clip):
 
 
 def config(*flags):
-    return make_config(build_parser().parse_args(["--data", "x", "--out", "y", *flags]))
+    return make_config(build_parser().parse_args(["--data", "x", "--out", "y", "--preset", "tiny", *flags]))
 
 
 def trainer(clips, run_dir, *flags, **kwargs) -> TokenizerTrainer:

@@ -13,6 +13,7 @@ Keywords left out take the recipe's values, not the seed's defaults. Stage two's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,6 @@ from typing import Any
 from magvit2.tokenizer import VideoTokenizer
 from trainers.argnames import ArgNames
 from trainers.configs import TokenizerTrainConfig, build_config, merge
-from trainers.logging import MetricsLogger
 from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.tokenizer_trainer import TokenizerTrainer
 
@@ -88,9 +88,11 @@ class VideoTokenizerTrainer:
             ema_kwargs=ema_kwargs, seed=seed, num_workers=num_workers)
         self.config: TokenizerTrainConfig = build_config("tokenizer", preset, config,
                                                          merge(overrides or {}, seed_kwargs))
+        if use_wandb_tracking and "wandb" not in self.config.run.trackers():  # through accelerate's log_with
+            run = dataclasses.replace(self.config.run, report_to=(*self.config.run.report_to, "wandb"))
+            self.config = dataclasses.replace(self.config, run=run)
         self.model = model
         self.use_wandb_tracking = use_wandb_tracking
-        self._tracking = False
         run_dir = run_dir if run_dir is not None else results_folder if results_folder is not None else "./results"
         # errors name this class's keywords; paths are made absolute by the trainer (a later chdir changes nothing)
         names = ArgNames(run_dir="run_dir=" if results_folder is None else "results_folder=", data="dataset_folder=",
@@ -116,8 +118,6 @@ class VideoTokenizerTrainer:
     def train(self) -> dict[str, Any]:
         """Train to num_train_steps (or run.max_minutes); returns the run's summary (also RUN_DIR/summary.json).
         The tokenizer passed in receives the trained (online) weights."""
-        if self.use_wandb_tracking and not self._tracking:
-            self._open_metrics(project_name="magvit2", run_name=None)
         summary = self.trainer.fit()
         self.model.load_state_dict(self.trainer.tokenizer.state_dict())
         return summary
@@ -126,26 +126,19 @@ class VideoTokenizerTrainer:
     def trackers(self, project_name: str, run_name: str | None = None,
                  hps: dict[str, Any] | None = None) -> Iterator[VideoTokenizerTrainer]:
         """Within the block, metrics also go to Weights & Biases (`use_wandb_tracking=True`) under `project_name`
-        / `run_name`; metrics.jsonl is always written. Offline when wandb has no credentials (never interactive)."""
+        / `run_name`, with `hps` (default: the run's config) as its config; metrics.jsonl is always written. Offline
+        when wandb has no credentials (never interactive)."""
         if not self.use_wandb_tracking:
             raise ValueError("trackers() logs to Weights & Biases: construct the trainer with use_wandb_tracking=True")
-        self._open_metrics(project_name, run_name, hps)
-        self._tracking = True
+        metrics = self.trainer.metrics
+        metrics.close_trackers()  # open only after a previous train(): the new names start a new run
+        metrics.project_name, metrics.run_name = project_name, run_name
+        if hps is not None:
+            metrics.config = dict(hps)
         try:
             yield self
         finally:
-            self._tracking = False
             self.trainer.metrics.close()
-
-    def _open_metrics(self, project_name: str, run_name: str | None, hps: dict[str, Any] | None = None) -> None:
-        from trainers.configs import to_dict
-
-        t = self.trainer
-        t.metrics.close()
-        wandb = {"project": project_name, "config": hps if hps is not None else to_dict(self.config)}
-        if run_name is not None:
-            wandb["name"] = run_name
-        t.metrics = MetricsLogger(t.run_dir, is_main=t.is_main, tensorboard=self.config.run.tensorboard, wandb=wandb)
 
 
 def _seed_overrides(*, batch_size, num_train_steps, learning_rate, grad_accum_every, dataset_type, valid_frac,

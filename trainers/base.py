@@ -32,7 +32,9 @@ then calls `self.start()`. It provides:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -53,6 +55,7 @@ from trainers.disk_space import check_disk_space, out_of_space_says
 from trainers.guards import NonFiniteGuard
 from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
 from trainers.optim import OptimizerGroup, clip_gradients, set_lr
+from trainers.publish import check_push, push_export
 from trainers.rank_zero import on_local_main, same_outcome
 from trainers.run_setup import Clock, absolute, make_accelerator, prepare_run_dir
 
@@ -70,7 +73,7 @@ class Trainer:
                  names: ArgNames = KEYWORDS) -> None:
         self.config = config
         self.names = names  # how errors spell the inputs: the caller's flags or keywords
-        self.accelerator, launcher_accum = make_accelerator(config.run)
+        self.accelerator, launcher_accum = make_accelerator(config.run, absolute(run_dir))
         acc = self.accelerator
         self.device, self.is_main = acc.device, acc.is_main_process
         self.world_size, self.rank = acc.num_processes, acc.process_index
@@ -92,13 +95,22 @@ class Trainer:
         self.grad_accum = config.grad_accum or launcher_accum
 
     def start(self) -> None:
-        """End of a subclass's `__init__`: open the metrics, then restore the checkpoint or write config.yaml."""
+        """End of a subclass's `__init__`: resolve run.max_epochs, open the metrics (and the trackers, on the first
+        record), then restore the checkpoint or write config.yaml."""
         run = self.config.run
+        check_push(run)
+        if run.max_epochs is not None:  # diffusers' --num_train_epochs: the step limit from the data size
+            steps = math.ceil(run.max_epochs * len(self.sampler) / self.grad_accum)
+            self.log.info("run.max_epochs %d: %d global batches per epoch, %d per update: %d updates (run.max_steps)",
+                          run.max_epochs, len(self.sampler), self.grad_accum, steps)
+            self.config = dataclasses.replace(self.config, run=dataclasses.replace(run, max_steps=steps))
         same_outcome(lambda: self.is_main and check_disk_space(
             self.ckpt, self.checkpointed, self.optimizers, self.export_modules(), self.run_dir / self.export_name,
             self.names["run_dir"], self.names["keep_last"]))  # before any step: the whole run fits, or one line
-        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, tensorboard=run.tensorboard,
-                                     wandb={"project": run.wandb_project} if run.wandb_project else None)
+        self.push_error: Exception | None = None
+        self.metrics = MetricsLogger(self.run_dir, is_main=self.is_main, accelerator=self.accelerator,
+                                     project_name=run.wandb_project or run.tracker_project_name,
+                                     config=self.resolved_config())
         self._position = tuple(self.sampler.state_dict().values())
         if self.resume_path is not None:
             self.restore(self.resume_path)
@@ -186,6 +198,10 @@ class Trainer:
         """Raise ValueError when the checkpoint at `path` was written for another architecture."""
 
     def write_export(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def hub_export(self) -> tuple[Any, dict[str, Any]]:
+        """(the exported model, its training record) for `push_to_hub`: an object with the public `push_to_hub`."""
         raise NotImplementedError
 
     def summary(self, last_val: dict[str, float]) -> dict[str, Any]:
@@ -342,6 +358,9 @@ class Trainer:
             self.last_checkpoint = str(self.ckpt.save(self.step, tensors, state))
             self.export()
             self.log.info("step %d: checkpoint %s", self.step, self.last_checkpoint)
+            if self.config.run.push_to_hub:
+                self.push_error = push_export(*self.hub_export(), self.config.run.hub_model_id, self.step, self.log,
+                                              self.run_dir / self.export_name)
         self.accelerator.wait_for_everyone()
 
     def export(self) -> Path | None:
@@ -424,7 +443,7 @@ class Trainer:
                 bar.set_postfix(refresh=False, **self.postfix(logs))  # shown at the next redraw (rate-limited)
             if self.step % c.val_every == 0:
                 last_val, validated_at = self.validate(), self.step
-                self.metrics.log(last_val, step=self.step, kind="val")
+                self.log_validation(last_val)
             stop = self.stop_agreed  # decided by every process together in `update`
             if self.step % c.checkpoint_every == 0 or stop:
                 self.save()
@@ -439,13 +458,22 @@ class Trainer:
             self.save()
         if validated_at != self.step:
             last_val = self.validate()
-            self.metrics.log(last_val, step=self.step, kind="val")
+            self.log_validation(last_val)
         summary = {"step": self.step, "minutes": clock.minutes(), "world_size": self.world_size,
                    **self.summary(last_val)}
         if self.is_main:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.metrics.close()
+        if c.push_to_hub and self.any_process(self.push_error is not None):  # decided together: nobody waits
+            raise ValueError(f"training finished ({self.run_dir / self.export_name}) but the upload to "
+                             f"{c.hub_model_id} failed: {self.push_error or 'on the main process'}")
         return summary
+
+    def log_validation(self, values: dict[str, float]) -> None:
+        """A validation's numbers to metrics.jsonl and the trackers, and its samples (RUN_DIR/samples/step-N/*.gif,
+        if it wrote any) to the trackers that take media."""
+        self.metrics.log(values, step=self.step, kind="val")
+        self.metrics.log_samples(self.run_dir / "samples" / f"step-{self.step:08d}", self.step)
 
     def close(self) -> None:
         """End the run's distributed state (every process waits, then the process group is destroyed, so no

@@ -37,6 +37,7 @@ class DataConfig:
     max_bad_fraction: float = 0.05  # fail above this fraction of unreadable files
     val_clips: int = 16  # clips used per validation (from the val split)
     val_num_frames: int | None = None  # frames of validation clips (None: num_frames)
+    caption_column: str = "text"  # stage two: the metadata.jsonl key holding captions ("text": "text" or "caption")
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "frame_stride", "batch_size", "val_clips"):
@@ -45,6 +46,9 @@ class DataConfig:
         if (self.num_workers is not None and self.num_workers < 0) or not 0 <= self.val_fraction < 1:
             raise ValueError(f"data.num_workers must be >= 0 and val_fraction in [0, 1); got {self.num_workers}, "
                              f"{self.val_fraction}")
+        if not self.caption_column.strip() or self.caption_column == "file_name":
+            raise ValueError(f"data.caption_column must name a metadata.jsonl key other than file_name; got "
+                             f"{self.caption_column!r}")
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,17 @@ class RunConfig:
     # how long a process waits for the others (a collective; NCCL's default is 10 minutes) and for signs of life
     # from the one doing rank-0 work (an index build, a download: trainers.rank_zero)
     dist_timeout_minutes: float = 120.0
-    tensorboard: bool = False
-    wandb_project: str | None = None
+    max_epochs: int | None = None  # passes over the training data; sets max_steps (diffusers' --num_train_epochs)
+    allow_tf32: bool = False  # TF32 matmuls and convolutions on Ampere+ GPUs (no effect elsewhere)
+    # experiment trackers through accelerate's log_with (metrics.jsonl is always written): tensorboard, wandb,
+    # mlflow, comet_ml, aim, clearml, dvclive, ...; "all": every one installed
+    report_to: tuple[str, ...] = ()
+    tracker_project_name: str = "magvit2"  # the trackers' project (wandb project, tensorboard subfolder, ...)
+    logging_dir: str = "logs"  # where file-based trackers (tensorboard, aim) write; relative to the run folder
+    tensorboard: bool = False  # shorthand for report_to: [tensorboard]
+    wandb_project: str | None = None  # shorthand for report_to: [wandb] with this project
+    push_to_hub: bool = False  # upload the exported model to hub_model_id at every checkpoint and at the end
+    hub_model_id: str | None = None  # 'owner/name' of the Hugging Face Hub repo (created if needed)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "log_every", "val_every", "checkpoint_every", "keep_last"):
@@ -95,6 +108,30 @@ class RunConfig:
             raise ValueError(f"run.nonfinite must be 'raise' or 'skip'; got {self.nonfinite!r}")
         if not INT64_MIN <= self.seed <= INT64_MAX:
             raise ValueError(f"run.seed must lie in [-2**63, 2**63 - 1]; got {self.seed}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"run.max_epochs must be >= 1; got {self.max_epochs}")
+        object.__setattr__(self, "report_to", tuple(self.report_to))
+        from accelerate.utils import LoggerType
+
+        known = [t.value for t in LoggerType]
+        unknown = [t for t in self.report_to if t not in known]
+        if unknown:
+            raise ValueError(f"run.report_to: unknown tracker {unknown[0]!r}; known: {', '.join(known)}")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("run.push_to_hub needs run.hub_model_id ('owner/name'): pass --hub_model_id")
+        if self.hub_model_id is not None:
+            from magvit2.hub import is_repo_id
+
+            if not is_repo_id(self.hub_model_id) or "/" not in self.hub_model_id:
+                raise ValueError(f"run.hub_model_id must be a Hub repo id 'owner/name'; got {self.hub_model_id!r}")
+            if not self.push_to_hub:
+                raise ValueError("run.hub_model_id is where --push_to_hub uploads: pass --push_to_hub too")
+
+    def trackers(self) -> list[str]:
+        """The trackers to open: report_to plus the tensorboard / wandb_project shorthands ("all" kept as is)."""
+        names = [*self.report_to, *(["tensorboard"] if self.tensorboard else []),
+                 *(["wandb"] if self.wandb_project else [])]
+        return list(dict.fromkeys(names))  # in order, once each
 
 
 @dataclass(frozen=True)
@@ -232,7 +269,10 @@ def to_dict(config: Any) -> dict[str, Any]:
     return config_to_dict(config)
 
 
-def build_config(kind: str, preset: str = "tiny", config_file: str | Path | None = None,
+DEFAULT_PRESET = "base"  # what the Python API (VideoTokenizerTrainer, build_config) and the training commands use
+
+
+def build_config(kind: str, preset: str = DEFAULT_PRESET, config_file: str | Path | None = None,
                  overrides: dict[str, Any] | None = None) -> TokenizerTrainConfig | MaskGitTrainConfig:
     """The config of a `kind` ("tokenizer" or "maskgit") run: defaults < the preset's recipe < `config_file` (YAML)
     < `overrides` (nested mappings merge key by key), validated."""

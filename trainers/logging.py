@@ -1,11 +1,19 @@
-"""Run logging: ``metrics.jsonl`` always; TensorBoard and Weights & Biases only when asked; rank-0 console output.
+"""Run logging: ``metrics.jsonl`` always (the record); experiment trackers through accelerate; rank-0 console output.
 
 ``metrics.jsonl`` has one JSON object per line: ``{"step": int, "kind": "train" | "val" | ..., "time": float,
 <name>: float | str, ...}``, flushed after every line so a crash loses nothing already logged. ``read_metrics``
 reads it back (ignoring a torn last line). Every method is a no-op on non-main processes.
 
+Trackers are accelerate's (`Accelerator(log_with=...)`, `init_trackers`, `log`): tensorboard, wandb, mlflow,
+comet_ml, aim, clearml, dvclive, ... whatever is installed (`run.report_to`, `--report_to`). They open on the first
+record (so a caller can still name the project and run), receive every numeric value as `<kind>/<name>` and the
+run's flattened config as hyperparameters. Validation samples (the GIFs a validation writes) go to the trackers that
+take media: wandb as videos (`wandb.Video` of the GIF), tensorboard as animated GIF images (TensorBoard has no
+video type: its `add_video` writes the same GIF, but needs moviepy; here Pillow writes it); other trackers get the
+scalars only, and the log says the samples stay in RUN_DIR/samples/.
+
 wandb is never interactive: if neither ``WANDB_MODE`` nor an API key (``WANDB_API_KEY`` or a ``~/.netrc`` entry) is
-set, it runs with ``mode="offline"`` and says so.
+set, it runs with ``mode="offline"`` and says so; ``WANDB_MODE=disabled`` is honoured (nothing written or sent).
 """
 
 from __future__ import annotations
@@ -112,56 +120,104 @@ def _wandb_has_credentials() -> bool:
         return False
 
 
+def check_trackers(names: list[str]) -> list[str]:
+    """accelerate tracker names, each installed ("all": whichever are). ImportError naming the missing package
+    (accelerate itself would leave an uninstalled tracker out silently)."""
+    from accelerate.tracking import get_available_trackers
+
+    available = sorted(str(t.value) if hasattr(t, "value") else str(t) for t in get_available_trackers())
+    missing = [n for n in names if n != "all" and n not in available]
+    if missing:
+        raise ImportError(f"--report_to {missing[0]}: the {missing[0]} package is not installed (pip install "
+                          f"{missing[0]}); trackers installed here: {', '.join(available) or 'none'}")
+    return list(names)
+
+
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A nested config as tracker hyperparameters: `section.key` -> bool, int, float or str (lists as JSON)."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_config(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+def _tensorboard_gif(writer: Any, tag: str, path: Path, step: int) -> None:
+    """An animated GIF as a TensorBoard image summary: what SummaryWriter.add_video writes (without moviepy)."""
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with Image.open(path) as im:
+        width, height = im.size
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=path.read_bytes())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    writer.flush()
+
+
 class MetricsLogger:
-    """Append metrics to ``run_dir/metrics.jsonl`` (+ TensorBoard / wandb when enabled); no-op if not main.
+    """Append metrics to ``run_dir/metrics.jsonl`` and send them to `accelerator`'s trackers; no-op if not main.
 
     Args:
         run_dir: the run's output folder (created).
         is_main: only the main process writes anything.
-        tensorboard: also write TensorBoard scalars to ``run_dir/tensorboard`` (needs the ``tensorboard`` package).
-        wandb: keyword arguments for ``wandb.init`` (e.g. ``{"project": "magvit2"}``), or None for no wandb.
+        accelerator: an `Accelerator` built with `log_with` (see `trainers.run_setup.make_accelerator`); None or one
+            without trackers: metrics.jsonl only.
+        project_name: the trackers' project (wandb project, tensorboard subfolder, ...).
+        config: the run's config (nested mapping), stored by the trackers as hyperparameters.
+        run_name: the run's name where a tracker has one (wandb).
     """
 
-    def __init__(
-        self, run_dir: str | os.PathLike, is_main: bool = True, tensorboard: bool = False,
-        wandb: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, run_dir: str | os.PathLike, is_main: bool = True, accelerator: Any = None,
+                 project_name: str = "magvit2", config: Mapping[str, Any] | None = None,
+                 run_name: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.is_main = is_main
         self.path = self.run_dir / "metrics.jsonl"
+        self.accelerator = accelerator if accelerator is not None and accelerator.log_with else None
+        self.project_name, self.config, self.run_name = project_name, dict(config or {}), run_name
+        self._trackers_open = False
         self._file = None
-        self._tb = None
-        self._wandb_run = None
         if not is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run; closed in close()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ImportError("tensorboard=True needs the 'tensorboard' package: "
-                                  "pip install 'magvit2-maskgit[track]' (or tensorboard)") from exc
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-        if wandb is not None:
-            self._wandb_run = self._init_wandb(dict(wandb))
 
-    def _init_wandb(self, kwargs: dict[str, Any]):
-        try:
-            import wandb
-        except ImportError as exc:
-            raise ImportError("wandb logging was requested but wandb is not installed: pip install wandb "
-                              "(or drop the wandb option; metrics.jsonl is always written)") from exc
-        if "mode" not in kwargs and not os.environ.get("WANDB_MODE") and not _wandb_has_credentials():
-            kwargs["mode"] = "offline"
+    @property
+    def trackers(self) -> list[Any]:
+        """The open trackers (accelerate's GeneralTracker objects); empty before the first record and off main."""
+        return list(self.accelerator.trackers) if self._trackers_open else []
+
+    def open_trackers(self) -> None:
+        """Start the trackers (once; the first `log` does it): accelerate's init_trackers with the project, the
+        flattened config and, for wandb, the run folder, the run name and offline mode when it has no credentials."""
+        if not self.is_main or self.accelerator is None or self._trackers_open:
+            return
+        wandb: dict[str, Any] = {"dir": str(self.run_dir)}
+        if self.run_name is not None:
+            wandb["name"] = self.run_name
+        names = [str(t.value) if hasattr(t, "value") else str(t) for t in self.accelerator.log_with]
+        if "wandb" in names and not os.environ.get("WANDB_MODE") and not _wandb_has_credentials():
+            wandb["mode"] = "offline"
             logging.getLogger(__name__).warning(
                 "wandb: WANDB_MODE is unset and no API key was found; logging offline under %s "
                 "(sync later with `wandb sync`)", self.run_dir)
-        kwargs.setdefault("dir", str(self.run_dir))
-        return wandb.init(**kwargs)
+        self.accelerator.init_trackers(self.project_name, config=flat_config(self.config),
+                                       init_kwargs={"wandb": wandb})
+        self._trackers_open = True
+        others = [n for n in names if n not in ("tensorboard", "wandb")]
+        logging.getLogger(__name__).info(
+            "trackers: %s (project %r)%s", ", ".join(names), self.project_name,
+            f"; validation samples are not sent to {', '.join(others)} (they stay in {self.run_dir / 'samples'})"
+            if others else "")
 
     def log(self, metrics: Mapping[str, Any], step: int, kind: str = "train") -> None:
-        """Write one record: ``{"step", "kind", "time", **metrics}`` (values become floats; strings pass)."""
+        """Write one record: ``{"step", "kind", "time", **metrics}`` (values become floats; strings pass); numeric
+        values also go to the trackers as ``<kind>/<name>``."""
         if not self.is_main or self._file is None:
             return
         values = {k: _to_scalar(k, v) for k, v in metrics.items()}
@@ -171,24 +227,43 @@ class MetricsLogger:
         record = {"step": int(step), "kind": kind, "time": round(time.time(), 3), **values}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        numeric = {k: v for k, v in values.items() if isinstance(v, float)}
-        if self._tb is not None:
-            for k, v in numeric.items():
-                self._tb.add_scalar(f"{kind}/{k}", v, global_step=int(step))
-            self._tb.flush()
-        if self._wandb_run is not None:
-            self._wandb_run.log({f"{kind}/{k}": v for k, v in numeric.items()}, step=int(step))
+        if self.accelerator is not None:
+            self.open_trackers()
+            numeric = {f"{kind}/{k}": v for k, v in values.items() if isinstance(v, float)}
+            self.accelerator.log(numeric, step=int(step))
+
+    def log_samples(self, folder: str | os.PathLike, step: int, kind: str = "val") -> None:
+        """The GIFs in `folder` (a validation's samples) to the trackers that take media: wandb as videos,
+        tensorboard as animated GIF images, tagged `<kind>/samples/<file stem>`."""
+        if not self.is_main or self.accelerator is None:
+            return
+        gifs = sorted(Path(folder).glob("*.gif"))
+        if not gifs:
+            return
+        self.open_trackers()
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                for gif in gifs:
+                    _tensorboard_gif(tracker.writer, f"{kind}/samples/{gif.stem}", gif, int(step))
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.log({f"{kind}/samples/{gif.stem}": wandb.Video(str(gif), format="gif") for gif in gifs},
+                            step=int(step))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._wandb_run is not None:
-            self._wandb_run.finish()
-            self._wandb_run = None
+        self.close_trackers()
+
+    def close_trackers(self) -> None:
+        """Finish the trackers' runs (the next record opens new ones); metrics.jsonl stays open."""
+        if self._trackers_open:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+            self.accelerator.trackers.clear()  # finished: end_training must not finish them again
+            self._trackers_open = False
 
     def __enter__(self) -> MetricsLogger:
         return self

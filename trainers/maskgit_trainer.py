@@ -33,7 +33,7 @@ from trainers.configs import MaskGitTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_captions
 from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, split_code_clips
-from trainers.data.folders import folder_datasets
+from trainers.data.folders import folder_datasets, size_note
 from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import load_frozen_tokenizer, load_init_weights
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
@@ -150,7 +150,10 @@ class MaskGitTrainer(Trainer):
         c, d, acc = self.config, self.config.data, self.accelerator
         f, size = self.tokenizer.time_compression, self.tokenizer.config.image_size
         common = dict(image_size=size, seed=c.run.seed, include_images=d.include_images,
-                      max_bad_fraction=d.max_bad_fraction, frame_stride=d.frame_stride)
+                      max_bad_fraction=d.max_bad_fraction, frame_stride=d.frame_stride, caption_column=d.caption_column)
+        if d.caption_column != "text" and codes_dir is not None:
+            raise ValueError(f"data.caption_column {d.caption_column!r} (--caption_column) reads --data's "
+                             "metadata.jsonl; --codes shards hold the captions magvit2-tokenize stored")
         separate_val = val_codes_dir is not None or val_data_dir is not None
         val_clips = None
         if codes_dir is not None:
@@ -170,6 +173,8 @@ class MaskGitTrainer(Trainer):
                                              val_fraction=d.val_fraction, **common)
             self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
                                                        num_workers=d.num_workers))  # global batches, split
+            if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
+                self.log.info("%s", note)
             if not separate_val and d.val_fraction > 0:
                 val_set = folder_datasets(data_dirs, "val", num_frames=d.val_num_frames or d.num_frames,
                                           val_fraction=d.val_fraction, **common)
@@ -246,6 +251,9 @@ class MaskGitTrainer(Trainer):
     def write_export(self, folder: Path) -> None:
         """The EMA pipeline: tokenizer + text encoder spec + EMA transformer (RUN_DIR/pipeline/)."""
         self.pipeline.save_pretrained(folder)
+
+    def hub_export(self) -> tuple[TextToVideoPipeline, dict[str, Any]]:
+        return self.pipeline, {"step": self.step, "num_frames": self.num_frames, "train_clips": len(self.train_set)}
 
     # one update ----------------------------------------------------------------------------------------------------
 

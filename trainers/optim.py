@@ -14,19 +14,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup, then a constant or cosine LR."""
+    """AdamW with linear warmup, then a constant, linear or cosine LR."""
 
     lr: float = 1e-4  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0  # decoupled decay, applied to weights with ndim >= 2 only
     eps: float = 1e-8
     warmup_steps: int = 0  # linear warmup from lr / warmup_steps at step 0 to lr at warmup_steps
-    schedule: str = "constant"  # after warmup: "constant" or "cosine" (to min_lr_ratio * lr at total_steps)
+    schedule: str = "constant"  # after warmup: "constant", "linear" or "cosine" (to min_lr_ratio * lr at total_steps)
     total_steps: int | None = None  # cosine horizon; None: the trainer's max_steps
     min_lr_ratio: float = 0.1
     max_grad_norm: float | None = 1.0  # clip the global grad norm (None: no clipping)
@@ -69,10 +69,12 @@ def lr_at(config: OptimConfig, step: int, total_steps: int | None = None) -> flo
         return config.lr
     horizon = config.total_steps or total_steps
     if horizon is None:
-        raise ValueError("a cosine schedule needs total_steps (or the trainer's max_steps)")
+        raise ValueError(f"a {config.schedule} schedule needs total_steps (or the trainer's max_steps)")
     span = max(horizon - config.warmup_steps, 1)
     progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
     floor = config.min_lr_ratio
+    if config.schedule == "linear":
+        return config.lr * (floor + (1 - floor) * (1 - progress))
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 

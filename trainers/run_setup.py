@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
-from accelerate.utils import DynamoBackend, InitProcessGroupKwargs
+from accelerate.utils import DynamoBackend, InitProcessGroupKwargs, ProjectConfiguration
 from ema_pytorch import EMA
 from torch import nn
 
@@ -21,14 +21,15 @@ from trainers.configs import EMAConfig, RunConfig
 _UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
 
 
-def make_accelerator(run: RunConfig) -> tuple[Accelerator, int]:
+def make_accelerator(run: RunConfig, run_dir: str | os.PathLike | None = None) -> tuple[Accelerator, int]:
     """An Accelerator on the best available device, and the launcher's gradient-accumulation steps.
 
     The launcher's settings (`accelerate launch --mixed_precision`, its config file) apply unless the run config
     sets them. DDP (several GPUs, nodes, or CPU processes with gloo) and single-process runs work; FSDP, DeepSpeed and
     the launcher's dynamo backend refuse here, before any work, with one line. Gradient accumulation is ours: the
     launcher's `--gradient_accumulation_steps` is returned (the trainer uses it unless its config sets one) and the
-    accelerator's own is set to 1, so `accelerator.backward` does not divide the loss a second time."""
+    accelerator's own is set to 1, so `accelerator.backward` does not divide the loss a second time. The run's
+    experiment trackers (`run.trackers()`) become accelerate's `log_with`, writing under RUN_DIR/run.logging_dir."""
     for var, engine in _UNSUPPORTED.items():
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes"):
             raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
@@ -36,6 +37,15 @@ def make_accelerator(run: RunConfig) -> tuple[Accelerator, int]:
     kwargs: dict[str, Any] = {}
     if run.mixed_precision is not None:
         kwargs["mixed_precision"] = run.mixed_precision
+    if run.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if run.trackers():
+        from trainers.logging import check_trackers
+
+        logging_dir = Path(run.logging_dir) if run_dir is None else Path(run_dir) / run.logging_dir
+        kwargs.update(log_with=check_trackers(run.trackers()), project_config=ProjectConfiguration(
+            project_dir=str(run_dir or "."), logging_dir=str(logging_dir)))
     cuda = torch.cuda.is_available()
     acc = Accelerator(cpu=not cuda, dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=cuda),
                       kwargs_handlers=[process_group_kwargs(run)], **kwargs)

@@ -24,7 +24,7 @@ from trainers.argnames import KEYWORDS, ArgNames
 from trainers.base import Trainer
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
-from trainers.data.folders import folder_datasets
+from trainers.data.folders import folder_datasets, size_note
 from trainers.data.video_write import write_gif, write_video
 from trainers.model_sources import tokenizer_dir
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
@@ -56,6 +56,7 @@ class TokenizerTrainer(Trainer):
                  init_from: str | Path | None = None, names: ArgNames = KEYWORDS) -> None:
         super().__init__(config, run_dir, resume, "magvit2.train", names)
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
+        self.initialised_from = init_from
         if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
         else:
@@ -109,8 +110,13 @@ class TokenizerTrainer(Trainer):
         self.loader = acc.prepare(build_dataloader(self.train_set, d.batch_size * acc.num_processes, c.run.seed,
                                                    num_workers=d.num_workers))  # global batches, split per process
         stats = self.train_set.stats
+        self.log.info("tokenizer: %dx%d frames, %d-frame clips, %d codes (%s; --preset tiny|demo|base|paper, "
+                      "--resolution N)", *self.tok_config.image_size, d.num_frames, self.tokenizer.codebook_size,
+                      "the --init-from tokenizer" if self.initialised_from else f"preset {c.preset}")
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
+        if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
+            self.log.info("%s", note)
 
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "tokenizer_resolved": self.tok_config.to_dict()}
@@ -135,6 +141,10 @@ class TokenizerTrainer(Trainer):
         d = self.config.data
         self.ema.ema_model.save_pretrained(folder, training={"num_frames": d.num_frames, "frame_stride": d.frame_stride,
                                                              "step": self.step})
+
+    def hub_export(self) -> tuple[VideoTokenizer, dict[str, Any]]:
+        d = self.config.data
+        return self.ema.ema_model, {"num_frames": d.num_frames, "frame_stride": d.frame_stride, "step": self.step}
 
     # one update ----------------------------------------------------------------------------------------------------
 

@@ -109,7 +109,8 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
                       device: str | None = None, overwrite: bool = False,
                       frame_stride: int | None = None) -> dict[str, Any]:
     """Reconstruct each input (video: first frames; image: 1 frame) at the tokenizer's size; write
-    `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding).
+    `OUT/<name>.mp4` and `OUT/metrics.json` (per-clip and mean PSNR/SSIM, measured before video encoding; SSIM of
+    the [0, 1] frames, skimage's convention).
     Clip length and frame stride default to what the tokenizer was trained on (`VideoTokenizer.training_info`:
     recorded by the trainer's export), else the longest clip up to 1 + 8f and stride 1.
     Existing outputs are refused unless `overwrite`; an input is never overwritten."""
@@ -143,6 +144,8 @@ def reconstruct_files(tokenizer_path: str | Path, inputs: list[str | Path], out_
     metrics = {"tokenizer": str(tokenizer_path), "image_size": list(size), "frame_stride": stride,
                "tokenizer_training": training, "clips": clips,
                "mean_psnr_db": sum(c["psnr_db"] for c in clips) / len(clips),
-               "mean_ssim": sum(c["ssim"] for c in clips) / len(clips)}
+               "mean_ssim": sum(c["ssim"] for c in clips) / len(clips),
+               "ssim_convention": "SSIM of the [0, 1] frames (skimage structural_similarity: Gaussian 11, sigma 1.5, "
+                                  "data_range 1, population covariances), per frame, averaged"}
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,7 @@ from trainers.rng import make_generator
 
 __all__ = ["MAX_FAILED_BATCHES", "MAX_LOAD_ATTEMPTS", "METADATA_FILE", "DataQualityError", "MultiFolderDataset",
            "VideoFolderDataset", "folder_datasets", "load_captions", "nothing_loadable", "scan_media_files",
-           "split_files"]
+           "size_note", "split_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ class VideoFolderDataset(Dataset):
         captions: bool = False,
         probe_workers: int = 4,
         index_file: str | os.PathLike | None = None,
+        caption_column: str = "text",
     ) -> None:
         self.root = Path(root)
         if not self.root.exists():
@@ -141,6 +144,8 @@ class VideoFolderDataset(Dataset):
 
         entries = {e.path: e for e in self._load_entries(probe_workers, index_file)
                    if include_images or Path(e.path).suffix.lower() not in IMAGE_EXTENSIONS}
+        if caption_column != "text":  # the index holds the default captions; another column is read here
+            entries = self._with_caption_column(entries, caption_column)
         files = sorted(entries)
         if not files:
             exts = ", ".join(VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if include_images else ()))
@@ -187,6 +192,11 @@ class VideoFolderDataset(Dataset):
                                    f"({bad:.1%} > max_bad_fraction={max_bad_fraction}): {listing}{more}")
         if not self.paths:
             raise ValueError(f"no usable video/image files under {self.root}: all {len(files)} were skipped")
+
+    def _with_caption_column(self, entries: dict[str, IndexEntry], column: str) -> dict[str, IndexEntry]:
+        """`entries` with their captions from `column` of metadata.jsonl (or NAME.txt sidecars)."""
+        captions = load_captions(self.root, sorted(entries), column=column)
+        return {p: replace(e, caption=captions.get(p, "")) for p, e in entries.items()}
 
     def _load_entries(self, probe_workers: int, index_file: str | os.PathLike | None) -> list[IndexEntry]:
         """Every media file with its header facts, caption and ``error`` ("" when usable): the dataset index.
@@ -318,6 +328,22 @@ class MultiFolderDataset(Dataset):
         for rel, reason in batch.get("skipped", ()):
             which, _, path = rel.partition(":")
             self.datasets[int(which)].record_skipped({"skipped": [(path, reason)]})
+
+
+def size_note(dataset: VideoFolderDataset | MultiFolderDataset) -> str | None:
+    """One line saying how files of another frame size become the model's (None when all already are): every frame
+    is resized on its short side to cover the model's size, then cropped; and how to train at another size."""
+    parts = getattr(dataset, "datasets", [dataset])
+    h, w = parts[0].image_size
+    sizes = Counter(f"{i.width}x{i.height}" for ds in parts for i in ds.infos if (i.height, i.width) != (h, w))
+    if not sizes:
+        return None
+    total = sum(len(ds.infos) for ds in parts)
+    shown = ", ".join(f"{size} ({n})" for size, n in sizes.most_common(3)) + (", ..." if len(sizes) > 3 else "")
+    crop = "randomly" if parts[0].random_crop else "center"
+    return (f"{sum(sizes.values())} of {total} files are not {w}x{h} (width x height: {shown}): each frame is resized "
+            f"on its short side to cover {w}x{h}, then {crop} cropped; to train at another size pass --resolution N "
+            "(or --preset: tiny 16, demo 32, base and paper 128)")
 
 
 def folder_datasets(dirs: Sequence[str | os.PathLike], split: str | None, **kwargs: Any

@@ -101,15 +101,17 @@ def split_files(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[l
     return sorted(ranked[num_val:]), sorted(ranked[:num_val])
 
 
-def _metadata_entry(line: str, where: str) -> tuple[str, str]:
-    """One metadata.jsonl line -> (relative POSIX path, caption), checked."""
+def _metadata_entry(line: str, where: str, column: str | None = None) -> tuple[str, str]:
+    """One metadata.jsonl line -> (relative POSIX path, caption), checked. The caption is `column`'s value, or by
+    default `text` (else `caption`)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{where}: invalid JSON ({exc})") from None
-    if not isinstance(record, dict) or "file_name" not in record or not ("text" in record or "caption" in record):
-        raise ValueError(f'{where}: expected {{"file_name": ..., "text": ...}}; got {line.strip()[:120]}')
-    name, text = record["file_name"], record.get("text", record.get("caption"))
+    keys = ("text", "caption") if column is None else (column,)
+    if not isinstance(record, dict) or "file_name" not in record or not any(k in record for k in keys):
+        raise ValueError(f'{where}: expected {{"file_name": ..., "{keys[0]}": ...}}; got {line.strip()[:120]}')
+    name, text = record["file_name"], next(record[k] for k in keys if k in record)
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{where}: file_name must be a non-empty string; got {name!r:.80}")
     if not isinstance(text, str):
@@ -123,8 +125,9 @@ def _metadata_entry(line: str, where: str) -> tuple[str, str]:
     return rel, text.strip()
 
 
-def load_captions(root: str | os.PathLike, paths: Sequence[str]) -> dict[str, str]:
-    """Captions for ``paths`` (relative): sidecar ``NAME.txt`` files, overridden by ``metadata.jsonl`` entries.
+def load_captions(root: str | os.PathLike, paths: Sequence[str], column: str | None = None) -> dict[str, str]:
+    """Captions for ``paths`` (relative): sidecar ``NAME.txt`` files, overridden by ``metadata.jsonl`` entries (their
+    ``column`` key; by default ``text``, else ``caption``).
 
     Raises ``ValueError`` naming the file and line for a malformed, duplicate or outside-the-folder entry.
     """
@@ -142,7 +145,7 @@ def load_captions(root: str | os.PathLike, paths: Sequence[str]) -> dict[str, st
     for lineno, line in enumerate(read_utf8(meta, METADATA_FILE).splitlines(), 1):
         if not line.strip():
             continue
-        rel, text = _metadata_entry(line, f"{meta}:{lineno}")
+        rel, text = _metadata_entry(line, f"{meta}:{lineno}", column)
         if rel in first_line:
             raise ValueError(f"{meta}:{lineno}: {rel!r} already has a caption on line {first_line[rel]}; give each "
                              "file one entry")

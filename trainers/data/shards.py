@@ -130,6 +130,10 @@ class ShardDataset(VideoFolderDataset):
                                           s["caption"]))
         return entries + [IndexEntry(rel, -1, -1, error=reason) for rel, reason in manifest["skipped"]]
 
+    def _with_caption_column(self, entries: dict[str, IndexEntry], column: str) -> dict[str, IndexEntry]:
+        raise ValueError(f"data.caption_column {column!r}: packed shards ({self.root}) hold the captions they were "
+                         "packed with (the folder's text / caption); pack from a folder whose metadata.jsonl has them")
+
     def _read(self, index: int, start: int, generator: torch.Generator | None) -> np.ndarray:
         shard, member, offset, size = self._members[self.paths[index]]
         name = self.root / shard / member  # names the member in errors; its suffix says image or video

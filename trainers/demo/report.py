@@ -2,7 +2,8 @@
 
 What is measured, and on what:
 - tokenizer: the exported EMA tokenizer reconstructs every held-out real clip (`tokenizer/val`: sources never seen
-  in training) -> PSNR, SSIM, codebook usage (distinct codes used / codebook size over all their tokens), perplexity;
+  in training) -> PSNR, SSIM (of the [0, 1] frames: skimage's convention, the one published tables use), codebook
+  usage (distinct codes used / codebook size over all their tokens), perplexity;
 - maskgit: masked-token accuracy of the EMA transformer on held-out digit clips (the trainer's final validation,
   fixed masks at ratios 0.25-1.0);
 - prompt following: videos generated from seen and held-out (digit, direction) prompts are judged by a digit
@@ -58,7 +59,8 @@ def evaluate_tokenizer(tokenizer_dir: Path, val_dir: Path, num_frames: int, batc
     per_source: dict[str, list[float]] = {}
     for source, value in zip(sources, psnr_all.tolist()):
         per_source.setdefault(source, []).append(value)
-    return {"psnr_db": float(psnr_all.mean()), "ssim": float(ssim_all.mean()), "codebook_usage": float(usage),
+    return {"psnr_db": float(psnr_all.mean()), "ssim": float(ssim_all.mean()), "ssim_range": [0.0, 1.0],
+            "codebook_usage": float(usage),
             "perplexity": float(perplexity), "codebook_size": tokenizer.codebook_size, "clips": len(dataset),
             "tokens": int(sum(c.numel() for c in codes)), "num_frames": num_frames,
             "image_size": list(tokenizer.config.image_size),
@@ -245,7 +247,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "sources never seen in training (photos with camera moves, and real video when the Debian clips are "
         f"present), {tok['tokens']} tokens.", "",
         "| metric | value |", "|---|---|",
-        f"| PSNR | {tok['psnr_db']:.2f} dB |", f"| SSIM | {tok['ssim']:.3f} |",
+        f"| PSNR | {tok['psnr_db']:.2f} dB |",
+        f"| SSIM (of the [0, 1] frames, skimage's convention: Gaussian 11, sigma 1.5) | {tok['ssim']:.3f} |",
         f"| codebook usage | {tok['codebook_usage']:.1%} of {tok['codebook_size']} codes |",
         f"| perplexity | {tok['perplexity']:.0f} |", "",
         "| held-out source | PSNR (dB) |", "|---|---|",
