@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(cache, tm
     assert time.monotonic() - start < 5
     with pytest.raises(FileNotFoundError):
         TextToVideoPipeline.from_pretrained("nobody/nothing")
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(FileNotFoundError, match="here does not exist"):
         VideoTokenizer.from_pretrained("./not/a/folder/here")
 
 
@@ -104,6 +105,7 @@ def uploads(monkeypatch):
 
     def create_repo(self, repo_id, **kwargs):
         calls["create_repo"] = (repo_id, kwargs)
+        return SimpleNamespace(repo_id=repo_id)  # huggingface_hub's RepoUrl carries the id
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         folder = Path(folder_path)

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from magvit2.pixels import to_uint8
 from magvit2.serialization import atomic_write_text
 from magvit2.torch_utils import eval_mode
+from magvit2.video_write import write_gif, write_video
 from maskgit.objective import random_token_mask
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.transformer import MaskGitTransformer, split_codes
 from trainers.data.captions import CaptionBank, slugify
 from trainers.data.codes import CodeClips
-from trainers.data.video_write import write_gif, write_video
 from trainers.rng import derive_seed, make_generator
 
 _VAL_KEY = 303  # purpose tag for derive_seed (the trainer uses 301, 302)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from magvit2.pixels import from_uint8, to_uint8
+from magvit2.video_write import write_gif, write_video
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from trainers.data.captions import slugify
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip
-from trainers.data.video_write import write_gif, write_video
 from trainers.logging import progress_bar
 from trainers.rng import derive_seed
 
