@@ -141,12 +141,14 @@ class PretrainedMixin(ModelHubMixin, library_name=LIBRARY_NAME, license=DEFAULT_
 
     After `from_pretrained`, `name_or_path` is what was passed, `hub_repo_id` the Hub repo it came from (or None),
     and `card_data` the metadata of the folder's model card (license, datasets, base model, training record), which
-    later `save_pretrained` / `push_to_hub` calls keep unless given new values.
+    later `save_pretrained` / `push_to_hub` calls keep unless given new values. `base_model`: the Hub id a trainer
+    fine-tuned this model from (its card's `base_model`).
     """
 
     model_kind: ClassVar[Any]
     name_or_path: str | None = None
     hub_repo_id: str | None = None
+    base_model: str | None = None  # the Hub model this one was fine-tuned from (set by the trainers' --init-from)
     card_data: dict[str, Any] | None = None
     card_sample: Path | None = None
 

@@ -75,8 +75,9 @@ def build_card(model: Any, *, repo_id: str | None = None, training: dict[str, An
     spec = model.card_spec()
     previous = dict(model.card_data or {})
     record = {**(previous.get(TRAINING_KEY) or {}), **spec.training, **(training or {})}
+    own = [b for b in (*spec.base_model, getattr(model, "base_model", None)) if b]
     bases = _hub_ids(_as_list(base_model, "base_model"), "base_model") if base_model is not None else \
-        list(dict.fromkeys([*spec.base_model, *_as_list(previous.get("base_model"), "base_model")]))
+        list(dict.fromkeys([*own, *_as_list(previous.get("base_model"), "base_model")]))
     data = ModelCardData(
         license=license or previous.get("license") or DEFAULT_LICENSE,
         library_name=LIBRARY_NAME,

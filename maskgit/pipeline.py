@@ -453,7 +453,7 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
             import_line="import torch\nfrom maskgit import TextToVideoPipeline, export_to_video",
             class_name="TextToVideoPipeline", tags=["text-to-video", "maskgit", "magvit2", "video"],
             pipeline_tag="text-to-video", install="pip install 'magvit2-maskgit[text]'",
-            base_model=[tok.hub_repo_id] if tok.hub_repo_id else [],
+            base_model=[b for b in (tok.hub_repo_id, tok.base_model, self.transformer.base_model) if b],
             config={name: getattr(self, name).config.to_dict() for name in ("tokenizer", "transformer")}
             | {"text_encoder": {"name_or_path": text_id or text.spec, "max_length": text.max_length, "dim": text.dim},
                "defaults": self.defaults.to_dict()},

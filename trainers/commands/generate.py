@@ -22,11 +22,11 @@ from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
 from trainers.data.captions import slugify
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip
-from trainers.logging import progress_bar
-from trainers.rng import derive_seed
+from trainers.logging import get_logger, progress_bar
 
 FORMATS = ("mp4", "gif")
 SAMPLES_LOG = "samples.jsonl"
+MAX_SEED = 2**63 - 1  # torch.Generator().manual_seed takes any int in [0, 2**64); video j uses seed + j
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -42,26 +42,50 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def load_prime_video(path: str | os.PathLike, pipeline: TextToVideoPipeline, num_frames: int) -> torch.Tensor:
-    """The first 1 + j*f frames of a video (or an image as 1 frame) at the tokenizer's size: (1, 3, t0, h, w).
+def video_generator(seed: int) -> torch.Generator:
+    """The generator of a video whose samples.jsonl line says `"seed": seed`: exactly what Python gives with
+    `pipe(prompt, generator=torch.Generator().manual_seed(seed), ...)` (video j of a run uses seed = --seed + j)."""
+    return torch.Generator().manual_seed(seed)
 
-    Short side resized, then center-cropped. t0 is the largest 1 + j*f that the file has and that leaves at least
-    one latent frame to generate (for num_frames > 1); an image or a 1-frame clip primes just the first frame.
+
+def load_prime_video(path: str | os.PathLike, pipeline: TextToVideoPipeline, num_frames: int,
+                     prime_frames: int | None = None) -> torch.Tensor:
+    """Frames of a video (or an image as 1 frame) at the tokenizer's size to prime generation: (1, 3, t0, h, w).
+
+    Short side resized, then center-cropped. `prime_frames` (--prime-frames) says how many to keep: 1 + j*f, at
+    most what the file has and at most num_frames. By default t0 is the largest 1 + j*f that the file has and that
+    leaves at least one latent frame to generate within the first window; an image or a 1-frame clip primes just
+    the first frame. The kept count is logged.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--prime-video {path}: no such file")
     f = pipeline.tokenizer.time_compression
     size = tuple(pipeline.tokenizer.config.image_size)  # (h, w)
+    is_image = path.suffix.lower() in IMAGE_EXTENSIONS
     try:
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            frames = read_clip(path, size)
-        else:
-            available = probe_video(path).num_frames
-            limit = min(available, max(num_frames - f, 1))
-            frames = read_clip(path, size, num_frames=1 + f * ((limit - 1) // f))
+        available = 1 if is_image else probe_video(path).num_frames
     except VideoReadError as e:
         raise ValueError(f"--prime-video: {e}") from e
+    if prime_frames is not None:
+        if (prime_frames - 1) % f:
+            k = (prime_frames - 1) // f
+            raise ValueError(f"--prime-frames {prime_frames} is not 1 + {f}j; try {1 + f * k} or {1 + f * (k + 1)}")
+        if prime_frames > available:
+            raise ValueError(f"--prime-frames {prime_frames}: --prime-video {path} has {available} frame(s)")
+        if prime_frames > num_frames:
+            raise ValueError(f"--prime-frames {prime_frames} is more than the {num_frames} frames to generate")
+        keep = prime_frames
+    else:
+        window = min(num_frames, pipeline.max_num_frames)
+        limit = min(available, max(window - f, 1))
+        keep = 1 + f * ((limit - 1) // f)
+    try:
+        frames = read_clip(path, size) if is_image else read_clip(path, size, num_frames=keep)
+    except VideoReadError as e:
+        raise ValueError(f"--prime-video: {e}") from e
+    get_logger("magvit2.generate").info("--prime-video %s: keeping %d of its %d frame(s)%s", path, keep, available,
+                                        "" if prime_frames is not None else " (choose with --prime-frames)")
     return from_uint8(frames)[None]  # (1, 3, t0, h, w)
 
 
@@ -82,56 +106,78 @@ def generate_to_files(
     prime_video: torch.Tensor | None = None,
     record: dict[str, Any] | None = None,
     progress: bool | None = None,
+    batch_size: int = 1,
+    num_videos_per_prompt: int = 1,
+    window_overlap: int | None = None,
 ) -> list[Path]:
-    """One video per prompt -> `out_dir/NNN-<slug>.<fmt>`, plus one line per video appended to `samples.jsonl`.
+    """`num_videos_per_prompt` videos per prompt -> `out_dir/NNN-<slug>.<fmt>`, plus one line per video appended to
+    `samples.jsonl`, `batch_size` videos per pipeline call (one forward per decoding step for the whole batch).
 
-    Prompt i is sampled with its own generator seeded `derive_seed(seed, i)`, so it reproduces alone (same seed,
-    same position). `settings` must be resolved (`pipeline.settings(...)`); `record` adds fields to each log line.
+    Video j (prompt-major) is sampled with its own generator `torch.Generator().manual_seed(seed + j)`, so it is
+    what Python's `pipe(prompt, generator=torch.Generator().manual_seed(seed + j))` gives, whatever the batch
+    size. `settings` must be resolved (`pipeline.settings(...)`); `record` adds fields to each log line.
     progress: a tqdm bar over decoding steps (default: when stderr is a terminal).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
     if settings.num_frames is None:
         raise ValueError("settings.num_frames must be resolved; use pipeline.settings(...)")
+    for name, value in (("batch_size", batch_size), ("num_videos_per_prompt", num_videos_per_prompt)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, 2**63 - 1]; got {seed!r}")
+    windows = pipeline.plan(settings.num_frames, window_overlap)
+    if len(windows) > 1:
+        get_logger("magvit2.generate").info(
+            "--num-frames %d is more than the %d frames the model generates at once: chaining %d windows, each "
+            "primed on the last %d latent frames of the previous one", settings.num_frames, pipeline.max_num_frames,
+            len(windows), windows[1].primed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = next_index(out_dir)
-    steps = settings.num_inference_steps
+    steps = settings.num_inference_steps * len(windows)
+    jobs = [(i, prompt, k) for i, prompt in enumerate(prompts) for k in range(num_videos_per_prompt)]
     written = []
     show = sys.stderr.isatty() if progress is None else progress
-    with progress_bar(total=steps * len(prompts), disable=not show, desc="decoding", unit="step") as bar:
-        for i, prompt in enumerate(prompts):
-            video_seed = derive_seed(seed, i)
+    pipeline.set_progress_bar_config(disable=True)  # this command's own bar counts every video's steps
+    with progress_bar(total=steps * len(jobs), disable=not show, desc="decoding", unit="step") as bar:
+        for first in range(0, len(jobs), batch_size):
+            chunk = jobs[first : first + batch_size]
             done = bar.n
 
             def on_step(step: int, total: int, codes: torch.Tensor, _done: int = done) -> None:
                 bar.update(_done + step + 1 - bar.n)
 
-            video = pipeline(
-                prompt, negative_prompt=negative_prompt, num_frames=settings.num_frames,
-                num_inference_steps=steps, guidance_scale=settings.guidance_scale,
-                temperature=settings.temperature, choice_temperature=settings.choice_temperature,
-                top_k=settings.top_k, top_p=settings.top_p, mask_schedule=settings.mask_schedule,
-                generator=torch.Generator().manual_seed(video_seed), output_type="pt",
-                prime_video=prime_video, callback=on_step,
-            ).frames[0]  # (3, t, h, w) in [-1, 1]
-            frames = to_uint8(video)  # (t, h, w, 3) uint8
+            videos = pipeline(
+                [prompt for _, prompt, _ in chunk], negative_prompt=negative_prompt,
+                num_frames=settings.num_frames, num_inference_steps=settings.num_inference_steps,
+                guidance_scale=settings.guidance_scale, temperature=settings.temperature,
+                choice_temperature=settings.choice_temperature, top_k=settings.top_k, top_p=settings.top_p,
+                mask_schedule=settings.mask_schedule, output_type="pt", prime_video=prime_video, callback=on_step,
+                generator=[video_generator(seed + first + j) for j in range(len(chunk))],
+                window_overlap=window_overlap,
+            ).frames  # (b, 3, t, h, w) in [-1, 1]
             bar.update(done + steps - bar.n)  # decoding may finish early (fewer unknown tokens than steps)
-            path = out_dir / f"{start + i:03d}-{slugify(prompt)}.{fmt}"
-            if fmt == "gif":
-                write_gif(path, frames, fps=settings.fps)
-            else:
-                write_video(path, frames, fps=settings.fps)
-            line = {
-                "file": path.name, "prompt": prompt, "negative_prompt": negative_prompt, "seed": video_seed,
-                "base_seed": seed, "prompt_index": i, "num_frames": settings.num_frames, "steps": steps,
-                "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
-                "choice_temperature": settings.choice_temperature, "top_k": settings.top_k, "top_p": settings.top_p,
-                "mask_schedule": settings.mask_schedule, "format": fmt, "fps": settings.fps,
-                "prime_frames": None if prime_video is None else int(prime_video.shape[2]),
-                **(record or {}),
-            }
-            with open(out_dir / SAMPLES_LOG, "a", encoding="utf-8") as log:
-                log.write(json.dumps(line) + "\n")
-            written.append(path)
+            for j, ((i, prompt, k), video) in enumerate(zip(chunk, videos)):
+                frames = to_uint8(video)  # (t, h, w, 3) uint8
+                path = out_dir / f"{start + first + j:03d}-{slugify(prompt)}.{fmt}"
+                if fmt == "gif":
+                    write_gif(path, frames, fps=settings.fps)
+                else:
+                    write_video(path, frames, fps=settings.fps)
+                line = {
+                    "file": path.name, "prompt": prompt, "negative_prompt": negative_prompt,
+                    "seed": seed + first + j, "base_seed": seed, "prompt_index": i, "video_index": k,
+                    "num_frames": settings.num_frames, "steps": settings.num_inference_steps,
+                    "windows": len(windows), "guidance_scale": settings.guidance_scale,
+                    "temperature": settings.temperature, "choice_temperature": settings.choice_temperature,
+                    "top_k": settings.top_k, "top_p": settings.top_p, "mask_schedule": settings.mask_schedule,
+                    "format": fmt, "fps": settings.fps,
+                    "prime_frames": None if prime_video is None else int(prime_video.shape[2]),
+                    **(record or {}),
+                }
+                with open(out_dir / SAMPLES_LOG, "a", encoding="utf-8") as log:
+                    log.write(json.dumps(line) + "\n")
+                written.append(path)
     return written
