@@ -98,8 +98,8 @@ def _generate(args: argparse.Namespace) -> None:
     if args.prime_frames is not None and args.prime_video is None:
         raise ValueError("--prime-frames needs --prime-video")
     device = resolve_device(args.device)
-    model_dir = pipeline_dir(args.model)
-    pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device, torch_dtype=args.dtype,
+    model_dir = pipeline_dir(args.model)  # errors name --model
+    pipeline = TextToVideoPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype,
                                                    allow_outside_paths=args.allow_outside_paths,
                                                    allow_pickle_text_encoder=args.allow_pickle_text_encoder)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
