@@ -78,9 +78,11 @@ class Float32Module(nn.Module):
     `forward`; outputs go back to the input's dtype."""
 
     def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        return super()._apply(lambda t: t.float() if t.is_floating_point() and t.dtype != torch.float32 else t,
-                              recurse)
+        def move_only(t: Tensor) -> Tensor:  # a cast is replaced by a move of the unrounded tensor
+            out = fn(t)
+            return t.to(device=out.device) if t.is_floating_point() and out.dtype != t.dtype else out
+
+        return super()._apply(move_only, recurse)
 
 
 class LFQuantizer(Float32Module):

@@ -12,19 +12,18 @@ from maskgit import TextToVideoPipeline
 from tests.helpers import real_pan_clip
 from tests.test_pipeline import build_pipeline, gen
 
+OPEN_MAGVIT2_TINY = open_magvit2_preset_config("video-tiny", image_size=16, z_channels=10, codebook_size=2**10)
 
-@pytest.mark.parametrize("config", [preset_config("tiny"), preset_config("tiny", use_fsq=True, fsq_levels=(4, 4, 4)),
-                                    "open_magvit2"])
+
+@pytest.mark.parametrize("config", [preset_config("tiny"), "open_magvit2",
+                                    preset_config("tiny", use_fsq=True, fsq_levels=(4, 4, 4), codebook_size=None)])
 def test_tokenizer_to_bf16_runs_with_fp32_quantizer(config):
     torch.manual_seed(0)
-    if config == "open_magvit2":
-        tok = OpenMagvit2Tokenizer(open_magvit2_preset_config("tiny") if callable(open_magvit2_preset_config)
-                                   else None).eval()
-    else:
-        tok = VideoTokenizer(config).eval()
+    tok = (OpenMagvit2Tokenizer(OPEN_MAGVIT2_TINY) if config == "open_magvit2" else VideoTokenizer(config)).eval()
     size = tok.config.image_size
     video = real_pan_clip(1 + tok.time_compression, size)
     codes32, recon32 = tok.tokenize(video), tok(video)
+    quantizer32 = {k: v.clone() for k, v in tok.quantizer.state_dict().items()}
     assert tok.dtype == torch.float32 and tok.device == torch.device("cpu")
     tok.to(torch.bfloat16)
     assert tok.dtype == torch.bfloat16
@@ -38,7 +37,7 @@ def test_tokenizer_to_bf16_runs_with_fp32_quantizer(config):
     tok.half()
     assert tok.dtype == torch.float16 and all(p.dtype == torch.float32 for p in tok.quantizer.parameters())
     tok.float()
-    assert torch.equal(tok.tokenize(video), codes32)  # back to fp32: the quantizer never lost precision
+    assert all(torch.equal(v, quantizer32[k]) for k, v in tok.quantizer.state_dict().items())  # never rounded
 
 
 def test_from_pretrained_torch_dtype_and_device(tmp_path):
@@ -66,7 +65,7 @@ def test_from_pretrained_torch_dtype_and_device(tmp_path):
         VideoTokenizer.from_pretrained(tmp_path / "pipe", torch_dtype="float8")
 
 
-def MaskGitTransformerFrom(path, **kwargs):  # noqa: N802 - reads like the call it stands for
+def MaskGitTransformerFrom(path, **kwargs):
     from maskgit import MaskGitTransformer
 
     return MaskGitTransformer.from_pretrained(path, **kwargs)
@@ -78,7 +77,7 @@ def test_pipeline_to_dtype_and_device_forms():
     assert pipe.to(torch.bfloat16) is pipe and pipe.dtype == torch.bfloat16
     assert pipe.tokenizer.dtype == torch.bfloat16 and pipe.text_encoder.table.dtype == torch.bfloat16
     frames = pipe(["a red ball", "clouds"], generator=gen(1)).frames  # the call that failed: mat1 and mat2 dtypes
-    assert frames.shape == (2, 5, 16, 16, 3) and 0 <= frames.min() and frames.max() <= 1
+    assert frames.shape == (2, 5, 16, 16, 3) and frames.min() >= 0 and frames.max() <= 1
     prime = pipe("x", prime_video=real_pan_clip(3, 16), generator=gen(1), output_type="latent").frames
     assert prime.shape == (1, 3, 8, 8)
     pipe.to("cpu", torch.float32)
@@ -91,33 +90,21 @@ def test_pipeline_to_dtype_and_device_forms():
         pipe.to(torch.int64)
 
 
-def code_agreement(pipe32: TextToVideoPipeline, pipe16: TextToVideoPipeline, prompts: list[str], seeds: range,
-                   **kwargs) -> float:
-    agree = total = 0
-    for seed in seeds:
-        a = pipe32(prompts, generator=[gen(seed * 100 + i) for i in range(len(prompts))], output_type="latent",
-                   **kwargs).frames
-        b = pipe16(prompts, generator=[gen(seed * 100 + i) for i in range(len(prompts))], output_type="latent",
-                   **kwargs).frames
-        agree += int((a == b).sum())
-        total += a.numel()
-    return agree / total
+@pytest.mark.slow
+def test_bf16_generation_against_fp32_codes_is_measured(capsys):
+    """An UNTRAINED pipeline at the demo preset sizes (32x32, 9 frames -> 3x8x8 codes of 1000; transformer 128 x 4;
+    a 384-d text encoder as the demo's MiniLM): the fraction of bf16 codes equal to fp32's with the same
+    generators, printed. An untrained transformer's logits are nearly flat, so bf16 rounding reorders near-ties and
+    a flipped token changes every later step: the >= 99% target is measured on a briefly trained pipeline by
+    `python -m benchmarks.bf16_codes` (README). Asserted here: far above chance (1/1000), i.e. bf16 runs the same
+    model rather than garbage."""
+    from benchmarks.bf16_codes import agreement, demo_pipeline
 
-
-def test_bf16_generation_matches_fp32_codes_demo_sizes(capsys):
-    """An UNTRAINED pipeline at the demo preset sizes (32x32, 9 frames -> 3x8x8 codes of 1000, transformer 128 x 4):
-    the fraction of bf16 codes equal to fp32's, same generators. Printed; asserted only for greedy decoding's
-    first step... no: an untrained model's logits are nearly flat, so bf16 rounding reorders near-ties and whole
-    trajectories diverge; the >= 99% target is measured on a trained pipeline by benchmarks/bf16_codes.py. Here
-    the measurement runs and must at least beat chance by far."""
-    from benchmarks.bf16_codes import demo_pipeline
-
-    pipe32 = demo_pipeline(seed=0)
-    pipe16 = demo_pipeline(seed=0).to(torch.bfloat16)
+    pipe = demo_pipeline(seed=0, text_encoder="tiny:384")
     prompts = ["the digit seven moving up", "the digit two moving left"]
-    sampled = code_agreement(pipe32, pipe16, prompts, range(2))
-    greedy = code_agreement(pipe32, pipe16, prompts, range(1), temperature=0.0, choice_temperature=0.0)
+    sampled = agreement(pipe, seeds=1, prompts=prompts)
+    greedy = agreement(pipe, seeds=1, prompts=prompts, temperature=0.0, choice_temperature=0.0)
     with capsys.disabled():
-        print(f"\nbf16 vs fp32 codes, untrained demo-size pipeline: {sampled:.1%} equal (sampling), "
-              f"{greedy:.1%} (greedy)")
-    assert sampled > 0.05 and greedy > 0.05  # chance is 1/1000
+        print(f"\nbf16 vs fp32 codes, untrained demo-size pipeline, 2 prompts x 192 codes: {sampled:.2%} equal "
+              f"(sampling), {greedy:.2%} (greedy)")
+    assert sampled > 0.5 and greedy > 0.5

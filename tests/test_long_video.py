@@ -4,6 +4,8 @@ codes are the previous window's), and the tokenizer decodes the whole sequence."
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -22,7 +24,7 @@ def test_plan_windows():
     for total, window, overlap in [(9, 3, 1), (17, 5, 2), (12, 4, 3), (7, 2, 1)]:
         windows = plan_windows(total, window, overlap)
         covered = set()
-        for prev, w in zip(windows, windows[1:]):
+        for prev, w in itertools.pairwise(windows):
             assert w.start == prev.start + prev.length - w.primed and w.primed == overlap  # joins overlap exactly
         for w in windows:
             assert 1 <= w.length <= window

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from magvit2 import VideoTokenizer, preset_config
+from magvit2 import VideoTokenizer
 from magvit2.hub import HubModelNotFoundError
 from maskgit import MaskGitTransformer, TextToVideoPipeline
 from tests.test_hub import put_in_cache
@@ -149,7 +149,7 @@ def test_training_commands_take_hub_ids(runs, offline_cache, tmp_path, monkeypat
     MaskGitTrainer(maskgit_config("--max-steps", "1"), data["tokenizer"], tmp_path / "base",
                    codes_dir=data["codes"]).fit()
     put_in_cache(runs["cache"], "me/stage2-t2v", tmp_path / "base" / "pipeline")
-    config, state, what = load_init_weights("me/stage2-t2v")
+    _, state, what = load_init_weights("me/stage2-t2v")
     assert what == "pipeline me/stage2-t2v" and "pos_t" in state
 
     t = MaskGitTrainer(maskgit_config("--max-steps", "1"), "me/stage2-tok", tmp_path / "ft", codes_dir=data["codes"],
