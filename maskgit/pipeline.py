@@ -31,37 +31,34 @@ from torch import Tensor
 
 from magvit2.hub import PretrainedMixin
 from magvit2.model_card import CardSpec
-from magvit2.serialization import package_version
 from magvit2.tokenizer import VideoTokenizer
 from magvit2.torch_utils import eval_mode
 
-from .pipeline_base import COMPONENTS, PipelineBase
+from .pipeline_base import PipelineBase
 from .pipeline_folder import (
     PIPELINE_CONFIG,
-    PIPELINE_KIND,
     PIPELINE_MODEL_KIND,
     TOKENIZER_DIR,
     TRANSFORMER_DIR,
-    VERSION_KEY,
     check_model_index,
     component_dir,
+    pipeline_card_spec,
+    pipeline_config,
     read_pipeline_config,
-    text_encoder_hub_id,
     text_encoder_source,
     write_model_index,
     write_pipeline_config,
 )
-from .pipeline_inputs import as_generators, as_prompt_list, embedding_from
+from .pipeline_inputs import as_generators, as_prompt_list, check_prime_codes, embedding_from
 from .pipeline_output import (
     TextToVideoPipelineOutput,
     check_callback,
-    check_callback_result,
     check_output_type,
+    make_step_fn,
     postprocess_video,
-    step_end_kwargs,
 )
 from .pipeline_settings import PipelineDefaults
-from .sampler import SamplerStep, make_guided_logits_fn, sample
+from .sampler import make_guided_logits_fn, sample
 from .text import TextEmbedding, TextEncoder, build_text_encoder
 from .transformer import MaskGitTransformer
 from .windows import Window, plan_windows
@@ -114,12 +111,7 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
     def config(self) -> dict[str, Any]:
         """What `model_index.json` holds (class, version, each component as [library, class]) plus the text
         encoder's settings, the sampling defaults and the frame size / longest single window."""
-        h, w = self.tokenizer.config.image_size
-        return {"_class_name": PIPELINE_KIND, VERSION_KEY: package_version(),
-                **{name: [type(m).__module__.split(".")[0], type(m).__name__] for name, m in self.components.items()},
-                "text_encoder_name_or_path": text_encoder_hub_id(self.text_encoder) or self.text_encoder.spec,
-                "text_encoder_max_length": self.text_encoder.max_length, "text_dim": self.text_encoder.dim,
-                "height": h, "width": w, "max_num_frames": self.max_num_frames, "defaults": self.defaults.to_dict()}
+        return pipeline_config(self)
 
     @property
     def max_num_frames(self) -> int:
@@ -244,18 +236,7 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
             what = f"prime_video ({prime_video.shape[2] if prime_video.ndim == 5 else 1} frames)"
         else:
             what = "prime_codes"
-            if (not isinstance(prime_codes, Tensor) or prime_codes.is_floating_point()
-                    or prime_codes.dtype == torch.bool or prime_codes.ndim != 4):
-                raise ValueError(f"prime_codes must be an integer tensor (b, t0', {h}, {w}); got "
-                                 f"{getattr(prime_codes, 'dtype', type(prime_codes).__name__)} "
-                                 f"{tuple(getattr(prime_codes, 'shape', ()))}")
-            if tuple(prime_codes.shape[2:]) != (h, w):
-                raise ValueError(f"prime_codes must have {h}x{w} codes per latent frame; got shape "
-                                 f"{tuple(prime_codes.shape)}")
-            k = self.tokenizer.codebook_size
-            if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= k):
-                raise ValueError(f"prime_codes must lie in [0, {k}); got values in [{int(prime_codes.min())}, "
-                                 f"{int(prime_codes.max())}]")
+            check_prime_codes(prime_codes, (h, w), self.tokenizer.codebook_size)
         t0 = prime_codes.shape[1]
         if not 1 <= t0 <= t:
             raise ValueError(f"{what} gives {t0} latent frames but the clip has {t} "
@@ -359,8 +340,8 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
                 self.progress_bar(total_steps) as bar:
             for index, window in enumerate(windows):
                 part = (window.length, *grid[1:])
-                step_fn = self._step_fn(callback, callback_on_step_end, tensor_inputs, b, part, index * steps,
-                                        total_steps, bar)
+                step_fn = make_step_fn(self, callback, callback_on_step_end, tensor_inputs, part, index * steps,
+                                       total_steps, bar)
                 logits_fn = make_guided_logits_fn(transformer, cond, uncond, batch_size=b, grid=part)
                 span = slice(window.start, window.start + window.length)
                 codes = sample(
@@ -380,22 +361,6 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
                 video = tokenizer.decode_from_code_indices(codes.to(tokenizer.device))  # (b, 3, t, h, w)
                 frames = postprocess_video(video, output_type)
         return TextToVideoPipelineOutput(frames) if return_dict else (frames,)
-
-    def _step_fn(self, callback: StepCallback | None, callback_on_step_end: Callable[..., dict] | None,
-                 tensor_inputs: list[str], b: int, grid: tuple[int, ...], offset: int, total: int, bar: Any
-                 ) -> Callable[[SamplerStep], None]:
-        """The sampler's per-step hook: progress bar, `callback` and `callback_on_step_end` (steps counted from
-        `offset` over `total` across windows)."""
-        def step_fn(state: SamplerStep) -> None:
-            step = offset + state.step
-            bar.update(step + 1 - bar.n)
-            if callback is not None:
-                callback(step, total, state.codes.view(b, *grid))
-            if callback_on_step_end is not None:
-                kwargs = step_end_kwargs(tensor_inputs, state.codes, state.preview, state.num_masked, grid)
-                check_callback_result(callback_on_step_end(self, step, total - 1 - step, kwargs))
-
-        return step_fn
 
     # persistence --------------------------------------------------------------------------------------------------
     # save_pretrained / from_pretrained / push_to_hub: `magvit2.hub.PretrainedMixin`; the folder format here.
@@ -443,37 +408,4 @@ class TextToVideoPipeline(PipelineBase, PretrainedMixin):
         return PretrainedMixin.stored_dtype(folder / TRANSFORMER_DIR)
 
     def card_spec(self) -> CardSpec:
-        tok, text = self.tokenizer, self.text_encoder
-        text_id = text_encoder_hub_id(text)
-        tok_from = f"[{tok.hub_repo_id}](https://huggingface.co/{tok.hub_repo_id})" if tok.hub_repo_id else \
-            "trained for this pipeline"
-        h, w = tok.config.image_size
-        return CardSpec(
-            kind="text-to-video pipeline (MAGVIT-v2 video tokenizer + text-conditioned MaskGit transformer)",
-            import_line="import torch\nfrom maskgit import TextToVideoPipeline, export_to_video",
-            class_name="TextToVideoPipeline", tags=["text-to-video", "maskgit", "magvit2", "video"],
-            pipeline_tag="text-to-video", install="pip install 'magvit2-maskgit[text]'",
-            base_model=[b for b in (tok.hub_repo_id, tok.base_model, self.transformer.base_model) if b],
-            config={name: getattr(self, name).config.to_dict() for name in ("tokenizer", "transformer")}
-            | {"text_encoder": {"name_or_path": text_id or text.spec, "max_length": text.max_length, "dim": text.dim},
-               "defaults": self.defaults.to_dict()},
-            components=[("tokenizer", f"`{type(tok).__name__}`, {h}x{w} frames, {tok.codebook_size} codes; "
-                                      f"{tok_from}"),
-                        ("text_encoder", f"[{text_id}](https://huggingface.co/{text_id})" if text_id
-                         else f"`{text.spec}`"),
-                        ("transformer", f"`MaskGitTransformer`, depth {self.transformer.config.depth}, width "
-                                        f"{self.transformer.config.dim}, latent grid (t', h', w') "
-                                        f"{tuple(self.transformer.config.latent_shape)}")],
-            usage=f"frames = pipe(\"a prompt\", generator=torch.Generator().manual_seed(0)).frames[0]  "
-                  f"# ({self.max_num_frames}, {h}, {w}, 3) in [0, 1]\n"
-                  f"export_to_video(frames, \"video.mp4\", fps={self.defaults.fps:g})")
-
-    @classmethod
-    def from_components(cls, components: dict[str, Any], defaults: PipelineDefaults | None = None
-                        ) -> TextToVideoPipeline:
-        """`TextToVideoPipeline(**pipe.components)` with the names checked."""
-        missing = sorted(set(COMPONENTS) - set(components))
-        if missing:
-            raise ValueError(f"components needs {list(COMPONENTS)}; missing {missing}")
-        return cls(**{k: components[k] for k in COMPONENTS}, defaults=defaults)
-
+        return pipeline_card_spec(self)

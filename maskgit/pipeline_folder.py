@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from magvit2.checks import check_config_dict, inside, read_json
+from magvit2.model_card import CardSpec
 from magvit2.model_paths import ModelKind
 from magvit2.serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, package_version
 
@@ -176,3 +177,43 @@ def check_model_index(directory: str | os.PathLike) -> None:
     if name != PIPELINE_KIND:
         raise ValueError(f"{path} names {name!r}, not {PIPELINE_KIND!r}: a pipeline of another library (diffusers?) "
                          "cannot be loaded by magvit2-maskgit")
+
+
+def pipeline_config(pipe: Any) -> dict[str, Any]:
+    """`TextToVideoPipeline.config`: what `model_index.json` holds plus the text encoder's settings, the frame
+    size, the longest single window and the sampling defaults."""
+    h, w = pipe.tokenizer.config.image_size
+    text = pipe.text_encoder
+    return {"_class_name": PIPELINE_KIND, VERSION_KEY: package_version(),
+            **{name: [type(m).__module__.split(".")[0], type(m).__name__] for name, m in pipe.components.items()},
+            "text_encoder_name_or_path": text_encoder_hub_id(text) or text.spec,
+            "text_encoder_max_length": text.max_length, "text_dim": text.dim, "height": h, "width": w,
+            "max_num_frames": pipe.max_num_frames, "defaults": pipe.defaults.to_dict()}
+
+
+def pipeline_card_spec(pipe: Any) -> CardSpec:
+    """What a pipeline's model card says (`magvit2.model_card`): its parts (the tokenizer's Hub repo and the text
+    encoder's Hub id when known), the Hub models it derives from, config, and how to run it."""
+    tok, text, transformer = pipe.tokenizer, pipe.text_encoder, pipe.transformer
+    text_id = text_encoder_hub_id(text)
+    tok_from = f"[{tok.hub_repo_id}](https://huggingface.co/{tok.hub_repo_id})" if tok.hub_repo_id else \
+        "trained for this pipeline"
+    h, w = tok.config.image_size
+    c = transformer.config
+    return CardSpec(
+        kind="text-to-video pipeline (MAGVIT-v2 video tokenizer + text-conditioned MaskGit transformer)",
+        import_line="import torch\nfrom maskgit import TextToVideoPipeline, export_to_video",
+        class_name="TextToVideoPipeline", tags=["text-to-video", "maskgit", "magvit2", "video"],
+        pipeline_tag="text-to-video", install="pip install 'magvit2-maskgit[text]'",
+        base_model=[b for b in (tok.hub_repo_id, transformer.base_model) if b],
+        config={"tokenizer": tok.config.to_dict(), "transformer": c.to_dict(),
+                "text_encoder": {"name_or_path": text_id or text.spec, "max_length": text.max_length,
+                                 "dim": text.dim},
+                "defaults": pipe.defaults.to_dict()},
+        components=[("tokenizer", f"`{type(tok).__name__}`, {h}x{w} frames, {tok.codebook_size} codes; {tok_from}"),
+                    ("text_encoder", f"[{text_id}](https://huggingface.co/{text_id})" if text_id else f"`{text.spec}`"),
+                    ("transformer", f"`MaskGitTransformer`, depth {c.depth}, width {c.dim}, latent grid (t', h', w') "
+                                    f"{tuple(c.latent_shape)}")],
+        usage=f"frames = pipe(\"a prompt\", generator=torch.Generator().manual_seed(0)).frames[0]  "
+              f"# ({pipe.max_num_frames}, {h}, {w}, 3) in [0, 1]\n"
+              f"export_to_video(frames, \"video.mp4\", fps={pipe.defaults.fps:g})")

@@ -66,3 +66,18 @@ def embedding_from(embeds: TextEmbedding | Tensor | tuple, mask: Tensor | None, 
     except ValueError:
         raise ValueError(f"{name} must be a TextEmbedding, an (embeds, mask) pair or a float tensor (b, m, "
                          f"text_dim); got {type(embeds).__name__}") from None
+
+
+def check_prime_codes(prime_codes: Tensor, hw: tuple[int, int], codebook_size: int) -> None:
+    """prime_codes: an integer tensor (b, t0', h', w') with the tokenizer's (h', w') and codes in [0, codebook_size)."""
+    h, w = hw
+    if (not isinstance(prime_codes, Tensor) or prime_codes.is_floating_point() or prime_codes.dtype == torch.bool
+            or prime_codes.ndim != 4):
+        raise ValueError(f"prime_codes must be an integer tensor (b, t0', {h}, {w}); got "
+                         f"{getattr(prime_codes, 'dtype', type(prime_codes).__name__)} "
+                         f"{tuple(getattr(prime_codes, 'shape', ()))}")
+    if tuple(prime_codes.shape[2:]) != (h, w):
+        raise ValueError(f"prime_codes must have {h}x{w} codes per latent frame; got shape {tuple(prime_codes.shape)}")
+    if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= codebook_size):
+        raise ValueError(f"prime_codes must lie in [0, {codebook_size}); got values in [{int(prime_codes.min())}, "
+                         f"{int(prime_codes.max())}]")
