@@ -84,7 +84,7 @@ class OpenMagvit2Tokenizer(VideoTokenizer):
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> latents (b, z_channels, 1 + k, h/s, w/s)."""
         video, _ = self._check_video(video)
         self._cond(cond, "", video.shape[0])  # raises if a cond is given: this architecture takes none
-        return self.encoder(video)
+        return self.encoder(video.to(self.dtype))
 
     def decode(self, quantized: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, z_channels, t', h', w') quantized latents (+-1) -> video (b, c, 1 + (t'-1)*f, h, w), ~[-1, 1]."""
@@ -92,7 +92,7 @@ class OpenMagvit2Tokenizer(VideoTokenizer):
         if quantized.ndim != 5 or quantized.shape[1] != self.latent_dim:
             raise ValueError(f"expected quantized latents (b, {self.latent_dim}, t', h', w'); got "
                              f"{tuple(quantized.shape)}")
-        return self.decoder(quantized)
+        return self.decoder(quantized.to(self.dtype))
 
     @property
     def last_layer_weight(self) -> Tensor:

@@ -71,7 +71,21 @@ def _group_prob_sum(log_p: Tensor, log_1mp: Tensor, bits: Tensor) -> Tensor:
     return log_joint.exp().sum(dim=0)
 
 
-class LFQuantizer(nn.Module):
+class Float32Module(nn.Module):
+    """A module whose floating weights and buffers stay float32 through `.to(dtype)` / `.half()` / `.bfloat16()`
+    (devices still move): the quantizer's projections, signs and entropies are computed in fp32 inside a model cast
+    to bf16/fp16 (diffusers / transformers keep such modules in fp32 the same way). Inputs are cast to fp32 in
+    `forward`; outputs go back to the input's dtype."""
+
+    def _apply(self, fn, recurse=True):
+        def move_only(t: Tensor) -> Tensor:  # a cast is replaced by a move of the unrounded tensor
+            out = fn(t)
+            return t.to(device=out.device) if t.is_floating_point() and out.dtype != t.dtype else out
+
+        return super()._apply(move_only, recurse)
+
+
+class LFQuantizer(Float32Module):
     """Lookup-free quantization of `(b, dim, t, h, w)` latents into K = log2(codebook_size) sign bits."""
 
     def __init__(self, dim: int, config: TokenizerConfig):
@@ -138,12 +152,12 @@ class LFQuantizer(nn.Module):
         )
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
-        """(b, t, h, w) long -> (b, dim, t, h, w): exactly the eval-mode `quantized` for those indices."""
+        """(b, t, h, w) long -> (b, dim, t, h, w) float32: exactly the eval-mode `quantized` for those indices."""
         bits = ((indices[..., None] & self.lfq.mask) != 0).float()  # (b, t, h, w, K)
         return rearrange(self.lfq.project_out(bits * 2 - 1), "b t h w d -> b d t h w")
 
 
-class FSQuantizer(nn.Module):
+class FSQuantizer(Float32Module):
     """Finite scalar quantization (no auxiliary loss); codebook size = prod(fsq_levels)."""
 
     def __init__(self, dim: int, config: TokenizerConfig):
@@ -159,7 +173,7 @@ class FSQuantizer(nn.Module):
         return QuantizerOutput(quantized.to(x.dtype), indices.long(), zero, zero, zero, zero, 0.0, usage, perplexity)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
-        return self.fsq.indices_to_codes(indices)  # (b, dim, t, h, w)
+        return self.fsq.indices_to_codes(indices)  # (b, dim, t, h, w) float32
 
 
 def build_quantizer(dim: int, config: TokenizerConfig) -> LFQuantizer | FSQuantizer:

@@ -4,7 +4,7 @@
   its final name (`atomic_write`, `atomic_write_text`); a folder is built beside its destination and renamed in
   (`atomic_dir`). An interrupted save never leaves a half-written file or folder under the final name.
 * Model folders: `config.json` (kind, format version, package version, config) + `model.safetensors`; no pickle.
-  `resolve_model_dir` turns "a model folder, or a run folder holding one" into the folder.
+  What a model path means (a folder, a run folder, a Hub repo id) is `magvit2.model_paths`.
 * Strict loading: `config_from_dict` builds a config dataclass, refusing unknown keys and values of the wrong type
   (`magvit2.checks`); `load_state_strict` loads a state dict and names every missing, unexpected or mis-shaped
   tensor; `load_model_dir` refuses NaN/Inf weights, naming the tensor.
@@ -289,19 +289,16 @@ def load_model_dir(directory: str | Path, kind: str, map_location: str | torch.d
     return payload["config"], state
 
 
-def resolve_model_dir(path: str | os.PathLike, kind: str, run_subdir: str, config_name: str = CONFIG_NAME) -> Path:
-    """The folder holding a `kind` (its `config_name` JSON names it), given the folder itself or a training run
-    folder that holds it at `run_subdir/` (RUN_DIR/tokenizer, RUN_DIR/pipeline)."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / run_subdir):
-        config = candidate / config_name
-        if config.is_file():
-            payload = read_json(config, config_name)
-            if not isinstance(payload, dict):
-                raise ValueError(f"{config}: expected a JSON object (written by save_pretrained); got "
-                                 f"{type(payload).__name__}")
-            if payload.get("_kind") == kind:
-                return candidate
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    raise FileNotFoundError(f"{path} is neither a {kind} folder ({config_name}) nor a run folder with {run_subdir}/")
+def stored_dtype(directory: str | Path) -> torch.dtype:
+    """The dtype most of a model folder's floating weights are stored in (read from the safetensors header only)."""
+    from safetensors import safe_open
+
+    counts: dict[torch.dtype, int] = {}
+    with safe_open(str(Path(directory) / WEIGHTS_NAME), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has keys(), no __iter__
+            dtype = f.get_slice(key).get_dtype()
+            torch_dtype = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+                           "F64": torch.float64}.get(dtype)
+            if torch_dtype is not None:
+                counts[torch_dtype] = counts.get(torch_dtype, 0) + 1
+    return max(counts, key=counts.get) if counts else torch.float32

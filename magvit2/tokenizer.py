@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from magvit2.attention import GateLoopTimeBlock, LinearSpaceAttentionBlock, SpaceAttentionBlock, TimeAttentionBlock
 from magvit2.config import TokenizerConfig
-from magvit2.hub import model_card, push_folder, resolve_pretrained
+from magvit2.hub import PretrainedMixin
 from magvit2.layers import (
     CausalConv3d,
     CondResidualBlock,
@@ -42,6 +42,8 @@ from magvit2.layers_seed import (
     SingleConvResidualBlock,
     TimeOnlyDownsample,
 )
+from magvit2.model_card import CardSpec
+from magvit2.model_paths import ModelKind
 from magvit2.quantize import QuantizerOutput, build_quantizer
 from magvit2.serialization import (
     CONFIG_NAME,
@@ -51,7 +53,12 @@ from magvit2.serialization import (
     read_model_config,
     save_model_dir,
 )
-from magvit2.torch_utils import checkpoint_forward, eval_mode
+from magvit2.torch_utils import checkpoint_forward, eval_mode, module_device, module_dtype
+
+KIND = "VideoTokenizer"  # the `_kind` of a tokenizer folder's config.json
+# where a tokenizer is found besides its own folder: a tokenizer run's export, a pipeline's component, a MaskGit
+# run's exported pipeline (`magvit2.model_paths`)
+TOKENIZER_KIND = ModelKind(KIND, locations=("tokenizer", "pipeline/tokenizer"), what="tokenizer")
 
 
 @dataclass
@@ -92,12 +99,16 @@ RESAMPLERS = {
 }
 
 
-class VideoTokenizer(nn.Module):
+class VideoTokenizer(nn.Module, PretrainedMixin):
     """Encode videos/images to discrete codes and decode them back.
 
     Build it from a `TokenizerConfig` or with the same keywords (seed-compatible):
     `VideoTokenizer(image_size=128, init_dim=64, max_dim=512, codebook_size=2**18, layers=(...), channels=3)`.
+    `.to(torch.bfloat16)` runs encoder and decoder in bf16; the quantizer keeps float32 weights and math
+    (`magvit2.quantize`) and hands back latents in the model's dtype.
     """
+
+    model_kind = TOKENIZER_KIND
 
     def __init__(self, config: TokenizerConfig | None = None, **kwargs):
         super().__init__()
@@ -148,6 +159,15 @@ class VideoTokenizer(nn.Module):
         self.decoder_layers = nn.ModuleList(decoder)
         self.decoder_norm = FrameGroupNorm(c.init_dim, c.norm_groups)
         self.conv_out = CausalConv3d(c.init_dim, c.channels, c.output_conv_kernel_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the encoder/decoder weights (the quantizer's stay float32)."""
+        return module_dtype(self, skip=("quantizer.",))
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
 
     # shapes and validation -----------------------------------------------------------------------------------------
 
@@ -218,6 +238,7 @@ class VideoTokenizer(nn.Module):
     def encode(self, video: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, c, 1 + k*f, h, w) in [-1, 1] (or images (b, c, h, w)) -> continuous latents (b, d, 1 + k, h', w')."""
         video, _ = self._check_video(video)
+        video = video.to(self.dtype)  # a bf16 model takes fp32 pixels too
         cond = self._cond(cond, "encoder_cond_mlp", video.shape[0])
         x = video.contiguous(memory_format=conv_memory_format(video))  # (b, c, 1 + k*f, h, w)
         if self.config.time_padding == "prepend":
@@ -234,7 +255,7 @@ class VideoTokenizer(nn.Module):
     def decode(self, quantized: Tensor, cond: Tensor | None = None) -> Tensor:
         """(b, d, t', h', w') quantized latents -> video (b, c, 1 + (t'-1)*f, h, w), approximately in [-1, 1]."""
         cond = self._cond(cond, "decoder_cond_mlp", quantized.shape[0])
-        x = quantized.contiguous(memory_format=conv_memory_format(quantized))
+        x = quantized.to(self.dtype).contiguous(memory_format=conv_memory_format(quantized))
         x = sequential_forward(self.decoder_layers, x, cond)  # (b, init_dim, 1 + (t'-1)*f or t'*f, h, w)
         x = self.conv_out(F.silu(self.decoder_norm(x)))
         if self.config.time_padding == "prepend":
@@ -289,7 +310,7 @@ class VideoTokenizer(nn.Module):
     def decode_from_code_indices(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
         """Codes (b, t', h', w') or flattened (b, t'*h'*w') -> video (b, c, 1 + (t'-1)*f, h, w) in ~[-1, 1]."""
         codes = self._check_codes(codes)
-        return self.decode(self.quantizer.indices_to_codes(codes), cond)
+        return self.decode(self.quantizer.indices_to_codes(codes).to(self.dtype), cond)
 
     @property
     def last_layer_weight(self) -> Tensor:
@@ -297,53 +318,51 @@ class VideoTokenizer(nn.Module):
         return self.conv_out.conv.weight
 
     # persistence ---------------------------------------------------------------------------------------------------
+    # save_pretrained / from_pretrained / push_to_hub: `magvit2.hub.PretrainedMixin`; the folder format here.
 
-    def save_pretrained(self, directory: str | Path, training: dict[str, int] | None = None) -> Path:
-        """Write `config.json` + `model.safetensors` into `directory` (created if needed). `training` (the trainer's
-        export: `num_frames`, `frame_stride` of its clips, `step`) is recorded beside the config so commands can
-        default to what the tokenizer was trained on (`training_info`)."""
-        extra = {"training": _check_training(training, "training")} if training else None
-        return save_model_dir(directory, "VideoTokenizer", self.config.to_dict(), self.state_dict(), extra=extra)
+    def _save_pretrained(self, directory: Path, training: dict[str, Any] | None = None) -> None:
+        """`config.json` + `model.safetensors`. Of `training`, the trainer's export keys (`num_frames`,
+        `frame_stride` of its clips, `step`) are recorded beside the config so commands can default to what the
+        tokenizer was trained on (`training_info`); the whole record goes into the model card."""
+        known = {k: v for k, v in {**(self.pretrained_training or {}), **(training or {})}.items()
+                 if k in TRAINING_KEYS}
+        extra = {"training": _check_training(known, "training")} if known else None
+        save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict(), extra=extra)
 
     @staticmethod
     def training_info(directory: str | Path) -> dict[str, int]:
         """What a tokenizer folder says about its training clips (`num_frames`, `frame_stride`, `step`; each key
         only when recorded; {} for folders written without it). Wrong types are errors naming the file and key."""
-        payload = read_model_config(directory, "VideoTokenizer")
+        payload = read_model_config(directory, KIND)
         return _check_training(payload.get("training") or {}, f"{Path(directory) / CONFIG_NAME}: training")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
-                        **hub_kwargs: Any) -> VideoTokenizer:
-        """Load a folder written by `save_pretrained`, or a Hugging Face Hub repo id holding one (`magvit2.hub`:
-        cache first; `revision=`, `cache_dir=`, `token=`, `local_files_only=`, `subfolder=`). No pickle; unknown
-        config keys are rejected. A config with an `architecture` key (see `ARCHITECTURES`) gives that subclass,
-        e.g. `OpenMagvit2Tokenizer`."""
-        directory, _ = resolve_pretrained(directory, **hub_kwargs)
-        config, state = load_model_dir(directory, "VideoTokenizer", map_location)
+    def _load_pretrained(cls, directory: Path, *, from_hub: bool, device: torch.device | str | None,
+                         map_location: str | torch.device | None = None) -> VideoTokenizer:
+        """A tokenizer folder -> the model in eval mode (no pickle; unknown config keys are rejected). A config
+        with an `architecture` key (see `ARCHITECTURES`) gives that subclass, e.g. `OpenMagvit2Tokenizer`.
+        `map_location`: the older spelling of `device=`."""
+        config, state = load_model_dir(directory, KIND)
         model_cls, config_cls = _architecture(config.get("architecture"), directory)
         if not issubclass(model_cls, cls):
             raise ValueError(f"{directory} holds a {model_cls.__name__}, not a {cls.__name__}")
         model = model_cls(config_cls.from_dict(config))
         load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
-        model.pretrained_training = cls.training_info(directory)  # for push_to_hub's model card
-        return model
+        model.pretrained_training = cls.training_info(directory)  # for the model card
+        if map_location is not None and device is None:
+            model.to(map_location)
+        return model.eval()
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
-                    training: dict[str, Any] | None = None) -> Any:
-        """Upload `save_pretrained`'s folder plus a model card (README.md: config, and `training` or what the folder
-        it was loaded from recorded) to the Hub repo `repo_id` ('owner/name'; created if needed)."""
-        recorded = getattr(self, "pretrained_training", None) or {}
-        summary = {**recorded, **(training or {})}
-        card = model_card("video tokenizer", repo_id, self.config.to_dict(), training=summary,
-                          tags=["video", "tokenizer", "magvit2"],
-                          load=f"from magvit2 import VideoTokenizer\n\ntokenizer = VideoTokenizer.from_pretrained("
-                               f"{repo_id!r})")
-        known = {k: v for k, v in recorded.items() if k in TRAINING_KEYS}
-        return push_folder(lambda folder: self.save_pretrained(folder, training=known or None), repo_id, card,
-                           commit_message=commit_message, private=private, token=token, revision=revision,
-                           create_pr=create_pr)
+    pretrained_training: dict[str, int] | None = None
+
+    def card_spec(self) -> CardSpec:
+        return CardSpec(kind="video tokenizer (MAGVIT-v2: causal 3D CNN + lookup-free quantization)",
+                        import_line="from magvit2 import VideoTokenizer", class_name="VideoTokenizer",
+                        config=self.config.to_dict(), tags=["video", "video-tokenizer", "magvit2"],
+                        training=dict(self.pretrained_training or {}),
+                        usage=f"codes = tokenizer.tokenize(video)  # video (b, 3, 1 + {self.time_compression}k, "
+                              f"{self.config.image_size[0]}, {self.config.image_size[1]}) in [-1, 1]\n"
+                              "video = tokenizer.decode_from_code_indices(codes)")
 
 
 TRAINING_KEYS = ("num_frames", "frame_stride", "step")  # what a tokenizer folder may record about its training

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpoint_forward", "eval_mode", "uniform"]
+__all__ = ["checkpoint_forward", "eval_mode", "module_device", "module_dtype", "uniform"]
 
 
 @contextlib.contextmanager
@@ -46,3 +46,19 @@ def checkpoint_forward(module: nn.Module, enabled: bool = True) -> None:
         return original(*args, **kwargs)
 
     module.forward = forward
+
+
+def module_dtype(module: nn.Module, skip: tuple[str, ...] = ()) -> torch.dtype:
+    """The dtype of `module`'s first floating parameter (or buffer) whose name starts with none of `skip`; float32
+    for a module without any."""
+    for name, t in (*module.named_parameters(), *module.named_buffers()):
+        if t.is_floating_point() and not name.startswith(skip):
+            return t.dtype
+    return torch.float32
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of `module`'s first parameter (or buffer); the CPU for a module without any."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")

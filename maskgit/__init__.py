@@ -1,5 +1,7 @@
 """Stage two: a text-conditioned bidirectional MaskGit transformer over frozen MagViT2 tokenizer codes."""
 
+from magvit2.utils import export_to_video
+
 from .config import MaskGitConfig, factor_vocab_sizes
 from .objective import MaskedLossStats, masked_token_loss, random_token_mask
 from .pipeline import TextToVideoPipeline
@@ -29,6 +31,7 @@ __all__ = [
     "TinyTextEncoder",
     "build_text_encoder",
     "default_text_encoder",
+    "export_to_video",
     "factor_vocab_sizes",
     "filter_logits",
     "guidance_at",

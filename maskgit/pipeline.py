@@ -7,7 +7,9 @@
 * `transformer`  a `maskgit.MaskGitTransformer`: masked codes + text -> logits; decoded by `maskgit.sampler.sample`.
 
 Sampling defaults live in `maskgit.pipeline_settings.PipelineDefaults`; the folder format written by
-`save_pretrained` (`pipeline.json` + `tokenizer/` + `transformer/`) in `maskgit.pipeline_folder`.
+`save_pretrained` (`pipeline.json` + `model_index.json` + `tokenizer/` + `transformer/`) in `maskgit.pipeline_folder`;
+what every diffusers pipeline has (`components`, `to`, `dtype`, `device`, progress bar, model CPU offload) in
+`maskgit.pipeline_base`; videos longer than the transformer's grid (sliding windows) in `maskgit.windows`.
 
 Classifier-free guidance follows diffusers / aMUSEd: `logits = uncond + s * (cond - uncond)` per step, with both
 halves computed in one batched pass. s = 1: no guidance (conditional only, the unconditional half is skipped);
@@ -17,9 +19,8 @@ text embedding, or the negative prompt when one is given.
 
 from __future__ import annotations
 
+import logging
 import math
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -28,51 +29,52 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from magvit2.hub import resolve_pretrained
+from magvit2.hub import PretrainedMixin
+from magvit2.model_card import CardSpec
 from magvit2.tokenizer import VideoTokenizer
 from magvit2.torch_utils import eval_mode
 
+from .pipeline_base import PipelineBase
 from .pipeline_folder import (
     PIPELINE_CONFIG,
+    PIPELINE_MODEL_KIND,
     TOKENIZER_DIR,
     TRANSFORMER_DIR,
+    check_model_index,
     component_dir,
-    push_pipeline,
+    pipeline_card_spec,
+    pipeline_config,
     read_pipeline_config,
     text_encoder_source,
+    write_model_index,
     write_pipeline_config,
 )
+from .pipeline_inputs import as_generators, as_prompt_list, check_prime_codes, embedding_from
 from .pipeline_output import (
     TextToVideoPipelineOutput,
     check_callback,
-    check_callback_result,
     check_output_type,
+    make_step_fn,
     postprocess_video,
-    step_end_kwargs,
 )
 from .pipeline_settings import PipelineDefaults
-from .sampler import SamplerStep, make_guided_logits_fn, sample
-from .text import TextEmbedding, TextEncoder, as_text_embedding, build_text_encoder
+from .sampler import make_guided_logits_fn, sample
+from .text import TextEmbedding, TextEncoder, build_text_encoder
 from .transformer import MaskGitTransformer
+from .windows import Window, plan_windows
 
 StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b, t', h', w') with [MASK] = mask id)
+logger = logging.getLogger(__name__)
 
 
-def _fresh_generator() -> torch.Generator:
-    """A CPU generator seeded from the OS entropy pool (never from, and never advancing, torch's global RNG)."""
-    return torch.Generator().manual_seed(secrets.randbits(63))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the pipeline
-
-
-class TextToVideoPipeline:
+class TextToVideoPipeline(PipelineBase, PretrainedMixin):
     """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer.
 
     Compatibility is checked here, once: the transformer's vocabulary must equal the tokenizer's codebook, the
     tokenizer's latent frame (h', w') must fit the transformer's grid, and the text width must match `text_dim`.
     """
+
+    model_kind = PIPELINE_MODEL_KIND
 
     def __init__(self, tokenizer: VideoTokenizer, text_encoder: TextEncoder, transformer: MaskGitTransformer,
                  defaults: PipelineDefaults | None = None):
@@ -101,28 +103,24 @@ class TextToVideoPipeline:
         self.tokenizer, self.text_encoder, self.transformer = tokenizer, text_encoder, transformer
         self.defaults = defaults
         if defaults.num_frames is not None:
-            self.latent_grid(defaults.num_frames)
+            self.check_num_frames(defaults.num_frames)
 
-    # shapes and devices -------------------------------------------------------------------------------------------
+    # shapes -----------------------------------------------------------------------------------------------------
 
     @property
-    def device(self) -> torch.device:
-        """Where the transformer lives (codes are sampled there)."""
-        return next(self.transformer.parameters()).device
-
-    def to(self, device: torch.device | str) -> TextToVideoPipeline:
-        """Moves all three parts to `device`; returns self."""
-        for module in (self.tokenizer, self.text_encoder, self.transformer):
-            module.to(device)
-        return self
+    def config(self) -> dict[str, Any]:
+        """What `model_index.json` holds (class, version, each component as [library, class]) plus the text
+        encoder's settings, the sampling defaults and the frame size / longest single window."""
+        return pipeline_config(self)
 
     @property
     def max_num_frames(self) -> int:
-        """The longest clip the transformer's latent grid holds: 1 + (t' - 1) * f."""
+        """The longest clip one window of the transformer's latent grid holds: 1 + (t' - 1) * f. Longer videos are
+        generated window by window (`maskgit.windows`)."""
         return self.tokenizer.num_frames_for(self.transformer.config.latent_shape[0])
 
-    def latent_grid(self, num_frames: int) -> tuple[int, int, int]:
-        """(t', h', w') of a `num_frames` clip; ValueError unless num_frames = 1 + k*f and t' fits the transformer."""
+    def check_num_frames(self, num_frames: int) -> int:
+        """Latent frames t' of a `num_frames` clip; ValueError unless num_frames = 1 + k*f."""
         f = self.tokenizer.time_compression
         if isinstance(num_frames, bool) or not isinstance(num_frames, int):
             raise ValueError(f"num_frames must be an int 1 + {f}k; got {num_frames!r}")
@@ -130,55 +128,85 @@ class TextToVideoPipeline:
             k = max((num_frames - 1) // f, 0)
             hint = f"try {1 + f * k} or {1 + f * (k + 1)}" if num_frames > 1 else f"try 1 or {1 + f}"
             raise ValueError(f"num_frames={num_frames} is not 1 + {f}k; {hint}")
-        grid = self.tokenizer.latent_shape(num_frames)
-        if grid[0] > self.transformer.config.latent_shape[0]:
-            raise ValueError(f"num_frames={num_frames} needs {grid[0]} latent frames but the transformer holds at most "
+        return 1 + (num_frames - 1) // f
+
+    def latent_grid(self, num_frames: int) -> tuple[int, int, int]:
+        """(t', h', w') of one window of `num_frames`; ValueError unless num_frames = 1 + k*f and t' fits the
+        transformer (longer videos: `plan`)."""
+        t = self.check_num_frames(num_frames)
+        if t > self.transformer.config.latent_shape[0]:
+            raise ValueError(f"num_frames={num_frames} needs {t} latent frames but the transformer holds at most "
                              f"{self.transformer.config.latent_shape[0]} (num_frames <= {self.max_num_frames})")
-        return grid
+        return self.tokenizer.latent_shape(num_frames)
+
+    def plan(self, num_frames: int, window_overlap: int | None = None) -> list[Window]:
+        """The windows that generate `num_frames` frames: one when they fit the transformer, else overlapping
+        windows each primed on the last `window_overlap` latent frames of the previous one (`maskgit.windows`)."""
+        return plan_windows(self.check_num_frames(num_frames), self.transformer.config.latent_shape[0],
+                            window_overlap)
 
     def settings(self, **overrides: Any) -> PipelineDefaults:
-        """`self.defaults` with the non-None `overrides` applied and num_frames resolved (validated)."""
+        """`self.defaults` with the non-None `overrides` applied and num_frames resolved (1 + k*f; longer than
+        `max_num_frames` means sliding windows)."""
         unknown = sorted(set(overrides) - {f.name for f in fields(PipelineDefaults)})
         if unknown:
             raise ValueError(f"unknown settings {unknown}")
         s = replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
         if s.num_frames is None:
             s = replace(s, num_frames=self.max_num_frames)
-        self.latent_grid(s.num_frames)
+        self.check_num_frames(s.num_frames)
         return s
+
+    def check_size(self, height: int | None, width: int | None) -> None:
+        """height/width (diffusers' keywords) must be the tokenizer's frame size: the model generates one size."""
+        h, w = self.tokenizer.config.image_size
+        for name, value, want in (("height", height, h), ("width", width, w)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value != want):
+                raise ValueError(f"{name}={value!r}: this pipeline generates {h}x{w} frames (height x width; its "
+                                 f"tokenizer's image_size); leave height/width unset or pass {h} and {w}")
 
     # inputs -------------------------------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str | Sequence[str] | None = None,
                       negative_prompt: str | Sequence[str] | None = None,
-                      prompt_embeds: TextEmbedding | tuple | None = None,
-                      negative_prompt_embeds: TextEmbedding | tuple | None = None
+                      prompt_embeds: TextEmbedding | Tensor | tuple | None = None,
+                      negative_prompt_embeds: TextEmbedding | Tensor | tuple | None = None,
+                      prompt_attention_mask: Tensor | None = None,
+                      negative_prompt_attention_mask: Tensor | None = None,
                       ) -> tuple[TextEmbedding, TextEmbedding | None]:
-        """(conditional, negative or None) embeddings with one row per prompt, on the transformer's device."""
+        """(conditional, negative or None) embeddings with one row per prompt, on `self.device`.
+
+        prompt_embeds / negative_prompt_embeds: a `TextEmbedding`, an `(embeds, mask)` pair, or a float tensor
+        (b, m, text_dim) (diffusers' form) with an optional bool `prompt_attention_mask` (b, m) (default: all
+        tokens real)."""
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("pass exactly one of prompt and prompt_embeds" if prompt is not None
                              else "pass a prompt (str or list of str) or prompt_embeds")
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise ValueError("pass at most one of negative_prompt and negative_prompt_embeds")
-        if prompt is not None:
-            prompts = _as_prompt_list(prompt, "prompt")
-            cond = self.text_encoder.encode(prompts)
-        else:
-            cond = as_text_embedding(prompt_embeds)
-        b = cond.batch_size
-        uncond = None
-        if negative_prompt is not None:
-            negatives = _as_prompt_list(negative_prompt, "negative_prompt")
-            if len(negatives) == 1:
-                negatives = negatives * b
-            if len(negatives) != b:
-                raise ValueError(f"got {len(negatives)} negative prompts for {b} prompts; pass one or {b}")
-            uncond = self.text_encoder.encode(negatives)
-        elif negative_prompt_embeds is not None:
-            uncond = as_text_embedding(negative_prompt_embeds)
-            if uncond.batch_size not in (1, b):
-                raise ValueError(f"negative_prompt_embeds has {uncond.batch_size} rows for {b} prompts; pass 1 or {b}")
-            uncond = uncond.expand(b)
+        with self.running("text_encoder") as text_encoder:
+            if prompt is not None:
+                if prompt_attention_mask is not None:
+                    raise ValueError("prompt_attention_mask goes with prompt_embeds, not with prompt")
+                cond = text_encoder.encode(as_prompt_list(prompt, "prompt"))
+            else:
+                cond = embedding_from(prompt_embeds, prompt_attention_mask, "prompt_embeds")
+            b = cond.batch_size
+            uncond = None
+            if negative_prompt is not None:
+                negatives = as_prompt_list(negative_prompt, "negative_prompt")
+                if len(negatives) == 1:
+                    negatives = negatives * b
+                if len(negatives) != b:
+                    raise ValueError(f"got {len(negatives)} negative prompts for {b} prompts; pass one or {b}")
+                uncond = text_encoder.encode(negatives)
+            elif negative_prompt_embeds is not None:
+                uncond = embedding_from(negative_prompt_embeds, negative_prompt_attention_mask,
+                                        "negative_prompt_embeds")
+                if uncond.batch_size not in (1, b):
+                    raise ValueError(f"negative_prompt_embeds has {uncond.batch_size} rows for {b} prompts; pass 1 "
+                                     f"or {b}")
+                uncond = uncond.expand(b)
         for name, emb in (("prompt_embeds", cond), ("negative_prompt_embeds", uncond)):
             if emb is not None and emb.dim != self.transformer.config.text_dim:
                 raise ValueError(f"{name} have width {emb.dim}; the transformer expects text_dim "
@@ -190,8 +218,9 @@ class TextToVideoPipeline:
                       prime_codes: Tensor | None = None) -> Tensor | None:
         """Codes (batch_size, t0', h', w') that fix the first latent frames, from a prime video or given codes.
 
-        prime_video: (b, 3, 1 + j*f, h, w) or an image (b, 3, h, w), float in [-1, 1]; b = 1 or batch_size.
-        prime_codes: (b, t0', h', w') long in [0, codebook_size). At most t' latent frames (the whole clip).
+        grid: (t', h', w') of the whole video. prime_video: (b, 3, 1 + j*f, h, w) or an image (b, 3, h, w), float
+        in [-1, 1]; b = 1 or batch_size. prime_codes: (b, t0', h', w') long in [0, codebook_size). At most t'
+        latent frames (the whole clip).
         """
         if prime_video is not None and prime_codes is not None:
             raise ValueError("pass at most one of prime_video and prime_codes")
@@ -202,23 +231,12 @@ class TextToVideoPipeline:
             if not isinstance(prime_video, Tensor) or prime_video.ndim not in (4, 5):
                 raise ValueError(f"prime_video must be a float tensor (b, 3, t, h, w) or an image (b, 3, h, w); got "
                                  f"{tuple(getattr(prime_video, 'shape', ())) or type(prime_video).__name__}")
-            param = next(self.tokenizer.parameters())
-            prime_codes = self.tokenizer.tokenize(prime_video.to(param.device, param.dtype))  # (b, t0', h', w')
+            with self.running("tokenizer") as tokenizer:
+                prime_codes = tokenizer.tokenize(prime_video.to(tokenizer.device, tokenizer.dtype))  # (b, t0', h, w)
             what = f"prime_video ({prime_video.shape[2] if prime_video.ndim == 5 else 1} frames)"
         else:
             what = "prime_codes"
-            if (not isinstance(prime_codes, Tensor) or prime_codes.is_floating_point()
-                    or prime_codes.dtype == torch.bool or prime_codes.ndim != 4):
-                raise ValueError(f"prime_codes must be an integer tensor (b, t0', {h}, {w}); got "
-                                 f"{getattr(prime_codes, 'dtype', type(prime_codes).__name__)} "
-                                 f"{tuple(getattr(prime_codes, 'shape', ()))}")
-            if tuple(prime_codes.shape[2:]) != (h, w):
-                raise ValueError(f"prime_codes must have {h}x{w} codes per latent frame; got shape "
-                                 f"{tuple(prime_codes.shape)}")
-            k = self.tokenizer.codebook_size
-            if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= k):
-                raise ValueError(f"prime_codes must lie in [0, {k}); got values in [{int(prime_codes.min())}, "
-                                 f"{int(prime_codes.max())}]")
+            check_prime_codes(prime_codes, (h, w), self.tokenizer.codebook_size)
         t0 = prime_codes.shape[1]
         if not 1 <= t0 <= t:
             raise ValueError(f"{what} gives {t0} latent frames but the clip has {t} "
@@ -242,10 +260,10 @@ class TextToVideoPipeline:
         choice_temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "np",
-        prompt_embeds: TextEmbedding | None = None,
-        negative_prompt_embeds: TextEmbedding | None = None,
+        prompt_embeds: TextEmbedding | Tensor | None = None,
+        negative_prompt_embeds: TextEmbedding | Tensor | None = None,
         num_videos_per_prompt: int = 1,
         prime_video: Tensor | None = None,
         prime_codes: Tensor | None = None,
@@ -254,17 +272,30 @@ class TextToVideoPipeline:
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        height: int | None = None,
+        width: int | None = None,
+        prompt_attention_mask: Tensor | None = None,
+        negative_prompt_attention_mask: Tensor | None = None,
+        window_overlap: int | None = None,
     ) -> TextToVideoPipelineOutput | tuple:
-        """Generates `num_videos_per_prompt` videos per prompt (rows ordered prompt-major).
+        """Generates `num_videos_per_prompt` videos per prompt (rows ordered prompt-major), all in one batch.
 
         Unset settings come from `self.defaults` (num_frames: the longest clip the transformer holds).
-        num_frames must be 1 + k*f (f = tokenizer.time_compression). guidance_scale s: `uncond + s*(cond - uncond)`
-        on the logits; 1 = no guidance; a (start, end) pair ramps linearly over the steps.
-        generator: every random draw comes from it (any device); the same seed gives the same codes and video.
-        None draws a fresh seed from the OS (`secrets`); torch's global RNG is never used or advanced.
+        num_frames must be 1 + k*f (f = tokenizer.time_compression); above `max_num_frames` the video is made of
+        overlapping windows, each primed on the last `window_overlap` latent frames of the previous one (default:
+        half a window; `maskgit.windows`). height / width: checked against the tokenizer's frame size.
+        guidance_scale s >= 0: `uncond + s*(cond - uncond)` on the logits; 1 = no guidance; a (start, end) pair
+        ramps linearly over the steps.
+        generator: every random draw comes from it (any device); the same seed gives the same codes and video. A
+        list of b generators (b = prompts * num_videos_per_prompt) gives row i its own: row i then equals what
+        generating that prompt alone with generator i gives. None draws a fresh seed from the OS (`secrets`);
+        torch's global RNG is never used or advanced.
+        prompt_embeds: a `TextEmbedding`, `(embeds, mask)`, or a tensor (b, m, text_dim) with an optional
+        `prompt_attention_mask` (b, m) (same for the negative ones).
         prime_video / prime_codes: the first latent frames are fixed to these codes (image-to-video, continuation);
         the decoded output then starts with the tokenizer's reconstruction of the prime (the decoder is causal).
-        callback(step, num_steps, codes): after each decoding step; codes (b, t', h', w') with [MASK] = codebook_size.
+        callback(step, num_steps, codes): after each decoding step (counted over all windows); codes (b, t', h', w')
+        of the current window with [MASK] = codebook_size.
         callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict: diffusers' form of the same hook;
         timestep = num_steps - 1 - step; callback_kwargs holds `callback_on_step_end_tensor_inputs` ("latents":
         the codes as above, "preview": every position filled, "num_masked"); what it returns is not fed back.
@@ -272,7 +303,7 @@ class TextToVideoPipeline:
         Returns `TextToVideoPipelineOutput(frames)` (`return_dict=False`: the tuple `(frames,)`); for
         b = prompts * num_videos_per_prompt, frames is
             'np': float32 numpy (b, num_frames, h, w, 3) in [0, 1] (diffusers' convention);
-            'pt': float video (b, 3, num_frames, h, w) in [-1, 1] on the tokenizer's device;
+            'pt': float32 video (b, 3, num_frames, h, w) in [-1, 1] on the tokenizer's device;
             'pil': b lists of num_frames PIL images;
             'latent': long codes (b, t', h', w') in [0, codebook_size) on the transformer's device.
         """
@@ -281,92 +312,86 @@ class TextToVideoPipeline:
         if isinstance(num_videos_per_prompt, bool) or not isinstance(num_videos_per_prompt, int) \
                 or num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt must be a positive int; got {num_videos_per_prompt!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+        self.check_size(height, width)
         s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, temperature=temperature,
                           choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule)
-        grid = self.latent_grid(s.num_frames)
-        cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
-        num_prompts = cond.batch_size
+        windows = self.plan(s.num_frames, window_overlap)
+        grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
+        cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                                          prompt_attention_mask, negative_prompt_attention_mask)
+        num_prompts, r = cond.batch_size, num_videos_per_prompt
+        b = num_prompts * r
+        generators = as_generators(generator, b)
         prime = self.prime_latents(grid, num_prompts, prime_video, prime_codes)  # (p, t0', h', w') or None
-
-        r = num_videos_per_prompt
-        b, n = num_prompts * r, math.prod(grid)
         cond = cond.repeat_interleave(r)
         uncond = None if uncond is None else uncond.repeat_interleave(r)
-        known = None
+        known = torch.full((b, *grid), -1, dtype=torch.long, device=self.device)  # (b, T', h', w'): -1 = to sample
         if prime is not None:
-            known = torch.full((b, *grid), -1, dtype=torch.long, device=self.device)  # (b, t', h', w')
             known[:, : prime.shape[1]] = prime.repeat_interleave(r, dim=0)
-            known = known.flatten(1)  # (b, n)
+        if len(windows) > 1:
+            logger.info("%d frames > the %d one window holds: %d windows of up to %d latent frames, each primed on "
+                        "the last %d of the previous one", s.num_frames, self.max_num_frames, len(windows),
+                        windows[0].length, windows[1].primed)
 
-        step_fn = None
-        if callback is not None or callback_on_step_end is not None:
-            def step_fn(state: SamplerStep) -> None:
-                if callback is not None:
-                    callback(state.step, state.num_steps, state.codes.view(b, *grid))
-                if callback_on_step_end is not None:
-                    kwargs = step_end_kwargs(tensor_inputs, state.codes, state.preview, state.num_masked, grid)
-                    check_callback_result(callback_on_step_end(self, state.step, state.num_steps - 1 - state.step,
-                                                               kwargs))
-
-        with eval_mode(self.tokenizer, self.transformer):
-            logits_fn = make_guided_logits_fn(self.transformer, cond, uncond, batch_size=b, grid=grid)
-            codes = sample(
-                logits_fn, b, n, generator=generator if generator is not None else _fresh_generator(),
-                vocab_sizes=self.transformer.vocab_sizes, mask_id=self.transformer.mask_id,
-                num_steps=s.num_inference_steps, temperature=s.temperature, choice_temperature=s.choice_temperature,
-                schedule=s.mask_schedule, top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
-                known_codes=known, device=self.device, callback=step_fn,
-            ).view(b, *grid)  # (b, t', h', w')
-            if output_type == "latent":
-                frames = codes
-            else:
-                tokenizer_device = next(self.tokenizer.parameters()).device
-                video = self.tokenizer.decode_from_code_indices(codes.to(tokenizer_device))  # (b, 3, t, h, w)
+        steps = s.num_inference_steps
+        total_steps = steps * len(windows)
+        with self.running("transformer") as transformer, eval_mode(self.tokenizer, transformer), \
+                self.progress_bar(total_steps) as bar:
+            for index, window in enumerate(windows):
+                part = (window.length, *grid[1:])
+                step_fn = make_step_fn(self, callback, callback_on_step_end, tensor_inputs, part, index * steps,
+                                       total_steps, bar)
+                logits_fn = make_guided_logits_fn(transformer, cond, uncond, batch_size=b, grid=part)
+                span = slice(window.start, window.start + window.length)
+                codes = sample(
+                    logits_fn, b, math.prod(part), generator=generators,
+                    vocab_sizes=transformer.vocab_sizes, mask_id=transformer.mask_id, num_steps=steps,
+                    temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
+                    top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
+                    known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn,
+                ).view(b, *part)
+                known[:, span] = codes
+                bar.update((index + 1) * steps - bar.n)  # decoding may finish early (fewer unknown tokens)
+        codes = known  # (b, T', h', w'), every position sampled or primed
+        if output_type == "latent":
+            frames = codes
+        else:
+            with self.running("tokenizer") as tokenizer, eval_mode(tokenizer):
+                video = tokenizer.decode_from_code_indices(codes.to(tokenizer.device))  # (b, 3, t, h, w)
                 frames = postprocess_video(video, output_type)
         return TextToVideoPipelineOutput(frames) if return_dict else (frames,)
 
     # persistence --------------------------------------------------------------------------------------------------
+    # save_pretrained / from_pretrained / push_to_hub: `magvit2.hub.PretrainedMixin`; the folder format here.
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes `tokenizer/`, `transformer/` and then `pipeline.json` (see `maskgit.pipeline_folder`)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def _save_pretrained(self, directory: Path, training: dict[str, Any] | None = None) -> None:
+        """Writes `tokenizer/`, `transformer/`, `model_index.json` and then `pipeline.json` (see
+        `maskgit.pipeline_folder`)."""
         (directory / PIPELINE_CONFIG).unlink(missing_ok=True)  # the folder counts as incomplete until rewritten
-        self.tokenizer.save_pretrained(directory / TOKENIZER_DIR)
-        self.transformer.save_pretrained(directory / TRANSFORMER_DIR)
+        self.tokenizer._save_pretrained(directory / TOKENIZER_DIR)
+        self.transformer._save_pretrained(directory / TRANSFORMER_DIR)
+        write_model_index(directory, self.components, self.text_encoder)
         write_pipeline_config(directory, self.text_encoder, self.defaults)
-        return directory
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
-                    training: dict[str, Any] | None = None) -> Any:
-        """Upload `save_pretrained`'s folder plus a model card (the three parts' configs, the sampling defaults;
-        `training`, e.g. the run's summary.json) to the Hub repo `repo_id` ('owner/name'; created if needed)."""
-        return push_pipeline(self, repo_id, training, commit_message=commit_message, private=private, token=token,
-                             revision=revision, create_pr=create_pr)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: torch.device | str | None = None,
-                        text_encoder: TextEncoder | None = None, allow_outside_paths: bool = False,
-                        allow_pickle_text_encoder: bool = False, **hub_kwargs: Any) -> TextToVideoPipeline:
-        """Loads a folder written by `save_pretrained` (modules in eval mode, on `device` or the CPU).
+    def _load_pretrained(cls, directory: Path, *, from_hub: bool, device: torch.device | str | None,
+                         text_encoder: TextEncoder | None = None, allow_outside_paths: bool = False,
+                         allow_pickle_text_encoder: bool = False) -> TextToVideoPipeline:
+        """Loads a pipeline folder (modules in eval mode, on the CPU; the text encoder is built on `device`).
 
         text_encoder: an instance to use instead of rebuilding the stored spec (it must give the same width).
         allow_outside_paths: follow symlinks and text-encoder folders that lead out of `directory` (refused
         otherwise). allow_pickle_text_encoder: let the text encoder load `pytorch_model.bin` (a pickle) when it has
-        no safetensors weights. `directory` may be a Hugging Face Hub repo id holding a pipeline folder
-        (`magvit2.hub`: cache first; `revision=`, `cache_dir=`, `token=`, `local_files_only=`).
+        no safetensors weights.
         """
-        directory, from_hub = resolve_pretrained(directory, **hub_kwargs)
         payload = read_pipeline_config(directory)
-        # a Hub cache snapshot's files are links into the repo's blobs/ (checked by resolve_pretrained)
+        check_model_index(directory)
+        # a Hub cache snapshot's files are links into the repo's blobs/ (checked by magvit2.hub)
         tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths or from_hub)
                                           for sub in (TOKENIZER_DIR, TRANSFORMER_DIR))
         defaults = PipelineDefaults.from_dict(payload["defaults"])
-        tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval()
+        tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir)
         transformer = MaskGitTransformer.from_pretrained(transformer_dir)
         if text_encoder is None:
             text = payload["text_encoder"]
@@ -376,14 +401,11 @@ class TextToVideoPipeline:
             if text_encoder.dim != text["dim"]:
                 raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
                                  f"was saved with {text['dim']}-d ones")
-        pipe = cls(tokenizer, text_encoder, transformer, defaults)
-        return pipe if device is None else pipe.to(device)
+        return cls(tokenizer, text_encoder, transformer, defaults)
 
+    @staticmethod
+    def stored_dtype(folder: Path) -> torch.dtype:
+        return PretrainedMixin.stored_dtype(folder / TRANSFORMER_DIR)
 
-def _as_prompt_list(prompt: str | Sequence[str], name: str) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
-    if prompts is None or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"{name} must be a str or a list of str; got {prompt!r:.80}")
-    if not prompts:
-        raise ValueError(f"{name} is an empty list; pass at least one prompt")
-    return prompts
+    def card_spec(self) -> CardSpec:
+        return pipeline_card_spec(self)

@@ -3,8 +3,12 @@
 Layout written by `TextToVideoPipeline.save_pretrained` (no pickle anywhere)::
 
     pipeline.json        kind, format version, package version, text encoder {spec, max_length, dim}, defaults
-    tokenizer/           config.json + model.safetensors  (VideoTokenizer.save_pretrained)
-    transformer/         config.json + model.safetensors  (MaskGitTransformer.save_pretrained)
+    model_index.json     diffusers' index: _class_name, _magvit2_maskgit_version, each component as [library, class]
+                         (informational: what loads is pipeline.json; folders without it, written before it existed,
+                         load the same)
+    tokenizer/           config.json + model.safetensors  (VideoTokenizer's folder)
+    transformer/         config.json + model.safetensors  (MaskGitTransformer's folder)
+    README.md            the model card (`magvit2.model_card`); sample.gif when the run had one
 
 `pipeline.json` is written last (atomically) and removed first on re-save, so a folder that has it is complete.
 
@@ -22,16 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from magvit2.checks import check_config_dict, inside, read_json
+from magvit2.model_card import CardSpec
+from magvit2.model_paths import ModelKind
 from magvit2.serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, package_version
 
 from .pipeline_settings import PipelineDefaults
-from .text import TextEncoder
+from .text import DEFAULT_TEXT_ENCODER_ID, TextEncoder
 
 PIPELINE_KIND = "TextToVideoPipeline"
 PIPELINE_FORMAT_VERSION = 1
 PIPELINE_CONFIG = "pipeline.json"
+MODEL_INDEX = "model_index.json"
+VERSION_KEY = "_magvit2_maskgit_version"  # model_index.json's counterpart of diffusers' `_diffusers_version`
 TOKENIZER_DIR = "tokenizer"
 TRANSFORMER_DIR = "transformer"
+# a pipeline folder, or a MaskGit run folder holding its export at pipeline/ (`magvit2.model_paths`)
+PIPELINE_MODEL_KIND = ModelKind(PIPELINE_KIND, PIPELINE_CONFIG, locations=("pipeline",), what="text-to-video pipeline")
 _NAMED_TEXT_ENCODERS = ("default", "minilm", "tiny")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 OUTSIDE_HINT = ("pass allow_outside_paths=True (magvit2-generate --allow-outside-paths) only if you trust the "
@@ -137,14 +147,73 @@ def text_encoder_source(directory: str | os.PathLike, spec: str, allow_outside_p
     raise ValueError(f"{where} is neither a named encoder, a hub name (org/name) nor a folder inside the pipeline")
 
 
-def push_pipeline(pipe: Any, repo_id: str, training: dict[str, Any] | None, **kwargs: Any) -> Any:
-    """`pipe.push_to_hub`: the pipeline folder plus a model card (configs, sampling defaults, `training`)."""
-    from magvit2.hub import model_card, push_folder
+def text_encoder_hub_id(encoder: TextEncoder) -> str | None:
+    """The Hugging Face Hub id of a pipeline's text encoder: the default MiniLM's, or the hub name it was built
+    from; None for the test-only tiny encoder and local folders."""
+    if encoder.spec in ("default", "minilm") or encoder.spec == DEFAULT_TEXT_ENCODER_ID:
+        return DEFAULT_TEXT_ENCODER_ID
+    if encoder.spec.startswith("tiny") or Path(encoder.spec).expanduser().exists():
+        return None
+    return encoder.spec if _HUB_NAME.match(encoder.spec) and "/" in encoder.spec else None
 
-    config = {"text_encoder": pipe.text_encoder.spec, "defaults": pipe.defaults.to_dict(),
-              "tokenizer": pipe.tokenizer.config.to_dict(), "transformer": pipe.transformer.config.to_dict()}
-    card = model_card("text-to-video pipeline", repo_id, config, training=training, pipeline_tag="text-to-video",
-                      tags=["text-to-video", "maskgit", "magvit2"],
-                      load=f"from maskgit import TextToVideoPipeline\n\npipe = TextToVideoPipeline.from_pretrained("
-                           f"{repo_id!r})\nframes = pipe(\"a prompt\").frames[0]  # (t, h, w, 3) in [0, 1]")
-    return push_folder(pipe.save_pretrained, repo_id, card, **kwargs)
+
+def write_model_index(directory: str | os.PathLike, components: dict[str, Any], text_encoder: TextEncoder) -> Path:
+    """`model_index.json` as diffusers writes it: the pipeline class, our version, each component as [library,
+    class] (and, since the text encoder is referenced rather than stored, its Hub id or spec)."""
+    payload: dict[str, Any] = {"_class_name": PIPELINE_KIND, VERSION_KEY: package_version()}
+    for name, module in components.items():
+        payload[name] = [type(module).__module__.split(".")[0], type(module).__name__]
+    payload["text_encoder_name_or_path"] = text_encoder_hub_id(text_encoder) or text_encoder.spec
+    return atomic_write_text(Path(directory) / MODEL_INDEX, json.dumps(payload, indent=2) + "\n")
+
+
+def check_model_index(directory: str | os.PathLike) -> None:
+    """A folder's `model_index.json`, when it has one, must name this pipeline class (a diffusers folder does not)."""
+    path = Path(directory) / MODEL_INDEX
+    if not path.is_file():
+        return
+    payload = read_json(path, MODEL_INDEX)
+    name = payload.get("_class_name") if isinstance(payload, dict) else None
+    if name != PIPELINE_KIND:
+        raise ValueError(f"{path} names {name!r}, not {PIPELINE_KIND!r}: a pipeline of another library (diffusers?) "
+                         "cannot be loaded by magvit2-maskgit")
+
+
+def pipeline_config(pipe: Any) -> dict[str, Any]:
+    """`TextToVideoPipeline.config`: what `model_index.json` holds plus the text encoder's settings, the frame
+    size, the longest single window and the sampling defaults."""
+    h, w = pipe.tokenizer.config.image_size
+    text = pipe.text_encoder
+    return {"_class_name": PIPELINE_KIND, VERSION_KEY: package_version(),
+            **{name: [type(m).__module__.split(".")[0], type(m).__name__] for name, m in pipe.components.items()},
+            "text_encoder_name_or_path": text_encoder_hub_id(text) or text.spec,
+            "text_encoder_max_length": text.max_length, "text_dim": text.dim, "height": h, "width": w,
+            "max_num_frames": pipe.max_num_frames, "defaults": pipe.defaults.to_dict()}
+
+
+def pipeline_card_spec(pipe: Any) -> CardSpec:
+    """What a pipeline's model card says (`magvit2.model_card`): its parts (the tokenizer's Hub repo and the text
+    encoder's Hub id when known), the Hub models it derives from, config, and how to run it."""
+    tok, text, transformer = pipe.tokenizer, pipe.text_encoder, pipe.transformer
+    text_id = text_encoder_hub_id(text)
+    tok_from = f"[{tok.hub_repo_id}](https://huggingface.co/{tok.hub_repo_id})" if tok.hub_repo_id else \
+        "trained for this pipeline"
+    h, w = tok.config.image_size
+    c = transformer.config
+    return CardSpec(
+        kind="text-to-video pipeline (MAGVIT-v2 video tokenizer + text-conditioned MaskGit transformer)",
+        import_line="import torch\nfrom maskgit import TextToVideoPipeline, export_to_video",
+        class_name="TextToVideoPipeline", tags=["text-to-video", "maskgit", "magvit2", "video"],
+        pipeline_tag="text-to-video", install="pip install 'magvit2-maskgit[text]'",
+        base_model=[b for b in (tok.hub_repo_id, transformer.base_model) if b],
+        config={"tokenizer": tok.config.to_dict(), "transformer": c.to_dict(),
+                "text_encoder": {"name_or_path": text_id or text.spec, "max_length": text.max_length,
+                                 "dim": text.dim},
+                "defaults": pipe.defaults.to_dict()},
+        components=[("tokenizer", f"`{type(tok).__name__}`, {h}x{w} frames, {tok.codebook_size} codes; {tok_from}"),
+                    ("text_encoder", f"[{text_id}](https://huggingface.co/{text_id})" if text_id else f"`{text.spec}`"),
+                    ("transformer", f"`MaskGitTransformer`, depth {c.depth}, width {c.dim}, latent grid (t', h', w') "
+                                    f"{tuple(c.latent_shape)}")],
+        usage=f"frames = pipe(\"a prompt\", generator=torch.Generator().manual_seed(0)).frames[0]  "
+              f"# ({pipe.max_num_frames}, {h}, {w}, 3) in [0, 1]\n"
+              f"export_to_video(frames, \"video.mp4\", fps={pipe.defaults.fps:g})")

@@ -78,6 +78,23 @@ def check_callback_result(result: Any) -> None:
                          f"{type(result).__name__}")
 
 
+def make_step_fn(pipe: Any, callback: Callable[[int, int, Tensor], None] | None,
+                 callback_on_step_end: StepEndCallback | None, tensor_inputs: Sequence[str], grid: Sequence[int],
+                 offset: int, total: int, bar: Any) -> Callable[[Any], None]:
+    """The sampler's per-step hook (a `SamplerStep` in): the progress bar, `callback(step, total, codes)` and
+    `callback_on_step_end(pipe, step, timestep, kwargs)`; steps counted from `offset` over `total` (all windows)."""
+    def step_fn(state: Any) -> None:
+        step = offset + state.step
+        bar.update(step + 1 - bar.n)
+        if callback is not None:
+            callback(step, total, state.codes.view(state.codes.shape[0], *grid))
+        if callback_on_step_end is not None:
+            kwargs = step_end_kwargs(tensor_inputs, state.codes, state.preview, state.num_masked, grid)
+            check_callback_result(callback_on_step_end(pipe, step, total - 1 - step, kwargs))
+
+    return step_fn
+
+
 def postprocess_video(video: Tensor, output_type: str) -> Tensor | np.ndarray | list[list[Any]]:
     """Float video (b, 3, t, h, w) in [-1, 1] -> `output_type` ("np", "pt" or "pil")."""
     video = video.float().clamp(-1.0, 1.0)

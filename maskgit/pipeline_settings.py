@@ -26,7 +26,7 @@ class PipelineDefaults:
 
     num_frames: int | None = None  # None: the longest clip the transformer's latent grid holds
     num_inference_steps: int = 12  # MaskGIT decoding steps
-    guidance_scale: float | tuple[float, float] = 3.0  # uncond + s*(cond - uncond); 1 = none; (start, end) = ramp
+    guidance_scale: float | tuple[float, float] = 3.0  # uncond + s*(cond - uncond) >= 0; 1 = none; (start, end) = ramp
     temperature: float = 1.0  # token sampling temperature (0 = greedy)
     choice_temperature: float = 4.5  # Gumbel noise on the confidence, annealed as 4.5 * (1 - r) (MaskGIT)
     top_k: int | None = None  # keep the k most likely codes per position (None = all)
@@ -49,6 +49,9 @@ class PipelineDefaults:
             object.__setattr__(self, "guidance_scale", g := tuple(g))
         if not (_is_number(g) or (isinstance(g, tuple) and len(g) == 2 and all(_is_number(x) for x in g))):
             raise ValueError(f"guidance_scale must be a number or a (start, end) pair; got {g!r}")
+        if min(g if isinstance(g, tuple) else (g,)) < 0:  # uncond + s * (cond - uncond): s < 0 steers away
+            raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance, 0 = unconditional, > 1 = stronger "
+                             f"prompt adherence); got {g!r}")
         for name in ("temperature", "choice_temperature"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")

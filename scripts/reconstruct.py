@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "1 + 8f for folders without it), taking every --frame-stride-th frame (default: the "
                               "training stride, else 1).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer folder, or a tokenizer run folder")
+    p.add_argument("--tokenizer", required=True, metavar="PATH",
+                   help="a tokenizer folder, a run or pipeline folder holding one, or a Hugging Face Hub repo id")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="where <name>.mp4 and metrics.json go")
     p.add_argument("--num-frames", type=positive_int, help="frames per clip (1 + k*f; default: the tokenizer's "
                    "training clip length when the clip is long enough)")

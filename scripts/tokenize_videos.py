@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=HelpFormatter,
                        epilog="Output: CODES_DIR/index.json + codes-NNNNN.safetensors (int16|int32 (n, t', h', w')) + "
                               "codes-NNNNN.jsonl (path, caption per clip).")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer folder, or a tokenizer run folder")
+    p.add_argument("--tokenizer", required=True, metavar="PATH",
+                   help="a tokenizer folder, a run or pipeline folder holding one, or a Hugging Face Hub repo id")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos/images; captions from "
                    "metadata.jsonl or NAME.txt sidecars (empty caption when none)")
     p.add_argument("--out", required=True, metavar="CODES_DIR", help="new folder for the code shards")

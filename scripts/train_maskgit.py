@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Config precedence: preset recipe < --config YAML < flags. Works under `accelerate "
                               "launch`. The EMA pipeline is exported to RUN_DIR/pipeline/ (magvit2-generate --model "
                               "RUN_DIR).")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="frozen tokenizer: a tokenizer folder or a "
-                   "tokenizer run folder")
+    p.add_argument("--tokenizer", required=True, metavar="PATH", help="frozen tokenizer: a tokenizer folder, a run or "
+                   "pipeline folder holding one, or a Hugging Face Hub repo id")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--codes", metavar="CODES_DIR", help="code shards written by magvit2-tokenize (fast path)")
     source.add_argument("--data", "--train_data_dir", dest="data", nargs="+", metavar="DIR",
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "only), or a Hugging Face name or local folder (default: the preset's)")
     p.add_argument("--sample-prompts", metavar="FILE", help="prompts (one per line) rendered to mp4 + gif at every "
                    "validation")
-    add_training_flags(p, init_from="fine-tune: start from a pipeline, MaskGit run or checkpoint folder "
-                       "(transformer weights only; fresh optimizer and schedule)",
+    add_training_flags(p, init_from="fine-tune: start from a pipeline, MaskGit run or checkpoint folder, "
+                       "or a Hub repo id (transformer weights only; fresh optimizer and schedule)",
                        seed="seed of weights, data order, masks and samples",
                        num_frames="with --data: frames per clip (1 + k*time_compression)", compiled="transformer")
     return p

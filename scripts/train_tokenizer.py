@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(TOKENIZER_PRESETS), help=PRESET_HELP)
     p.add_argument("--config", metavar="FILE.yaml", help="overrides: sections tokenizer, loss, data, run, ema, "
                    "gen_optim, disc_optim and keys disc_start_step, grad_accum")
-    add_training_flags(p, init_from="fine-tune: start from a tokenizer folder or run folder (weights only; fresh "
-                       "optimizers, discriminator and schedule; its architecture replaces the preset's)",
+    add_training_flags(p, init_from="fine-tune: start from a tokenizer folder, run folder or Hub repo id (weights "
+                       "only; fresh optimizers, discriminator and schedule; its architecture replaces the preset's)",
                        seed="seed of weights, data order and augmentation",
                        num_frames="frames per training clip (1 + k*time_compression)", compiled="tokenizer")
     return p

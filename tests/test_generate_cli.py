@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from magvit2.pixels import to_uint8
 from maskgit import MaskGitConfig, MaskGitTransformer
 from scripts.generate import main
 from tests.conftest import pan_frames
@@ -57,7 +58,7 @@ def test_writes_one_mp4_per_prompt_and_a_log(run_dir, tmp_path, capsys):
     assert [line["file"] for line in lines] == files and [line["prompt"] for line in lines] == ["A red ball, bouncing!",
                                                                                                  "clouds"]
     first = lines[0]
-    assert first["seed"] != lines[1]["seed"] and first["base_seed"] == 0 and first["prompt_index"] == 0
+    assert (first["seed"], lines[1]["seed"], first["base_seed"], first["prompt_index"]) == (0, 1, 0, 0)
     assert {k: first[k] for k in ("num_frames", "steps", "guidance_scale", "temperature", "choice_temperature",
                                   "top_k", "format", "fps", "negative_prompt", "prime_video")} == {
         "num_frames": 5, "steps": 3, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5,
@@ -128,9 +129,14 @@ def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
     cases = [
         (["--model", run_dir], "no prompts"),
         (["--model", run_dir, "--prompt", "a", "--num-frames", "4"], "num_frames=4 is not 1 + 2k; try 3 or 5"),
-        (["--model", run_dir, "--prompt", "a", "--num-frames", "9"], "at most 3"),
-        (["--model", tmp_path / "missing", "--prompt", "a"], "missing does not exist"),
-        (["--model", tmp_path, "--prompt", "a"], "neither a TextToVideoPipeline folder (pipeline.json) nor a run"),
+        (["--model", run_dir, "--prompt", "a", "--guidance-scale", "-1"], "expected a finite number >= 0"),
+        (["--model", run_dir, "--prompt", "a", "--prime-frames", "3"], "--prime-frames needs --prime-video"),
+        (["--model", run_dir, "--prompt", "a", "--seed", "-1"], "expected an integer in [0, 2**63)"),
+        (["--model", run_dir, "--prompt", "a", "--num-frames", "9", "--window-overlap", "3"],
+         "window_overlap must be an int in [1, 2]"),
+        (["--model", tmp_path / "missing", "--prompt", "a"], f"--model {tmp_path / 'missing'} does not exist"),
+        (["--model", tmp_path, "--prompt", "a"], "is not a text-to-video pipeline: no pipeline.json naming"),
+        (["--model", "nobody/nothing", "--prompt", "a"], "hf download nobody/nothing"),
         (["--model", run_dir, "--prompt-file", empty], "holds no prompts"),
         (["--model", run_dir, "--prompt-file", tmp_path / "nope.txt"], "no such file"),
         (["--model", run_dir, "--prompt", "a", "--prime-video", broken], "--prime-video"),
@@ -174,3 +180,49 @@ def test_slugify():
     assert slugify("Crème brûlée") == "creme-brulee"
     assert slugify("!!!") == "video"
     assert len(slugify("word " * 40)) <= 48
+
+
+def test_cli_seed_is_pythons_manual_seed(run_dir, tmp_path):
+    """`--seed 0` is `torch.Generator().manual_seed(0)` (it used to record 7545434324038714551); video j of a run
+    uses seed + j, and batching does not change any video."""
+    import torch
+
+    from maskgit import TextToVideoPipeline
+    from trainers.data.video_io import read_video
+
+    out = tmp_path / "cli"
+    assert generate("--model", run_dir, "--prompt", "a red ball", "clouds", "--num-videos-per-prompt", "2",
+                    "--seed", "0", "--batch-size", "3", out=out) == 0
+    lines = log_lines(out)
+    assert [line["seed"] for line in lines] == [0, 1, 2, 3]
+    assert [(line["prompt_index"], line["video_index"]) for line in lines] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    pipe = TextToVideoPipeline.from_pretrained(run_dir)
+    for line in lines:
+        video = pipe(line["prompt"], generator=torch.Generator().manual_seed(line["seed"]), output_type="pt").frames
+        python = write_video(tmp_path / f"py-{line['seed']}.mp4", to_uint8(video[0]), fps=8)
+        assert np.array_equal(read_video(out / line["file"]), read_video(python)), line
+
+    single = tmp_path / "single"
+    assert generate("--model", run_dir, "--prompt", "a red ball", "clouds", "--num-videos-per-prompt", "2",
+                    "--seed", "0", "--batch-size", "1", out=single) == 0
+    for line, other in zip(lines, log_lines(single)):
+        assert np.array_equal(read_video(out / line["file"]), read_video(single / other["file"]))
+
+
+def test_prime_frames_choose_how_much_of_the_prime_is_kept(run_dir, tmp_path, caplog):
+    clip = tmp_path / "prime.mp4"
+    write_video(clip, pan_frames(20, (16, 16)), lossless=True)
+    out = tmp_path / "primed"
+    with caplog.at_level("INFO"):
+        assert generate("--model", run_dir, "--prompt", "pan on", "--prime-video", clip, out=out) == 0
+    assert "keeping 3 of its 20 frame(s) (choose with --prime-frames)" in caplog.text
+    assert generate("--model", run_dir, "--prompt", "pan on", "--prime-video", clip, "--prime-frames", "1",
+                    out=out) == 0
+    assert log_lines(out)[-1]["prime_frames"] == 1
+    assert generate("--model", run_dir, "--prompt", "pan on", "--prime-video", clip, "--prime-frames", "5",
+                    out=out) == 0  # the whole first window primed: the video reproduces the prime's codes
+    assert log_lines(out)[-1]["prime_frames"] == 5
+    assert main(["--model", str(run_dir), "--prompt", "x", "--prime-video", str(clip), "--prime-frames", "4",
+                 "--device", "cpu", "--out-dir", str(out)]) == 2
+    assert main(["--model", str(run_dir), "--prompt", "x", "--prime-video", str(clip), "--prime-frames", "21",
+                 "--num-frames", "21", "--device", "cpu", "--out-dir", str(out)]) == 2

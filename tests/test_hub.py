@@ -8,7 +8,9 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,7 +82,7 @@ def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(cache, tm
     assert time.monotonic() - start < 5
     with pytest.raises(FileNotFoundError):
         TextToVideoPipeline.from_pretrained("nobody/nothing")
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(FileNotFoundError, match="here does not exist"):
         VideoTokenizer.from_pretrained("./not/a/folder/here")
 
 
@@ -104,6 +106,7 @@ def uploads(monkeypatch):
 
     def create_repo(self, repo_id, **kwargs):
         calls["create_repo"] = (repo_id, kwargs)
+        return SimpleNamespace(repo_id=repo_id)  # huggingface_hub's RepoUrl carries the id
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         folder = Path(folder_path)
@@ -145,3 +148,56 @@ def test_push_to_hub_uploads_the_folder_and_a_model_card(uploads, tmp_path):
     assert "Not recorded" in uploads["upload"]["readme"]
     with pytest.raises(ValueError, match="owner/name"):
         pipe.push_to_hub("no-owner")
+
+
+def test_cards_carry_license_base_model_datasets_install_sample_and_training(uploads, tmp_path, cache):
+    """ModelCard + ModelCardData: metadata a Hub page shows (license, library, tags, base_model, datasets), the
+    install line, a sample GIF, the training record and the text encoder by its Hub id; kept through
+    save -> from_pretrained -> push_to_hub."""
+    from huggingface_hub import ModelCard
+
+    from maskgit.text import DEFAULT_TEXT_ENCODER_ID
+    from trainers.data.video_write import write_gif
+
+    tok = VideoTokenizer(preset_config("tiny"))
+    tok.save_pretrained(tmp_path / "tok")
+    put_in_cache(cache, "me/base-tokenizer", tmp_path / "tok")
+    pipe = build_pipeline()
+    pipe.tokenizer = VideoTokenizer.from_pretrained("me/base-tokenizer")  # trained on a Hub tokenizer's codes
+    sample = write_gif(tmp_path / "s.gif", np.zeros((3, 16, 16, 3), dtype=np.uint8), fps=4)
+    folder = pipe.save_pretrained(tmp_path / "pipe", training={"step": 300, "val_loss": 2.5},
+                                  model_card_kwargs={"sample": sample, "datasets": ["me/moving-digits"],
+                                                     "license": "apache-2.0"})
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "magvit2-maskgit"
+    assert card.data.base_model == ["me/base-tokenizer"] and card.data.datasets == ["me/moving-digits"]
+    assert card.data.pipeline_tag == "text-to-video" and "text-to-video" in card.data.tags
+    assert card.data.magvit2_training == {"step": 300, "val_loss": 2.5}
+    assert "pip install 'magvit2-maskgit[text]'" in card.text and "![sample](sample.gif)" in card.text
+    assert (folder / "sample.gif").read_bytes() == sample.read_bytes()
+    assert "| val_loss | 2.5 |" in card.text
+
+    loaded = TextToVideoPipeline.from_pretrained(folder)  # the card's metadata and sample travel with the folder
+    loaded.push_to_hub("me/t2v", datasets="me/other-digits")
+    up = uploads["upload"]
+    assert {"README.md", "sample.gif", "model_index.json", "pipeline.json"} <= set(up["files"])
+    pushed = ModelCard(up["readme"])
+    assert pushed.data.license == "apache-2.0" and pushed.data.datasets == ["me/other-digits"]
+    assert pushed.data.base_model == ["me/base-tokenizer"] and pushed.data.magvit2_training["step"] == 300
+    assert 'TextToVideoPipeline.from_pretrained("me/t2v")' in up["readme"].replace("'", '"')
+
+    default = build_pipeline()
+    default.text_encoder.spec = "default"  # how the bundled MiniLM names itself in pipeline.json
+    default.save_pretrained(tmp_path / "default")
+    index = (tmp_path / "default" / "model_index.json").read_text()
+    assert DEFAULT_TEXT_ENCODER_ID in index
+    assert f"[{DEFAULT_TEXT_ENCODER_ID}](https://huggingface.co/{DEFAULT_TEXT_ENCODER_ID})" in (
+        tmp_path / "default" / "README.md").read_text()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my own notes")  # never replaced
+    tok.save_pretrained(mine)
+    assert (mine / "README.md").read_text() == "my own notes"
+    with pytest.raises(ValueError, match="must be Hub ids"):
+        tok.push_to_hub("me/x", base_model="runs/local/tokenizer/..")

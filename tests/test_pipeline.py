@@ -88,7 +88,9 @@ def test_bad_num_frames_messages(pipe):
     with pytest.raises(ValueError, match=r"num_frames=4 is not 1 \+ 2k; try 3 or 5"):
         pipe("a", num_frames=4)
     with pytest.raises(ValueError, match=r"needs 4 latent frames .* at most 3 \(num_frames <= 5\)"):
-        pipe("a", num_frames=7)
+        pipe.latent_grid(7)  # one window; longer videos chain windows (tests/test_long_video.py)
+    with pytest.raises(ValueError, match=r"window_overlap must be an int in \[1, 2\]"):
+        pipe("a", num_frames=7, window_overlap=3)
     with pytest.raises(ValueError, match=r"num_frames=4 is not 1 \+ 2k"):
         build_pipeline(num_frames=4)
 
@@ -187,7 +189,8 @@ def test_save_and_from_pretrained_round_trip(pipe, tmp_path):
                                  PipelineDefaults(num_frames=3, num_inference_steps=5, guidance_scale=(1.0, 3.0),
                                                   top_k=10, fps=12))
     custom.save_pretrained(tmp_path / "pipe")
-    assert sorted(p.name for p in (tmp_path / "pipe").iterdir()) == ["pipeline.json", "tokenizer", "transformer"]
+    assert sorted(p.name for p in (tmp_path / "pipe").iterdir()) == ["README.md", "model_index.json", "pipeline.json",
+                                                                     "tokenizer", "transformer"]
     assert {p.name for p in (tmp_path / "pipe" / "transformer").iterdir()} == {"config.json", "model.safetensors"}
     payload = json.loads((tmp_path / "pipe" / "pipeline.json").read_text())
     assert payload["text_encoder"] == {"spec": f"tiny:{TEXT_DIM}", "max_length": 77, "dim": TEXT_DIM}
@@ -203,7 +206,7 @@ def test_save_and_from_pretrained_round_trip(pipe, tmp_path):
 
 
 def test_from_pretrained_errors(pipe, tmp_path):
-    with pytest.raises(FileNotFoundError, match="pipeline folder not found"):
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
         TextToVideoPipeline.from_pretrained(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no pipeline\.json"):

@@ -219,7 +219,7 @@ def test_self_condition_input(text):
 def test_save_and_from_pretrained_round_trip(text, tmp_path):
     model = tiny_model(factorize_codes=True, self_condition=True).train()
     folder = model.save_pretrained(tmp_path / "transformer")
-    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md"}  # + model card
     payload = json.loads((folder / "config.json").read_text())
     assert payload["_kind"] == "MaskGitTransformer" and payload["config"] == model.config.to_dict()
     loaded = MaskGitTransformer.from_pretrained(folder)

@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from magvit2.pixels import to_uint8
 from magvit2.serialization import atomic_write_text
 from magvit2.torch_utils import eval_mode
+from magvit2.video_write import write_gif, write_video
 from maskgit.objective import random_token_mask
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.text import TextEmbedding
 from maskgit.transformer import MaskGitTransformer, split_codes
 from trainers.data.captions import CaptionBank, slugify
 from trainers.data.codes import CodeClips
-from trainers.data.video_write import write_gif, write_video
-from trainers.rng import derive_seed, make_generator
+from trainers.rng import make_generator
 
 _VAL_KEY = 303  # purpose tag for derive_seed (the trainer uses 301, 302)
 Autocast = Callable[[], contextlib.AbstractContextManager]
@@ -71,19 +71,20 @@ def validation_losses(model: MaskGitTransformer, clips: CodeClips, captions: Cap
 @torch.no_grad()
 def write_samples(pipeline: TextToVideoPipeline, prompts: Sequence[str], folder: Path, seed: int, step: int,
                   autocast: Autocast = contextlib.nullcontext) -> Path:
-    """Videos of `prompts` (prompt i seeded derive_seed(seed, i), as `magvit2-generate --seed SEED` does) ->
-    folder/NNN-slug.{mp4,gif} + samples.jsonl."""
+    """Videos of `prompts`, all in one batch, prompt i from `torch.Generator().manual_seed(seed + i)` (as
+    `magvit2-generate --seed SEED` seeds video i) -> folder/NNN-slug.{mp4,gif} + samples.jsonl."""
     folder.mkdir(parents=True, exist_ok=True)
     settings, lines = pipeline.settings(), []
-    for i, prompt in enumerate(prompts):
-        video_seed = derive_seed(seed, i)
-        with autocast():
-            video = pipeline(prompt, generator=torch.Generator().manual_seed(video_seed), output_type="pt").frames[0]
+    pipeline.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    with autocast():
+        videos = pipeline(list(prompts), generator=generators, output_type="pt").frames  # (b, 3, t, h, w)
+    for i, (prompt, video) in enumerate(zip(prompts, videos)):
         frames = to_uint8(video)  # (t, h, w, 3) uint8
         stem = f"{i:03d}-{slugify(prompt, 40)}"
-        write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)  # (t, h, w, 3) uint8
+        write_video(folder / f"{stem}.mp4", frames, fps=settings.fps)
         write_gif(folder / f"{stem}.gif", frames, fps=settings.fps)
-        lines.append({"prompt": prompt, "file": f"{stem}.mp4", "gif": f"{stem}.gif", "seed": video_seed,
+        lines.append({"prompt": prompt, "file": f"{stem}.mp4", "gif": f"{stem}.gif", "seed": seed + i,
                       "step": step, "settings": settings.to_dict()})
     atomic_write_text(folder / "samples.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
     return folder

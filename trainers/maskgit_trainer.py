@@ -34,8 +34,9 @@ from trainers.data.batches import build_dataloader
 from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_captions
 from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, split_code_clips
 from trainers.data.folders import folder_datasets, size_note
+from trainers.export_card import export_card
 from trainers.maskgit_eval import validation_losses, write_samples
-from trainers.model_sources import load_frozen_tokenizer, load_init_weights
+from trainers.model_sources import hub_repo_id, load_frozen_tokenizer, load_init_weights
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import derive_seed, make_generator
 from trainers.run_setup import absolute, build_ema, prepare_ddp
@@ -86,6 +87,7 @@ class MaskGitTrainer(Trainer):
         self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
         if init_state is not None:
             load_state_strict(self.transformer, init_state, init_from, f"{names['init_from']} weights")
+            self.transformer.base_model = hub_repo_id(init_from)  # the fine-tune's base in the model card
         self.ema = build_ema(self.transformer, config.ema, self.device)
         self.transformer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
         self.optimizer = build_optimizer(self.transformer, config.optim)
@@ -250,7 +252,7 @@ class MaskGitTrainer(Trainer):
 
     def write_export(self, folder: Path) -> None:
         """The EMA pipeline: tokenizer + text encoder spec + EMA transformer (RUN_DIR/pipeline/)."""
-        self.pipeline.save_pretrained(folder)
+        self.pipeline.save_pretrained(folder, **export_card(self, {"num_frames": self.num_frames}))
 
     def hub_export(self) -> tuple[TextToVideoPipeline, dict[str, Any]]:
         return self.pipeline, {"step": self.step, "num_frames": self.num_frames, "train_clips": len(self.train_set)}

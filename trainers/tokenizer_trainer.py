@@ -26,7 +26,8 @@ from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets, size_note
 from trainers.data.video_write import write_gif, write_video
-from trainers.model_sources import tokenizer_dir
+from trainers.export_card import export_card
+from trainers.model_sources import load_init_tokenizer
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import make_generator
 from trainers.run_setup import build_ema, prepare_ddp
@@ -60,8 +61,8 @@ class TokenizerTrainer(Trainer):
         if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
         else:
-            folder = tokenizer_dir(init_from, names["init_from"])
-            self.tokenizer = VideoTokenizer.from_pretrained(folder)
+            # a Hub id becomes the exported card's base_model
+            self.tokenizer, folder = load_init_tokenizer(init_from, names["init_from"])
             self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", folder)
         self.tok_config = self.tokenizer.config
         self.tokenizer.to(self.device).train()
@@ -139,8 +140,8 @@ class TokenizerTrainer(Trainer):
         """The EMA tokenizer (RUN_DIR/tokenizer/), with the clip length and frame stride it was trained on (the
         defaults of `magvit2-reconstruct`)."""
         d = self.config.data
-        self.ema.ema_model.save_pretrained(folder, training={"num_frames": d.num_frames, "frame_stride": d.frame_stride,
-                                                             "step": self.step})
+        self.ema.ema_model.save_pretrained(folder, **export_card(self, {"num_frames": d.num_frames,
+                                                                        "frame_stride": d.frame_stride}))
 
     def hub_export(self) -> tuple[VideoTokenizer, dict[str, Any]]:
         d = self.config.data

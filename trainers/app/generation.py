@@ -2,8 +2,8 @@
 add what the page shows besides the mp4 (a GIF, the unmasking view, the command that reproduces the video).
 
 Seeds follow the CLI exactly: a batch of prompts has one base seed and prompt i is sampled with
-`derive_seed(base_seed, i)` (`trainers.commands.generate.iter_generate`), so `reproduce_command` (the same prompts in
-the same order, the same base seed and settings) gives the same videos, frame for frame.
+`torch.Generator().manual_seed(base_seed + i)` (`trainers.commands.generate.iter_generate`), so `reproduce_command`
+(the same prompts in the same order, the same base seed and settings) gives the same videos, frame for frame.
 """
 
 from __future__ import annotations

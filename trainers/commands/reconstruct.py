@@ -20,8 +20,8 @@ from magvit2.metrics import psnr, ssim
 from magvit2.pixels import from_uint8, to_uint8
 from magvit2.serialization import atomic_write_text
 from magvit2.torch_utils import eval_mode
+from magvit2.video_write import write_video
 from trainers.data.video_io import IMAGE_EXTENSIONS, VideoReadError, probe_video, read_clip
-from trainers.data.video_write import write_video
 from trainers.model_sources import tokenizer_dir
 
 DEFAULT_MAX_LATENT_FRAMES = 9  # default clip length: up to 1 + 8f frames (33 at f = 4); --num-frames overrides

@@ -5,7 +5,7 @@ Conventions:
 - Frames on disk and in numpy are ``uint8 (T, H, W, 3)`` RGB.
 - Frames as tensors are ``float (c, t, h, w)`` in [-1, 1] (``magvit2.pixels.from_uint8`` / ``to_uint8`` convert).
 - Sizes are ``(height, width)``.
-- Writers (``write_video``, ``write_gif``, ``save_image_grid``) live in ``trainers.data.video_write`` and are
+- Writers (``write_video``, ``write_gif``, ``save_image_grid``) live in ``magvit2.video_write`` and are
   re-exported here; every writer is atomic.
 - A clip held in memory (a member of a tar shard, ``trainers.data.shards``) is read by passing its bytes as
   ``data=``: ``path`` then only names it (its suffix says image or video; errors name it).
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from trainers.data.video_write import save_image_grid, write_gif, write_video
+from magvit2.video_write import save_image_grid, write_gif, write_video
 
 __all__ = [
     "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "VideoInfo", "VideoReadError", "cover_size", "crop_offsets",

@@ -1,0 +1,83 @@
+"""Checking what a `TextToVideoPipeline` call is given: prompts, prompt embeddings (diffusers' tensor form too) and
+generators (one, one per video, or none)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .text import TextEmbedding, as_text_embedding
+
+
+def fresh_generator() -> torch.Generator:
+    """A CPU generator seeded from the OS entropy pool (never from, and never advancing, torch's global RNG)."""
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def as_generators(generator: torch.Generator | Sequence[torch.Generator] | None, batch_size: int
+                  ) -> torch.Generator | list[torch.Generator]:
+    """None -> a fresh generator; a generator -> itself (one stream for the batch); a list -> one per video (its
+    length must be the number of videos, diffusers' rule)."""
+    if generator is None:
+        return fresh_generator()
+    if isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (list, tuple)) and all(isinstance(g, torch.Generator) for g in generator):
+        if len(generator) != batch_size:
+            raise ValueError(f"got a list of {len(generator)} generators for {batch_size} videos (prompts x "
+                             f"num_videos_per_prompt); pass one generator or a list of {batch_size}")
+        return list(generator)
+    raise ValueError(f"generator must be a torch.Generator, a list of them (one per video) or None; got "
+                     f"{type(generator).__name__}")
+
+
+def as_prompt_list(prompt: str | Sequence[str], name: str) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+    if prompts is None or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{name} must be a str or a list of str; got {prompt!r:.80}")
+    if not prompts:
+        raise ValueError(f"{name} is an empty list; pass at least one prompt")
+    return prompts
+
+
+def embedding_from(embeds: TextEmbedding | Tensor | tuple, mask: Tensor | None, name: str) -> TextEmbedding:
+    """A `TextEmbedding`, an `(embeds, mask)` pair, or diffusers' float tensor (b, m, d) with an optional attention
+    mask (b, m) (1/True = real token; default all real)."""
+    if isinstance(embeds, Tensor):
+        if embeds.ndim != 3 or not embeds.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor (b, m, text_dim); got {embeds.dtype} "
+                             f"{tuple(embeds.shape)}")
+        if mask is None:
+            mask = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        elif not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(embeds.shape[:2]):
+            raise ValueError(f"the attention mask of {name} must be a tensor {tuple(embeds.shape[:2])}; got "
+                             f"{tuple(getattr(mask, 'shape', ())) or type(mask).__name__}")
+        mask = mask.to(embeds.device).bool()
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError(f"every row of {name} needs at least one real token in its attention mask")
+        return TextEmbedding(embeds * mask[..., None].to(embeds.dtype), mask)
+    if mask is not None:
+        raise ValueError(f"an attention mask goes with a tensor {name}; a TextEmbedding carries its own")
+    try:
+        return as_text_embedding(embeds)
+    except ValueError:
+        raise ValueError(f"{name} must be a TextEmbedding, an (embeds, mask) pair or a float tensor (b, m, "
+                         f"text_dim); got {type(embeds).__name__}") from None
+
+
+def check_prime_codes(prime_codes: Tensor, hw: tuple[int, int], codebook_size: int) -> None:
+    """prime_codes: an integer tensor (b, t0', h', w') with the tokenizer's (h', w') and codes in [0, codebook_size)."""
+    h, w = hw
+    if (not isinstance(prime_codes, Tensor) or prime_codes.is_floating_point() or prime_codes.dtype == torch.bool
+            or prime_codes.ndim != 4):
+        raise ValueError(f"prime_codes must be an integer tensor (b, t0', {h}, {w}); got "
+                         f"{getattr(prime_codes, 'dtype', type(prime_codes).__name__)} "
+                         f"{tuple(getattr(prime_codes, 'shape', ()))}")
+    if tuple(prime_codes.shape[2:]) != (h, w):
+        raise ValueError(f"prime_codes must have {h}x{w} codes per latent frame; got shape {tuple(prime_codes.shape)}")
+    if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= codebook_size):
+        raise ValueError(f"prime_codes must lie in [0, {codebook_size}); got values in [{int(prime_codes.min())}, "
+                         f"{int(prime_codes.max())}]")
