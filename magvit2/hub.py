@@ -94,11 +94,15 @@ def check_snapshot_links(folder: Path) -> None:
 
 
 def model_card(kind: str, repo_id: str, config: dict[str, Any], *, load: str, tags: list[str],
-               training: dict[str, Any] | None = None, pipeline_tag: str | None = None) -> str:
-    """README.md for a model repo: YAML metadata, how to load it, its config, and what is known of its training."""
+               training: dict[str, Any] | None = None, pipeline_tag: str | None = None,
+               base_model: str | None = None) -> str:
+    """README.md for a model repo: YAML metadata, how to load it, its config, and what is known of its training.
+    `base_model`: the Hub repo this model adapts (an adapter's base), in the metadata the Hub links."""
     meta = ["---", "library_name: magvit2-maskgit", "tags:", *[f"- {t}" for t in tags]]
     if pipeline_tag:
         meta.append(f"pipeline_tag: {pipeline_tag}")
+    if base_model:
+        meta.append(f"base_model: {base_model}")
     meta.append("---")
     lines = [*meta, "", f"# {repo_id.split('/')[-1]}", "",
              f"A {kind} of [magvit2-maskgit](https://arxiv.org/abs/2310.05737) (MagViT2 video tokenizer + "

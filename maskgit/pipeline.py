@@ -32,6 +32,7 @@ from magvit2.hub import resolve_pretrained
 from magvit2.tokenizer import VideoTokenizer
 from magvit2.torch_utils import eval_mode
 
+from .lora_loader import LoraLoaderMixin
 from .pipeline_folder import (
     PIPELINE_CONFIG,
     TOKENIZER_DIR,
@@ -67,8 +68,9 @@ def _fresh_generator() -> torch.Generator:
 # the pipeline
 
 
-class TextToVideoPipeline:
-    """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer.
+class TextToVideoPipeline(LoraLoaderMixin):
+    """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer (LoRA adapters: the
+    `maskgit.lora_loader.LoraLoaderMixin` methods, `load_lora_weights` ...).
 
     Compatibility is checked here, once: the transformer's vocabulary must equal the tokenizer's codebook, the
     tokenizer's latent frame (h', w') must fit the transformer's grid, and the text width must match `text_dim`.
@@ -360,6 +362,7 @@ class TextToVideoPipeline:
         no safetensors weights. `directory` may be a Hugging Face Hub repo id holding a pipeline folder
         (`magvit2.hub`: cache first; `revision=`, `cache_dir=`, `token=`, `local_files_only=`).
         """
+        name_or_path = directory
         directory, from_hub = resolve_pretrained(directory, **hub_kwargs)
         payload = read_pipeline_config(directory)
         # a Hub cache snapshot's files are links into the repo's blobs/ (checked by resolve_pretrained)
@@ -377,6 +380,7 @@ class TextToVideoPipeline:
                 raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
                                  f"was saved with {text['dim']}-d ones")
         pipe = cls(tokenizer, text_encoder, transformer, defaults)
+        pipe.name_or_path = str(name_or_path)  # named by LoRA adapters' base checks
         return pipe if device is None else pipe.to(device)
 
 

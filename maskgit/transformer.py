@@ -135,7 +135,12 @@ class MaskGitTransformer(nn.Module):
     # persistence ------------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes `config.json` + `model.safetensors` (as `VideoTokenizer.save_pretrained`); returns the folder."""
+        """Writes `config.json` + `model.safetensors` (as `VideoTokenizer.save_pretrained`); returns the folder.
+        Refused while LoRA layers are in the model (save the adapter, or unload it; fuse first to keep it)."""
+        lora = sorted({n.rsplit(".lora_A", 1)[0] for n, _ in self.named_parameters() if ".lora_A." in n})
+        if lora:
+            raise ValueError(f"this transformer holds LoRA layers ({lora[0]}, ...): unload_lora_weights() before "
+                             "save_pretrained (after fuse_lora() to keep the adapters in the weights)")
         return save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
 
     @classmethod

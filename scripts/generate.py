@@ -4,6 +4,7 @@ Examples:
     magvit2-generate --model runs/maskgit --prompt "a red digit moving left" --prompt "a blue one moving up"
     magvit2-generate --model runs/maskgit/pipeline --prompt-file prompts.txt --seed 1 --format gif
     magvit2-generate --model runs/maskgit --prompt "the camera pans right" --prime-video first_frame.png
+    magvit2-generate --model runs/maskgit --lora runs/lora-digits:0.8 --prompt "a seven drifting upward"
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_float, metavar="F", help="frame rate of the files (default: pipeline's, 8)")
     p.add_argument("--prime-video", metavar="FILE",
                    help="video or image whose first 1 + j*f frames are kept and continued (image-to-video)")
+    p.add_argument("--lora", action="append", type=lora_spec, default=[], metavar="PATH[:WEIGHT]",
+                   help="a LoRA adapter (folder, LoRA run folder or Hub id) trained on this pipeline, at WEIGHT "
+                        "(default 1.0); repeat to combine adapters (needs the [lora] extra)")
     p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="follow a text-encoder folder or a symlinked tokenizer/ or transformer/ that lies outside the "
@@ -55,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle-text-encoder", action="store_true",
                    help="let the text encoder load pytorch_model.bin (a pickle) when it has no safetensors weights")
     return p
+
+
+def lora_spec(text: str) -> tuple[str, float]:
+    """'PATH' or 'PATH:WEIGHT' -> (path, weight)."""
+    path, _, weight = text.rpartition(":")
+    try:
+        return (path, float(weight)) if path else (text, 1.0)
+    except ValueError:
+        return text, 1.0
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -69,13 +82,17 @@ def _generate(args: argparse.Namespace) -> None:
     pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device,
                                                    allow_outside_paths=args.allow_outside_paths,
                                                    allow_pickle_text_encoder=args.allow_pickle_text_encoder)
+    for i, (path, weight) in enumerate(args.lora):
+        pipeline.load_lora_weights(path, adapter_name=f"lora{i}", weight=weight)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=args.guidance_scale, temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames)
     paths = generate_to_files(pipeline, prompts, settings, args.out_dir, seed=args.seed, fmt=args.format,
                               negative_prompt=args.negative_prompt, prime_video=prime,
-                              record={"model": str(model_dir), "prime_video": args.prime_video, "device": str(device)})
+                              record={"model": str(model_dir), "prime_video": args.prime_video, "device": str(device),
+                                      **({"lora": [{"path": p, "weight": w} for p, w in args.lora]} if args.lora
+                                         else {})})
     for path in paths:
         print(path)
 
