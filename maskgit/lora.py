@@ -234,9 +234,10 @@ class LoraAdapter:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the three files into `directory` (built beside it and renamed in: never half-written)."""
-        return atomic_dir(self._write, directory)
+        return atomic_dir(self.write_files, directory)
 
-    def _write(self, folder: Path) -> None:
+    def write_files(self, folder: Path) -> None:
+        """The three files into the existing folder `folder` (`save_pretrained` builds it beside its destination)."""
         config = copy.copy(self.config)
         config.base_model_name_or_path = self.base["name_or_path"]
         config.save_pretrained(str(folder))  # peft's own adapter_config.json
