@@ -5,6 +5,9 @@
    each in a fresh process.
 2. Tokenizer: tokenize / decode / one training update (G + D on the shared forward) for the demo preset at 9 frames.
 3. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer.
+4. LoRA vs a full fine-tune of the same pipeline (`benchmarks.lora`): adapter size, trainable parameters, optimizer
+   state, peak training memory, steps/s at the demo size and a bigger one; and, when a finished demo run exists
+   (BENCH_DEMO, default runs/demo), what each learns in the same minutes (`benchmarks.lora_learning`).
 Timings are medians of repeated runs after a warm-up; compare numbers only within one run of this script.
 """
 
@@ -60,9 +63,18 @@ def header() -> dict:
         pass
     return {"package": package_version(), "torch": torch.__version__, "python": platform.python_version(),
             "vector_quantize_pytorch": version("vector-quantize-pytorch"), "x_transformers": version("x-transformers"),
-            "einops": einops.__version__,
+            "einops": einops.__version__, "peft": _version_or_none("peft"),
             "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _version_or_none(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def timed(fn, repeats: int = 5) -> float:
@@ -160,6 +172,24 @@ def main() -> None:
     bench_lfq()
     bench_tokenizer()
     bench_maskgit()
+    bench_lora()
+
+
+def bench_lora() -> None:
+    from pathlib import Path
+
+    from benchmarks import lora, lora_learning
+
+    lora.main([])
+    demo = Path(os.environ.get("BENCH_DEMO", "runs/demo"))
+    print("\n## What LoRA and a full fine-tune learn in the same minutes (a new phrasing of every demo prompt)")
+    if not (demo / "maskgit" / "pipeline" / "pipeline.json").is_file():
+        print(f"not run: no finished demo at {demo} (make demo, or BENCH_DEMO=RUN_DIR make bench)")
+        return
+    out = Path("runs/bench-lora-learning")
+    if out.exists():
+        out.rename(out.with_name(f"{out.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}"))
+    lora_learning.main(["--demo", str(demo), "--out", str(out)])
 
 
 if __name__ == "__main__":
