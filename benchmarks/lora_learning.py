@@ -55,11 +55,12 @@ def recaption(src: Path, dst: Path) -> int:
     return writer.close(info)["num_clips"]
 
 
-def fine_tune(demo: Path, codes: Path, out: Path, minutes: float, lora: bool) -> dict[str, Any]:
+def fine_tune(demo: Path, codes: Path, out: Path, minutes: float, lora: bool, text_encoder: str) -> dict[str, Any]:
     from trainers.configs import build_config
     from trainers.maskgit_trainer import MaskGitTrainer
 
     overrides: dict[str, Any] = {
+        "text_encoder": text_encoder,
         "run": {"max_minutes": minutes, "max_steps": 1_000_000, "val_every": 1_000_000,
                 "checkpoint_every": 1_000_000, "seed": 0},
         "optim": {"lr": LORA_LR if lora else FULL_LR, "warmup_steps": 20, "schedule": "constant"}}
@@ -98,7 +99,7 @@ def run(demo: Path, out: Path, minutes: float, seed: int = 0) -> dict[str, Any]:
     summaries = {}
     for name, lora in (("lora", True), ("full", False)):
         start = time.monotonic()
-        summaries[name] = fine_tune(demo, out / "codes", out / f"{name}-run", minutes, lora)
+        summaries[name] = fine_tune(demo, out / "codes", out / f"{name}-run", minutes, lora, base.text_encoder.spec)
         stamps[f"{name}_training"] = time.monotonic() - start
     base.load_lora_weights(out / "lora-run", adapter_name="new_phrasing")
     results["lora"] = {"new_phrasing": judge(base, rephrased, out / "samples/lora-new", seed),

@@ -7,6 +7,10 @@ under no_grad), the batch's text from the caption bank (the text encoder ran onc
 positions, condition dropout, self-conditioning), backward; then gradients are averaged across processes, clipped,
 checked (non-finite guard, before the update) and AdamW steps once at `lr_at(s)`; the EMA follows. Data order comes
 from (seed, epoch), so a resumed run replays the uninterrupted one exactly.
+
+A LoRA run (`config.lora`, `--lora-rank`): the --init-from pipeline's transformer stays frozen and a peft adapter is
+what trains, what the optimizer, the EMA and the checkpoints hold, and what is exported (RUN_DIR/lora/); the step is
+the same (`trainers.lora_training`).
 """
 
 from __future__ import annotations
