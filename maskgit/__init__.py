@@ -1,6 +1,7 @@
 """Stage two: a text-conditioned bidirectional MaskGit transformer over frozen MagViT2 tokenizer codes."""
 
 from .config import MaskGitConfig, factor_vocab_sizes
+from .lora import LoraAdapter, LoraSettings
 from .objective import MaskedLossStats, masked_token_loss, random_token_mask
 from .pipeline import TextToVideoPipeline
 from .pipeline_output import TextToVideoPipelineOutput
@@ -16,6 +17,8 @@ __all__ = [
     "MASKGIT_PRESETS",
     "SCHEDULES",
     "HFTextEncoder",
+    "LoraAdapter",
+    "LoraSettings",
     "MaskGitConfig",
     "MaskGitTransformer",
     "MaskedLossStats",
