@@ -5,8 +5,11 @@ demo (the demo's own shapes):
 2. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer on the demo's 3x8x8 grid.
 reference (`benchmarks.reference_compare`): side by side with magvit2-pytorch 0.5.1 in its own environment, the
 machine's conv3d limit, LFQ at 2^10 / 2^14 / 2^18 codes vs vector-quantize-pytorch, MaskGit on a 5x16x16 grid.
+lora (`benchmarks.lora`): LoRA vs a full fine-tune of the same pipeline: adapter size, trainable parameters,
+optimizer state, peak training memory, steps/s at the demo size and a bigger one; and, when a finished demo run
+exists (BENCH_DEMO, default runs/demo), what each learns in the same minutes (`benchmarks.lora_learning`).
 Timings are medians of repeated runs after a warm-up; compare numbers only within one run of this script.
-`python -m benchmarks.run_all --only demo|reference [reference flags...]` runs one part; flags after --only go to
+`python -m benchmarks.run_all --only demo|lora|reference [reference flags...]` runs one part; flags after --only go to
 `benchmarks.reference_compare` (see its --help).
 """
 
@@ -38,9 +41,18 @@ def header() -> dict:
         pass
     return {"package": package_version(), "torch": torch.__version__, "python": platform.python_version(),
             "vector_quantize_pytorch": version("vector-quantize-pytorch"), "x_transformers": version("x-transformers"),
-            "einops": einops.__version__,
+            "einops": einops.__version__, "peft": _version_or_none("peft"),
             "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _version_or_none(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def timed(fn, repeats: int = 5) -> float:
@@ -122,7 +134,7 @@ def bench_maskgit() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="make bench: the demo-shape benchmarks and the side-by-side comparison",
                                 epilog="other flags go to benchmarks.reference_compare (see its --help)")
-    p.add_argument("--only", choices=("all", "demo", "reference"), default="all")
+    p.add_argument("--only", choices=("all", "demo", "lora", "reference"), default="all")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (every process)")
     p.add_argument("--reference-python", help="python of the reference environment (make bench passes it)")
     args, rest = p.parse_known_args(argv)
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_tokenizer()
         bench_maskgit()
     code = 0
+    if args.only in ("all", "lora"):
+        bench_lora()
     if args.only in ("all", "reference"):
         from benchmarks import reference_compare
 
@@ -144,6 +158,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     print(f"\nmake bench: {(time.monotonic() - start) / 60:.1f} min")
     return code
+
+
+def bench_lora() -> None:
+    from pathlib import Path
+
+    from benchmarks import lora, lora_learning
+
+    lora.main([])
+    demo = Path(os.environ.get("BENCH_DEMO", "runs/demo"))
+    print("\n## What LoRA and a full fine-tune learn in the same minutes (a new phrasing of every demo prompt)")
+    if not (demo / "maskgit" / "pipeline" / "pipeline.json").is_file():
+        print(f"not run: no finished demo at {demo} (make demo, or BENCH_DEMO=RUN_DIR make bench)")
+        return
+    out = Path("runs/bench-lora-learning")
+    if out.exists():
+        out.rename(out.with_name(f"{out.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}"))
+    lora_learning.main(["--demo", str(demo), "--out", str(out)])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import logging
 import os
 import re
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,6 +126,35 @@ def parse_dtype(dtype: torch.dtype | str | None, where: str = "torch_dtype") -> 
         raise ValueError(f"{where} must be a floating torch dtype (torch.float32, torch.bfloat16, torch.float16); "
                          f"got {dtype!r}")
     return dtype
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike, *, subfolder: str | None = None, **hub_kwargs: Any
+                       ) -> tuple[Path, bool]:
+    """(a local folder as given, or the snapshot of the Hub repo id it names; whether it came from the Hub), for
+    what is not a `PretrainedMixin` model (a LoRA adapter folder). `hub_kwargs`: `download_snapshot`'s."""
+    path = Path(name_or_path).expanduser()
+    if path.exists() or not is_repo_id(str(name_or_path)):
+        return (path / subfolder if subfolder else path), False
+    return download_snapshot(str(name_or_path), subfolder=subfolder, **hub_kwargs) / (subfolder or ""), True
+
+
+def push_folder(save: Callable[[Path], Any], repo_id: str, card: str, *, commit_message: str | None = None,
+                private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
+                create_pr: bool = False) -> Any:
+    """For what is not a `PretrainedMixin` model (a LoRA adapter): `save(folder)` into a temporary folder, add the
+    model card as README.md, create the repo if needed and upload the folder in one commit (CommitInfo)."""
+    if not is_repo_id(repo_id) or "/" not in repo_id:
+        raise ValueError(f"push_to_hub needs a repo id 'owner/name'; got {repo_id!r}")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="magvit2-push-") as tmp:
+        folder = Path(tmp) / "model"
+        save(folder)
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+                                 commit_message=commit_message or "Upload with magvit2-maskgit push_to_hub")
 
 
 # --------------------------------------------------------------------------------------------------------------

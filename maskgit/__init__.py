@@ -3,6 +3,7 @@
 from magvit2.utils import export_to_video
 
 from .config import MaskGitConfig, factor_vocab_sizes
+from .lora import LoraAdapter, LoraSettings
 from .objective import MaskedLossStats, masked_token_loss, random_token_mask
 from .pipeline import TextToVideoPipeline
 from .pipeline_output import TextToVideoPipelineOutput
@@ -18,6 +19,8 @@ __all__ = [
     "MASKGIT_PRESETS",
     "SCHEDULES",
     "HFTextEncoder",
+    "LoraAdapter",
+    "LoraSettings",
     "MaskGitConfig",
     "MaskGitTransformer",
     "MaskedLossStats",

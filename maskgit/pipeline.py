@@ -34,6 +34,7 @@ from magvit2.model_card import CardSpec
 from magvit2.tokenizer import VideoTokenizer
 from magvit2.torch_utils import eval_mode
 
+from .lora_loader import LoraLoaderMixin
 from .pipeline_base import PipelineBase
 from .pipeline_folder import (
     PIPELINE_CONFIG,
@@ -67,8 +68,9 @@ StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b,
 logger = logging.getLogger(__name__)
 
 
-class TextToVideoPipeline(PipelineBase, PretrainedMixin):
-    """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer.
+class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
+    """Prompts -> videos with a MagViT2 tokenizer, a text encoder and a MaskGit transformer (LoRA adapters: the
+    `maskgit.lora_loader.LoraLoaderMixin` methods, `load_lora_weights` ...).
 
     Compatibility is checked here, once: the transformer's vocabulary must equal the tokenizer's codebook, the
     tokenizer's latent frame (h', w') must fit the transformer's grid, and the text width must match `text_dim`.

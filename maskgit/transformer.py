@@ -141,7 +141,12 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
     # save_pretrained / from_pretrained / push_to_hub: `magvit2.hub.PretrainedMixin`; the folder format here.
 
     def _save_pretrained(self, directory: Path, training: dict[str, Any] | None = None) -> None:
-        """`config.json` + `model.safetensors` (as the tokenizer's); `training` goes into the model card only."""
+        """`config.json` + `model.safetensors` (as the tokenizer's); `training` goes into the model card only.
+        Refused while LoRA layers are in the model (save the adapter, or unload it; fuse first to keep it)."""
+        lora = sorted({n.rsplit(".lora_A", 1)[0] for n, _ in self.named_parameters() if ".lora_A." in n})
+        if lora:
+            raise ValueError(f"this transformer holds LoRA layers ({lora[0]}, ...): unload_lora_weights() before "
+                             "save_pretrained (after fuse_lora() to keep the adapters in the weights)")
         save_model_dir(directory, KIND, self.config.to_dict(), self.state_dict())
 
     @classmethod

@@ -5,6 +5,7 @@ Examples:
     magvit2-generate --model runs/maskgit/pipeline --prompt-file prompts.txt --seed 1 --format gif --batch-size 8
     magvit2-generate --model me/tiny-t2v --prompt "the camera pans right" --prime-video clip.mp4 --prime-frames 5
     magvit2-generate --model runs/maskgit --prompt "waves" --num-frames 33 --num-videos-per-prompt 4
+    magvit2-generate --model runs/maskgit --lora runs/lora-digits:0.8 --prompt "a seven drifting upward"
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame of the first window to generate)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="weights and activations of the three models (the tokenizer's quantizer stays float32)")
+    p.add_argument("--lora", action="append", type=lora_spec, default=[], metavar="PATH[:WEIGHT]",
+                   help="a LoRA adapter (folder, LoRA run folder or Hub id) trained on this pipeline, at WEIGHT "
+                        "(default 1.0); repeat to combine adapters (needs the [lora] extra)")
     p.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--allow-outside-paths", action="store_true",
                    help="follow a text-encoder folder or a symlinked tokenizer/ or transformer/ that lies outside the "
@@ -96,6 +100,15 @@ def _guidance(values: list[float] | None) -> float | tuple[float, float] | None:
     return (values[0], values[1])
 
 
+def lora_spec(text: str) -> tuple[str, float]:
+    """'PATH' or 'PATH:WEIGHT' -> (path, weight)."""
+    path, _, weight = text.rpartition(":")
+    try:
+        return (path, float(weight)) if path else (text, 1.0)
+    except ValueError:
+        return text, 1.0
+
+
 def _generate(args: argparse.Namespace) -> None:
     from maskgit.pipeline import TextToVideoPipeline
     from trainers.commands.generate import generate_to_files, load_prime_video, resolve_device
@@ -110,13 +123,16 @@ def _generate(args: argparse.Namespace) -> None:
     pipeline = TextToVideoPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype,
                                                    allow_outside_paths=args.allow_outside_paths,
                                                    allow_pickle_text_encoder=args.allow_pickle_text_encoder)
+    for i, (path, weight) in enumerate(args.lora):
+        pipeline.load_lora_weights(path, adapter_name=f"lora{i}", weight=weight)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=_guidance(args.guidance_scale), temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,
-              "device": str(device), "dtype": args.dtype}
+              "device": str(device), "dtype": args.dtype,
+              **({"lora": [{"path": p, "weight": w} for p, w in args.lora]} if args.lora else {})}
     paths = generate_to_files(pipeline, prompts, settings, args.out_dir, seed=args.seed, fmt=args.format,
                               negative_prompt=args.negative_prompt, prime_video=prime, record=record,
                               batch_size=args.batch_size, num_videos_per_prompt=args.num_videos_per_prompt,

@@ -11,6 +11,8 @@ from scripts._cli import (
     HelpFormatter,
     add_training_flags,
     fit_and_report,
+    positive_float,
+    positive_int,
     run,
     training_flag_overrides,
 )
@@ -52,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a Hub repo id (transformer weights only; fresh optimizer and schedule)",
                        seed="seed of weights, data order, masks and samples",
                        num_frames="with --data: frames per clip (1 + k*time_compression)", compiled="transformer")
+    lora = p.add_argument_group("LoRA (needs the [lora] extra; exports RUN_DIR/lora/ instead of RUN_DIR/pipeline/)")
+    lora.add_argument("--lora-rank", type=positive_int, metavar="R",
+                      help="train a rank-R LoRA adapter on the --init-from pipeline, whose weights stay frozen "
+                           "(aMUSEd: 16)")
+    lora.add_argument("--lora-alpha", type=positive_float, metavar="A", help="adapter scale A/R (default: 2R)")
+    lora.add_argument("--lora-targets", metavar="REGEX",
+                      help="the linear layers that get adapters: 'attention' (to_q, to_k, to_v, to_out of self- and "
+                           "cross-attention; the default), 'attention+ff' (and the feed-forward's ff.0.proj, ff.2), "
+                           r"or a regex over full module names, e.g. '.*\.(to_q|to_v)$'")
+    lora.add_argument("--lora-dropout", type=float, metavar="P", help="dropout on the adapters' input (default 0)")
     return p
 
 
@@ -59,6 +71,12 @@ def make_config(args: argparse.Namespace) -> MaskGitTrainConfig:
     flags = training_flag_overrides(args, "maskgit")
     if args.text_encoder is not None:
         flags["text_encoder"] = args.text_encoder
+    extra = {k: v for k, v in (("alpha", args.lora_alpha), ("targets", args.lora_targets),
+                               ("dropout", args.lora_dropout)) if v is not None}
+    if args.lora_rank is not None:
+        flags["lora"] = {"rank": args.lora_rank, **extra}
+    elif extra:
+        raise ValueError(f"--lora-{next(iter(extra))} needs --lora-rank R (LoRA is off without it)")
     return build_config("maskgit", args.preset, args.config, flags)
 
 
@@ -72,7 +90,7 @@ def train(args: argparse.Namespace) -> None:
     trainer = MaskGitTrainer(make_config(args), args.tokenizer, args.out, codes_dir=args.codes, data_dirs=args.data,
                              val_codes_dir=args.val_codes, val_data_dir=args.val_data, resume=args.resume,
                              init_from=args.init_from, sample_prompts=prompts, names=TRAINER_FLAGS)
-    fit_and_report(trainer, "pipeline")
+    fit_and_report(trainer, "LoRA adapter" if trainer.lora else "pipeline")
 
 
 def main(argv: list[str] | None = None) -> int:

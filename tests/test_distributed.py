@@ -257,3 +257,27 @@ def test_maskgit_two_processes_train_like_one_process_with_the_global_batch(tmp_
     assert_losses_close(one, two, ("loss", "mask_fraction", "drop_fraction"), steps=(1, 2, 3, 4), rtol=1e-3)
     for group in ("transformer", "ema"):
         assert max_diff(tensors(runs["one"], 4, group), tensors(runs["two"], 4, group)) < 1e-4
+
+
+@pytest.mark.slow
+def test_maskgit_lora_two_processes_train_like_one_process_and_hold_the_adapter_only(tmp_path_factory, mixed):
+    from tests.test_lora_training import LORA, make_base
+    from tests.test_maskgit_trainer import make_stage_two
+
+    stage_two = make_stage_two(tmp_path_factory.mktemp("stage2-lora"))
+    base = make_base(stage_two, tmp_path_factory.mktemp("lora-base") / "base")
+    runs = {}
+    for name, processes, batch in (("one", 1, 4), ("two", 2, 2)):
+        runs[name] = tmp_path_factory.mktemp(f"lora-{name}") / "run"
+        ok(launch("scripts.train_maskgit", "--tokenizer", str(stage_two["tokenizer"]), "--codes",
+                  str(stage_two["codes"]), "--out", str(runs[name]), "--preset", "tiny", "--max-steps", "4",
+                  "--seed", "2", "--batch-size", str(batch), "--config", str(mixed["maskgit_yaml"]),
+                  "--init-from", str(base), *LORA, processes=processes))
+        assert world_size_of(runs[name]) == processes
+    one, two = train_records(runs["one"]), train_records(runs["two"])
+    assert_losses_close(one, two, ("loss", "mask_fraction", "drop_fraction"), steps=(1, 2, 3, 4), rtol=1e-3)
+    for group in ("transformer", "ema"):
+        a, b = tensors(runs["one"], 4, group), tensors(runs["two"], 4, group)
+        assert all("lora_" in k for k in a if k not in ("initted", "step"))  # the adapter only, on both
+        assert max_diff(a, b) < 1e-4
+    assert (runs["two"] / "lora" / "adapter_model.safetensors").is_file()

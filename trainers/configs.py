@@ -18,6 +18,7 @@ from magvit2.checks import INT64_MAX, INT64_MIN, check_config_dict, read_utf8
 from magvit2.config import TokenizerConfig
 from magvit2.losses import LossConfig
 from magvit2.serialization import atomic_write_text, config_from_dict, config_to_dict
+from maskgit.lora import LoraSettings
 from trainers.optim import OptimConfig
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -214,6 +215,8 @@ class MaskGitTrainConfig:
     val_mask_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # validation masks these fractions (fixed masks)
     pipeline: dict[str, Any] = field(default_factory=dict)  # PipelineDefaults (sampling settings) for the sample
     # videos and the exported pipeline
+    lora: LoraSettings | None = None  # set: train a LoRA adapter on the --init-from pipeline (frozen) instead of
+    # every weight; exported to RUN_DIR/lora/ (rank, alpha, targets, dropout; maskgit.lora)
 
     def __post_init__(self) -> None:
         from maskgit.schedule import SCHEDULES

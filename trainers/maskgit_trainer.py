@@ -7,12 +7,17 @@ under no_grad), the batch's text from the caption bank (the text encoder ran onc
 positions, condition dropout, self-conditioning), backward; then gradients are averaged across processes, clipped,
 checked (non-finite guard, before the update) and AdamW steps once at `lr_at(s)`; the EMA follows. Data order comes
 from (seed, epoch), so a resumed run replays the uninterrupted one exactly.
+
+A LoRA run (`config.lora`, `--lora-rank`): the --init-from pipeline's transformer stays frozen and a peft adapter is
+what trains, what the optimizer, the EMA and the checkpoints hold, and what is exported (RUN_DIR/lora/); the step is
+the same (`trainers.lora_training`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ import torch
 
 from magvit2.serialization import load_state_strict
 from maskgit.config import FACTORIZE_ABOVE, MaskGitConfig
+from maskgit.lora import RUN_LORA_DIR, require_peft
 from maskgit.objective import masked_token_loss
 from maskgit.pipeline import TextToVideoPipeline
 from maskgit.pipeline_settings import PipelineDefaults
@@ -35,6 +41,7 @@ from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_cap
 from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, split_code_clips
 from trainers.data.folders import folder_datasets, size_note
 from trainers.export_card import export_card
+from trainers.lora_training import LoraTraining, recorded_base, resolve_base
 from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import hub_repo_id, load_frozen_tokenizer, load_init_weights
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
@@ -63,10 +70,16 @@ class MaskGitTrainer(Trainer):
             raise ValueError(f"pass exactly one of {names['codes']} and {names['data']}")
         if val_codes_dir is not None and val_data_dir is not None:
             raise ValueError(f"pass at most one of {names['val_codes']} and {names['val_data']}")
-        if resume is not None and init_from is not None:
+        if resume is not None and init_from is not None and config.lora is None:
             raise ValueError(f"pass either {names['resume']} (continue this run) or {names['init_from']} (start a new "
                              "one from weights)")
+        if config.lora is not None and init_from is None and resume is None:
+            raise ValueError(f"a LoRA run (--lora-rank) trains an adapter on a pipeline: pass {names['init_from']} "
+                             "PIPELINE")
+        if config.lora is not None:
+            require_peft()  # before any heavy work
         super().__init__(config, run_dir, resume, "maskgit.train", names)
+        lora_base = self._lora_base(init_from) if config.lora is not None else None  # fail before heavy work
         self.sample_prompts = (read_prompt_file(sample_prompts, names["sample_prompts"])
                                if isinstance(sample_prompts, (str, Path)) else list(sample_prompts or []))
         defaults = PipelineDefaults.from_dict(config.pipeline)  # bad sampling settings fail before training
@@ -82,23 +95,31 @@ class MaskGitTrainer(Trainer):
         self.log.info("text: %d unique captions embedded once with %r (%d-d)", len(self.captions),
                       config.text_encoder, self.text_encoder.dim)
 
+        if lora_base is not None:
+            init_from = lora_base[0]
         self.model_config, init_state = self._model_config(init_from)
-        torch.manual_seed(config.run.seed)  # identical initial weights on every process
+        torch.manual_seed(config.run.seed)  # identical initial weights (and LoRA adapters) on every process
         self.transformer = MaskGitTransformer(self.model_config).to(self.device).train()
         if init_state is not None:
             load_state_strict(self.transformer, init_state, init_from, f"{names['init_from']} weights")
             self.transformer.base_model = hub_repo_id(init_from)  # the fine-tune's base in the model card
-        self.ema = build_ema(self.transformer, config.ema, self.device)
+        self.lora, trained = None, self.transformer  # what the optimizer, the EMA and the checkpoints hold
+        if lora_base is not None:  # the base frozen; the adapter alone trains (trainers.lora_training)
+            self.lora = LoraTraining(self.transformer, config.lora, lora_base[1], init_state)
+            trained, self.export_name = self.lora.weights, RUN_LORA_DIR
+            self.log.info("%s", self.lora.describe())
+        self.ema = build_ema(trained, config.ema, self.device)
         self.transformer.set_gradient_checkpointing(config.run.gradient_checkpointing)  # after the EMA's copy
-        self.optimizer = build_optimizer(self.transformer, config.optim)
-        self.checkpointed = {"transformer": self.transformer, "ema": self.ema}
+        self.optimizer = build_optimizer(trained, config.optim)
+        self.checkpointed = {"transformer": trained, "ema": self.ema}
         self.optimizers = {"optimizer": self.optimizer}
         self.model = prepare_ddp(self.accelerator, self.transformer)  # DDP on several processes
         if config.run.compile:
             self.model = torch.compile(self.model)
         if defaults.num_frames is None:
             defaults = replace(defaults, num_frames=self.num_frames)
-        self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder, self.ema.ema_model, defaults)
+        self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder,
+                                            self.transformer if self.lora else self.ema.ema_model, defaults)
         self.start()
         if config.text_encoder.startswith("tiny"):
             self.log.warning("text encoder %r is the test-only hash encoder; use 'default' (MiniLM) or a Hugging "
@@ -231,8 +252,16 @@ class MaskGitTrainer(Trainer):
     def export_modules(self) -> list[torch.nn.Module]:
         return [self.ema, self.tokenizer]  # the pipeline folder holds the EMA transformer and the tokenizer
 
+    def _lora_base(self, init_from: str | Path | None) -> tuple[Path, str]:
+        """The pipeline a LoRA run adapts: --init-from, or on --resume without it the one the checkpoint recorded."""
+        if init_from is None:
+            _, state = self.on_every_process(lambda: self.ckpt.load(self.resume_path, verify=False))
+            init_from = recorded_base(state, self.resume_path)
+        return self.on_every_process(lambda: resolve_base(init_from, self.config.lora))
+
     def resolved_config(self) -> dict[str, Any]:
         return {**to_dict(self.config), "maskgit_resolved": self.model_config.to_dict(),
+                "lora_resolved": self.lora.resolved() if self.lora else None,
                 "tokenizer_resolved": {"path": str(self.tokenizer_dir), "codebook_size": self.tokenizer.codebook_size,
                                        "latent_shape": list(self.latent_shape), "num_frames": self.num_frames},
                 "text_encoder_resolved": {"spec": self.text_encoder.spec, "dim": self.text_encoder.dim,
@@ -249,13 +278,44 @@ class MaskGitTrainer(Trainer):
         if saved != ours:
             diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
             raise ValueError(f"{path}: the checkpoint's transformer differs from this run's in {diff}")
+        saved, ours = state["config"].get("lora_resolved"), self.lora.resolved() if self.lora else None
+        if (saved is None) != (ours is None):
+            raise ValueError(f"{path}: the checkpoint is {'not ' * (saved is None)}a LoRA run; resume it "
+                             f"{'without' if saved is None else 'with the same'} --lora-rank")
+        if saved is not None and saved["base"] != ours["base"]:
+            raise ValueError(f"{path}: the run's base pipeline was {saved['base']['name_or_path']} (transformer sha256 "
+                             f"{saved['base']['transformer_sha256'][:12]}); --init-from now gives "
+                             f"{ours['base']['name_or_path']} ({ours['base']['transformer_sha256'][:12]})")
+        if saved is not None and saved != ours:
+            diff = sorted(k for k in saved if saved[k] != ours.get(k))
+            raise ValueError(f"{path}: the checkpoint's LoRA settings differ from this run's in {diff}")
 
     def write_export(self, folder: Path) -> None:
-        """The EMA pipeline: tokenizer + text encoder spec + EMA transformer (RUN_DIR/pipeline/)."""
-        self.pipeline.save_pretrained(folder, **export_card(self, {"num_frames": self.num_frames}))
+        """The EMA pipeline: tokenizer + text encoder spec + EMA transformer (RUN_DIR/pipeline/); a LoRA run's EMA
+        adapter (RUN_DIR/lora/)."""
+        if self.lora is not None:
+            training = {"step": self.step, "global_batch_size": self.sampler.batch_size,
+                        "ema_beta": self.config.ema.beta}
+            self.lora.adapter(self.ema.ema_model, training).write_files(folder)
+        else:
+            self.pipeline.save_pretrained(folder, **export_card(self, {"num_frames": self.num_frames}))
 
-    def hub_export(self) -> tuple[TextToVideoPipeline, dict[str, Any]]:
-        return self.pipeline, {"step": self.step, "num_frames": self.num_frames, "train_clips": len(self.train_set)}
+    def hub_export(self) -> tuple[Any, dict[str, Any]]:
+        """The pipeline, or in a LoRA run the EMA adapter (its card names the base)."""
+        training = {"step": self.step, "num_frames": self.num_frames, "train_clips": len(self.train_set)}
+        if self.lora is not None:
+            return self.lora.adapter(self.ema.ema_model, training), training
+        return self.pipeline, training
+
+    @contextlib.contextmanager
+    def ema_transformer(self) -> Iterator[MaskGitTransformer]:
+        """The transformer with EMA weights: the EMA's copy, or in a LoRA run the live one with the EMA's adapter
+        weights swapped in for the duration."""
+        if self.lora is None:
+            yield self.ema.ema_model
+            return
+        with self.lora.swapped_in(self.ema.ema_model):
+            yield self.transformer
 
     # one update ----------------------------------------------------------------------------------------------------
 
@@ -309,13 +369,14 @@ class MaskGitTrainer(Trainer):
         """EMA model: fixed-mask loss/accuracy on the held-out codes; sample videos of the sample prompts."""
         c, acc = self.config, self.accelerator
         result = {}
-        if self.val_clips is not None:
-            result = validation_losses(self.ema.ema_model, self.val_clips, self.captions, c.val_mask_ratios,
-                                       c.data.batch_size, c.run.seed, self.device, acc.autocast,
-                                       shard=(self.rank, self.world_size), reduce=self.sum_over_processes)
-        if self.sample_prompts and self.is_main:
-            write_samples(self.pipeline, self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:08d}",
-                          c.run.seed, self.step, acc.autocast)
+        with self.ema_transformer() as model:
+            if self.val_clips is not None:
+                result = validation_losses(model, self.val_clips, self.captions, c.val_mask_ratios,
+                                           c.data.batch_size, c.run.seed, self.device, acc.autocast,
+                                           shard=(self.rank, self.world_size), reduce=self.sum_over_processes)
+            if self.sample_prompts and self.is_main:
+                write_samples(self.pipeline, self.sample_prompts, self.run_dir / "samples" / f"step-{self.step:08d}",
+                              c.run.seed, self.step, acc.autocast)
         return result
 
     # what fit() reports ---------------------------------------------------------------------------------------------
@@ -324,5 +385,7 @@ class MaskGitTrainer(Trainer):
         return {"loss": f"{logs['loss']:.3f}", "acc": f"{logs['accuracy']:.2f}"}
 
     def summary(self, last_val: dict[str, float]) -> dict[str, Any]:
+        lora = {"lora_trainable_params": self.lora.trainable, "lora_share": self.lora.trainable / self.lora.total
+                } if self.lora else {}
         return {**{f"val_{k}": v for k, v in last_val.items()}, "train_clips": len(self.train_set),
-                "unique_captions": len(self.captions), "empty_captions": self.num_empty_captions}
+                "unique_captions": len(self.captions), "empty_captions": self.num_empty_captions, **lora}

@@ -89,10 +89,13 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
 
 
 @torch.no_grad()
-def generate_and_judge(pipeline_dir: Path, prompts: dict, out_dir: Path, judge: DigitJudge, per_seen: int,
-                       per_heldout: int, seed: int, batch_size: int = 16) -> tuple[dict[str, Any], list[dict]]:
-    """Generate `per_seen` videos per seen prompt and `per_heldout` per held-out prompt; judge each one."""
-    pipeline = TextToVideoPipeline.from_pretrained(pipeline_dir)
+def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, out_dir: Path, judge: DigitJudge,
+                       per_seen: int, per_heldout: int, seed: int, batch_size: int = 16
+                       ) -> tuple[dict[str, Any], list[dict]]:
+    """Generate `per_seen` videos per seen prompt and `per_heldout` per held-out prompt; judge each one. The pipeline
+    is a folder or one already loaded (e.g. with a LoRA adapter)."""
+    pipeline = (pipeline_dir if isinstance(pipeline_dir, TextToVideoPipeline)
+                else TextToVideoPipeline.from_pretrained(pipeline_dir))
     jobs = [(group, p) for group, n in (("seen", per_seen), ("held_out", per_heldout))
             for p in prompts["seen" if group == "seen" else "heldout"] for _ in range(n)]
     out_dir.mkdir(parents=True, exist_ok=True)
