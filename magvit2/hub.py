@@ -128,16 +128,6 @@ def parse_dtype(dtype: torch.dtype | str | None, where: str = "torch_dtype") -> 
     return dtype
 
 
-def resolve_pretrained(name_or_path: str | os.PathLike, *, subfolder: str | None = None, **hub_kwargs: Any
-                       ) -> tuple[Path, bool]:
-    """(a local folder as given, or the snapshot of the Hub repo id it names; whether it came from the Hub), for
-    what is not a `PretrainedMixin` model (a LoRA adapter folder). `hub_kwargs`: `download_snapshot`'s."""
-    path = Path(name_or_path).expanduser()
-    if path.exists() or not is_repo_id(str(name_or_path)):
-        return (path / subfolder if subfolder else path), False
-    return download_snapshot(str(name_or_path), subfolder=subfolder, **hub_kwargs) / (subfolder or ""), True
-
-
 def push_folder(save: Callable[[Path], Any], repo_id: str, card: str, *, commit_message: str | None = None,
                 private: bool | None = None, token: str | bool | None = None, revision: str | None = None,
                 create_pr: bool = False) -> Any:

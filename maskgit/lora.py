@@ -249,12 +249,12 @@ class LoraAdapter:
     def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> LoraAdapter:
         """An adapter folder, a LoRA run folder (its lora/) or a Hub repo id (`magvit2.hub`: cache first; `revision=`,
         `cache_dir=`, `token=`, `local_files_only=`, `subfolder=`)."""
-        from magvit2.hub import resolve_pretrained
-        from magvit2.serialization import resolve_model_dir
+        from magvit2.model_paths import ModelKind, resolve_model_path
 
         peft = require_peft()
-        local, from_hub = resolve_pretrained(name_or_path, **hub_kwargs)
-        folder = resolve_model_dir(local, ADAPTER_KIND, RUN_LORA_DIR, config_name=BASE_RECORD)
+        kind = ModelKind(ADAPTER_KIND, config_name=BASE_RECORD, locations=(RUN_LORA_DIR,), what="LoRA adapter")
+        location = resolve_model_path(name_or_path, kind, **hub_kwargs)
+        folder, from_hub = location.folder, location.repo_id is not None
         record = read_json(folder / BASE_RECORD, BASE_RECORD)
         if record.get("_format_version") != ADAPTER_FORMAT_VERSION:
             raise ValueError(f"{folder / BASE_RECORD}: format version {record.get('_format_version')!r} is not "

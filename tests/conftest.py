@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# offline and untracked, also when pytest is run without `make test` (which exports the same); set before any test
+# imports huggingface_hub, which reads them once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def pan_frames(num_frames: int = 20, size: tuple[int, int] = (48, 64), photo: str = "astronaut", step: int = 3

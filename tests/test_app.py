@@ -183,7 +183,7 @@ def test_a_folder_that_is_not_a_model_names_itself(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_models(tmp_path / "missing", None, CPU)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"is neither .* \(nor a tokenizer folder\)"):
+    with pytest.raises(FileNotFoundError, match=r"is not a text-to-video pipeline.* \(nor a tokenizer folder\)"):
         load_models(tmp_path / "empty", None, CPU)
     with pytest.raises(ValueError, match="nothing to serve"):
         load_models(None, None, CPU)

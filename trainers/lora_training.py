@@ -32,7 +32,7 @@ from maskgit.lora import (
 from maskgit.pipeline_folder import TRANSFORMER_DIR
 from maskgit.transformer import KIND, MaskGitTransformer
 from trainers.checkpointing import CheckpointCorruptError
-from trainers.model_sources import pipeline_dir
+from trainers.model_sources import locate
 
 ADAPTER_NAME = "default"
 
@@ -41,11 +41,11 @@ def resolve_base(init_from: str | os.PathLike, settings: LoraSettings) -> tuple[
     """The --init-from of a LoRA run: a pipeline folder, a MaskGit run folder (its pipeline/) or a Hub repo id holding
     a pipeline -> (the local pipeline folder, the name an adapter records: the absolute path, or the repo id). The
     target regex is checked against its transformer's module names here, before any data is read."""
-    from magvit2.hub import resolve_pretrained
+    from maskgit.pipeline_folder import PIPELINE_MODEL_KIND
 
-    local, from_hub = resolve_pretrained(init_from)
     try:
-        folder = pipeline_dir(local, "--init-from")
+        location = locate(init_from, PIPELINE_MODEL_KIND, "--init-from")
+        folder, from_hub = location.folder, location.repo_id is not None
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; a LoRA run (--lora-rank) adapts a pipeline: pass a pipeline folder, a MaskGit "
                                 "run folder or a Hub repo id") from None

@@ -104,9 +104,15 @@ def resolve_settings(pipeline: TextToVideoPipeline, request: GenerateRequest) ->
         value = getattr(request, name)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{name.replace('_', ' ')} must be a finite number; got {value}")
-    return pipeline.settings(num_frames=request.num_frames, num_inference_steps=request.steps,
-                             guidance_scale=guidance, temperature=request.temperature,
-                             choice_temperature=request.choice_temperature, top_k=request.top_k)
+    settings = pipeline.settings(num_frames=request.num_frames, num_inference_steps=request.steps,
+                                 guidance_scale=guidance, temperature=request.temperature,
+                                 choice_temperature=request.choice_temperature, top_k=request.top_k)
+    if settings.num_frames > pipeline.max_num_frames:  # the page shows one window's unmasking: no chained windows
+        f = pipeline.tokenizer.time_compression
+        raise ValueError(f"num_frames={settings.num_frames} needs {(settings.num_frames - 1) // f + 1} latent frames "
+                         f"but the transformer holds at most {(pipeline.max_num_frames - 1) // f + 1} "
+                         f"({pipeline.max_num_frames} frames); longer videos: magvit2-generate --num-frames")
+    return settings
 
 
 def reproduce_command(model_dir: Path, prompts: Sequence[str], settings: PipelineDefaults, seed: int,
@@ -152,7 +158,9 @@ def generate(models: LoadedModels, request: GenerateRequest, out_dir: Path,
             on_step(index["prompt"], step, num_steps)
 
     recorder = StepRecorder(step_done)
-    record: dict[str, Any] = {"model": str(models.model_dir), "prime_video": None, "device": str(models.device)}
+    # the line magvit2-generate writes for `command` (its --model is the pipeline folder; weights in float32)
+    record: dict[str, Any] = {"model": str(models.model_dir), "model_arg": str(models.model_dir), "prime_video": None,
+                              "device": str(models.device), "dtype": "float32"}
     for sample in iter_generate(pipeline, prompts, settings, out_dir, seed=seed, fmt="mp4", negative_prompt=negative,
                                 record=record, callback_on_step_end=recorder,
                                 callback_on_step_end_tensor_inputs=recorder.tensor_inputs):

@@ -18,7 +18,8 @@ import torch
 
 from magvit2 import VideoTokenizer
 from maskgit.pipeline import TextToVideoPipeline
-from trainers.model_sources import RUN_TOKENIZER_DIR, pipeline_dir, tokenizer_dir
+from maskgit.pipeline_folder import TOKENIZER_DIR
+from trainers.model_sources import pipeline_dir, tokenizer_dir
 
 
 @dataclass
@@ -78,7 +79,7 @@ def load_models(model: str | os.PathLike | None, tokenizer: str | os.PathLike | 
             pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=device,
                                                            allow_outside_paths=allow_outside_paths,
                                                            allow_pickle_text_encoder=allow_pickle_text_encoder)
-            tok, tok_dir = pipeline.tokenizer, model_dir / RUN_TOKENIZER_DIR
+            tok, tok_dir = pipeline.tokenizer, model_dir / TOKENIZER_DIR
     if tokenizer is not None and str(tokenizer).strip():
         tok_dir = tokenizer_dir(tokenizer)
         tok = None
