@@ -176,7 +176,7 @@ def test_damaged_adapter_folders_are_refused_naming_the_file(pipe, tmp_path):
     with pytest.raises(ValueError, match=r"adapter_model\.safetensors"):
         LoraAdapter.from_pretrained(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="is not a LoRA adapter: no base_pipeline.json"):
+    with pytest.raises(FileNotFoundError, match=r"is not a LoRA adapter: no base_pipeline\.json"):
         LoraAdapter.from_pretrained(tmp_path / "empty")
     small = make_adapter(pipe, settings=LoraSettings(rank=2))
     small.weights = {k: v for k, v in list(small.weights.items())[1:]}
