@@ -33,7 +33,7 @@ def uploads(monkeypatch):
 
     state = SimpleNamespace(pushed=[], fail=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id))
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         if state.fail:
