@@ -11,8 +11,8 @@ import pytest
 from magvit2.pixels import to_uint8
 from maskgit import MaskGitConfig, MaskGitTransformer
 from scripts.generate import main
-from tests.conftest import pan_frames
-from tests.test_pipeline import TEXT_DIM, build_pipeline
+from tests.helpers.media import pan_frames
+from tests.helpers.models import TEXT_DIM, build_pipeline
 from trainers.commands.generate import slugify
 from trainers.data.video_io import read_video, write_video
 

@@ -11,7 +11,7 @@ import magvit2.torch_utils as torch_utils
 from magvit2 import VideoTokenizer, preset_config
 from maskgit import MaskGitConfig, MaskGitTransformer
 from maskgit.text import TinyTextEncoder
-from tests.helpers import real_pan_clip
+from tests.helpers.media import real_pan_clip
 
 
 def count_checkpoints(monkeypatch) -> list[int]:

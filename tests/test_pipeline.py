@@ -6,27 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from magvit2 import VideoTokenizer, preset_config
 from maskgit import MaskGitConfig, MaskGitTransformer, PipelineDefaults, TextToVideoPipeline, TinyTextEncoder
-from tests.helpers import real_pan_clip
-
-TEXT_DIM = 16
-
-
-def build_pipeline(codebook_size=64, seed=0, **defaults) -> TextToVideoPipeline:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        tokenizer = VideoTokenizer(preset_config("tiny"))
-        encoder = TinyTextEncoder(dim=TEXT_DIM)
-        transformer = MaskGitTransformer(MaskGitConfig(
-            codebook_size=codebook_size, latent_shape=tokenizer.latent_shape(5), dim=32, depth=1, heads=2,
-            dim_head=16, text_dim=TEXT_DIM))
-    return TextToVideoPipeline(tokenizer, encoder, transformer, PipelineDefaults(**{"num_inference_steps": 4,
-                                                                                   **defaults}))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from tests.helpers.media import real_pan_clip
+from tests.helpers.models import TEXT_DIM, build_pipeline, gen
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from magvit2 import VideoTokenizer
-from scripts.train_tokenizer import build_parser, make_config
-from tests.conftest import reset_accelerate_state
-from tests.helpers import weights_after_update
+from tests.helpers.training import reset_accelerate_state, tokenizer_config, weights_after_update
 from trainers.checkpointing import CheckpointManager
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
@@ -31,12 +29,8 @@ def clips(tmp_path, make_clip):
     return tmp_path / "clips"
 
 
-def config(*flags):
-    return make_config(build_parser().parse_args(["--data", "x", "--out", "y", "--preset", "tiny", *flags]))
-
-
 def trainer(clips, run_dir, *flags, **kwargs) -> TokenizerTrainer:
-    return TokenizerTrainer(config(*flags), [clips], run_dir, **kwargs)
+    return TokenizerTrainer(tokenizer_config(*flags), [clips], run_dir, **kwargs)
 
 
 def test_lr_schedules_are_pure_functions_with_the_documented_values():
@@ -135,7 +129,7 @@ def test_resume_refuses_a_different_architecture_and_a_reused_run_dir(clips, tmp
     trainer(clips, tmp_path / "run", "--max-steps", "2").fit()
     with pytest.raises(FileExistsError, match="resume='latest'"):
         trainer(clips, tmp_path / "run", "--max-steps", "4")
-    cfg = config("--max-steps", "4")
+    cfg = tokenizer_config("--max-steps", "4")
     cfg = type(cfg)(**{**cfg.__dict__, "tokenizer": {"codebook_size": 2**5}})
     with pytest.raises(ValueError, match="differs from this run's in \\['codebook_size'\\]"):
         TokenizerTrainer(cfg, [clips], tmp_path / "run", resume="latest")
