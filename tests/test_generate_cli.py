@@ -183,8 +183,8 @@ def test_slugify():
 
 
 def test_cli_seed_is_pythons_manual_seed(run_dir, tmp_path):
-    """`--seed 0` is `torch.Generator().manual_seed(0)` (it used to record 7545434324038714551); video j of a run
-    uses seed + j, and batching does not change any video."""
+    """`--seed 0` is `torch.Generator().manual_seed(0)` and the log records 0 (the seed given, not one derived from
+    it); video j of a run uses seed + j, and batching does not change any video."""
     import torch
 
     from maskgit import TextToVideoPipeline

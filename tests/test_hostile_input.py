@@ -108,7 +108,7 @@ def test_scan_never_follows_a_symlink_back_into_a_visited_folder(tmp_path, caplo
     for i in range(6):
         (tmp_path / f"f{i}.png").write_bytes(b"x")
     (tmp_path / "loop1").symlink_to(".")
-    assert scan_media_files(tmp_path) == [f"f{i}.png" for i in range(6)]  # was 246
+    assert scan_media_files(tmp_path) == [f"f{i}.png" for i in range(6)]  # each file once, however deep the loop
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "loop2").symlink_to("..")
     caplog.clear()
@@ -139,7 +139,7 @@ def test_failing_samples_are_given_up_and_the_loop_stops(photo_clips, fails_at_l
             ds.record_skipped(batch)
     assert max(fails_at_load.values()) <= 3 and sorted(ds.stats.given_up) == sorted(ds.paths)
     with pytest.raises(DataQualityError, match="no loadable clips"):
-        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, any_process=bool)))  # was endless
+        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, any_process=bool)))  # raised: the loop ends
 
 
 def test_load_time_failures_count_towards_max_bad_fraction(photo_clips, fails_at_load):

@@ -270,8 +270,8 @@ def test_max_minutes_stops_with_a_checkpoint_export_and_summary(stage_two, tmp_p
 def test_launcher_gradient_accumulation_divides_the_loss_once(stage_two, tmp_path, monkeypatch,
                                                               fresh_accelerate_state):
     """`accelerate launch --gradient_accumulation_steps 4` (ACCELERATE_GRADIENT_ACCUMULATION_STEPS) and our own
-    `--gradient-accumulation-steps 4` give the same gradient: the loss is divided by the micro-batch count once (on
-    the old path `Accelerator.backward` divided again: 0.25x, clipping 4x looser, logged norms wrong)."""
+    `--gradient-accumulation-steps 4` give the same gradient: the loss is divided by the micro-batch count once
+    (dividing again in `Accelerator.backward` would give 0.25x the gradient, clip 4x looser and log wrong norms)."""
     grads = {}
     for name, launcher, flags in (("flag", None, ["--gradient-accumulation-steps", "4"]), ("launcher", "4", [])):
         reset_accelerate_state()

@@ -56,7 +56,7 @@ def test_optimizers_run_at_the_scheduled_lr_and_d_steps_once_per_update(clips, t
     t.fit()
     records = read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")
     c = t.config
-    for r in records:  # logged LR of update number step-1 matches the pure schedule (no warmup-wrapper bug)
+    for r in records:  # logged LR of update number step-1 matches the pure schedule (no wrapper shifts it)
         assert r["lr_g"] == pytest.approx(lr_at(c.gen_optim, r["step"] - 1, c.run.max_steps))
     assert t.opt_g.param_groups[0]["lr"] == pytest.approx(lr_at(c.gen_optim, 5, 6))
     assert calls["reconstruct"] == 6  # the D step reuses the G forward: one tokenizer pass per update
@@ -211,7 +211,7 @@ def test_fp16_overflow_in_either_optimizer_skips_both(clips, tmp_path, monkeypat
     EITHER optimizer overflow, neither steps, d_step does not advance (D's LR schedule and R1 cadence stay in step),
     the EMA does not move, the scale halves, and later updates train. (CPU has no fp16 autocast, so a CPU
     GradScaler is injected and the overflow forced at update 3 in one loss: a finite loss whose scaled gradients
-    overflow.) On the old update path the other optimizer stepped anyway."""
+    overflow.) The optimizer whose gradients are finite must not step on its own."""
     t = trainer(clips, tmp_path / "run", "--max-steps", "6")
     monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))
     name = f"{overflowing}_loss"
@@ -236,7 +236,7 @@ def test_fp16_overflow_in_either_optimizer_skips_both(clips, tmp_path, monkeypat
 
 def test_skip_policy_under_fp16_skips_the_step_and_keeps_training(clips, tmp_path, monkeypatch):
     """`run.nonfinite: skip` with a GradScaler: the skipped step still updates the scaler (it unscaled), so the next
-    step can unscale again (the old path crashed: "unscale_() has already been called")."""
+    step can unscale again (no "unscale_() has already been called")."""
     t = trainer(clips, tmp_path / "run", "--max-steps", "5")
     t.guard.policy = "skip"
     monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))

@@ -29,7 +29,7 @@ def replica_gradients(model, codes, text, splits: list[int]) -> torch.Tensor:
 
 def test_masked_loss_of_unequal_process_shares_equals_one_process_on_the_global_batch():
     """3 + 2 rows on two processes (one process's clip failed to decode) average to the gradient of one process on
-    all 5 rows; the old scaling by total / rows assumed equal shares and did not."""
+    all 5 rows (scaling each process's loss by total / rows would assume equal shares and would not)."""
     model = tiny_transformer()
     gen = torch.Generator().manual_seed(1)
     codes = torch.randint(0, 16, (5, 2, 2, 2), generator=gen)
