@@ -8,14 +8,12 @@ from maskgit.config import MaskGitConfig
 from maskgit.objective import masked_token_loss, random_token_mask
 from maskgit.text import TextEmbedding
 from maskgit.transformer import MaskGitTransformer
-from tests.helpers.models import TEXT_DIM, FakeModel, codes_and_text
+from tests.helpers.models import TEXT_DIM, FakeModel, codes_and_text, tiny_maskgit_config
 
 
 def tiny_model(**overrides) -> MaskGitTransformer:
-    kwargs = dict(codebook_size=64, latent_shape=(2, 4, 4), dim=32, depth=1, heads=2, dim_head=16, text_dim=TEXT_DIM)
-    kwargs.update(overrides)
     torch.manual_seed(0)
-    return MaskGitTransformer(MaskGitConfig(**kwargs))
+    return MaskGitTransformer(tiny_maskgit_config(**overrides))
 
 
 def test_at_least_one_masked_even_for_n_equals_1():

@@ -6,8 +6,16 @@ import torch
 
 from magvit2 import VideoTokenizer, preset_config
 from maskgit import MaskGitConfig, MaskGitTransformer, PipelineDefaults, TextToVideoPipeline, TinyTextEncoder
+from maskgit.presets import maskgit_preset
 
 TEXT_DIM = 16  # the width of the TinyTextEncoder embeddings the tiny models read
+
+
+def tiny_maskgit_config(**overrides) -> MaskGitConfig:
+    """The `tiny` preset transformer over 64 codes on a (2, 4, 4) grid reading TEXT_DIM-wide text; keyword
+    overrides (any config field, the preset's too)."""
+    return MaskGitConfig(**{"codebook_size": 64, "latent_shape": (2, 4, 4), "text_dim": TEXT_DIM,
+                            **maskgit_preset("tiny"), **overrides})
 
 
 def tiny_transformer() -> MaskGitTransformer:
