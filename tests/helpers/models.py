@@ -19,23 +19,21 @@ def tiny_maskgit_config(**overrides) -> MaskGitConfig:
 
 
 def tiny_transformer() -> MaskGitTransformer:
-    """A 1-block transformer over 16 codes on a (2, 2, 2) grid with 8-wide text (train mode); seeds torch's global
-    RNG with 0."""
+    """The `tiny` preset transformer over 16 codes on a (2, 2, 2) grid with 8-wide text (train mode); seeds torch's
+    global RNG with 0."""
     torch.manual_seed(0)
-    return MaskGitTransformer(MaskGitConfig(codebook_size=16, latent_shape=(2, 2, 2), text_dim=8, dim=16, depth=1,
-                                            heads=2, dim_head=8))
+    return MaskGitTransformer(tiny_maskgit_config(codebook_size=16, latent_shape=(2, 2, 2), text_dim=8))
 
 
 def build_pipeline(codebook_size=64, seed=0, **defaults) -> TextToVideoPipeline:
     """The tiny pipeline: the `tiny` tokenizer (16x16, 5 frames -> 3x8x8 codes of 64), TinyTextEncoder(TEXT_DIM) and
-    a 1-block transformer, 4 sampling steps; `defaults` override `PipelineDefaults`. The global RNG is untouched."""
+    the `tiny` transformer, 4 sampling steps; `defaults` override `PipelineDefaults`. The global RNG is untouched."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         tokenizer = VideoTokenizer(preset_config("tiny"))
         encoder = TinyTextEncoder(dim=TEXT_DIM)
-        transformer = MaskGitTransformer(MaskGitConfig(
-            codebook_size=codebook_size, latent_shape=tokenizer.latent_shape(5), dim=32, depth=1, heads=2,
-            dim_head=16, text_dim=TEXT_DIM))
+        transformer = MaskGitTransformer(tiny_maskgit_config(codebook_size=codebook_size,
+                                                             latent_shape=tokenizer.latent_shape(5)))
     return TextToVideoPipeline(tokenizer, encoder, transformer, PipelineDefaults(**{"num_inference_steps": 4,
                                                                                    **defaults}))
 
