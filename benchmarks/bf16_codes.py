@@ -46,7 +46,7 @@ def demo_pipeline(seed: int = 0, text_encoder: str = "default") -> TextToVideoPi
 
 def pan_codes(pipe: TextToVideoPipeline) -> torch.Tensor:
     """Codes (8, 3, 8, 8) of 9-frame camera pans over scikit-image photos."""
-    from tests.helpers import real_pan_clip
+    from tests.helpers.media import real_pan_clip
 
     video = torch.cat([real_pan_clip(9, 32, photo=p) for p in PHOTOS])  # (8, 3, 9, 32, 32)
     return pipe.tokenizer.tokenize(video)

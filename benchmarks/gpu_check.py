@@ -137,9 +137,7 @@ def ddp_smoke(gpus: int) -> dict:
     """Both training commands on 2 GPUs (torchrun, DDP), tiny presets, generated clips; both processes must train."""
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import pan_frames
-
+    from tests.helpers.media import pan_frames
     from trainers.data.video_io import write_video
 
     results = {}

@@ -53,7 +53,7 @@ def unequal_rows(folder: Path) -> None:
     from accelerate import Accelerator
 
     from maskgit.objective import masked_token_loss
-    from tests.test_update_path import tiny_transformer
+    from tests.helpers.models import tiny_transformer
     from trainers.rng import make_generator
 
     acc = Accelerator(cpu=True)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from magvit2 import OpenMagvit2Config, OpenMagvit2Tokenizer
 from scripts.app import main as app_main
 from scripts.generate import main as generate_main
-from tests.test_pipeline import build_pipeline
+from tests.helpers.models import build_pipeline
 from trainers.app.generation import GenerateRequest, batch_prompts, generate, reproduce_command
 from trainers.app.models import frame_choices, load_models, tokenizer_frame_choices
 from trainers.app.tokenizer_view import code_colours, reconstruct_upload

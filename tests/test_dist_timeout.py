@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.test_distributed import launch, ok, world_size_of
+from tests.helpers.commands import launch, ok, world_size_of
 
 
 @pytest.mark.timeout(300)

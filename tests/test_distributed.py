@@ -10,51 +10,23 @@ every process with one checkpoint; FSDP and DeepSpeed refuse with one line."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers.commands import launch, ok, world_size_of
 from trainers.logging import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": str(REPO)}
 # windows as long as the clips: the temporal discriminators run on every video batch with no random window, so one
 # process and two draw the same thing; Adam's eps keeps tiny gradient noise from being amplified into sign flips
 EQUIVALENCE_YAML = "loss:\n  temporal_window_lengths: [5]\ngen_optim:\n  eps: 0.01\ndisc_optim:\n  eps: 0.01\n"
 MASKGIT_YAML = "optim:\n  eps: 0.01\n"
 TOKENIZER_LOSSES = ("generator.total", "generator.recon", "generator.codebook_entropy", "generator.adaptive_weight",
                     "discriminator.total", "discriminator.hinge", "discriminator.lecam", "discriminator.r1")
-
-
-def launch(module: str, *args: str, processes: int = 1, faults: tuple[str, ...] = (), env: dict | None = None,
-           timeout: int = 300) -> subprocess.CompletedProcess:
-    """`module` on 1 process, or on `processes` under torchrun (gloo), optionally through tests/faults.py."""
-    target = [str(REPO / "tests" / "faults.py"), *faults, module] if faults else ["-m", module]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               *(target if faults else ["-m", module])]
-    else:
-        cmd = [sys.executable, *target]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=REPO,
-                          timeout=timeout)
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def world_size_of(run: Path) -> int:
-    """The process count the run's last invocation trained with (summary.json)."""
-    return json.loads((run / "summary.json").read_text())["world_size"]
 
 
 def train_records(run: Path) -> dict[int, dict]:
@@ -114,7 +86,7 @@ def mixed(tmp_path_factory) -> dict[str, Path]:
     """8 videos + 8 images (mixed batches are all-video or all-image for every process), the equivalence YAML."""
     from PIL import Image
 
-    from tests.conftest import pan_frames
+    from tests.helpers.media import pan_frames
     from trainers.data.video_io import write_video
 
     root = tmp_path_factory.mktemp("mixed")
@@ -242,7 +214,7 @@ def test_fsdp_and_deepspeed_refuse_with_one_line(mixed, tmp_path, engine):
 
 @pytest.mark.slow
 def test_maskgit_two_processes_train_like_one_process_with_the_global_batch(tmp_path_factory, mixed):
-    from tests.test_maskgit_trainer import make_stage_two
+    from tests.helpers.training import make_stage_two
 
     stage_two = make_stage_two(tmp_path_factory.mktemp("stage2"))
     runs = {}
@@ -261,11 +233,10 @@ def test_maskgit_two_processes_train_like_one_process_with_the_global_batch(tmp_
 
 @pytest.mark.slow
 def test_maskgit_lora_two_processes_train_like_one_process_and_hold_the_adapter_only(tmp_path_factory, mixed):
-    from tests.test_lora_training import LORA, make_base
-    from tests.test_maskgit_trainer import make_stage_two
+    from tests.helpers.training import LORA, make_lora_base, make_stage_two
 
     stage_two = make_stage_two(tmp_path_factory.mktemp("stage2-lora"))
-    base = make_base(stage_two, tmp_path_factory.mktemp("lora-base") / "base")
+    base = make_lora_base(stage_two, tmp_path_factory.mktemp("lora-base") / "base")
     runs = {}
     for name, processes, batch in (("one", 1, 4), ("two", 2, 2)):
         runs[name] = tmp_path_factory.mktemp(f"lora-{name}") / "run"

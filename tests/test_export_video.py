@@ -14,7 +14,7 @@ from PIL import Image
 from magvit2.pixels import from_uint8, to_uint8
 from magvit2.utils import export_to_video as utils_export
 from maskgit import export_to_video
-from tests.conftest import pan_frames
+from tests.helpers.media import pan_frames
 from trainers.data.video_io import read_video
 from trainers.data.video_write import write_video
 
@@ -49,7 +49,7 @@ def test_every_frame_form_writes_the_same_video(tmp_path):
 
 
 def test_pipeline_output_exports_like_diffusers(tmp_path):
-    from tests.test_pipeline import build_pipeline, gen
+    from tests.helpers.models import build_pipeline, gen
 
     pipe = build_pipeline()
     frames = pipe("a red ball", generator=gen(0)).frames[0]  # float (5, 16, 16, 3) in [0, 1]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from magvit2.pixels import to_uint8
-from maskgit import MaskGitConfig, MaskGitTransformer
+from maskgit import MaskGitTransformer
 from scripts.generate import main
-from tests.conftest import pan_frames
-from tests.test_pipeline import TEXT_DIM, build_pipeline
+from tests.helpers.media import pan_frames
+from tests.helpers.models import build_pipeline, tiny_maskgit_config
 from trainers.commands.generate import slugify
 from trainers.data.video_io import read_video, write_video
 
@@ -151,8 +151,8 @@ def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
 
     mismatched = tmp_path / "mismatch"
     build_pipeline().save_pretrained(mismatched)
-    MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1, heads=2, dim_head=16,
-                                     text_dim=TEXT_DIM)).save_pretrained(mismatched / "transformer")
+    other_vocabulary = MaskGitTransformer(tiny_maskgit_config(codebook_size=128, latent_shape=(3, 8, 8)))
+    other_vocabulary.save_pretrained(mismatched / "transformer")
     expect_user_error(capsys, ["--model", mismatched, "--prompt", "a"], "vocabulary mismatch")
 
 
@@ -183,8 +183,8 @@ def test_slugify():
 
 
 def test_cli_seed_is_pythons_manual_seed(run_dir, tmp_path):
-    """`--seed 0` is `torch.Generator().manual_seed(0)` (it used to record 7545434324038714551); video j of a run
-    uses seed + j, and batching does not change any video."""
+    """`--seed 0` is `torch.Generator().manual_seed(0)` and the log records 0 (the seed given, not one derived from
+    it); video j of a run uses seed + j, and batching does not change any video."""
     import torch
 
     from maskgit import TextToVideoPipeline

@@ -9,9 +9,9 @@ import torch
 
 import magvit2.torch_utils as torch_utils
 from magvit2 import VideoTokenizer, preset_config
-from maskgit import MaskGitConfig, MaskGitTransformer
+from maskgit import MaskGitConfig, MaskGitTransformer, maskgit_preset
 from maskgit.text import TinyTextEncoder
-from tests.helpers import real_pan_clip
+from tests.helpers.media import real_pan_clip
 
 
 def count_checkpoints(monkeypatch) -> list[int]:
@@ -57,8 +57,7 @@ def test_tokenizer_gradient_checkpointing_same_loss_and_gradients(monkeypatch):
 def test_transformer_gradient_checkpointing_same_loss_and_gradients(monkeypatch):
     calls = count_checkpoints(monkeypatch)
     torch.manual_seed(0)
-    config = MaskGitConfig(codebook_size=64, latent_shape=(2, 4, 4), text_dim=32, dim=32, depth=2, heads=2,
-                           dim_head=16)
+    config = MaskGitConfig(codebook_size=64, latent_shape=(2, 4, 4), text_dim=32, **maskgit_preset("tiny"))
     plain = MaskGitTransformer(config).train()
     checkpointed = copy.deepcopy(plain).set_gradient_checkpointing()
     codes = torch.randint(0, 64, (3, 32), generator=torch.Generator().manual_seed(1))

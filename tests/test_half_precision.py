@@ -9,8 +9,8 @@ import torch
 
 from magvit2 import OpenMagvit2Tokenizer, VideoTokenizer, open_magvit2_preset_config, preset_config
 from maskgit import TextToVideoPipeline
-from tests.helpers import real_pan_clip
-from tests.test_pipeline import build_pipeline, gen
+from tests.helpers.media import real_pan_clip
+from tests.helpers.models import build_pipeline, gen
 
 OPEN_MAGVIT2_TINY = open_magvit2_preset_config("video-tiny", image_size=16, z_channels=10, codebook_size=2**10)
 

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from tests.test_hostile_input import ckpt, cli, clips, one_line, rewrite, saved_checkpoint  # noqa: F401 (fixture)
+from tests.helpers.artefacts import rewrite, saved_checkpoint
+from tests.helpers.commands import cli, one_line
+from trainers import checkpointing as ckpt
 
 
 def test_init_from_a_checkpoint_of_another_trainer_is_named(tmp_path):
@@ -17,8 +19,9 @@ def test_init_from_a_checkpoint_of_another_trainer_is_named(tmp_path):
         load_init_weights(manager.latest())
 
 
-def test_resume_from_a_state_without_the_optimizer_entry_is_one_line(clips, tmp_path, capsys):  # noqa: F811
-    args = ["--data", clips, "--out", tmp_path / "run", "--preset", "tiny", "--batch-size", "2", "--max-steps", "2"]
+def test_resume_from_a_state_without_the_optimizer_entry_is_one_line(photo_clips, tmp_path, capsys):
+    args = ["--data", photo_clips, "--out", tmp_path / "run", "--preset", "tiny", "--batch-size", "2", "--max-steps",
+            "2"]
     assert cli("scripts.train_tokenizer", args, capsys)[0] == 0
     path = tmp_path / "run" / "checkpoints" / "step-00000002"
     state = json.loads((path / "state.json").read_text())

@@ -5,7 +5,6 @@ Property-based tests of the same parsers: tests/test_hostile_properties.py."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -20,7 +19,9 @@ from safetensors.torch import save_file
 from magvit2 import VideoTokenizer, preset_config
 from magvit2.serialization import atomic_dir
 from maskgit.text import build_text_encoder
-from tests.test_pipeline import build_pipeline
+from tests.helpers.artefacts import rewrite, saved_checkpoint
+from tests.helpers.commands import cli, one_line
+from tests.helpers.models import build_pipeline
 from trainers import checkpointing as ckpt
 from trainers.base import Trainer
 from trainers.configs import build_config
@@ -34,28 +35,10 @@ from trainers.data.video_io import VideoReadError
 from trainers.run_setup import prepare_run_dir
 
 
-def cli(module: str, args, capsys) -> tuple[int, str]:
-    code = importlib.import_module(module).main([str(a) for a in args])
-    return code, capsys.readouterr().err
-
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert all(n in lines[0] for n in needles), err
-
-
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return VideoTokenizer(preset_config("tiny")).save_pretrained(tmp_path_factory.mktemp("m") / "tok")
-
-
-@pytest.fixture
-def clips(make_clip, tmp_path) -> Path:
-    for photo in ("astronaut", "coffee", "chelsea", "rocket"):
-        make_clip(f"clips/{photo}.mp4", num_frames=5, size=(16, 16), photo=photo)
-    return tmp_path / "clips"
 
 
 def dead_pid() -> int:
@@ -67,14 +50,14 @@ def dead_pid() -> int:
 # ----------------------------------------------------------------------------------------- never overwrite a file
 
 
-def test_reconstruct_never_writes_over_an_input_or_earlier_outputs(tok, clips, capsys):
-    clip = clips / "coffee.mp4"
+def test_reconstruct_never_writes_over_an_input_or_earlier_outputs(tok, photo_clips, capsys):
+    clip = photo_clips / "coffee.mp4"
     before = clip.read_bytes()
     for extra in ([], ["--overwrite"]):  # an input is never an output, even with --overwrite
-        code, err = cli("scripts.reconstruct", ["--tokenizer", tok, clip, "--out-dir", clips, *extra], capsys)
+        code, err = cli("scripts.reconstruct", ["--tokenizer", tok, clip, "--out-dir", photo_clips, *extra], capsys)
         one_line(code, err, str(clip), "input")
         assert clip.read_bytes() == before
-    out = clips.parent / "out"
+    out = photo_clips.parent / "out"
     out.mkdir()
     (out / "metrics.json").write_text("my notes")
     code, err = cli("scripts.reconstruct", ["--tokenizer", tok, clip, "--out-dir", out], capsys)
@@ -125,7 +108,7 @@ def test_scan_never_follows_a_symlink_back_into_a_visited_folder(tmp_path, caplo
     for i in range(6):
         (tmp_path / f"f{i}.png").write_bytes(b"x")
     (tmp_path / "loop1").symlink_to(".")
-    assert scan_media_files(tmp_path) == [f"f{i}.png" for i in range(6)]  # was 246
+    assert scan_media_files(tmp_path) == [f"f{i}.png" for i in range(6)]  # each file once, however deep the loop
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "loop2").symlink_to("..")
     caplog.clear()
@@ -148,46 +131,32 @@ def fails_at_load(monkeypatch):
 
 
 @pytest.mark.timeout(60)
-def test_failing_samples_are_given_up_and_the_loop_stops(clips, fails_at_load):
-    ds = VideoFolderDataset(clips, num_frames=5, image_size=16, max_bad_fraction=1.0)
+def test_failing_samples_are_given_up_and_the_loop_stops(photo_clips, fails_at_load):
+    ds = VideoFolderDataset(photo_clips, num_frames=5, image_size=16, max_bad_fraction=1.0)
     loader = build_dataloader(ds, batch_size=2, seed=0)
     for _ in range(5):
         for batch in loader:
             ds.record_skipped(batch)
     assert max(fails_at_load.values()) <= 3 and sorted(ds.stats.given_up) == sorted(ds.paths)
     with pytest.raises(DataQualityError, match="no loadable clips"):
-        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, any_process=bool)))  # was endless
+        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, any_process=bool)))  # raised: the loop ends
 
 
-def test_load_time_failures_count_towards_max_bad_fraction(clips, fails_at_load):
-    ds = VideoFolderDataset(clips, num_frames=5, image_size=16, max_bad_fraction=0.3)
+def test_load_time_failures_count_towards_max_bad_fraction(photo_clips, fails_at_load):
+    ds = VideoFolderDataset(photo_clips, num_frames=5, image_size=16, max_bad_fraction=0.3)
     batch = collate([ds[(0, i, 0)] for i in range(2)])
     with pytest.raises(DataQualityError, match=r"2 of 4 files.*at load time"):
         ds.record_skipped(batch)
 
 
-def test_tokenize_that_writes_no_clip_exits_2(tok, clips, tmp_path, fails_at_load, capsys):
-    code, err = cli("scripts.tokenize_videos", ["--tokenizer", tok, "--data", clips, "--out", tmp_path / "c",
+def test_tokenize_that_writes_no_clip_exits_2(tok, photo_clips, tmp_path, fails_at_load, capsys):
+    code, err = cli("scripts.tokenize_videos", ["--tokenizer", tok, "--data", photo_clips, "--out", tmp_path / "c",
                                                 "--num-frames", 5, "--max-bad-fraction", 1], capsys)
     one_line(code, err, "0 clips")
     assert not (tmp_path / "c" / "index.json").exists()
 
 
 # ------------------------------------------------------------------------------- one clear line for bad artefacts
-
-
-def saved_checkpoint(root: Path, state: dict | None = None) -> ckpt.CheckpointManager:
-    manager = ckpt.CheckpointManager(root)
-    state = state or {"step": 3, "sampler": {"epoch": 0, "batch_index": 1}, "config": {},
-                      "guard": {"total_skipped": 0, "consecutive": {}}}
-    manager.save(3, {"model": {"w": torch.ones(2)}}, state)
-    return manager
-
-
-def rewrite(path: Path, change) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -321,12 +290,12 @@ def test_non_utf8_files_are_named(tmp_path):
         build_config("tokenizer", "tiny", tmp_path / "c.yaml")
 
 
-def test_a_non_utf8_file_name_skips_that_file_only(clips):
-    good = (clips / "coffee.mp4").read_bytes()
-    fd = os.open(os.fsencode(clips) + b"/bad\xff.mp4", os.O_WRONLY | os.O_CREAT)
+def test_a_non_utf8_file_name_skips_that_file_only(photo_clips):
+    good = (photo_clips / "coffee.mp4").read_bytes()
+    fd = os.open(os.fsencode(photo_clips) + b"/bad\xff.mp4", os.O_WRONLY | os.O_CREAT)
     os.write(fd, good)
     os.close(fd)
-    ds = VideoFolderDataset(clips, num_frames=5, image_size=16)
+    ds = VideoFolderDataset(photo_clips, num_frames=5, image_size=16)
     assert len(ds) == 4 and all("bad" not in p for p in ds.paths)
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magvit2.serialization import config_from_dict
-from tests.test_hostile_input import rewrite, saved_checkpoint
+from tests.helpers.artefacts import rewrite, saved_checkpoint
 from trainers import checkpointing as ckpt
 from trainers.configs import RunConfig, build_config
 from trainers.data.folders import load_captions

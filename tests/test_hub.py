@@ -5,10 +5,7 @@ and push_to_hub with its model card (huggingface_hub's upload monkeypatched; wha
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,33 +14,8 @@ import torch
 from magvit2 import VideoTokenizer, preset_config
 from magvit2.hub import HubModelNotFoundError, is_repo_id
 from maskgit import MaskGitTransformer, TextToVideoPipeline
-from tests.test_pipeline import build_pipeline, gen
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def put_in_cache(cache: Path, repo_id: str, folder: Path) -> Path:
-    """`folder`'s files as huggingface_hub's cache holds them: blobs/ + snapshots/<commit>/ links + refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            blob = repo / "blobs" / f"{abs(hash(str(path.relative_to(folder)))):x}"
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, blob)
-            link = snapshot / path.relative_to(folder)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.path.relpath(blob, link.parent), link)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    return snapshot
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hub-cache"
+from tests.helpers.hub import put_in_cache
+from tests.helpers.models import build_pipeline, gen
 
 
 def test_repo_ids_and_paths():
@@ -51,11 +23,11 @@ def test_repo_ids_and_paths():
     assert not any(is_repo_id(s) for s in ("./x", "/abs/path", "a/b/c", "../x", "~/x", "a/../b", ""))
 
 
-def test_tokenizer_and_transformer_from_a_cached_repo(cache, tmp_path):
+def test_tokenizer_and_transformer_from_a_cached_repo(hub_cache, tmp_path):
     torch.manual_seed(0)
     tok = VideoTokenizer(preset_config("tiny"))
     tok.save_pretrained(tmp_path / "tok", training={"num_frames": 5, "frame_stride": 1, "step": 7})
-    put_in_cache(cache, "me/tiny-tokenizer", tmp_path / "tok")
+    put_in_cache(hub_cache, "me/tiny-tokenizer", tmp_path / "tok")
     loaded = VideoTokenizer.from_pretrained("me/tiny-tokenizer")
     for k, v in tok.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
@@ -63,7 +35,7 @@ def test_tokenizer_and_transformer_from_a_cached_repo(cache, tmp_path):
 
     pipe = build_pipeline()
     pipe.save_pretrained(tmp_path / "pipe")
-    put_in_cache(cache, "me/tiny-pipeline", tmp_path / "pipe")
+    put_in_cache(hub_cache, "me/tiny-pipeline", tmp_path / "pipe")
     transformer = MaskGitTransformer.from_pretrained("me/tiny-pipeline", subfolder="transformer")
     assert transformer.config == pipe.transformer.config
     loaded_pipe = TextToVideoPipeline.from_pretrained("me/tiny-pipeline")  # links into blobs/ are followed
@@ -71,7 +43,7 @@ def test_tokenizer_and_transformer_from_a_cached_repo(cache, tmp_path):
                        pipe("a red ball", generator=gen(0), output_type="latent").frames)
 
 
-def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(cache, tmp_path, monkeypatch):
+def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(hub_cache, tmp_path, monkeypatch):
     tok = VideoTokenizer(preset_config("tiny"))
     monkeypatch.chdir(tmp_path)
     tok.save_pretrained(tmp_path / "me" / "tok")  # a folder spelled like a repo id
@@ -86,49 +58,23 @@ def test_a_local_folder_wins_and_missing_repos_fail_fast_naming_the_id(cache, tm
         VideoTokenizer.from_pretrained("./not/a/folder/here")
 
 
-def test_a_cache_link_out_of_the_repo_is_refused(cache, tmp_path):
+def test_a_cache_link_out_of_the_repo_is_refused(hub_cache, tmp_path):
     tok = VideoTokenizer(preset_config("tiny"))
     tok.save_pretrained(tmp_path / "tok")
-    snapshot = put_in_cache(cache, "me/evil", tmp_path / "tok")
+    snapshot = put_in_cache(hub_cache, "me/evil", tmp_path / "tok")
     (snapshot / "model.safetensors").unlink()
     os.symlink(tmp_path / "tok" / "model.safetensors", snapshot / "model.safetensors")
     with pytest.raises(ValueError, match="links out of the repo's cache folder"):
         VideoTokenizer.from_pretrained("me/evil")
 
 
-@pytest.fixture
-def uploads(monkeypatch):
-    """huggingface_hub's HfApi.create_repo / upload_folder, recorded instead of sent (the folder is read while it
-    exists, inside the call)."""
-    from huggingface_hub import HfApi
-
-    calls = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-        return SimpleNamespace(repo_id=repo_id)  # huggingface_hub's RepoUrl carries the id
-
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        folder = Path(folder_path)
-        calls["upload"] = {"repo_id": repo_id, **kwargs,
-                           "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
-                           "readme": (folder / "README.md").read_text(), "folder": folder}
-        if (folder / "config.json").is_file():
-            calls["upload"]["reloaded"] = VideoTokenizer.training_info(folder) if "tokenizer" in repo_id else None
-        return "commit-info"
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    return calls
-
-
-def test_push_to_hub_uploads_the_folder_and_a_model_card(uploads, tmp_path):
+def test_push_to_hub_uploads_the_folder_and_a_model_card(hub_uploads, tmp_path):
     tok = VideoTokenizer(preset_config("tiny"))
     tok.save_pretrained(tmp_path / "tok", training={"num_frames": 5, "frame_stride": 2, "step": 40})
     tok = VideoTokenizer.from_pretrained(tmp_path / "tok")
     assert tok.push_to_hub("me/my-tokenizer", private=True, training={"psnr_db": 21.5}) == "commit-info"
-    assert uploads["create_repo"] == ("me/my-tokenizer", {"private": True, "exist_ok": True})
-    up = uploads["upload"]
+    assert hub_uploads["create_repo"] == ("me/my-tokenizer", {"private": True, "exist_ok": True})
+    up = hub_uploads["upload"]
     assert up["files"] == ["README.md", "config.json", "model.safetensors"]
     assert up["reloaded"] == {"num_frames": 5, "frame_stride": 2, "step": 40}  # the recorded training travels
     card = up["readme"]
@@ -139,18 +85,18 @@ def test_push_to_hub_uploads_the_folder_and_a_model_card(uploads, tmp_path):
 
     pipe = build_pipeline()
     pipe.push_to_hub("me/my-pipeline", commit_message="first", training={"step": 20})
-    up = uploads["upload"]
+    up = hub_uploads["upload"]
     assert up["commit_message"] == "first"
     assert {"pipeline.json", "README.md", "tokenizer/config.json", "transformer/model.safetensors"} <= set(up["files"])
     assert "pipeline_tag: text-to-video" in up["readme"] and ".frames[0]" in up["readme"]
     pipe.transformer.push_to_hub("me/my-transformer")
-    assert uploads["upload"]["files"] == ["README.md", "config.json", "model.safetensors"]
-    assert "Not recorded" in uploads["upload"]["readme"]
+    assert hub_uploads["upload"]["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert "Not recorded" in hub_uploads["upload"]["readme"]
     with pytest.raises(ValueError, match="owner/name"):
         pipe.push_to_hub("no-owner")
 
 
-def test_cards_carry_license_base_model_datasets_install_sample_and_training(uploads, tmp_path, cache):
+def test_cards_carry_license_base_model_datasets_install_sample_and_training(hub_uploads, tmp_path, hub_cache):
     """ModelCard + ModelCardData: metadata a Hub page shows (license, library, tags, base_model, datasets), the
     install line, a sample GIF, the training record and the text encoder by its Hub id; kept through
     save -> from_pretrained -> push_to_hub."""
@@ -161,7 +107,7 @@ def test_cards_carry_license_base_model_datasets_install_sample_and_training(upl
 
     tok = VideoTokenizer(preset_config("tiny"))
     tok.save_pretrained(tmp_path / "tok")
-    put_in_cache(cache, "me/base-tokenizer", tmp_path / "tok")
+    put_in_cache(hub_cache, "me/base-tokenizer", tmp_path / "tok")
     pipe = build_pipeline()
     pipe.tokenizer = VideoTokenizer.from_pretrained("me/base-tokenizer")  # trained on a Hub tokenizer's codes
     sample = write_gif(tmp_path / "s.gif", np.zeros((3, 16, 16, 3), dtype=np.uint8), fps=4)
@@ -179,7 +125,7 @@ def test_cards_carry_license_base_model_datasets_install_sample_and_training(upl
 
     loaded = TextToVideoPipeline.from_pretrained(folder)  # the card's metadata and sample travel with the folder
     loaded.push_to_hub("me/t2v", datasets="me/other-digits")
-    up = uploads["upload"]
+    up = hub_uploads["upload"]
     assert {"README.md", "sample.gif", "model_index.json", "pipeline.json"} <= set(up["files"])
     pushed = ModelCard(up["readme"])
     assert pushed.data.license == "apache-2.0" and pushed.data.datasets == ["me/other-digits"]

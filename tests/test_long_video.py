@@ -11,8 +11,8 @@ import torch
 
 import maskgit.pipeline
 from maskgit.windows import Window, plan_windows
-from tests.helpers import real_pan_clip
-from tests.test_pipeline import build_pipeline, gen
+from tests.helpers.media import real_pan_clip
+from tests.helpers.models import build_pipeline, gen
 
 
 def test_plan_windows():

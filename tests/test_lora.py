@@ -16,8 +16,8 @@ import torch
 
 from maskgit.lora import LoraAdapter, LoraSettings, adapter_parameters, add_lora, base_state_dict, weights_sha256
 from maskgit.text import TinyTextEncoder
-from tests.test_hub import cache, put_in_cache, uploads  # noqa: F401 (fixtures)
-from tests.test_pipeline import TEXT_DIM, build_pipeline, gen
+from tests.helpers.hub import put_in_cache
+from tests.helpers.models import TEXT_DIM, build_pipeline, gen
 
 
 def make_adapter(pipe, seed: int = 1, settings: LoraSettings | None = None, name: str = "tiny-base") -> LoraAdapter:
@@ -141,7 +141,7 @@ def test_an_adapter_of_another_base_is_refused_with_one_line_naming_both(pipe):
     pipe.load_lora_weights(adapter, check_base=False)  # the caller may insist
 
 
-def test_adapter_folder_round_trip_run_folders_hub_ids_and_peft_reads_it(pipe, tmp_path, cache):  # noqa: F811
+def test_adapter_folder_round_trip_run_folders_hub_ids_and_peft_reads_it(pipe, tmp_path, hub_cache):
     from peft import PeftModel
 
     adapter = make_adapter(pipe)
@@ -165,7 +165,7 @@ def test_adapter_folder_round_trip_run_folders_hub_ids_and_peft_reads_it(pipe, t
     text = TinyTextEncoder(dim=TEXT_DIM).encode(["a red ball", "a cup of coffee"])
     with torch.no_grad():
         assert torch.equal(peft_model(codes, text)[0], ours)  # peft's own loader gives the same model
-    put_in_cache(cache, "me/tiny-lora", folder)
+    put_in_cache(hub_cache, "me/tiny-lora", folder)
     pipe.load_lora_weights("me/tiny-lora", adapter_name="hub")
     assert torch.equal(logits(pipe), ours)
 
@@ -207,10 +207,10 @@ def test_settings_and_targets_are_checked(pipe):
     assert {p.requires_grad for n, p in model.named_parameters() if "lora_" not in n} == {False}
 
 
-def test_push_to_hub_writes_a_card_naming_the_base(pipe, uploads):  # noqa: F811
+def test_push_to_hub_writes_a_card_naming_the_base(pipe, hub_uploads):
     adapter = make_adapter(pipe, name="me/tiny-pipeline")
     adapter.push_to_hub("me/tiny-lora")
-    up = uploads["upload"]
+    up = hub_uploads["upload"]
     assert up["files"] == ["README.md", "adapter_config.json", "adapter_model.safetensors", "base_pipeline.json"]
     card = up["readme"]
     assert "base_model: me/tiny-pipeline" in card and "me/tiny-pipeline" in card.split("---", 2)[2]

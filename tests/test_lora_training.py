@@ -14,45 +14,27 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from magvit2 import VideoTokenizer
-from maskgit import MaskGitConfig, MaskGitTransformer, PipelineDefaults, TextToVideoPipeline, maskgit_preset
+from maskgit import TextToVideoPipeline
 from maskgit.lora import base_state_dict, weights_sha256
-from maskgit.text import build_text_encoder
 from scripts.train_maskgit import main
-from tests.test_maskgit_resume import expect_user_error, final_tensors, logged, same
-from tests.test_maskgit_resume import train as train_cli
-from tests.test_maskgit_trainer import config, make_stage_two, trainer
-
-LORA = ("--lora-rank", "4", "--lora-targets", "attention+ff")
-
-
-def make_base(data: dict, folder, seed: int = 7):
-    """A pipeline on the stage-two tokenizer (tiny preset transformer, 'tiny:32' text) saved at `folder`."""
-    tokenizer = VideoTokenizer.from_pretrained(data["tokenizer"])
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        transformer = MaskGitTransformer(MaskGitConfig(codebook_size=tokenizer.codebook_size,
-                                                       latent_shape=tokenizer.latent_shape(5), text_dim=32,
-                                                       **maskgit_preset("tiny")))
-    pipe = TextToVideoPipeline(tokenizer, build_text_encoder("tiny:32"), transformer,
-                               PipelineDefaults(num_inference_steps=4, num_frames=5))
-    pipe.save_pretrained(folder)
-    return folder
+from tests.helpers.artefacts import final_tensors, logged, same
+from tests.helpers.commands import expect_user_error, train_maskgit_cli
+from tests.helpers.training import LORA, make_lora_base, make_stage_two, maskgit_config, maskgit_trainer
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("lora")
     data = make_stage_two(root)
-    data["base"] = make_base(data, root / "base")
+    data["base"] = make_lora_base(data, root / "base")
     return data
 
 
 def test_only_adapter_tensors_train_and_the_export_loads_into_its_base(data, tmp_path, one_thread, caplog):
     base = TextToVideoPipeline.from_pretrained(data["base"])
     base_weights = {k: v.clone() for k, v in base.transformer.state_dict().items()}
-    t = trainer(data, tmp_path / "run", "--max-steps", "6", *LORA, init_from=str(data["base"]),
-                cfg=config("--max-steps", "6", *LORA, run={"checkpoint_every": 3, "val_every": 3}))
+    t = maskgit_trainer(data, tmp_path / "run", "--max-steps", "6", *LORA, init_from=str(data["base"]),
+                        cfg=maskgit_config("--max-steps", "6", *LORA, run={"checkpoint_every": 3, "val_every": 3}))
     assert "adapter parameters train" in caplog.text and "of the" in caplog.text
     initial = {k: v.detach().clone() for k, v in t.lora.weights.items()}
     summary = t.fit()
@@ -87,8 +69,8 @@ def test_only_adapter_tensors_train_and_the_export_loads_into_its_base(data, tmp
 def test_gradient_checkpointing_trains_the_adapter_the_same(data, tmp_path, one_thread):
     runs = {}
     for name, flags in (("plain", ()), ("checkpointed", ("--gradient-checkpointing",))):
-        t = trainer(data, tmp_path / name, init_from=str(data["base"]),
-                    cfg=config("--max-steps", "2", *LORA, *flags, run={"val_every": 100}))
+        t = maskgit_trainer(data, tmp_path / name, init_from=str(data["base"]),
+                            cfg=maskgit_config("--max-steps", "2", *LORA, *flags, run={"val_every": 100}))
         t.fit()
         runs[name] = {k: p.detach().clone() for k, p in t.lora.weights.items()}
     assert all(torch.allclose(runs["plain"][k], runs["checkpointed"][k], atol=1e-6) for k in runs["plain"])
@@ -98,14 +80,15 @@ def test_gradient_checkpointing_trains_the_adapter_the_same(data, tmp_path, one_
 @pytest.fixture(scope="module")
 def baseline(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("lora-baseline") / "run"
-    train_cli(data, run, "--init-from", str(data["base"]), *LORA)
+    train_maskgit_cli(data, run, "--init-from", str(data["base"]), *LORA)
     return run
 
 
 @pytest.fixture(scope="module")
 def crashed(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("lora-crashed") / "run"
-    result = train_cli(data, run, "--init-from", str(data["base"]), *LORA, check=False, faults=("--crash-at", "7"))
+    result = train_maskgit_cli(data, run, "--init-from", str(data["base"]), *LORA, check=False,
+                               faults=("--crash-at", "7"))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*"))[-1] == "step-00000005"
     return run
@@ -117,7 +100,7 @@ def test_kill_9_then_resume_of_a_lora_run_is_exact(data, baseline, crashed, tmp_
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
     again = ("--init-from", str(data["base"])) if with_init_from else ()  # else: the base the checkpoint recorded
-    train_cli(data, run, *again, *LORA, "--resume", "latest")
+    train_maskgit_cli(data, run, *again, *LORA, "--resume", "latest")
     expected, got = logged(baseline), logged(run)
     for step in range(6, 10):
         assert got[step] == expected[step], step
@@ -130,8 +113,8 @@ def test_kill_9_then_resume_of_a_lora_run_is_exact(data, baseline, crashed, tmp_
 def test_negative_control_a_lora_resume_that_forgets_the_optimizer_is_detected(data, baseline, crashed, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
-    train_cli(data, run, "--init-from", str(data["base"]), *LORA, "--resume", "latest",
-              faults=("--break-restore", "optimizer"))
+    train_maskgit_cli(data, run, "--init-from", str(data["base"]), *LORA, "--resume", "latest",
+                      faults=("--break-restore", "optimizer"))
     assert not same(final_tensors(run), final_tensors(baseline))
 
 
@@ -143,7 +126,7 @@ def test_lora_user_errors_exit_2_with_one_line(data, crashed, tmp_path, capsys, 
                                crashed / "checkpoints" / "step-00000005"], "adapts a pipeline")
     expect_user_error(capsys, [*common, tmp_path / "r4", "--lora-rank", "2", "--lora-targets", r".*\.nothing$",
                                "--init-from", data["base"]], "matches no module")
-    other = make_base(data, tmp_path / "other", seed=8)  # resuming on another base is refused, naming both
+    other = make_lora_base(data, tmp_path / "other", seed=8)  # resuming on another base is refused, naming both
     run = tmp_path / "r5"
     shutil.copytree(crashed, run)
     for argv, match in (([*LORA, "--init-from", other], "base pipeline was"), ([], "is a LoRA run")):
@@ -158,7 +141,7 @@ def test_lora_user_errors_exit_2_with_one_line(data, crashed, tmp_path, capsys, 
 
 def test_a_full_fine_tune_checkpoint_cannot_resume_as_lora(data, tmp_path, capsys):
     run = tmp_path / "full"
-    train_cli(data, run, "--max-steps", "1", "--init-from", str(data["base"]))
+    train_maskgit_cli(data, run, "--max-steps", "1", "--init-from", str(data["base"]))
     assert main(["--tokenizer", str(data["tokenizer"]), "--codes", str(data["codes"]), "--out", str(run),
                  "--preset", "tiny", *LORA, "--init-from", str(data["base"]), "--resume", "latest"]) == 2
     assert "is not a LoRA run" in capsys.readouterr().err

@@ -4,11 +4,8 @@ exported RUN_DIR/pipeline/ works with TextToVideoPipeline.from_pretrained and ma
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from maskgit import TextToVideoPipeline
-from scripts.train_maskgit import main
-from tests.test_maskgit_trainer import make_stage_two
+from tests.helpers.artefacts import final_tensors, logged, same
+from tests.helpers.commands import expect_user_error, train_maskgit_cli
+from tests.helpers.training import make_stage_two
 from trainers.data.video_io import read_video
-from trainers.logging import read_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": str(REPO)}
-LOGGED = ("loss", "accuracy", "mask_fraction", "drop_fraction", "lr", "grad_norm")
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +25,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return make_stage_two(tmp_path_factory.mktemp("stage2"))
 
 
-def train(data: dict[str, Path], run_dir: Path, *extra: str, check: bool = True, faults: tuple[str, ...] = ()
-          ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(REPO / "tests" / "faults.py"), *faults, "scripts.train_maskgit", "--tokenizer",
-           str(data["tokenizer"]), "--codes",
-           str(data["codes"]), "--out", str(run_dir), "--preset", "tiny", "--max-steps", "9", "--seed", "3",
-           "--batch-size", "2", *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def logged(run_dir: Path) -> dict[int, dict[str, float]]:
-    """Last logged train record per step (a resumed run re-logs the steps after its checkpoint)."""
-    return {r["step"]: {k: r[k] for k in LOGGED} for r in read_metrics(run_dir / "metrics.jsonl", kind="train")}
-
-
-def final_tensors(run_dir: Path) -> dict[str, dict]:
-    step = run_dir / "checkpoints" / "step-00000009"
-    return {name: load_file(str(step / f"{name}.safetensors")) for name in ("transformer", "ema", "optimizer")}
-
-
-def same(a: dict, b: dict) -> bool:
-    return all(a[g].keys() == b[g].keys() and all(torch.equal(a[g][k], b[g][k]) for k in a[g]) for g in a)
-
-
 @pytest.fixture(scope="module")
 def baseline(data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("baseline") / "run"
-    train(data, run)
+    train_maskgit_cli(data, run)
     return run
 
 
@@ -70,7 +36,7 @@ def baseline(data, tmp_path_factory) -> Path:
 def crashed(data, tmp_path_factory) -> Path:
     """A run SIGKILLed after update 7, before any checkpoint of it (checkpoint_every=5: step-00000005 survives)."""
     run = tmp_path_factory.mktemp("crashed") / "run"
-    result = train(data, run, check=False, faults=("--crash-at", "7"))
+    result = train_maskgit_cli(data, run, check=False, faults=("--crash-at", "7"))
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     complete = sorted(p.name for p in (run / "checkpoints").iterdir() if (p / "COMPLETE.json").exists())
     assert complete[-1] == "step-00000005"
@@ -82,7 +48,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, baseline, cra
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
     (run / "checkpoints" / "step-00000007.tmp-999999").mkdir()  # a half-written checkpoint from the crash
-    train(data, run, "--resume", "latest")
+    train_maskgit_cli(data, run, "--resume", "latest")
     expected, got = logged(baseline), logged(run)
     for step in range(6, 10):
         assert got[step] == expected[step], step
@@ -95,7 +61,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(data, baseline, cra
 def test_negative_control_a_broken_restore_is_detected(data, baseline, crashed, tmp_path, broken):
     run = tmp_path / "run"
     shutil.copytree(crashed, run)
-    train(data, run, "--resume", "latest", faults=("--break-restore", broken))
+    train_maskgit_cli(data, run, "--resume", "latest", faults=("--break-restore", broken))
     expected, got = logged(baseline), logged(run)
     assert any(got[s]["loss"] != expected[s]["loss"] for s in range(6, 10))
     assert not same(final_tensors(run), final_tensors(baseline))
@@ -115,17 +81,6 @@ def test_exported_pipeline_loads_and_magvit2_generate_runs_on_the_run_folder(bas
                      "cpu", "--seed", "1"]) == 0
     (video,) = sorted(out.glob("*.mp4"))
     assert read_video(video).shape == (5, 16, 16, 3)
-
-
-def expect_user_error(capsys, argv: list[str], match: str) -> None:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's own errors (bad choices) exit from parse_args
-        code = e.code
-    assert code == 2, argv
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("magvit2-train-maskgit: error:") and match in err, err
 
 
 def test_user_errors_exit_2_with_one_line(data, tmp_path, capsys):

@@ -13,43 +13,23 @@ import pytest
 import torch
 
 from magvit2 import VideoTokenizer, preset_config
-from magvit2.serialization import config_from_dict
 from maskgit import TextToVideoPipeline
-from scripts.train_maskgit import build_parser, make_config
-from tests.helpers import weights_after_update
+from tests.helpers.training import (
+    STAGE_TWO_CAPTIONS,
+    STAGE_TWO_PHOTOS,
+    make_stage_two,
+    maskgit_config,
+    maskgit_trainer,
+    reset_accelerate_state,
+    weights_after_update,
+)
 from trainers.checkpointing import CheckpointManager
-from trainers.commands.tokenize_folder import tokenize_folder
-from trainers.configs import MaskGitTrainConfig, merge, to_dict
 from trainers.data.codes import CodeShardDataset
-from trainers.data.video_io import read_video, write_video
+from trainers.data.video_io import read_video
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
 from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.optim import lr_at
-
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
-CAPTIONS = ("an astronaut in a white suit", "a cup of coffee", "a cat looking up", "a rocket on the launch pad",
-            "a man with a camera", "")  # one empty caption: trains as unconditional, with a warning
-
-
-def make_stage_two(root: Path, photos=PHOTOS, captions=CAPTIONS, codebook_size: int | None = 2**6,
-                   **quantizer) -> dict[str, Path]:
-    """A tiny saved tokenizer, captioned lossless clips of real photo pans (5 frames) and their code shards."""
-    from tests.conftest import pan_frames
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        tok_config = preset_config("tiny", codebook_size=codebook_size, **quantizer)
-        VideoTokenizer(tok_config).save_pretrained(root / "tokenizer")
-    clips = root / "clips"
-    clips.mkdir(parents=True)
-    lines = []
-    for photo, caption in zip(photos, captions):
-        write_video(clips / f"{photo}.mp4", pan_frames(5, (16, 16), photo), lossless=True)
-        lines.append(json.dumps({"file_name": f"{photo}.mp4", "text": caption}) + "\n")
-    (clips / "metadata.jsonl").write_text("".join(lines))
-    tokenize_folder(root / "tokenizer", clips, root / "codes", num_frames=5, device="cpu")
-    return {"tokenizer": root / "tokenizer", "clips": clips, "codes": root / "codes"}
 
 
 @pytest.fixture(scope="module")
@@ -57,30 +37,17 @@ def stage_two(tmp_path_factory) -> dict[str, Path]:
     return make_stage_two(tmp_path_factory.mktemp("stage2"))
 
 
-def config(*flags: str, **overrides) -> MaskGitTrainConfig:
-    """The tiny preset (+ CLI flags), then nested `overrides` (e.g. maskgit={"dim": 48})."""
-    base = make_config(build_parser().parse_args(["--tokenizer", "x", "--codes", "x", "--out", "y", "--preset", "tiny",
-                                                  *flags]))
-    return config_from_dict(MaskGitTrainConfig, merge(to_dict(base), overrides))
-
-
-def trainer(data: dict[str, Path], run_dir: Path, *flags: str, cfg: MaskGitTrainConfig | None = None,
-            **kwargs) -> MaskGitTrainer:
-    kwargs.setdefault("codes_dir", None if "data_dirs" in kwargs else data["codes"])
-    return MaskGitTrainer(cfg or config(*flags), data["tokenizer"], run_dir, **kwargs)
-
-
 def test_overfits_four_captioned_clips_and_regenerates_them_from_their_prompts(tmp_path, one_thread):
     """The headline: trainer + objective + exported pipeline together. ~11 s."""
     captions = ("an astronaut in space", "a cup of coffee", "a cat named chelsea", "a rocket on the pad")
-    data = make_stage_two(tmp_path, PHOTOS[:4], captions)
+    data = make_stage_two(tmp_path, STAGE_TWO_PHOTOS[:4], captions)
     shards = CodeShardDataset(data["codes"])
     agreement = (shards.codes[:, None] == shards.codes[None]).float().mean(dim=(2, 3, 4))  # (4, 4)
     assert agreement[~torch.eye(4, dtype=torch.bool)].max() < 0.5  # the clips differ: the prompt must pick one
-    cfg = config("--max-steps", "400", maskgit={"dim": 64}, data={"val_fraction": 0.0},
-                 run={"log_every": 50, "val_every": 1000, "checkpoint_every": 1000},
-                 optim={"lr": 3e-3, "warmup_steps": 10})
-    t = trainer(data, tmp_path / "run", cfg=cfg)
+    cfg = maskgit_config("--max-steps", "400", maskgit={"dim": 64}, data={"val_fraction": 0.0},
+                         run={"log_every": 50, "val_every": 1000, "checkpoint_every": 1000},
+                         optim={"lr": 3e-3, "warmup_steps": 10})
+    t = maskgit_trainer(data, tmp_path / "run", cfg=cfg)
     t.fit()
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     for guidance in (1.0, 2.0):
@@ -103,9 +70,9 @@ class DropSpy:
 
 @pytest.mark.parametrize("rate", [0.1, 0.0])
 def test_condition_dropout_happens_at_the_configured_rate(stage_two, tmp_path, rate, one_thread):
-    cfg = config("--max-steps", "60", "--batch-size", "6", cond_drop_prob=rate,
-                 data={"val_fraction": 0.0}, run={"val_every": 1000, "checkpoint_every": 1000})
-    t = trainer(stage_two, tmp_path / "run", cfg=cfg)
+    cfg = maskgit_config("--max-steps", "60", "--batch-size", "6", cond_drop_prob=rate,
+                         data={"val_fraction": 0.0}, run={"val_every": 1000, "checkpoint_every": 1000})
+    t = maskgit_trainer(stage_two, tmp_path / "run", cfg=cfg)
     t.model = spy = DropSpy(t.transformer)
     t.text_encoder.encode = None  # training reads the caption bank: the encoder never runs after startup
     t.fit()
@@ -120,7 +87,7 @@ def test_condition_dropout_happens_at_the_configured_rate(stage_two, tmp_path, r
 
 
 def test_lr_follows_the_schedule_with_one_optimizer_step_per_update(stage_two, tmp_path):
-    t = trainer(stage_two, tmp_path / "run", cfg=config("--max-steps", "6", grad_accum=2))
+    t = maskgit_trainer(stage_two, tmp_path / "run", cfg=maskgit_config("--max-steps", "6", grad_accum=2))
     calls, batches = [], []
     step, batch_codes = t.optimizer.step, t.batch_codes
     t.optimizer.step = lambda *a, **k: (calls.append(t.optimizer.param_groups[0]["lr"]), step(*a, **k))[1]
@@ -149,8 +116,8 @@ def nan_loss_at(steps: set[int], trainer: MaskGitTrainer, monkeypatch) -> None:
 
 
 def test_non_finite_loss_stops_before_the_update_and_writes_no_checkpoint(stage_two, tmp_path, monkeypatch):
-    cfg = config("--max-steps", "8", run={"checkpoint_every": 1})
-    t = trainer(stage_two, tmp_path / "run", cfg=cfg)
+    cfg = maskgit_config("--max-steps", "8", run={"checkpoint_every": 1})
+    t = maskgit_trainer(stage_two, tmp_path / "run", cfg=cfg)
     nan_loss_at({3}, t, monkeypatch)
     snapshot = weights_after_update(monkeypatch, t, t.transformer, 3)  # before the non-finite update
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(transformer\): loss=nan.*step-00000003"):
@@ -161,7 +128,7 @@ def test_non_finite_loss_stops_before_the_update_and_writes_no_checkpoint(stage_
 
 
 def test_skip_policy_skips_and_counts_then_gives_up(stage_two, tmp_path, monkeypatch):
-    t = trainer(stage_two, tmp_path / "run", "--max-steps", "10")
+    t = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "10")
     t.guard.policy = "skip"
     nan_loss_at({2, 3, 6, 7, 8, 9}, t, monkeypatch)
     with pytest.raises(NonFiniteLossError, match="4 consecutive"):
@@ -176,9 +143,9 @@ def states_equal(a: dict, b: dict) -> bool:
 
 
 def test_checkpoint_round_trips_every_state_exactly_and_continues_identically(stage_two, tmp_path):
-    a = trainer(stage_two, tmp_path / "run", "--max-steps", "5")
+    a = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "5")
     a.fit()
-    b = trainer(stage_two, tmp_path / "run", "--max-steps", "5", resume="latest")  # same LR horizon
+    b = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "5", resume="latest")  # same LR horizon
     assert b.step == a.step == 5
     assert states_equal(a.transformer.state_dict(), b.transformer.state_dict())
     assert states_equal(a.ema.state_dict(), b.ema.state_dict()) and int(b.ema.step) == 5
@@ -191,33 +158,34 @@ def test_checkpoint_round_trips_every_state_exactly_and_continues_identically(st
 
 
 def test_resume_refuses_another_architecture_and_a_reused_run_dir(stage_two, tmp_path):
-    trainer(stage_two, tmp_path / "run", "--max-steps", "2").fit()
+    maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "2").fit()
     with pytest.raises(FileExistsError, match="resume='latest'"):
-        trainer(stage_two, tmp_path / "run", "--max-steps", "4")
+        maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "4")
     with pytest.raises(ValueError, match=r"differs from this run's in \['dim'\]"):
-        trainer(stage_two, tmp_path / "run", cfg=config("--max-steps", "4", maskgit={"dim": 48}), resume="latest")
+        maskgit_trainer(stage_two, tmp_path / "run", cfg=maskgit_config("--max-steps", "4", maskgit={"dim": 48}),
+                        resume="latest")
     with pytest.raises(ValueError, match="text encoder 'tiny:32'"):
-        trainer(stage_two, tmp_path / "run", "--max-steps", "4", "--text-encoder", "tiny:16", resume="latest")
+        maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "4", "--text-encoder", "tiny:16", resume="latest")
 
 
 def test_vocabulary_and_grid_mismatches_are_clear_errors(stage_two, tmp_path):
-    other = make_stage_two(tmp_path / "k32", PHOTOS[:2], CAPTIONS[:2], codebook_size=2**5)
+    other = make_stage_two(tmp_path / "k32", STAGE_TWO_PHOTOS[:2], STAGE_TWO_CAPTIONS[:2], codebook_size=2**5)
     with pytest.raises(ValueError, match=r"vocabulary mismatch: codes_dir .* 64-code tokenizer .* has 32 codes"):
-        MaskGitTrainer(config(), other["tokenizer"], tmp_path / "run", codes_dir=stage_two["codes"])
+        MaskGitTrainer(maskgit_config(), other["tokenizer"], tmp_path / "run", codes_dir=stage_two["codes"])
     with pytest.raises(ValueError, match="vocabulary mismatch: val_codes_dir"):
-        trainer(stage_two, tmp_path / "run", val_codes_dir=other["codes"])
+        maskgit_trainer(stage_two, tmp_path / "run", val_codes_dir=other["codes"])
     big = tmp_path / "big"
     VideoTokenizer(preset_config("tiny", image_size=32)).save_pretrained(big)
     with pytest.raises(ValueError, match=r"latent grid mismatch: .* \(3, 8, 8\) .* \(3, 16, 16\)"):
-        MaskGitTrainer(config(), big, tmp_path / "run", codes_dir=stage_two["codes"])
+        MaskGitTrainer(maskgit_config(), big, tmp_path / "run", codes_dir=stage_two["codes"])
     with pytest.raises(ValueError, match=r"maskgit\.codebook_size is set by the trainer"):
-        config(maskgit={"codebook_size": 64})
+        maskgit_config(maskgit={"codebook_size": 64})
 
 
 def test_large_fsq_codebooks_get_one_sub_token_per_fsq_dimension(tmp_path):
     levels = (8, 8, 8, 8, 5)  # 20480 codes > 2**14: factorised by default, like LFQ codebooks of that size
     data = make_stage_two(tmp_path, codebook_size=None, use_fsq=True, fsq_levels=levels)
-    t = trainer(data, tmp_path / "run", cfg=config("--max-steps", "2"))
+    t = maskgit_trainer(data, tmp_path / "run", cfg=maskgit_config("--max-steps", "2"))
     assert t.transformer.vocab_sizes == (5, 8, 8, 8, 8) and t.transformer.config.codebook_size == 20480
     t.fit()
     pipe = TextToVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
@@ -225,19 +193,22 @@ def test_large_fsq_codebooks_get_one_sub_token_per_fsq_dimension(tmp_path):
     codes = pipe(["a cup of coffee"], generator=torch.Generator().manual_seed(0), output_type="latent",
                  num_inference_steps=3).frames
     assert codes.shape == (1, 3, 8, 8) and int(codes.min()) >= 0 and int(codes.max()) < 20480
-    single = trainer(data, tmp_path / "single", cfg=config("--max-steps", "1", maskgit={"factorize_codes": False}))
+    single = maskgit_trainer(data, tmp_path / "single",
+                             cfg=maskgit_config("--max-steps", "1", maskgit={"factorize_codes": False}))
     assert single.transformer.vocab_sizes == (20480,)  # opting out keeps one head
     small = make_stage_two(tmp_path / "small", codebook_size=None, use_fsq=True,
                            fsq_levels=(5, 4, 3))
-    assert trainer(small, tmp_path / "s", cfg=config("--max-steps", "1")).transformer.vocab_sizes == (60,)
-    forced = trainer(small, tmp_path / "f", cfg=config("--max-steps", "1", maskgit={"factorize_codes": True}))
+    small_trainer = maskgit_trainer(small, tmp_path / "s", cfg=maskgit_config("--max-steps", "1"))
+    assert small_trainer.transformer.vocab_sizes == (60,)
+    forced = maskgit_trainer(small, tmp_path / "f",
+                             cfg=maskgit_config("--max-steps", "1", maskgit={"factorize_codes": True}))
     assert forced.transformer.vocab_sizes == (3, 4, 5)
 
 
 def test_on_the_fly_tokenization_feeds_the_same_codes_as_the_shards(stage_two, tmp_path):
     shards = CodeShardDataset(stage_two["codes"])
     by_path = {r["path"]: shards.codes[i] for i, r in enumerate(shards.records)}
-    t = trainer(stage_two, tmp_path / "run", "--max-steps", "3", data_dirs=[stage_two["clips"]])
+    t = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "3", data_dirs=[stage_two["clips"]])
     assert t.val_clips is not None and len(t.val_clips) == 2  # held out by file, tokenized once at startup
     assert all(torch.equal(c, by_path[p]) for c, p in zip(t.val_clips.codes, t.val_clips.paths))
     t.train_set.random_crop = False  # center crops from frame 0, as magvit2-tokenize takes them
@@ -258,8 +229,8 @@ def test_on_the_fly_tokenization_feeds_the_same_codes_as_the_shards(stage_two, t
 def test_sample_videos_are_written_and_decode(stage_two, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cup of coffee\n\n  a cat looking up \n")
-    t = trainer(stage_two, tmp_path / "run", "--max-steps", "2", sample_prompts=prompts,
-                cfg=config("--max-steps", "2", run={"val_every": 2}))
+    t = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "2", sample_prompts=prompts,
+                        cfg=maskgit_config("--max-steps", "2", run={"val_every": 2}))
     t.fit()
     folder = tmp_path / "run" / "samples" / "step-00000002"
     lines = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
@@ -271,24 +242,24 @@ def test_sample_videos_are_written_and_decode(stage_two, tmp_path):
 
 
 def test_init_from_a_run_loads_ema_weights_with_a_fresh_optimizer(stage_two, tmp_path, caplog):
-    base = trainer(stage_two, tmp_path / "base", "--max-steps", "3")
+    base = maskgit_trainer(stage_two, tmp_path / "base", "--max-steps", "3")
     base.fit()
     assert "1 of 4 training clips have an empty caption" in caplog.text
     exported = TextToVideoPipeline.from_pretrained(tmp_path / "base" / "pipeline").transformer
-    t = trainer(stage_two, tmp_path / "ft", "--max-steps", "1", init_from=tmp_path / "base")
+    t = maskgit_trainer(stage_two, tmp_path / "ft", "--max-steps", "1", init_from=tmp_path / "base")
     assert states_equal(t.transformer.state_dict(), exported.state_dict())
     assert t.step == 0 and not t.optimizer.state_dict()["state"]
     ckpt = tmp_path / "base" / "checkpoints" / "step-00000003"
-    t2 = trainer(stage_two, tmp_path / "ft2", "--max-steps", "1", init_from=ckpt)
+    t2 = maskgit_trainer(stage_two, tmp_path / "ft2", "--max-steps", "1", init_from=ckpt)
     assert states_equal(t2.transformer.state_dict(), base.transformer.state_dict())
-    other = make_stage_two(tmp_path / "k32", PHOTOS[:2], CAPTIONS[:2], codebook_size=2**5)
+    other = make_stage_two(tmp_path / "k32", STAGE_TWO_PHOTOS[:2], STAGE_TWO_CAPTIONS[:2], codebook_size=2**5)
     with pytest.raises(ValueError, match="vocabulary mismatch: init_from"):
-        trainer(other, tmp_path / "ft3", init_from=tmp_path / "base",
-                cfg=config("--max-steps", "1", "--batch-size", "2", data={"val_fraction": 0.0}))
+        maskgit_trainer(other, tmp_path / "ft3", init_from=tmp_path / "base",
+                        cfg=maskgit_config("--max-steps", "1", "--batch-size", "2", data={"val_fraction": 0.0}))
 
 
 def test_max_minutes_stops_with_a_checkpoint_export_and_summary(stage_two, tmp_path):
-    summary = trainer(stage_two, tmp_path / "run", "--max-steps", "1000", "--max-minutes", "0.0001").fit()
+    summary = maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "1000", "--max-minutes", "0.0001").fit()
     assert summary["step"] < 1000
     assert CheckpointManager(tmp_path / "run").latest() is not None
     assert (tmp_path / "run" / "pipeline" / "pipeline.json").is_file()
@@ -299,10 +270,8 @@ def test_max_minutes_stops_with_a_checkpoint_export_and_summary(stage_two, tmp_p
 def test_launcher_gradient_accumulation_divides_the_loss_once(stage_two, tmp_path, monkeypatch,
                                                               fresh_accelerate_state):
     """`accelerate launch --gradient_accumulation_steps 4` (ACCELERATE_GRADIENT_ACCUMULATION_STEPS) and our own
-    `--gradient-accumulation-steps 4` give the same gradient: the loss is divided by the micro-batch count once (on
-    the old path `Accelerator.backward` divided again: 0.25x, clipping 4x looser, logged norms wrong)."""
-    from tests.conftest import reset_accelerate_state
-
+    `--gradient-accumulation-steps 4` give the same gradient: the loss is divided by the micro-batch count once
+    (dividing again in `Accelerator.backward` would give 0.25x the gradient, clip 4x looser and log wrong norms)."""
     grads = {}
     for name, launcher, flags in (("flag", None, ["--gradient-accumulation-steps", "4"]), ("launcher", "4", [])):
         reset_accelerate_state()
@@ -310,7 +279,7 @@ def test_launcher_gradient_accumulation_divides_the_loss_once(stage_two, tmp_pat
             monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", raising=False)
         else:
             monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", launcher)
-        t = trainer(stage_two, tmp_path / name, "--max-steps", "1", *flags)
+        t = maskgit_trainer(stage_two, tmp_path / name, "--max-steps", "1", *flags)
         assert t.grad_accum == 4
         update = t.update
 

@@ -15,8 +15,8 @@ import torch
 from magvit2 import VideoTokenizer
 from magvit2.hub import HubModelNotFoundError
 from maskgit import MaskGitTransformer, TextToVideoPipeline
-from tests.test_hub import put_in_cache
-from tests.test_pipeline import build_pipeline, gen
+from tests.helpers.hub import put_in_cache
+from tests.helpers.models import build_pipeline, gen
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +137,7 @@ def test_training_commands_take_hub_ids(runs, offline_cache, tmp_path, monkeypat
     models load through the cache, and the exports' model cards name them as base_model."""
     from huggingface_hub import ModelCard
 
-    from tests.test_maskgit_trainer import config as maskgit_config
-    from tests.test_maskgit_trainer import make_stage_two
-    from tests.test_tokenizer_trainer import config as tokenizer_config
+    from tests.helpers.training import make_stage_two, maskgit_config, tokenizer_config
     from trainers.maskgit_trainer import MaskGitTrainer
     from trainers.model_sources import load_init_weights
     from trainers.tokenizer_trainer import TokenizerTrainer

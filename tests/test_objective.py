@@ -6,42 +6,14 @@ import torch.nn.functional as F
 
 from maskgit.config import MaskGitConfig
 from maskgit.objective import masked_token_loss, random_token_mask
-from maskgit.text import TextEmbedding, TinyTextEncoder
+from maskgit.text import TextEmbedding
 from maskgit.transformer import MaskGitTransformer
-
-TEXT_DIM = 16
+from tests.helpers.models import TEXT_DIM, FakeModel, codes_and_text, tiny_maskgit_config
 
 
 def tiny_model(**overrides) -> MaskGitTransformer:
-    kwargs = dict(codebook_size=64, latent_shape=(2, 4, 4), dim=32, depth=1, heads=2, dim_head=16, text_dim=TEXT_DIM)
-    kwargs.update(overrides)
     torch.manual_seed(0)
-    return MaskGitTransformer(MaskGitConfig(**kwargs))
-
-
-class FakeModel:
-    """Fixed logits table (n, V) + an optional perturbation; records what it was called with."""
-
-    def __init__(self, config: MaskGitConfig, perturb=None):
-        self.config = config
-        gen = torch.Generator().manual_seed(0)
-        self.table = torch.randn(config.seq_len, config.codebook_size, generator=gen)
-        self.perturb = perturb
-        self.calls = []
-
-    def __call__(self, inputs, text, drop_text=None, self_cond=None, *, grid=None, return_embeddings=False):
-        self.calls.append({"inputs": inputs.clone(), "drop_text": drop_text})
-        logits = self.table[: inputs.shape[1]].expand(inputs.shape[0], -1, -1).clone()
-        if self.perturb is not None:
-            logits = self.perturb(inputs, logits)
-        return (logits,)
-
-
-def codes_and_text(b=8, n=32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    codes = torch.randint(0, 64, (b, n), generator=gen)
-    text = TinyTextEncoder(dim=TEXT_DIM).encode([f"prompt number {i}" for i in range(b)])
-    return codes, text
+    return MaskGitTransformer(tiny_maskgit_config(**overrides))
 
 
 def test_at_least_one_masked_even_for_n_equals_1():

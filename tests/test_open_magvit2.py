@@ -233,8 +233,8 @@ def test_maskgit_trains_on_open_magvit2_codes_and_the_pipeline_generates(tokeniz
     """tokenize a folder with the converted tokenizer (2^18 codes) -> a few MaskGit steps (two 512-way heads) ->
     the exported pipeline generates a video of the right shape."""
     from maskgit import TextToVideoPipeline
-    from tests.conftest import pan_frames
-    from tests.test_maskgit_trainer import config as maskgit_config
+    from tests.helpers.media import pan_frames
+    from tests.helpers.training import maskgit_config
     from trainers.commands.tokenize_folder import tokenize_folder
     from trainers.data.codes import CodeShardDataset
     from trainers.data.video_io import write_video
@@ -272,8 +272,8 @@ def test_maskgit_trains_on_open_magvit2_codes_and_the_pipeline_generates(tokeniz
 
 def test_a_converted_tokenizer_fine_tunes_with_init_from(tokenizer, tmp_path):
     """magvit2-train-tokenizer --init-from a converted folder: the architecture comes from there (GAN on)."""
-    from tests.conftest import pan_frames
-    from tests.test_tokenizer_trainer import config as tokenizer_config
+    from tests.helpers.media import pan_frames
+    from tests.helpers.training import tokenizer_config
     from trainers.data.video_io import write_video
     from trainers.tokenizer_trainer import TokenizerTrainer
 

@@ -1,4 +1,4 @@
-"""TextToVideoPipeline on a tiny tokenizer (16x16, f=2, 64 codes) + TinyTextEncoder + a 1-layer transformer."""
+"""TextToVideoPipeline on a tiny tokenizer (16x16, f=2, 64 codes) + TinyTextEncoder + the tiny preset transformer."""
 
 import json
 
@@ -6,27 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from magvit2 import VideoTokenizer, preset_config
-from maskgit import MaskGitConfig, MaskGitTransformer, PipelineDefaults, TextToVideoPipeline, TinyTextEncoder
-from tests.helpers import real_pan_clip
-
-TEXT_DIM = 16
-
-
-def build_pipeline(codebook_size=64, seed=0, **defaults) -> TextToVideoPipeline:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        tokenizer = VideoTokenizer(preset_config("tiny"))
-        encoder = TinyTextEncoder(dim=TEXT_DIM)
-        transformer = MaskGitTransformer(MaskGitConfig(
-            codebook_size=codebook_size, latent_shape=tokenizer.latent_shape(5), dim=32, depth=1, heads=2,
-            dim_head=16, text_dim=TEXT_DIM))
-    return TextToVideoPipeline(tokenizer, encoder, transformer, PipelineDefaults(**{"num_inference_steps": 4,
-                                                                                   **defaults}))
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from maskgit import MaskGitTransformer, PipelineDefaults, TextToVideoPipeline, TinyTextEncoder
+from tests.helpers.media import real_pan_clip
+from tests.helpers.models import TEXT_DIM, build_pipeline, gen, tiny_maskgit_config
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +78,12 @@ def test_bad_num_frames_messages(pipe):
 
 
 def test_vocabulary_and_width_mismatch_raise_at_construction(pipe):
-    transformer = MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1,
-                                                   heads=2, dim_head=16, text_dim=TEXT_DIM))
+    transformer = MaskGitTransformer(tiny_maskgit_config(codebook_size=128, latent_shape=(3, 8, 8)))
     with pytest.raises(ValueError, match=r"vocabulary mismatch: the tokenizer has 64 codes .* codebook_size=128"):
         TextToVideoPipeline(pipe.tokenizer, pipe.text_encoder, transformer)
     with pytest.raises(ValueError, match=r"text width mismatch: .* 8-d .* text_dim=16"):
         TextToVideoPipeline(pipe.tokenizer, TinyTextEncoder(dim=8), pipe.transformer)
-    small_grid = MaskGitTransformer(MaskGitConfig(codebook_size=64, latent_shape=(3, 4, 4), dim=32, depth=1,
-                                                  heads=2, dim_head=16, text_dim=TEXT_DIM))
+    small_grid = MaskGitTransformer(tiny_maskgit_config(codebook_size=64, latent_shape=(3, 4, 4)))
     with pytest.raises(ValueError, match="latent grid mismatch"):
         TextToVideoPipeline(pipe.tokenizer, pipe.text_encoder, small_grid)
 
@@ -223,8 +203,8 @@ def test_from_pretrained_errors(pipe, tmp_path):
         with pytest.raises(ValueError, match=match):
             TextToVideoPipeline.from_pretrained(folder)
     config.write_text(json.dumps(good))
-    MaskGitTransformer(MaskGitConfig(codebook_size=128, latent_shape=(3, 8, 8), dim=32, depth=1, heads=2, dim_head=16,
-                                     text_dim=TEXT_DIM)).save_pretrained(folder / "transformer")
+    other_vocabulary = MaskGitTransformer(tiny_maskgit_config(codebook_size=128, latent_shape=(3, 8, 8)))
+    other_vocabulary.save_pretrained(folder / "transformer")
     with pytest.raises(ValueError, match="vocabulary mismatch"):
         TextToVideoPipeline.from_pretrained(folder)
     for sub in ("transformer", "tokenizer"):

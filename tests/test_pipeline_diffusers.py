@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from maskgit import TextToVideoPipelineOutput
-from tests.test_pipeline import build_pipeline, gen
+from tests.helpers.models import build_pipeline, gen
 from trainers.data.video_io import read_video, write_video
 
 

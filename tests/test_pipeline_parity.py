@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from maskgit import TextToVideoPipeline
-from tests.test_pipeline import build_pipeline, gen
+from tests.helpers.models import build_pipeline, gen
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_shards import media  # noqa: F401 (the fixture: a small folder of captioned clips)
 from trainers.commands import pack as pack_module
 from trainers.data.remote import fetch_shards, is_remote
 from trainers.data.shards import ShardDataset, read_manifest
 
 
 @pytest.fixture
-def packed_folder(media, tmp_path) -> Path:  # noqa: F811
+def packed_folder(captioned_media, tmp_path) -> Path:
     out = tmp_path / "packed"
-    pack_module.pack_folder(media, out, shard_size=3)
+    pack_module.pack_folder(captioned_media, out, shard_size=3)
     return out
 
 
@@ -93,7 +92,7 @@ def test_shards_split_across_two_processes_with_two_workers_each_no_duplicate_no
     so together they read each sample of the epoch's batches exactly once."""
     import json
 
-    from tests.test_distributed import launch, ok
+    from tests.helpers.commands import launch, ok
     from trainers.data.batches import ResumableBatchSampler
 
     ok(launch("tests.distributed_worker", "shards", str(packed_folder.parent), processes=2))
@@ -133,7 +132,7 @@ SHORT_TIMEOUT = ("--dist-timeout-minutes", "0.15")  # 9 s
 
 
 def _train_two_processes(url: str, tmp_path: Path, timeout: int = 300):
-    from tests.test_distributed import launch
+    from tests.helpers.commands import launch
 
     run = tmp_path / "run"
     result = launch("scripts.train_tokenizer", "--data", url, "--out", str(run), "--preset", "tiny",
@@ -147,7 +146,7 @@ def _train_two_processes(url: str, tmp_path: Path, timeout: int = 300):
 def test_two_processes_train_from_a_slow_server(packed_folder, tmp_path):
     """torchrun, 2 processes: local rank 0 downloads (5 s per request: the manifest and 2+ shards, 15+ s in all,
     over the 9 s process-group timeout) while rank 1 waits for it without a collective; both then train."""
-    from tests.test_distributed import ok, world_size_of
+    from tests.helpers.commands import ok, world_size_of
 
     url, httpd = _serve(packed_folder, delay=5.0)
     try:

@@ -22,8 +22,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from conftest import pan_frames
-
+    from tests.helpers.media import pan_frames
     from trainers.data.video_io import write_video
 
     root = tmp_path_factory.mktemp("clips")

@@ -9,16 +9,13 @@ from maskgit.objective import masked_token_loss
 from maskgit.sampler import filter_logits, guidance_at, make_guided_logits_fn, sample
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer
-
-TEXT_DIM = 16
+from tests.helpers.models import TEXT_DIM, tiny_maskgit_config
 
 
 def tiny_model(seed=0, **overrides) -> MaskGitTransformer:
-    kwargs = dict(codebook_size=64, latent_shape=(2, 4, 4), dim=32, depth=1, heads=2, dim_head=16, text_dim=TEXT_DIM)
-    kwargs.update(overrides)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return MaskGitTransformer(MaskGitConfig(**kwargs)).eval()
+        return MaskGitTransformer(tiny_maskgit_config(**overrides)).eval()
 
 
 class FakeLogits:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from helpers import real_pan_clip
 
 from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
 from magvit2.config import COND_LAYERS, PLAIN_LAYERS
+from tests.helpers.media import real_pan_clip
 
 SMALL = dict(image_size=16, init_dim=8, max_dim=16, codebook_size=2**5, input_conv_kernel_size=3, attn_heads=2,
              attn_dim_head=8, linear_attn_heads=2, linear_attn_dim_head=8, norm_groups=4, ff_mult=2)

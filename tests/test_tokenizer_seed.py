@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from helpers import real_pan_clip
 from torch import nn
 
 from magvit2 import TokenizerConfig, VideoTokenizer, preset_config
@@ -18,6 +17,7 @@ from magvit2.layers_seed import (
     SingleConvResidualBlock,
     TimeOnlyDownsample,
 )
+from tests.helpers.media import real_pan_clip
 from trainers.configs import build_config
 
 # The seed README's layer list (benchmarks/reference_compare.py uses it at 64x64, init 32, max 128, 2^10 codes).

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from magvit2 import VideoTokenizer
-from scripts.train_tokenizer import build_parser, make_config
-from tests.conftest import reset_accelerate_state
-from tests.helpers import weights_after_update
+from tests.helpers.training import reset_accelerate_state, tokenizer_config, weights_after_update
 from trainers.checkpointing import CheckpointManager
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
@@ -31,12 +29,8 @@ def clips(tmp_path, make_clip):
     return tmp_path / "clips"
 
 
-def config(*flags):
-    return make_config(build_parser().parse_args(["--data", "x", "--out", "y", "--preset", "tiny", *flags]))
-
-
 def trainer(clips, run_dir, *flags, **kwargs) -> TokenizerTrainer:
-    return TokenizerTrainer(config(*flags), [clips], run_dir, **kwargs)
+    return TokenizerTrainer(tokenizer_config(*flags), [clips], run_dir, **kwargs)
 
 
 def test_lr_schedules_are_pure_functions_with_the_documented_values():
@@ -62,7 +56,7 @@ def test_optimizers_run_at_the_scheduled_lr_and_d_steps_once_per_update(clips, t
     t.fit()
     records = read_metrics(tmp_path / "run" / "metrics.jsonl", kind="train")
     c = t.config
-    for r in records:  # logged LR of update number step-1 matches the pure schedule (no warmup-wrapper bug)
+    for r in records:  # logged LR of update number step-1 matches the pure schedule (no wrapper shifts it)
         assert r["lr_g"] == pytest.approx(lr_at(c.gen_optim, r["step"] - 1, c.run.max_steps))
     assert t.opt_g.param_groups[0]["lr"] == pytest.approx(lr_at(c.gen_optim, 5, 6))
     assert calls["reconstruct"] == 6  # the D step reuses the G forward: one tokenizer pass per update
@@ -135,7 +129,7 @@ def test_resume_refuses_a_different_architecture_and_a_reused_run_dir(clips, tmp
     trainer(clips, tmp_path / "run", "--max-steps", "2").fit()
     with pytest.raises(FileExistsError, match="resume='latest'"):
         trainer(clips, tmp_path / "run", "--max-steps", "4")
-    cfg = config("--max-steps", "4")
+    cfg = tokenizer_config("--max-steps", "4")
     cfg = type(cfg)(**{**cfg.__dict__, "tokenizer": {"codebook_size": 2**5}})
     with pytest.raises(ValueError, match="differs from this run's in \\['codebook_size'\\]"):
         TokenizerTrainer(cfg, [clips], tmp_path / "run", resume="latest")
@@ -217,7 +211,7 @@ def test_fp16_overflow_in_either_optimizer_skips_both(clips, tmp_path, monkeypat
     EITHER optimizer overflow, neither steps, d_step does not advance (D's LR schedule and R1 cadence stay in step),
     the EMA does not move, the scale halves, and later updates train. (CPU has no fp16 autocast, so a CPU
     GradScaler is injected and the overflow forced at update 3 in one loss: a finite loss whose scaled gradients
-    overflow.) On the old update path the other optimizer stepped anyway."""
+    overflow.) The optimizer whose gradients are finite must not step on its own."""
     t = trainer(clips, tmp_path / "run", "--max-steps", "6")
     monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))
     name = f"{overflowing}_loss"
@@ -242,7 +236,7 @@ def test_fp16_overflow_in_either_optimizer_skips_both(clips, tmp_path, monkeypat
 
 def test_skip_policy_under_fp16_skips_the_step_and_keeps_training(clips, tmp_path, monkeypatch):
     """`run.nonfinite: skip` with a GradScaler: the skipped step still updates the scaler (it unscaled), so the next
-    step can unscale again (the old path crashed: "unscale_() has already been called")."""
+    step can unscale again (no "unscale_() has already been called")."""
     t = trainer(clips, tmp_path / "run", "--max-steps", "5")
     t.guard.policy = "skip"
     monkeypatch.setattr(t.accelerator, "scaler", torch.amp.GradScaler("cpu", init_scale=2.0**10))

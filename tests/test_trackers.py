@@ -9,9 +9,7 @@ import socket
 import pytest
 from PIL import Image
 
-from tests.test_maskgit_trainer import config as maskgit_config
-from tests.test_maskgit_trainer import make_stage_two
-from tests.test_tokenizer_trainer import config as tokenizer_config
+from tests.helpers.training import make_stage_two, maskgit_config, tokenizer_config
 from trainers.logging import read_metrics
 
 

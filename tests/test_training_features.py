@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.test_maskgit_trainer import make_stage_two
-from tests.test_tokenizer_trainer import config as tokenizer_config
+from tests.helpers.training import make_stage_two, tokenizer_config
 from trainers.tokenizer_trainer import TokenizerTrainer
 
 

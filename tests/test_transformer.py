@@ -9,19 +9,12 @@ from maskgit.config import MaskGitConfig
 from maskgit.presets import MASKGIT_PRESETS, maskgit_preset
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer, merge_codes, split_codes
-
-TEXT_DIM = 16
-
-
-def tiny_config(**overrides) -> MaskGitConfig:
-    kwargs = dict(codebook_size=64, latent_shape=(2, 4, 4), dim=32, depth=1, heads=2, dim_head=16, text_dim=TEXT_DIM)
-    kwargs.update(overrides)
-    return MaskGitConfig(**kwargs)
+from tests.helpers.models import TEXT_DIM, tiny_maskgit_config
 
 
 def tiny_model(**overrides) -> MaskGitTransformer:
     torch.manual_seed(0)
-    return MaskGitTransformer(tiny_config(**overrides)).eval()
+    return MaskGitTransformer(tiny_maskgit_config(**overrides)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +26,7 @@ def text():
 
 
 def test_config_json_round_trip_and_strictness():
-    c = tiny_config(factorize_codes=False, dropout=0.1)
+    c = tiny_maskgit_config(factorize_codes=False, dropout=0.1)
     again = MaskGitConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again == c and again.latent_shape == (2, 4, 4)
     with pytest.raises(ValueError, match=r"unknown keys in MaskGitConfig: \['dimm'\]"):
@@ -54,33 +47,34 @@ def test_config_json_round_trip_and_strictness():
 ])
 def test_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
-        tiny_config(**{field: value})
+        tiny_maskgit_config(**{field: value})
 
 
 def test_factorisation_rule():
-    assert tiny_config(codebook_size=2**14).vocab_sizes == (2**14,)
-    assert tiny_config(codebook_size=2**18).vocab_sizes == (512, 512)
-    assert tiny_config(codebook_size=2**19).vocab_sizes == (1024, 512)  # odd K: hi gets ceil(K/2) bits
-    assert tiny_config(codebook_size=2**10, factorize_codes=True).vocab_sizes == (32, 32)
-    assert tiny_config(codebook_size=2**18, factorize_codes=False).vocab_sizes == (2**18,)
-    assert tiny_config(codebook_size=64000).vocab_sizes == (64000,)  # FSQ-like, not a power of two
+    assert tiny_maskgit_config(codebook_size=2**14).vocab_sizes == (2**14,)
+    assert tiny_maskgit_config(codebook_size=2**18).vocab_sizes == (512, 512)
+    assert tiny_maskgit_config(codebook_size=2**19).vocab_sizes == (1024, 512)  # odd K: hi gets ceil(K/2) bits
+    assert tiny_maskgit_config(codebook_size=2**10, factorize_codes=True).vocab_sizes == (32, 32)
+    assert tiny_maskgit_config(codebook_size=2**18, factorize_codes=False).vocab_sizes == (2**18,)
+    assert tiny_maskgit_config(codebook_size=64000).vocab_sizes == (64000,)  # FSQ-like, not a power of two
     with pytest.raises(ValueError, match="power-of-two"):
-        tiny_config(codebook_size=1000, factorize_codes=True)
-    c = tiny_config(codebook_size=2**18)
+        tiny_maskgit_config(codebook_size=1000, factorize_codes=True)
+    c = tiny_maskgit_config(codebook_size=2**18)
     assert c.mask_id == 2**18 and c.seq_len == 32 and c.factorized
 
 
 def test_explicit_code_factors_for_fsq_levels():
-    c = tiny_config(codebook_size=1000, code_factors=[5, 5, 5, 8])  # FSQ levels (8, 5, 5, 5), most significant first
+    # FSQ levels (8, 5, 5, 5), most significant first
+    c = tiny_maskgit_config(codebook_size=1000, code_factors=[5, 5, 5, 8])
     assert c.vocab_sizes == (5, 5, 5, 8) and c.factorized and c.code_factors == (5, 5, 5, 8)
     assert MaskGitConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
-    assert not tiny_config(codebook_size=1000, code_factors=(1000,)).factorized
+    assert not tiny_maskgit_config(codebook_size=1000, code_factors=(1000,)).factorized
     with pytest.raises(ValueError, match="multiply to 500"):
-        tiny_config(codebook_size=1000, code_factors=(5, 5, 5, 4))
+        tiny_maskgit_config(codebook_size=1000, code_factors=(5, 5, 5, 4))
     with pytest.raises(ValueError, match="ints >= 2"):
-        tiny_config(codebook_size=1000, code_factors=(1000, 1))
+        tiny_maskgit_config(codebook_size=1000, code_factors=(1000, 1))
     with pytest.raises(ValueError, match="factorize_codes"):
-        tiny_config(codebook_size=1000, code_factors=(5, 5, 5, 8), factorize_codes=False)
+        tiny_maskgit_config(codebook_size=1000, code_factors=(5, 5, 5, 8), factorize_codes=False)
 
 
 def test_fsq_code_factors_are_exactly_the_fsq_level_indices():
@@ -252,7 +246,7 @@ def test_presets():
     copy["dim"] = 999
     assert MASKGIT_PRESETS["tiny"]["dim"] == 32  # a copy, not the table itself
     for name in MASKGIT_PRESETS:
-        config = tiny_config(**maskgit_preset(name))
+        config = tiny_maskgit_config(**maskgit_preset(name))
         assert config.dim == MASKGIT_PRESETS[name]["dim"]
     with pytest.raises(ValueError, match="tiny, demo, base, paper"):
         maskgit_preset("huge")

@@ -7,16 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskgit.config import MaskGitConfig
 from maskgit.objective import masked_token_loss
-from maskgit.transformer import MaskGitTransformer
+from tests.helpers.commands import launch, ok
+from tests.helpers.models import tiny_transformer
 from trainers.rng import make_generator
-
-
-def tiny_transformer() -> MaskGitTransformer:
-    torch.manual_seed(0)
-    return MaskGitTransformer(MaskGitConfig(codebook_size=16, latent_shape=(2, 2, 2), text_dim=8, dim=16, depth=1,
-                                            heads=2, dim_head=8))
 
 
 def replica_gradients(model, codes, text, splits: list[int]) -> torch.Tensor:
@@ -35,7 +29,7 @@ def replica_gradients(model, codes, text, splits: list[int]) -> torch.Tensor:
 
 def test_masked_loss_of_unequal_process_shares_equals_one_process_on_the_global_batch():
     """3 + 2 rows on two processes (one process's clip failed to decode) average to the gradient of one process on
-    all 5 rows; the old scaling by total / rows assumed equal shares and did not."""
+    all 5 rows (scaling each process's loss by total / rows would assume equal shares and would not)."""
     model = tiny_transformer()
     gen = torch.Generator().manual_seed(1)
     codes = torch.randint(0, 16, (5, 2, 2, 2), generator=gen)
@@ -56,8 +50,6 @@ def test_the_launchers_dynamo_backend_is_refused_with_one_line_naming_compile(mo
 
 def test_unequal_process_shares_under_two_real_ddp_processes_equal_one_process(tmp_path):
     """The same as above with two gloo processes under torchrun (DDP averages the gradients itself)."""
-    from tests.test_distributed import launch, ok
-
     model = tiny_transformer()
     gen = torch.Generator().manual_seed(1)
     inputs = {"codes": torch.randint(0, 16, (5, 2, 2, 2), generator=gen), "embeds": torch.randn(5, 3, 8, generator=gen),
@@ -75,8 +67,6 @@ def test_each_prepared_module_gets_its_own_ddp_settings(tmp_path, make_clip):
     """G (every weight used at every step): no unused-parameter search; the D loss: unused parameters allowed (the
     temporal discriminators on image batches) and no buffer broadcast (the frozen perceptual network's)."""
     import json
-
-    from tests.test_distributed import launch, ok
 
     for photo in ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "brick"):
         make_clip(f"data/{photo}.mp4", num_frames=7, size=(20, 24), photo=photo)

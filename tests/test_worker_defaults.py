@@ -1,6 +1,6 @@
 """Default DataLoader worker counts never trip torch's own "This DataLoader will create N worker processes in total"
-warning: the default is the CPUs this process may use, shared among the machine's processes, at most 8 (the
-recipes used to ask for 4 or 8 whatever the machine). CPUs are pinned to 2 here (a 2-core machine) by patching
+warning: the default is the CPUs this process may use, shared among the machine's processes, at most 8 (never a
+fixed 4 or 8 whatever the machine). CPUs are pinned to 2 here (a 2-core machine) by patching
 `os.sched_getaffinity`, which both torch's check and ours read."""
 
 from __future__ import annotations
