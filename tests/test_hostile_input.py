@@ -139,7 +139,8 @@ def test_failing_samples_are_given_up_and_the_loop_stops(photo_clips, fails_at_l
             ds.record_skipped(batch)
     assert max(fails_at_load.values()) <= 3 and sorted(ds.stats.given_up) == sorted(ds.paths)
     with pytest.raises(DataQualityError, match="no loadable clips"):
-        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, any_process=bool)))  # raised: the loop ends
+        next(Trainer.batches(SimpleNamespace(loader=loader, train_set=ds, rank=0,
+                                             _agree_on_batch=lambda bad, rows: (bad, [rows]))))  # raised: the loop ends
 
 
 def test_load_time_failures_count_towards_max_bad_fraction(photo_clips, fails_at_load):
