@@ -251,6 +251,7 @@ class TextToVideoPipeline:
         prime_codes: Tensor | None = None,
         callback: StepCallback | None = None,
         mask_schedule: str | None = None,
+        unmask_order: str | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -285,7 +286,8 @@ class TextToVideoPipeline:
             raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
         s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, temperature=temperature,
-                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule)
+                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule,
+                          unmask_order=unmask_order)
         grid = self.latent_grid(s.num_frames)
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
         num_prompts = cond.batch_size
@@ -318,7 +320,7 @@ class TextToVideoPipeline:
                 vocab_sizes=self.transformer.vocab_sizes, mask_id=self.transformer.mask_id,
                 num_steps=s.num_inference_steps, temperature=s.temperature, choice_temperature=s.choice_temperature,
                 schedule=s.mask_schedule, top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
-                known_codes=known, device=self.device, callback=step_fn,
+                known_codes=known, device=self.device, callback=step_fn, order=s.unmask_order,
             ).view(b, *grid)  # (b, t', h', w')
             if output_type == "latent":
                 frames = codes
