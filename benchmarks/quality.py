@@ -113,7 +113,7 @@ def judge_pipeline(a: argparse.Namespace, pipeline: Path, out: Path) -> dict[str
 def cmd_maskgit(a: argparse.Namespace) -> None:
     from trainers.maskgit_trainer import MaskGitTrainer
 
-    data, root = Path(a.data), Path(a.data).parent
+    root = Path(a.data).parent
     codes = Path(a.codes)
     changes = parse_sets(a.set)
     run = root / f"maskgit-{a.name}"

@@ -106,10 +106,10 @@ def _peaked_logits(batch: int, n: int, vocab: int):
 def test_unmask_order(order):
     kept = []
     for seed in range(6):
-        states = []
+        states: list[torch.Tensor] = []
         sample(_peaked_logits(1, 32, 8), batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=8,
                temperature=0.0, choice_temperature=0.0, generator=torch.Generator().manual_seed(seed),
-               callback=lambda s: states.append(s.codes.clone()), order=order)
+               callback=lambda s, out=states: out.append(s.codes.clone()), order=order)
         kept.append(frozenset((states[0][0] != 8).nonzero().flatten().tolist()))
     first = min(len(k) for k in kept)
     if order == "confidence":  # the most confident positions first, whatever the seed
