@@ -271,10 +271,13 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"{pf['settings']['guidance_scale']}), judged by a digit classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
-        "| prompts | videos | digit accuracy | direction accuracy | both |", "|---|---|---|---|---|",
+        "| prompts | videos | digit accuracy | direction accuracy | both | frame consistency |",
+        "|---|---|---|---|---|---|",
         *[f"| {g.replace('_', '-')} | {pf[g]['n']} | {pf[g]['digit_acc']:.1%} | {pf[g]['direction_acc']:.1%} | "
-          f"{pf[g]['joint_acc']:.1%} |" for g in ("seen", "held_out")],
-        "| chance | | 10% | 25% | 2.5% |", "",
+          f"{pf[g]['joint_acc']:.1%} | {pf[g]['frame_consistency']:.1%} |" for g in ("seen", "held_out")],
+        "| chance | | 10% | 25% | 2.5% | |", "",
+        "Frame consistency: the share of videos whose judged digit is the same in every frame (the judge reads each "
+        "frame on its own; a frame where it finds no object counts as inconsistent).", "",
         f"The ceiling this tokenizer sets: the judge reads the right digit in {legible['ground_truth_digit_acc']:.1%} "
         f"of {legible['clips']} held-out digit clips and in {legible['reconstructed_digit_acc']:.1%} of the "
         "tokenizer's reconstructions of them.", "",
