@@ -94,7 +94,8 @@ def cmd_codes(a: argparse.Namespace) -> None:
     from trainers.commands.tokenize_folder import tokenize_folder
 
     data, root = Path(a.data), Path(a.data).parent
-    name = Path(a.tokenizer).name.removeprefix("tokenizer-")
+    folder = Path(a.tokenizer)
+    name = (folder.parent if folder.name == "tokenizer" else folder).name.removeprefix("tokenizer-")
     for split in ("train", "val"):
         tokenize_folder(Path(a.tokenizer), data / "digits" / split, root / f"codes-{name}" / split,
                         num_frames=NUM_FRAMES)
