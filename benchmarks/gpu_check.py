@@ -160,6 +160,30 @@ def ddp_smoke(gpus: int) -> dict:
     return results
 
 
+def offload_check(device: torch.device) -> dict:
+    """`enable_model_cpu_offload` on a GPU: only the running model sits on the GPU, the others stay on the CPU, and
+    the codes match a pipeline kept on the GPU (a tiny pipeline; moved here from the CPU-only test suite)."""
+    from magvit2 import VideoTokenizer, preset_config
+    from maskgit import MaskGitConfig, MaskGitTransformer, TextToVideoPipeline
+    from maskgit.pipeline_settings import PipelineDefaults
+    from maskgit.text import TinyTextEncoder
+
+    torch.manual_seed(0)
+    tokenizer = VideoTokenizer(preset_config("tiny"))
+    transformer = MaskGitTransformer(MaskGitConfig(codebook_size=tokenizer.codebook_size,
+                                                   latent_shape=tokenizer.latent_shape(5), dim=32, depth=1, heads=2,
+                                                   dim_head=16, text_dim=16))
+    pipe = TextToVideoPipeline(tokenizer, TinyTextEncoder(dim=16), transformer, PipelineDefaults(num_inference_steps=4))
+    want = pipe.to(device)("a", generator=torch.Generator().manual_seed(0), output_type="latent").frames.cpu()
+    pipe.to("cpu").enable_model_cpu_offload()
+    seen = []
+    got = pipe("a", generator=torch.Generator().manual_seed(0), output_type="latent", callback=lambda *a: seen.append(
+        (pipe.transformer.device.type, pipe.tokenizer.device.type, pipe.text_encoder.device.type))).frames
+    return {"devices_while_sampling": sorted(set(seen)),
+            "all_on_cpu_after": all(m.device.type == "cpu" for m in pipe.components.values()),
+            "output_device": got.device.type, "codes_equal_fraction": float((got.cpu() == want).float().mean())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -183,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                            "steps": args.steps}}
     report["tokenizer"] = tokenizer_check(args, device)
     report["maskgit"] = maskgit_check(args, device)
+    if device.type == "cuda":
+        report["model_cpu_offload"] = offload_check(device)
     if device.type == "cuda" and torch.cuda.device_count() >= 2:
         report["multi_gpu"] = ddp_smoke(torch.cuda.device_count())
     print(json.dumps(report, indent=2))

@@ -56,6 +56,8 @@ class MaskGitConfig:
     factorize_codes: bool | None = None  # None: auto (True when codebook_size > 2**14 and a power of two)
     code_factors: tuple[int, ...] | None = None  # explicit sub-token vocabularies (most significant first)
     self_condition: bool = False  # feed back the previous pass's final hidden states (Chen et al.)
+    text_adaptive_norm: bool = False  # also condition every norm on the pooled text (adaptive RMSNorm, DiT's
+    # adaLN finding), besides cross-attention
     attn_flash: bool = True  # F.scaled_dot_product_attention (flash / mem-efficient / math kernels)
     format_version: int = field(default=1, compare=False)
 

@@ -20,6 +20,16 @@ from .text import TextEmbedding
 from .transformer import split_codes
 
 
+def tube_mask(num_masked: torch.Tensor, grid: tuple[int, int, int], generator: torch.Generator,
+              device: torch.device) -> torch.Tensor:
+    """Per-sample temporal tubes (Lumos-1): the same random spatial positions masked in every frame of a (t, h, w)
+    grid, round(num_masked / t) of the h*w positions per row (at least 1). (b,) long -> (b, t*h*w) bool."""
+    t, h, w = grid
+    per_frame = torch.round(num_masked.to(device).double() / t).long().clamp(1, h * w)
+    space = random_token_mask(per_frame, h * w, generator, device)  # (b, h*w)
+    return space[:, None, :].expand(-1, t, -1).reshape(len(num_masked), t * h * w)
+
+
 def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generator,
                       device: torch.device) -> torch.Tensor:
     """Per-sample random subsets: row i has exactly num_masked[i] True among n, positions from a random
@@ -60,6 +70,9 @@ def masked_token_loss(
     grid: tuple[int, int, int] | None = None,
     rows: tuple[int, int] | None = None,
     replicas: int = 1,
+    tube_prob: float = 0.0,
+    min_mask_ratio: float = 0.0,
+    loss_average: str = "token",
     config: Any = None,
 ) -> tuple[torch.Tensor, MaskedLossStats]:
     """The MaskGit loss on a batch of ground-truth codes.
@@ -80,6 +93,13 @@ def masked_token_loss(
     decode): the random draws are made for all `total` rows and sliced, and the loss is scaled by `replicas` and
     normalised by the global batch's masked-token count, so the processes' averaged gradients equal those of one
     process on the whole batch. None = (0, b) on one process.
+    tube_prob: per-sample probability of a temporal tube mask (`tube_mask`: the same spatial positions masked in
+    every latent frame, so the content of a masked position cannot be copied from another frame) instead of
+    independent per-token positions; needs the (t, h, w) grid (4-d codes or `grid`).
+    min_mask_ratio: mask ratios are at least this (the easy, nearly unmasked samples teach copying, not reading the
+    caption).
+    loss_average: "token" (mean over all masked tokens of the global batch) or "sample" (each sample's mean over
+    its masked tokens, then the mean over samples: short masks weigh as much as long ones).
     Returns (scalar loss, MaskedLossStats).
     """
     config = model.config if config is None else config
@@ -87,6 +107,11 @@ def masked_token_loss(
         raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
+    if not (0.0 <= tube_prob <= 1.0 and 0.0 <= min_mask_ratio < 1.0):
+        raise ValueError(f"tube_prob must be in [0, 1] and min_mask_ratio in [0, 1); got {tube_prob}, "
+                         f"{min_mask_ratio}")
+    if loss_average not in ("token", "sample"):
+        raise ValueError(f"loss_average must be 'token' or 'sample'; got {loss_average!r}")
     if codes.ndim == 4:
         grid = tuple(codes.shape[1:])
         codes = codes.flatten(1)
@@ -103,10 +128,23 @@ def masked_token_loss(
         raise ValueError(f"rows=(offset, total) must hold this batch of {b}; got {rows}")
 
     ratios = sample_mask_ratios(total, generator, schedule, device)  # (total,): the global batch's draws
-    global_mask = random_token_mask(train_num_masked(ratios, n), n, generator, device)  # (total, n) bool
+    if min_mask_ratio > 0:
+        ratios = ratios.clamp(min=min_mask_ratio)
+    num_masked = train_num_masked(ratios, n)
+    global_mask = random_token_mask(num_masked, n, generator, device)  # (total, n) bool
+    if tube_prob > 0:  # extra draws only when asked, so runs without tubes keep their random streams
+        if grid is None:
+            raise ValueError("tube masks need the (t, h, w) grid: pass codes (b, t, h, w) or grid=")
+        tubes = uniform((total,), generator, device) < tube_prob  # (total,) bool
+        global_mask = torch.where(tubes[:, None], tube_mask(num_masked, grid, generator, device), global_mask)
     drop_text = (uniform((total,), generator, device) < cond_drop_prob)[offset : offset + b]  # (b,) bool
     mask = global_mask[offset : offset + b]  # (b, n): this process's rows
-    scale = replicas * mask.sum() / global_mask.sum()  # 0-dim tensor; 1 on one process
+    if loss_average == "token":  # mean over the global batch's masked tokens
+        scale = replicas * mask.sum() / global_mask.sum()  # 0-dim tensor; 1 on one process
+        weights = None
+    else:  # mean over the global batch's rows of each row's mean over its masked tokens
+        scale = replicas / total
+        weights = (mask / mask.sum(dim=1, keepdim=True))[mask]  # (num_masked,): 1 / the row's masked count
     inputs = torch.where(mask, config.mask_id, codes)  # (b, n)
 
     self_cond = None
@@ -127,7 +165,11 @@ def masked_token_loss(
     correct = torch.ones(int(mask.sum()), dtype=torch.bool, device=device)
     for lg, tg in zip(logits, targets):
         lg_m = lg[mask].float()  # (num_masked, V_k)
-        loss = loss + scale * F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
+        if weights is None:
+            loss = loss + scale * F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing)
+        else:
+            ce = F.cross_entropy(lg_m, tg[mask], label_smoothing=label_smoothing, reduction="none")  # (num_masked,)
+            loss = loss + scale * (ce * weights).sum()
         correct &= lg_m.argmax(-1) == tg[mask]
     stats = MaskedLossStats(
         loss=loss.detach(),

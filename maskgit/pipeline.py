@@ -271,6 +271,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         prime_codes: Tensor | None = None,
         callback: StepCallback | None = None,
         mask_schedule: str | None = None,
+        unmask_order: str | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -317,7 +318,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         self.check_size(height, width)
         s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, temperature=temperature,
-                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule)
+                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule,
+                          unmask_order=unmask_order)
         windows = self.plan(s.num_frames, window_overlap)
         grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
@@ -351,7 +353,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                     vocab_sizes=transformer.vocab_sizes, mask_id=transformer.mask_id, num_steps=steps,
                     temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
                     top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
-                    known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn,
+                    known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn, order=s.unmask_order,
                 ).view(b, *part)
                 known[:, span] = codes
                 bar.update((index + 1) * steps - bar.n)  # decoding may finish early (fewer unknown tokens)

@@ -6,7 +6,9 @@ Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0
   2. ratio = (s + 1) / S; mask_len = floor(unknown_at_start * mask_ratio(ratio)), clamped to [1, unknown_now - 1]
      (the upper bound wins, so every step fixes at least one token); the last step fills everything;
   3. confidence = log p(sampled) (summed over factors) + choice_temperature * (1 - ratio) * Gumbel noise; tokens
-     that were already known (primes, earlier steps) get +inf, so they are never re-masked;
+     that were already known (primes, earlier steps) get +inf, so they are never re-masked; `order="random"`
+     replaces the log-probability by uniform noise: tokens are kept in random order (1X GENIE's video default:
+     confidence-first "tends to copy the previous frame");
   4. the mask_len lowest-confidence positions go back to [MASK].
 Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
 
@@ -36,6 +38,7 @@ from .text import TextEmbedding, as_text_embedding
 from .transformer import merge_codes
 
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+UNMASK_ORDERS = ("confidence", "random")  # which sampled tokens each step keeps: the most confident, or random ones
 GuidanceScale = float | tuple[float, float] | Callable[[float], float]
 Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
@@ -137,6 +140,7 @@ def sample(
     known_codes: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
+    order: str = "confidence",
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
 
@@ -167,6 +171,8 @@ def sample(
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
     mask_ratio(0.5, schedule)  # validates the schedule name
+    if order not in UNMASK_ORDERS:
+        raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
 
     if known_codes is not None:
         if tuple(known_codes.shape) != (batch_size, seq_len):
@@ -213,8 +219,8 @@ def sample(
             ratio = (step + 1) / num_steps
             mask_len = num_to_mask(unknown_at_start, ratio, schedule).to(device)  # (b,)
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
-            confidence = log_conf
-            if choice_temperature > 0:
+            confidence = log_conf if order == "confidence" else _uniform((batch_size, seq_len), generator, device)
+            if choice_temperature > 0 and order == "confidence":
                 u = _uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
             confidence = torch.where(unknown, confidence, float("inf"))

@@ -100,7 +100,8 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
             attn_layers=Encoder(
                 dim=c.dim, depth=c.depth, heads=c.heads, attn_dim_head=c.dim_head,
                 cross_attend=True, cross_attn_dim_context=c.text_dim,
-                attn_flash=c.attn_flash, use_rmsnorm=True, attn_qk_norm=True,
+                attn_flash=c.attn_flash, use_rmsnorm=not c.text_adaptive_norm, attn_qk_norm=True,
+                use_adaptive_rmsnorm=c.text_adaptive_norm, dim_condition=c.text_dim if c.text_adaptive_norm else None,
                 ff_glu=True, ff_mult=c.ff_mult, attn_dropout=c.dropout, ff_dropout=c.dropout,
             ),
         )
@@ -282,13 +283,19 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
             extra = extra + self.self_cond_proj(self_cond)
         elif self_cond is not None:
             raise ValueError("self_cond given but the model was built with self_condition=False")
+        context = self.context_norm(context)  # (b, m, text_dim)
+        kwargs = {}
+        if self.config.text_adaptive_norm:  # the pooled text (the null embedding for dropped rows) scales every norm
+            weights = context_mask.to(context.dtype)[..., None]  # (b, m, 1)
+            kwargs["condition"] = (context * weights).sum(1) / weights.sum(1).clamp(min=1)  # (b, text_dim)
         hidden = self.net(
             sub[0],
             embed_ids=dict(zip(self.factor_names, sub[1:])),
             sum_embeds=extra.expand(b, -1, -1),
-            context=self.context_norm(context),
+            context=context,
             context_mask=context_mask,
             return_embeddings=True,
+            **kwargs,
         )  # (b, n, dim)
         logits = tuple(head(hidden) for head in self.heads)  # each (b, n, V_k)
         return (logits, hidden) if return_embeddings else logits

@@ -122,23 +122,13 @@ def test_model_cpu_offload_bookkeeping(monkeypatch):
         pipe.to("meta")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
-def test_cuda_offload_without_cuda_is_a_clear_error():
+def test_cuda_offload_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
     with pytest.raises(ValueError, match="CUDA is not available"):
         build_pipeline().enable_model_cpu_offload()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_model_cpu_offload_on_a_gpu():
-    pipe = build_pipeline()
-    want = pipe("a", generator=gen(0), output_type="latent").frames
-    pipe.enable_model_cpu_offload()
-    seen = []
-    got = pipe("a", generator=gen(0), output_type="latent", callback=lambda *a: seen.append(
-        (pipe.transformer.device.type, pipe.tokenizer.device.type, pipe.text_encoder.device.type))).frames
-    assert set(seen) == {("cuda", "cpu", "cpu")}
-    assert all(m.device.type == "cpu" for m in pipe.components.values())
-    assert got.device.type == "cuda" and (got.cpu() == want).float().mean() > 0.9
+# model CPU offload on a real GPU: benchmarks/gpu_check.py (offload_check), run by `make gpu-check`
 
 
 def test_model_index_json_written_and_old_folders_still_load(pipe, tmp_path):

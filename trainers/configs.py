@@ -209,6 +209,9 @@ class MaskGitTrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000, schedule="cosine"))
     grad_accum: int | None = None  # micro-batches per update; None: the launcher's gradient accumulation (else 1)
     mask_schedule: str = "cosine"  # training mask-ratio schedule (maskgit.schedule)
+    min_mask_ratio: float = 0.0  # training mask ratios are at least this
+    tube_mask_prob: float = 0.0  # per-sample probability of a temporal tube mask (maskgit.objective.tube_mask)
+    loss_average: str = "token"  # masked-token loss: mean over the batch's masked tokens, or per "sample" first
     cond_drop_prob: float = 0.1  # per-sample probability of training on the null text (classifier-free guidance)
     label_smoothing: float = 0.0  # of the masked-token cross-entropy
     self_cond_prob: float = 0.5  # with maskgit.self_condition: probability of a self-conditioning first pass
@@ -226,7 +229,11 @@ class MaskGitTrainConfig:
                              f"{self.text_max_length}")
         if self.mask_schedule not in SCHEDULES:
             raise ValueError(f"mask_schedule must be one of {SCHEDULES}; got {self.mask_schedule!r}")
-        for name in ("self_cond_prob", "cond_drop_prob"):
+        if self.loss_average not in ("token", "sample"):
+            raise ValueError(f"loss_average must be 'token' or 'sample'; got {self.loss_average!r}")
+        if not 0 <= self.min_mask_ratio < 1:
+            raise ValueError(f"min_mask_ratio must be in [0, 1); got {self.min_mask_ratio}")
+        for name in ("self_cond_prob", "cond_drop_prob", "tube_mask_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:

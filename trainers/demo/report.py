@@ -90,12 +90,14 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
 
 @torch.no_grad()
 def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, out_dir: Path, judge: DigitJudge,
-                       per_seen: int, per_heldout: int, seed: int, batch_size: int = 16
+                       per_seen: int, per_heldout: int, seed: int, batch_size: int = 16, **settings: Any
                        ) -> tuple[dict[str, Any], list[dict]]:
     """Generate `per_seen` videos per seen prompt and `per_heldout` per held-out prompt; judge each one. The pipeline
-    is a folder or one already loaded (e.g. with a LoRA adapter)."""
+    is a folder or one already loaded (e.g. with a LoRA adapter); `settings`: sampling settings for the pipeline call
+    (default: the pipeline's own)."""
     pipeline = (pipeline_dir if isinstance(pipeline_dir, TextToVideoPipeline)
                 else TextToVideoPipeline.from_pretrained(pipeline_dir))
+    pipeline.defaults = pipeline.settings(**settings)
     jobs = [(group, p) for group, n in (("seen", per_seen), ("held_out", per_heldout))
             for p in prompts["seen" if group == "seen" else "heldout"] for _ in range(n)]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,9 +114,12 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
             write_gif(out_dir / f"{name}.gif", frames, fps=pipeline.defaults.fps)
             digit, digit_conf = judge.judge_digit(frames)
             direction, dir_conf = judge_direction(frames)
+            per_frame = judge.frame_predictions(frames)  # one digit per frame where an object is visible
+            consistent = len(per_frame) == len(frames) and len(set(per_frame.tolist())) == 1
             records.append({"file": f"{name}.mp4", "group": group, "prompt": p["prompt"], "digit": p["digit"],
                             "direction": p["direction"], "judged_digit": int(digit), "judged_direction": direction,
-                            "digit_confidence": float(digit_conf), "direction_confidence": float(dir_conf)})
+                            "digit_confidence": float(digit_conf), "direction_confidence": float(dir_conf),
+                            "frame_digits": per_frame.tolist(), "frame_consistent": bool(consistent)})
     (out_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     scores = {}
     for group in ("seen", "held_out"):
@@ -122,7 +127,8 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
         digit_ok = [r["judged_digit"] == r["digit"] for r in rows]
         dir_ok = [r["judged_direction"] == r["direction"] for r in rows]
         scores[group] = {"digit_acc": float(np.mean(digit_ok)), "direction_acc": float(np.mean(dir_ok)),
-                         "joint_acc": float(np.mean([a and b for a, b in zip(digit_ok, dir_ok)])), "n": len(rows)}
+                         "joint_acc": float(np.mean([a and b for a, b in zip(digit_ok, dir_ok)])),
+                         "frame_consistency": float(np.mean([r["frame_consistent"] for r in rows])), "n": len(rows)}
     settings = pipeline.settings()
     scores["settings"] = {"num_inference_steps": settings.num_inference_steps,
                           "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
@@ -265,10 +271,13 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"{pf['settings']['guidance_scale']}), judged by a digit classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
-        "| prompts | videos | digit accuracy | direction accuracy | both |", "|---|---|---|---|---|",
+        "| prompts | videos | digit accuracy | direction accuracy | both | frame consistency |",
+        "|---|---|---|---|---|---|",
         *[f"| {g.replace('_', '-')} | {pf[g]['n']} | {pf[g]['digit_acc']:.1%} | {pf[g]['direction_acc']:.1%} | "
-          f"{pf[g]['joint_acc']:.1%} |" for g in ("seen", "held_out")],
-        "| chance | | 10% | 25% | 2.5% |", "",
+          f"{pf[g]['joint_acc']:.1%} | {pf[g]['frame_consistency']:.1%} |" for g in ("seen", "held_out")],
+        "| chance | | 10% | 25% | 2.5% | |", "",
+        "Frame consistency: the share of videos whose judged digit is the same in every frame (the judge reads each "
+        "frame on its own; a frame where it finds no object counts as inconsistent).", "",
         f"The ceiling this tokenizer sets: the judge reads the right digit in {legible['ground_truth_digit_acc']:.1%} "
         f"of {legible['clips']} held-out digit clips and in {legible['reconstructed_digit_acc']:.1%} of the "
         "tokenizer's reconstructions of them.", "",

@@ -1,0 +1,127 @@
+"""The stage-two quality levers (docs/experiments.md): tube masks, a minimum mask ratio, the per-sample loss average,
+text-adaptive norms and the random unmasking order. Each is off by default and changes nothing when off."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskgit.config import MaskGitConfig
+from maskgit.objective import masked_token_loss, tube_mask
+from maskgit.pipeline_settings import PipelineDefaults
+from maskgit.sampler import sample
+from maskgit.text import TextEmbedding, TinyTextEncoder
+from maskgit.transformer import MaskGitTransformer
+from tests.test_objective import TEXT_DIM, FakeModel, codes_and_text
+
+GRID = (2, 4, 4)
+CONFIG = MaskGitConfig(codebook_size=64, latent_shape=GRID, text_dim=TEXT_DIM)
+
+
+def test_tube_masks_hide_the_same_positions_in_every_frame():
+    counts = torch.tensor([1, 2, 8, 15, 32, 31] * 300)
+    mask = tube_mask(counts, GRID, torch.Generator().manual_seed(0), torch.device("cpu"))
+    frames = mask.view(len(counts), *GRID)
+    assert torch.equal(frames[:, 0], frames[:, 1])  # a tube: frame 0 and frame 1 agree everywhere
+    per_frame = frames[:, 0].flatten(1).sum(-1)
+    assert torch.equal(per_frame, (counts / 2).round().long().clamp(1, 16))  # round(k / t) per frame, at least 1
+    assert frames[:, 0].flatten(1).float()[counts == 8].mean(0).sub(4 / 16).abs().max() < 0.12  # uniform positions
+
+
+def test_tube_prob_one_masks_tubes_and_zero_keeps_the_random_stream():
+    codes, text = codes_and_text(64, 32)
+    _, plain = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID)
+    _, same = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
+                                tube_prob=0.0)
+    assert torch.equal(plain.mask, same.mask)  # off = the old draws, bit for bit
+    _, tubes = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
+                                 tube_prob=1.0)
+    frames = tubes.mask.view(64, *GRID)
+    assert torch.equal(frames[:, 0], frames[:, 1])
+    assert not torch.equal(plain.mask.view(64, *GRID)[:, 0], plain.mask.view(64, *GRID)[:, 1])  # control
+    with pytest.raises(ValueError, match="tube masks need the"):
+        masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), tube_prob=0.5)
+
+
+def test_min_mask_ratio_raises_every_rows_masked_fraction():
+    codes, text = codes_and_text(256, 32)
+    _, free = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(0))
+    _, floor = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(0),
+                                 min_mask_ratio=0.5)
+    assert free.mask.sum(-1).min() < 16  # control: the cosine schedule draws light masks
+    assert floor.mask.sum(-1).min() >= 16  # ceil(0.5 * 32)
+    with pytest.raises(ValueError, match="min_mask_ratio"):
+        masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(0), min_mask_ratio=1.0)
+
+
+def test_sample_average_weighs_every_row_alike():
+    codes, text = codes_and_text(8, 32)
+    model = FakeModel(CONFIG)
+    loss, stats = masked_token_loss(model, codes, text, torch.Generator().manual_seed(1), loss_average="sample")
+    table = model.table.expand(8, -1, -1)
+    ce = F.cross_entropy(table.reshape(-1, 64), codes.reshape(-1), reduction="none").view(8, 32)
+    per_row = (ce * stats.mask).sum(-1) / stats.mask.sum(-1)
+    assert float(loss) == pytest.approx(float(per_row.mean()), rel=1e-5)
+    token, _ = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(1))
+    assert float(token) == pytest.approx(float(ce[stats.mask].mean()), rel=1e-5)
+    assert abs(float(token) - float(loss)) > 1e-4  # the two averages differ when rows mask different counts
+    with pytest.raises(ValueError, match="loss_average"):
+        masked_token_loss(model, codes, text, torch.Generator().manual_seed(1), loss_average="batch")
+
+
+def test_text_adaptive_norm_conditions_on_the_pooled_text_and_ignores_padding(tmp_path):
+    torch.manual_seed(0)
+    model = MaskGitTransformer(MaskGitConfig(codebook_size=64, latent_shape=GRID, dim=32, depth=2, heads=2,
+                                             dim_head=16, text_dim=TEXT_DIM, text_adaptive_norm=True)).eval()
+    codes = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(0))
+    text = TinyTextEncoder(dim=TEXT_DIM).encode(["a red ball", "a cup of coffee on a table"])
+    padded = TextEmbedding(text.embeds.clone(), text.mask)
+    padded.embeds[~text.mask] = 100.0  # what sits under the padding must not matter
+    norms = [p for n, p in model.named_parameters() if "to_gamma" in n]  # the norms' text projections (zero init)
+    assert norms, "no adaptive-norm weights found"
+    with torch.no_grad():
+        for p in norms:  # as after training: the text scales every norm
+            p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        out = model(codes, text)[0]
+        assert torch.allclose(out, model(codes, padded)[0], atol=1e-5)
+        swapped = TextEmbedding(text.embeds.flip(0), text.mask.flip(0))
+        assert not torch.allclose(out, model(codes, swapped)[0].flip(0), atol=1e-3)  # sanity: text matters
+    with torch.no_grad():  # the norms' text path is live: zeroing their condition projections changes the output
+        for p in norms:
+            p.zero_()
+        assert not torch.allclose(out, model(codes, text)[0], atol=1e-4)
+    model.save_pretrained(tmp_path / "m")
+    assert MaskGitTransformer.from_pretrained(tmp_path / "m").config.text_adaptive_norm
+
+
+def _peaked_logits(batch: int, n: int, vocab: int):
+    """Every position most sure of code 0, less sure the later the position (a strict confidence order)."""
+    def logits_fn(codes):
+        logits = torch.zeros(batch, n, vocab)
+        logits[..., 0] = torch.linspace(8.0, 1.0, n)  # confidence falls with the position
+        return (logits,)
+    return logits_fn
+
+
+@pytest.mark.parametrize("order", ["confidence", "random"])
+def test_unmask_order(order):
+    kept = []
+    for seed in range(6):
+        states: list[torch.Tensor] = []
+        sample(_peaked_logits(1, 32, 8), batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=8,
+               temperature=0.0, choice_temperature=0.0, generator=torch.Generator().manual_seed(seed),
+               callback=lambda s, out=states: out.append(s.codes.clone()), order=order)
+        kept.append(frozenset((states[0][0] != 8).nonzero().flatten().tolist()))
+    first = min(len(k) for k in kept)
+    if order == "confidence":  # the most confident positions first, whatever the seed
+        assert all(k == frozenset(range(len(k))) for k in kept)
+    else:  # positions kept at random: they vary with the seed and are not the confident prefix
+        assert len(set(kept)) > 1 and any(k != frozenset(range(first)) for k in kept)
+
+
+def test_unmask_order_is_checked_everywhere():
+    with pytest.raises(ValueError, match="order must be one of"):
+        sample(_peaked_logits(1, 32, 8), batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=4,
+               generator=torch.Generator().manual_seed(0), order="raster")
+    with pytest.raises(ValueError, match="unmask_order must be"):
+        PipelineDefaults(unmask_order="raster")
+    assert PipelineDefaults.from_dict({}).unmask_order == "confidence"  # pipelines saved before it load as before
