@@ -11,7 +11,7 @@ from maskgit.pipeline_settings import PipelineDefaults
 from maskgit.sampler import sample
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer
-from tests.test_objective import TEXT_DIM, FakeModel, codes_and_text
+from tests.helpers.models import TEXT_DIM, FakeModel, codes_and_text
 
 GRID = (2, 4, 4)
 CONFIG = MaskGitConfig(codebook_size=64, latent_shape=GRID, text_dim=TEXT_DIM)
