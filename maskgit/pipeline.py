@@ -354,6 +354,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                     temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
                     top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
                     known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn, order=s.unmask_order,
+                    frame_tokens=math.prod(part[1:]),
                 ).view(b, *part)
                 known[:, span] = codes
                 bar.update((index + 1) * steps - bar.n)  # decoding may finish early (fewer unknown tokens)

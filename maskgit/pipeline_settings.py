@@ -32,7 +32,8 @@ class PipelineDefaults:
     top_k: int | None = None  # keep the k most likely codes per position (None = all)
     top_p: float | None = None  # nucleus sampling mass (None = all)
     mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
-    unmask_order: str = "confidence"  # which sampled tokens each step keeps: "confidence" (MaskGIT) or "random"
+    # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", or "frame" (earlier latent frames first)
+    unmask_order: str = "confidence"
     fps: float = 8  # frame rate for written videos (metadata only)
 
     def __post_init__(self) -> None:
@@ -58,8 +59,8 @@ class PipelineDefaults:
                 raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
         if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] or None; got {self.top_p!r}")
-        if self.unmask_order not in ("confidence", "random"):
-            raise ValueError(f"unmask_order must be 'confidence' or 'random'; got {self.unmask_order!r}")
+        if self.unmask_order not in ("confidence", "random", "frame"):
+            raise ValueError(f"unmask_order must be 'confidence', 'random' or 'frame'; got {self.unmask_order!r}")
         if self.mask_schedule not in SCHEDULES:
             raise ValueError(f"mask_schedule must be one of {', '.join(SCHEDULES)}; got {self.mask_schedule!r}")
         if not _is_number(self.fps) or self.fps <= 0:

@@ -8,7 +8,9 @@ Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0
   3. confidence = log p(sampled) (summed over factors) + choice_temperature * (1 - ratio) * Gumbel noise; tokens
      that were already known (primes, earlier steps) get +inf, so they are never re-masked; `order="random"`
      replaces the log-probability by uniform noise: tokens are kept in random order (1X GENIE's video default:
-     confidence-first "tends to copy the previous frame");
+     confidence-first "tends to copy the previous frame"); `order="frame"` keeps earlier latent frames first
+     (confidence, with its noise, ranks tokens within a frame): the first frame settles what the video shows and
+     later frames are sampled given it (`frame_tokens` = h' * w' tokens per latent frame);
   4. the mask_len lowest-confidence positions go back to [MASK].
 Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
 
@@ -38,7 +40,8 @@ from .text import TextEmbedding, as_text_embedding
 from .transformer import merge_codes
 
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
-UNMASK_ORDERS = ("confidence", "random")  # which sampled tokens each step keeps: the most confident, or random ones
+# which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
+UNMASK_ORDERS = ("confidence", "random", "frame")
 GuidanceScale = float | tuple[float, float] | Callable[[float], float]
 Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
@@ -141,6 +144,7 @@ def sample(
     device: torch.device | str | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
     order: str = "confidence",
+    frame_tokens: int | None = None,
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
 
@@ -173,6 +177,9 @@ def sample(
     mask_ratio(0.5, schedule)  # validates the schedule name
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
+    if order == "frame" and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
+        raise ValueError(f"order='frame' needs frame_tokens, the tokens per latent frame dividing seq_len {seq_len}; "
+                         f"got {frame_tokens!r}")
 
     if known_codes is not None:
         if tuple(known_codes.shape) != (batch_size, seq_len):
@@ -219,10 +226,13 @@ def sample(
             ratio = (step + 1) / num_steps
             mask_len = num_to_mask(unknown_at_start, ratio, schedule).to(device)  # (b,)
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
-            confidence = log_conf if order == "confidence" else _uniform((batch_size, seq_len), generator, device)
-            if choice_temperature > 0 and order == "confidence":
+            confidence = log_conf if order != "random" else _uniform((batch_size, seq_len), generator, device)
+            if choice_temperature > 0 and order != "random":
                 u = _uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
+            if order == "frame":  # a frame outranks every later one: ranks by (frame, confidence)
+                frame = torch.arange(seq_len, device=device) // frame_tokens  # (n,)
+                confidence = torch.sigmoid(confidence) - frame.to(confidence.dtype)
             confidence = torch.where(unknown, confidence, float("inf"))
             ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1)  # 0 = least confident
             codes = torch.where(ranks < mask_len[:, None], mask_id, filled)

@@ -118,6 +118,24 @@ def test_unmask_order(order):
         assert len(set(kept)) > 1 and any(k != frozenset(range(first)) for k in kept)
 
 
+def test_frame_order_settles_earlier_latent_frames_first():
+    states: list[torch.Tensor] = []
+
+    def flat(codes):  # every position equally sure: the order alone decides
+        return (torch.zeros(1, 32, 8),)
+
+    sample(flat, batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=8, temperature=1.0,
+           generator=torch.Generator().manual_seed(0), callback=lambda s, out=states: out.append(s.codes.clone()),
+           order="frame", frame_tokens=16)
+    for codes in states[:-1]:
+        known = (codes[0] != 8).view(2, 16)  # (latent frame, position)
+        assert not known[1].any() or known[0].all()  # frame 1 starts only once frame 0 is complete
+    assert (states[-1] != 8).all()
+    with pytest.raises(ValueError, match="needs frame_tokens"):
+        sample(flat, batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=4,
+               generator=torch.Generator().manual_seed(0), order="frame", frame_tokens=5)
+
+
 def test_unmask_order_is_checked_everywhere():
     with pytest.raises(ValueError, match="order must be one of"):
         sample(_peaked_logits(1, 32, 8), batch_size=1, seq_len=32, vocab_sizes=(8,), mask_id=8, num_steps=4,
