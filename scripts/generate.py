@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gumbel noise on the re-masking confidence, annealed C*(1-r) (default: pipeline's, 4.5)")
     p.add_argument("--top-k", type=positive_int, metavar="K",
                    help="sample among the K most likely codes (default: pipeline's, all)")
+    p.add_argument("--unmask-order", choices=("confidence", "random", "frame"),
+                   help="which sampled codes each step keeps: the most confident (MaskGIT), random ones, or the "
+                        "earliest latent frame's first (default: pipeline's, confidence)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="base seed: video j uses torch.Generator().manual_seed(seed + j), recorded in samples.jsonl")
     p.add_argument("--out-dir", default="samples", metavar="DIR", help="output folder (default: samples)")
@@ -127,7 +130,8 @@ def _generate(args: argparse.Namespace) -> None:
         pipeline.load_lora_weights(path, adapter_name=f"lora{i}", weight=weight)
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=_guidance(args.guidance_scale), temperature=args.temperature,
-                                 choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps)
+                                 choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps,
+                                 unmask_order=args.unmask_order)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,

@@ -79,14 +79,14 @@ def test_gif_prompt_file_and_settings(run_dir, tmp_path):
     out = tmp_path / "gifs"
     assert generate("--model", run_dir, "--prompt-file", prompt_file, "--format", "gif", "--fps", "5",
                     "--guidance-scale", "1.5", "--temperature", "0.5", "--choice-temperature", "2",
-                    "--negative-prompt", "noise", "--seed", "9", out=out) == 0
+                    "--negative-prompt", "noise", "--seed", "9", "--unmask-order", "frame", out=out) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000-a-red-ball.gif", "001-clouds-over-a-hill.gif",
                                                      "samples.jsonl"]
     assert read_video(out / "001-clouds-over-a-hill.gif").shape == (5, 16, 16, 3)
     line = log_lines(out)[1]
     assert (line["prompt"], line["format"], line["fps"], line["guidance_scale"], line["temperature"],
-            line["choice_temperature"], line["negative_prompt"], line["base_seed"]) == (
-        "clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9)
+            line["choice_temperature"], line["negative_prompt"], line["base_seed"], line["unmask_order"]) == (
+        "clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9, "frame")
 
 
 def test_same_seed_same_frames_and_each_prompt_reproduces_alone(run_dir, tmp_path):
@@ -170,7 +170,7 @@ def test_help_lists_every_option_with_defaults(capsys):
     text = capsys.readouterr().out
     for flag in ("--model", "--prompt", "--prompt-file", "--negative-prompt", "--num-frames", "--steps",
                  "--guidance-scale", "--temperature", "--choice-temperature", "--top-k", "--seed", "--out-dir",
-                 "--format", "--fps", "--prime-video", "--device"):
+                 "--format", "--fps", "--prime-video", "--device", "--unmask-order"):
         assert flag in text
     assert "default: samples" in text and "default: mp4" in text
 
