@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # once from an exact lock; `make test` never builds it. Flags pass on: make bench BENCH_FLAGS='--only reference'
 REF_VENV ?= .venv-reference
 BENCH_FLAGS ?=
-DEMO_MINUTES ?= 12
+DEMO_MINUTES ?= 11
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
