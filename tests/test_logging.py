@@ -96,6 +96,24 @@ def test_get_logger_format_single_handler_and_rank_filter(capsys):
     logging.getLogger("magvit2_test_logger").handlers.clear()
 
 
+def test_logger_follows_the_current_stderr(monkeypatch, capsys):
+    """A logger made while stderr was one stream keeps working after the caller swaps stderr and closes the old
+    one (pytest's capture between tests, notebooks, tools redirecting output)."""
+    import io
+
+    old = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", old)
+    log = get_logger("magvit2_swap_logger", is_main=True)
+    log.info("first")
+    assert "first" in old.getvalue()
+    old.close()
+    monkeypatch.undo()
+    log.info("second")
+    err = capsys.readouterr().err
+    assert "second" in err and "Logging error" not in err
+    logging.getLogger("magvit2_swap_logger").handlers.clear()
+
+
 def test_progress_bar_is_silent_off_main(capsys):
     for disable in (True, False):
         bar = progress_bar(3, disable=disable, desc="steps")

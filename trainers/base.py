@@ -453,6 +453,7 @@ class Trainer:
                 self.log.info("stopping after %.1f minutes at step %d (%s)", clock.minutes(), self.step, why)
                 break
         bar.close()
+        batches.close()  # ends the DataLoader iterator: its workers shut down now, not at interpreter exit
         self._restore_sigterm(previous)
         if saved_at != self.step:
             self.save()

@@ -53,6 +53,23 @@ class _MainOnlyFilter(logging.Filter):
         return self.is_main or record.levelno >= logging.ERROR
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (as logging's own last-resort handler does), not
+    the stream that was current when the logger was first made: a caller that swaps stderr (pytest's capture, a
+    Jupyter kernel, a tool redirecting output) never leaves it writing to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger(name: str, is_main: bool | None = None, level: int = logging.INFO) -> logging.Logger:
     """A logger printing ``[time] LEVEL name: message`` to stderr; non-main ranks print only errors.
 
@@ -63,7 +80,7 @@ def get_logger(name: str, is_main: bool | None = None, level: int = logging.INFO
     main = _is_main_from_env() if is_main is None else is_main
     handler = next((h for h in log.handlers if getattr(h, _HANDLER_FLAG, False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
         setattr(handler, _HANDLER_FLAG, True)
         log.addHandler(handler)
