@@ -36,30 +36,10 @@ def top_ops(fn, repeats: int, top: int) -> str:
 
 
 def tokenizer_cases():
-    from magvit2 import VideoTokenizer, preset_config
-    from magvit2.losses import LossConfig, TokenizerLoss
+    from benchmarks.run_all import demo_tokenizer_update
 
-    torch.manual_seed(0)
-    config = preset_config("demo")
-    tok = VideoTokenizer(config)
-    loss_fn = TokenizerLoss(LossConfig(temporal_window_lengths=(4,)), config)
-    opt_g = torch.optim.AdamW(tok.parameters(), lr=1e-4)
-    opt_d = torch.optim.AdamW(loss_fn.discriminator_parameters(), lr=1e-4)
-    video = torch.rand(8, 3, 9, *config.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    gen = torch.Generator().manual_seed(0)
-
-    def update():
-        out = tok.reconstruct(video)
-        g, _ = loss_fn.generator_loss(video, out, last_layer=tok.last_layer_weight, use_adversarial=True,
-                                      generator=gen)
-        opt_g.zero_grad()
-        g.backward()
-        opt_g.step()
-        d, _ = loss_fn.discriminator_loss(video, out.recon.detach(), apply_r1=True, generator=gen)
-        opt_d.zero_grad()
-        d.backward()
-        opt_d.step()
-
+    tok, video, update, _ = demo_tokenizer_update()
+    config = tok.config
     codes = tok.tokenize(video)
 
     def tokenize():

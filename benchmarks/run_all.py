@@ -65,7 +65,9 @@ def timed(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def bench_tokenizer() -> None:
+def demo_tokenizer_update():
+    """(tokenizer, video, update): the demo tokenizer, a batch of 8 x 9 x 32x32 clips in [-1, 1], and one training
+    update on it (G with GAN + D with R1 on the shared forward); also `benchmarks.profile`'s."""
     from magvit2 import VideoTokenizer, preset_config
     from magvit2.losses import LossConfig, TokenizerLoss
 
@@ -90,6 +92,12 @@ def bench_tokenizer() -> None:
         d.backward()
         opt_d.step()
 
+    return tok, video, update, loss_fn
+
+
+def bench_tokenizer() -> None:
+    tok, video, update, loss_fn = demo_tokenizer_update()
+    config = tok.config
     codes = tok.tokenize(video)
     params = sum(p.numel() for p in tok.parameters()) / 1e6
     d_params = sum(p.numel() for p in loss_fn.discriminator_parameters()) / 1e6
