@@ -6,7 +6,7 @@ import torch
 
 from maskgit.config import MaskGitConfig
 from maskgit.objective import masked_token_loss
-from maskgit.sampler import filter_logits, guidance_at, make_guided_logits_fn, sample
+from maskgit.sampler import _sample_categorical, filter_logits, guidance_at, make_guided_logits_fn, sample
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer
 from tests.helpers.models import TEXT_DIM, tiny_maskgit_config
@@ -175,6 +175,20 @@ def test_top_k_one_is_greedy_and_filters():
     assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True]]
     out = run(top_k=5, top_p=0.9)
     assert not (out == 64).any()
+
+
+def test_categorical_draws_follow_the_distribution_and_never_a_filtered_id():
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.2, 0.7, 0.0])  # zeros first, between and last: filtered ids
+    logits = probs.log().expand(1, 40_000, -1).contiguous()
+    ids, logp = _sample_categorical(logits, 1.0, torch.Generator().manual_seed(0))
+    counts = torch.bincount(ids.flatten(), minlength=6) / ids.numel()
+    assert counts[[0, 2, 5]].sum() == 0
+    assert torch.allclose(counts, probs, atol=0.01)  # 4 sigma of a 40k-draw frequency is <= 0.01
+    assert torch.allclose(logp, probs.log()[ids])
+    per_row = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    both, _ = _sample_categorical(logits[:, :50].expand(2, -1, -1), 1.0, per_row)
+    alone, _ = _sample_categorical(logits[:, :50], 1.0, torch.Generator().manual_seed(4))
+    assert torch.equal(both[1:], alone)  # row b draws from generator b only
 
 
 def test_input_validation():
