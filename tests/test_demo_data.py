@@ -172,6 +172,11 @@ def test_judges_accept_float_tensors_and_words(judge):
     clip = make_digit_clip(DigitDataConfig(), "val", 5)
     video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, t, h, w) in [-1, 1]
     assert judge.judge_digit(video)[0] == judge.judge_digit(clip.frames)[0] == clip.digit
+    assert judge.frame_consistent(video) and judge.frame_consistent(clip.frames)
+    other = next(c for c in make_digit_clips(DigitDataConfig(), "val") if c.digit != clip.digit)
+    spliced = np.concatenate([clip.frames[:5], other.frames[5:]])  # two digits in one clip
+    assert not judge.frame_consistent(spliced)
+    assert not judge.frame_consistent(np.concatenate([clip.frames[:5], 0 * clip.frames[5:]]))  # frames with nothing
     assert judge_direction(video[None])[0] == clip.direction
     scores = score_prompt_following([(video, DIGIT_WORDS[clip.digit], clip.direction)], judge)
     assert scores["digit_acc"] == scores["direction_acc"] == 1.0

@@ -174,6 +174,11 @@ class DigitJudge:
             return np.zeros(0, dtype=np.int64)
         return self.classifier.predict(crops[found] / 16.0).astype(np.int64)
 
+    def frame_consistent(self, video) -> bool:
+        """True when every frame shows an object and the classifier reads the same digit in each of them."""
+        per_frame = self.frame_predictions(video)
+        return len(per_frame) == len(to_gray_frames(video)) and len(set(per_frame.tolist())) == 1
+
     def judge_digit(self, video) -> tuple[int, float]:
         """(digit, confidence): the majority vote over frames and the share of frames that voted for it
         (ties go to the smaller digit); (0, 0.0) when no frame shows an object."""

@@ -77,15 +77,19 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
                for line in (digits_dir / "metadata.jsonl").read_text().splitlines() if line.strip()}
     dataset = VideoFolderDataset(digits_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
                                  random_crop=False, include_images=False)
-    truth_hits, recon_hits = 0, 0
+    hits = {"truth": 0, "recon": 0}
+    consistent = {"truth": 0, "recon": 0}
     for items, video in _center_clip_batches(dataset, batch_size):
         recon = tokenizer(video).clamp(-1, 1)
         for it, clip, rec in zip(items, video, recon):
             digit = records[it["path"]]["digit"]
-            truth_hits += judge.judge_digit(clip)[0] == digit
-            recon_hits += judge.judge_digit(rec)[0] == digit
+            for key, frames in (("truth", clip), ("recon", rec)):
+                hits[key] += judge.judge_digit(frames)[0] == digit
+                consistent[key] += judge.frame_consistent(frames)
     n = len(dataset)
-    return {"clips": n, "ground_truth_digit_acc": truth_hits / n, "reconstructed_digit_acc": recon_hits / n}
+    return {"clips": n, "ground_truth_digit_acc": hits["truth"] / n, "reconstructed_digit_acc": hits["recon"] / n,
+            "ground_truth_frame_consistency": consistent["truth"] / n,
+            "reconstructed_frame_consistency": consistent["recon"] / n}
 
 
 @torch.no_grad()
@@ -115,7 +119,7 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
             digit, digit_conf = judge.judge_digit(frames)
             direction, dir_conf = judge_direction(frames)
             per_frame = judge.frame_predictions(frames)  # one digit per frame where an object is visible
-            consistent = len(per_frame) == len(frames) and len(set(per_frame.tolist())) == 1
+            consistent = judge.frame_consistent(frames)
             records.append({"file": f"{name}.mp4", "group": group, "prompt": p["prompt"], "digit": p["digit"],
                             "direction": p["direction"], "judged_digit": int(digit), "judged_direction": direction,
                             "digit_confidence": float(digit_conf), "direction_confidence": float(dir_conf),
@@ -280,7 +284,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "frame on its own; a frame where it finds no object counts as inconsistent).", "",
         f"The ceiling this tokenizer sets: the judge reads the right digit in {legible['ground_truth_digit_acc']:.1%} "
         f"of {legible['clips']} held-out digit clips and in {legible['reconstructed_digit_acc']:.1%} of the "
-        "tokenizer's reconstructions of them.", "",
+        "tokenizer's reconstructions of them; the same digit in every frame in "
+        f"{legible['ground_truth_frame_consistency']:.1%} of the clips and "
+        f"{legible['reconstructed_frame_consistency']:.1%} of the reconstructions.", "",
         "![generated](samples/showcase.gif)", "",
         "Prompts, row by row: " + "; ".join(f"{i + 1}. {p}" for i, p in enumerate(report["showcase"]["prompts"])),
         "", "Every sample, with the judges' verdicts: `samples/contact_sheet.png`.", "",
