@@ -129,6 +129,9 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
                    help="train for N passes over the training data: sets run.max_steps from the data size "
                         "(run.max_epochs; ignored when --max_train_steps is given, as in diffusers)")
     p.add_argument("--max-minutes", type=positive_float, help="stop (checkpoint + export) after this much time")
+    p.add_argument("--schedule-horizon", choices=("max_steps", "max_minutes"),
+                   help="what a cosine / linear LR decays over: --max-steps, or max_minutes: the steps that fit in "
+                        "--max-minutes at the step rate measured after a fifth of them (run.schedule_horizon)")
     p.add_argument("--resume", "--resume_from_checkpoint", dest="resume", metavar="latest|PATH",
                    help="continue from the newest complete checkpoint or a checkpoint folder")
     p.add_argument("--init-from", "--pretrained_model_name_or_path", dest="init_from", metavar="PATH", help=init_from)
@@ -239,7 +242,8 @@ def training_flag_overrides(args: argparse.Namespace, kind: str = "tokenizer") -
                  ("max_epochs", args.num_train_epochs if args.max_steps is None else None),
                  ("allow_tf32", args.allow_tf32), ("tracker_project_name", args.tracker_project_name),
                  ("logging_dir", args.logging_dir), ("push_to_hub", args.push_to_hub),
-                 ("hub_model_id", args.hub_model_id), ("dist_timeout_minutes", args.dist_timeout_minutes))
+                 ("hub_model_id", args.hub_model_id), ("dist_timeout_minutes", args.dist_timeout_minutes),
+                 ("schedule_horizon", args.schedule_horizon))
     data_flags = (("batch_size", args.batch_size), ("num_frames", args.num_frames),
                   ("num_workers", args.num_workers), ("max_bad_fraction", args.max_bad_fraction),
                   ("caption_column", args.caption_column))

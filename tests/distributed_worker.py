@@ -1,5 +1,6 @@
 """What one process of a torchrun-launched test does (tests/test_distributed.py, tests/test_remote_shards.py).
-Usage: python -m tests.distributed_worker entropy|shards|unequal_rows|ddp_settings|barrier|on_main|silent DIR."""
+Usage: python -m tests.distributed_worker entropy|shards|unequal_rows|ddp_settings|horizon|barrier|on_main|silent
+DIR."""
 
 from __future__ import annotations
 
@@ -87,6 +88,32 @@ def ddp_settings(folder: Path) -> None:
     t.close()
 
 
+def horizon(folder: Path) -> None:
+    """A tiny tokenizer trainer under torchrun with `run.schedule_horizon: max_minutes` whose clock (monkeypatched:
+    `minutes` from the step count) runs twice as fast on process 1: saves the horizon and last step each process
+    ended with."""
+    import json
+
+    import trainers.base
+    from trainers.configs import build_config
+    from trainers.tokenizer_trainer import TokenizerTrainer
+
+    run = {"max_steps": 1000, "max_minutes": 1.0, "schedule_horizon": "max_minutes", "val_every": 1000,
+           "checkpoint_every": 1000}
+    t = TokenizerTrainer(build_config("tokenizer", "tiny", overrides={"run": run}), [folder / "data"], folder / "run")
+    per_step = 0.05 * (1 + t.rank)  # minutes per update as this process sees them
+
+    class StepClock:
+        def minutes(self) -> float:
+            return t.step * per_step
+
+    trainers.base.Clock = StepClock
+    t.fit()
+    report = {"world_size": t.world_size, "horizon": t.horizon.steps, "step": t.step}
+    (folder / f"horizon-{t.rank}.json").write_text(json.dumps(report))
+    t.close()
+
+
 def waiting(how: str, folder: Path) -> None:
     """Rank 0 works 10 s alone under a 3 s process-group timeout while rank 1 waits: in a barrier (`barrier`: the
     negative control), through `trainers.rank_zero.on_main` (`on_main`), or for a rank 0 that shows no sign of life
@@ -127,4 +154,4 @@ if __name__ == "__main__":
         waiting(sys.argv[1], Path(sys.argv[2]))
     else:
         {"entropy": entropy, "shards": shards, "unequal_rows": unequal_rows,
-         "ddp_settings": ddp_settings}[sys.argv[1]](Path(sys.argv[2]))
+         "ddp_settings": ddp_settings, "horizon": horizon}[sys.argv[1]](Path(sys.argv[2]))

@@ -53,6 +53,7 @@ from trainers.data.batches import ResumableBatchSampler
 from trainers.data.remote import fetch_shards, is_remote
 from trainers.disk_space import check_disk_space, out_of_space_says
 from trainers.guards import NonFiniteGuard
+from trainers.horizon import ScheduleHorizon
 from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
 from trainers.optim import OptimizerGroup, clip_gradients, set_lr
 from trainers.publish import check_push, push_export
@@ -91,6 +92,7 @@ class Trainer:
         self.stop_requested = False  # set by SIGTERM; acted on at the end of the step, by every process
         self.stop_agreed = False  # every process's stop decision for this step (time up or SIGTERM anywhere)
         self.clock: Clock | None = None  # the wall clock of `fit`, for run.max_minutes
+        self.fit_start_step = 0  # the step `fit` started from (this invocation's step rate)
         # micro-batches per update: the config's, else the launcher's (accelerate launch --gradient_accumulation_steps)
         self.grad_accum = config.grad_accum or launcher_accum
 
@@ -104,6 +106,8 @@ class Trainer:
             self.log.info("run.max_epochs %d: %d global batches per epoch, %d per update: %d updates (run.max_steps)",
                           run.max_epochs, len(self.sampler), self.grad_accum, steps)
             self.config = dataclasses.replace(self.config, run=dataclasses.replace(run, max_steps=steps))
+        run = self.config.run
+        self.horizon = ScheduleHorizon(run.schedule_horizon, run.max_steps, run.max_minutes)
         same_outcome(lambda: self.is_main and check_disk_space(
             self.ckpt, self.checkpointed, self.optimizers, self.export_modules(), self.run_dir / self.export_name,
             self.names["run_dir"], self.names["keep_last"]))  # before any step: the whole run fits, or one line
@@ -304,13 +308,17 @@ class Trainer:
         local = torch.stack([loss_bad, norm_bad]).float()
         wants_stop = self.stop_requested or (self.config.run.max_minutes is not None and self.clock is not None
                                              and self.clock.minutes() >= self.config.run.max_minutes)
-        local = torch.cat([local, torch.tensor([float(wants_stop)], device=self.device)])
+        horizon = self.horizon.signal(self.step, self.fit_start_step, self.clock.minutes() if self.clock else 0.0)
+        local = torch.cat([local, torch.tensor([float(wants_stop), *horizon], device=self.device)])
         agreed = local.clone()
         if self.world_size > 1:
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-        loss_bad_here, _, _, loss_bad_any, norm_bad_any, stop_any = (bool(x) for x in torch.cat([local, agreed])
-                                                                     .tolist())
+        *flags, ready_any, neg_estimate = torch.cat([local[:3], agreed]).tolist()
+        loss_bad_here, _, _, loss_bad_any, norm_bad_any, stop_any = (bool(x) for x in flags)
         self.stop_agreed = stop_any
+        if (steps := self.horizon.agree(ready_any, neg_estimate, self.step)) is not None:
+            self.log.info("step %d: the LR schedule decays over %d steps, what fits in run.max_minutes %.4g at "
+                          "this rate (run.schedule_horizon)", self.step + 1, steps, self.config.run.max_minutes)
         overflow = scaler is not None and norm_bad_any
         ok = True
         if loss_bad_any or (norm_bad_any and scaler is None):  # rare: the guard names the values, raises or skips
@@ -349,6 +357,7 @@ class Trainer:
         sampler = {"epoch": epoch, "batch_index": batch_index, "global_batch_size": self.sampler.batch_size,
                    "samples_in_epoch": batch_index * self.sampler.batch_size, "world_size": self.world_size}
         state = {"step": self.step, "sampler": sampler, "guard": self.guard.state_dict(),
+                 "schedule_horizon": self.horizon.state_dict(),
                  "config": self.resolved_config(), **self.extra_state()}
         for name, optimizer in self.optimizers.items():
             tensors[name], state[f"{name}_meta"] = flatten_state(optimizer.state_dict())
@@ -386,6 +395,7 @@ class Trainer:
         if "scaler" in state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.guard.load_state_dict(state["guard"])
+        self.horizon.load_state_dict(state.get("schedule_horizon"))
         self.step = int(state["step"])
         self.load_extra_state(state)
         self.last_checkpoint = str(path)
@@ -424,6 +434,7 @@ class Trainer:
         already had them. Writes RUN_DIR/summary.json and returns it."""
         c = self.config.run
         clock = self.clock = Clock()
+        self.fit_start_step = self.step
         if c.max_minutes is not None:  # two limits: say plainly that the step limit may come first
             self.log.info("the run stops at whichever comes first: %.4g minutes or step %d (run.max_steps; "
                           "--max-steps raises it)", c.max_minutes, c.max_steps)

@@ -19,6 +19,7 @@ from magvit2.config import TokenizerConfig
 from magvit2.losses import LossConfig
 from magvit2.serialization import atomic_write_text, config_from_dict, config_to_dict
 from maskgit.lora import LoraSettings
+from trainers.horizon import HORIZONS
 from trainers.optim import OptimConfig
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -71,6 +72,9 @@ class RunConfig:
 
     max_steps: int = 100_000
     max_minutes: float | None = None  # stop (with a checkpoint and export) after this much wall time
+    # what a linear / cosine LR schedule decays over: "max_steps", or "max_minutes" (the steps that fit in
+    # max_minutes, measured after a fifth of them and agreed by every process; trainers.horizon)
+    schedule_horizon: str = "max_steps"
     seed: int = 0
     log_every: int = 10
     val_every: int = 500
@@ -101,6 +105,11 @@ class RunConfig:
                 raise ValueError(f"run.{name} must be >= 1; got {getattr(self, name)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"run.max_minutes must be > 0; got {self.max_minutes}")
+        if self.schedule_horizon not in HORIZONS:
+            raise ValueError(f"run.schedule_horizon must be one of {', '.join(HORIZONS)}; "
+                             f"got {self.schedule_horizon!r}")
+        if self.schedule_horizon == "max_minutes" and self.max_minutes is None:
+            raise ValueError("run.schedule_horizon max_minutes needs run.max_minutes (--max-minutes)")
         if not self.dist_timeout_minutes > 0:
             raise ValueError(f"run.dist_timeout_minutes must be > 0; got {self.dist_timeout_minutes}")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:

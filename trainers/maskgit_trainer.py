@@ -356,7 +356,7 @@ class MaskGitTrainer(Trainer):
                 sums[k] = sums[k] + getattr(stats, k) / self.grad_accum
             tokens += batch["rows"][1] * codes[0].numel()
         params = [p for p in self.transformer.parameters() if p.requires_grad]
-        lr = lr_at(c.optim, step, c.run.max_steps)
+        lr = lr_at(c.optim, step, self.horizon.steps)
         group = OptimizerGroup("transformer", self.optimizer, params, c.optim.max_grad_norm, lr)
         ok = self.update("transformer", [group], {"loss": sums["loss"]})
         if not self.logs_due(ok):

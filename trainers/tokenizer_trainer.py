@@ -177,7 +177,8 @@ class TokenizerTrainer(Trainer):
                             make_generator(c.run.seed, _D_KEY, step, micro, *self.rank_key))
                     self.backward(d_loss)
                     totals["discriminator.total"] = totals["discriminator.total"] + d_loss.detach() / self.grad_accum
-        lr_g, lr_d = lr_at(c.gen_optim, step, c.run.max_steps), lr_at(c.disc_optim, self.d_step, c.run.max_steps)
+        horizon = self.horizon.steps
+        lr_g, lr_d = lr_at(c.gen_optim, step, horizon), lr_at(c.disc_optim, self.d_step, horizon)
         groups = [OptimizerGroup("g", self.opt_g, list(self.tokenizer.parameters()), c.gen_optim.max_grad_norm, lr_g)]
         losses = {"generator." + k: v for k, v in g_parts.as_tensors().items()}
         if use_adv:
