@@ -1,5 +1,6 @@
 """The base trainer both training loops share: accelerator, run folder, EMA, non-finite guard, metrics, the loop
-(`fit`), checkpoints (save / restore, with the data position) and the export of the trained model.
+(`fit`); checkpoints (save / restore, with the data position) and the export of the trained model come from
+`trainers.run_checkpoints`.
 
 Distribution belongs to accelerate: the models and the data loader go through `accelerator.prepare` (DDP, and the
 loader's global batches split across processes, `split_batches=True`); every decision that ends or skips a step
@@ -45,23 +46,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from magvit2.serialization import atomic_dir, atomic_write_text, load_state_strict
+from magvit2.serialization import atomic_write_text
 from trainers.argnames import KEYWORDS, ArgNames
-from trainers.checkpointing import CheckpointCorruptError, CheckpointManager, flatten_state, unflatten_state
+from trainers.checkpointing import CheckpointManager
 from trainers.configs import dump_yaml
 from trainers.data.batches import ResumableBatchSampler
 from trainers.data.remote import fetch_shards, is_remote
-from trainers.disk_space import check_disk_space, out_of_space_says
+from trainers.disk_space import check_disk_space
 from trainers.guards import NonFiniteGuard
 from trainers.horizon import ScheduleHorizon
 from trainers.logging import MetricsLogger, as_floats, get_logger, progress_bar
 from trainers.optim import OptimizerGroup, clip_gradients, set_lr
-from trainers.publish import check_push, push_export
+from trainers.publish import check_push
 from trainers.rank_zero import on_local_main, same_outcome
+from trainers.run_checkpoints import CheckpointedRun
 from trainers.run_setup import Clock, absolute, make_accelerator, prepare_run_dir
 
 
-class Trainer:
+class Trainer(CheckpointedRun):
     """What both trainers share; see the module docstring for what a subclass provides."""
 
     name = "train"  # progress-bar label
@@ -345,86 +347,6 @@ class Trainer:
     def logs_due(self, ok: bool) -> bool:
         """Log every run.log_every updates, and every skipped one (call after `update`)."""
         return self.step % self.config.run.log_every == 0 or not ok
-
-    # checkpoints ---------------------------------------------------------------------------------------------------
-
-    def save(self) -> None:
-        """A checkpoint of step `self.step` (written by the main process; every process waits for it), then the
-        export of the model. The data position is the global batch reached in the epoch, with the global batch size
-        and the number of processes, so any process count with the same global batch resumes exactly."""
-        tensors = {name: module.state_dict() for name, module in self.checkpointed.items()}
-        epoch, batch_index = self._position
-        sampler = {"epoch": epoch, "batch_index": batch_index, "global_batch_size": self.sampler.batch_size,
-                   "samples_in_epoch": batch_index * self.sampler.batch_size, "world_size": self.world_size}
-        state = {"step": self.step, "sampler": sampler, "guard": self.guard.state_dict(),
-                 "schedule_horizon": self.horizon.state_dict(),
-                 "config": self.resolved_config(), **self.extra_state()}
-        for name, optimizer in self.optimizers.items():
-            tensors[name], state[f"{name}_meta"] = flatten_state(optimizer.state_dict())
-        if self.accelerator.scaler is not None:
-            state["scaler"] = self.accelerator.scaler.state_dict()
-        if self.is_main:  # every process holds identical state; one writes it
-            self.last_checkpoint = str(self.ckpt.save(self.step, tensors, state))
-            self.export()
-            self.log.info("step %d: checkpoint %s", self.step, self.last_checkpoint)
-            if self.config.run.push_to_hub:
-                self.push_error = push_export(*self.hub_export(), self.config.run.hub_model_id, self.step, self.log,
-                                              self.run_dir / self.export_name)
-        self.accelerator.wait_for_everyone()
-
-    def export(self) -> Path | None:
-        """The trained model as a from_pretrained folder at RUN_DIR/<export_name>/ (atomically; main process)."""
-        if not self.is_main:
-            return None
-        folder = self.run_dir / self.export_name
-        with out_of_space_says(f"the export {folder} (step {self.step})", self.last_checkpoint,
-                               self.names.give("resume", "latest")):
-            return atomic_dir(self.write_export, folder)
-
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimizers, data position, guard, scaler, counters. The main process
-        verifies the files' hashes; a checkpoint any process cannot use stops every process."""
-        tensors, state = self.on_every_process(lambda: self._read_checkpoint(path))
-        for name, module in self.checkpointed.items():
-            load_state_strict(module, tensors[name], path / f"{name}.safetensors", f"saved {name} weights")
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(unflatten_state(tensors[name], state[f"{name}_meta"]))
-        position = state["sampler"]
-        self.sampler.load_state_dict({"epoch": position["epoch"], "batch_index": position["batch_index"]})
-        self._position = (int(position["epoch"]), int(position["batch_index"]))
-        if "scaler" in state and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        self.guard.load_state_dict(state["guard"])
-        self.horizon.load_state_dict(state.get("schedule_horizon"))
-        self.step = int(state["step"])
-        self.load_extra_state(state)
-        self.last_checkpoint = str(path)
-        saved_world = position.get("world_size", 1)
-        self.log.info("resumed from %s at step %d (saved on %d process%s, resumed on %d)", path, self.step,
-                      saved_world, "es" * (saved_world != 1), self.world_size)
-
-    def _read_checkpoint(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        tensors, state = self.ckpt.load(path, verify=self.is_main)
-        try:
-            self.check_resume(state, path)
-        except (KeyError, TypeError) as e:  # a state.json without the keys this trainer writes
-            raise CheckpointCorruptError(f"{path / 'state.json'}: no usable {e} entry (written by another trainer "
-                                         "or an older version?)") from None
-        for name in [*self.checkpointed, *self.optimizers]:
-            if name not in tensors:
-                raise CheckpointCorruptError(f"{path}: no {name}.safetensors (written by another trainer?)")
-        for name in self.optimizers:
-            if f"{name}_meta" not in state:
-                raise CheckpointCorruptError(f"{path / 'state.json'}: no {name}_meta entry (the optimizer's state)")
-        saved = state["sampler"].get("global_batch_size", self.sampler.batch_size)
-        if saved != self.sampler.batch_size:
-            per_process = saved // self.world_size if saved % self.world_size == 0 else None
-            hint = (f"pass {self.names.give('batch_size', per_process)} to keep it on {self.world_size} process(es)"
-                    if per_process
-                    else f"use a process count that divides {saved}")
-            raise ValueError(f"{path} was trained with a global batch of {saved} clips (batch_size x processes); this "
-                             f"run's is {self.sampler.batch_size}: {hint}, so the data order continues exactly")
-        return tensors, state
 
     # the loop ------------------------------------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def read_marker(path: Path) -> dict[str, Any]:
 
 
 # the data position: global batch `batch_index` of `epoch`; the global batch size, the samples of the epoch already
-# consumed and the number of processes that wrote it (trainers.base.Trainer.save)
+# consumed and the number of processes that wrote it (trainers.run_checkpoints.CheckpointedRun.save)
 _SAMPLER_KEYS = {"epoch", "batch_index", "global_batch_size", "samples_in_epoch", "world_size"}
 
 
