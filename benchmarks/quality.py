@@ -87,7 +87,8 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
                   "minutes": round(minutes, 2), "seed": a.seed,
                   **{k: held_out[k] for k in ("psnr_db", "ssim", "codebook_usage", "perplexity")},
                   "psnr_db_by_source": held_out["psnr_db_by_source"],
-                  "reconstructed_digit_acc": legible["reconstructed_digit_acc"]})
+                  "reconstructed_digit_acc": legible["reconstructed_digit_acc"],
+                  "reconstructed_frame_consistency": legible["reconstructed_frame_consistency"]})
 
 
 def cmd_codes(a: argparse.Namespace) -> None:

@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training minutes: 40%% tokenizer, 60%% MaskGit (step caps scale with it)")
     p.add_argument("--debian-clips", default="data/debian_clips", help="real clips from scripts/fetch_demo_clips.sh")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", choices=("fsq", "lfq-gan"), default="fsq",
+                   help="stage one: FSQ codes without the GAN (what learns fastest in these minutes), or the paper's "
+                        "LFQ codes with the entropy and adversarial losses")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run of the same pipeline (tests)")
     return p
 
@@ -25,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main_(args: argparse.Namespace) -> None:
     from trainers.demo.run import run_demo
 
-    report = run_demo(args.out, args.data, args.minutes, args.debian_clips, args.seed, args.tiny)
+    report = run_demo(args.out, args.data, args.minutes, args.debian_clips, args.seed, args.tiny, args.tokenizer)
     pf = report["prompt_following"]
     print(f"tokenizer: PSNR {report['tokenizer']['psnr_db']:.2f} dB, usage {report['tokenizer']['codebook_usage']:.1%}"
           f"; maskgit token accuracy {report['maskgit']['val_token_accuracy']:.1%}; prompt following seen digit "

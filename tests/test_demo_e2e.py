@@ -52,3 +52,24 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
         from trainers.demo.run import run_demo
 
         run_demo(out, tmp_path / "data", tiny=True)
+
+
+def test_demo_stage_one_choices():
+    """`--tokenizer lfq-gan` trains the paper's stage one (LFQ codes, annealed entropy, the GAN in the final phase)
+    with the same command."""
+    from magvit2 import preset_config
+    from trainers.configs import build_config
+    from trainers.demo.run import DEMO_TOKENIZERS, TOKENIZER_SHARE, _budget, run_demo
+    from trainers.recipes import TOKENIZER_RECIPES
+
+    limit = _budget(11.0, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
+    assert limit == {"max_minutes": 4.4, "max_steps": 550}
+    configs = {name: build_config("tokenizer", "demo", overrides={**extra, "run": limit})
+               for name, extra in DEMO_TOKENIZERS.items()}
+    fsq, lfq = (preset_config(c.preset, **c.tokenizer) for c in (configs["fsq"], configs["lfq-gan"]))
+    assert fsq.use_fsq and configs["fsq"].disc_start_step > limit["max_steps"]  # no GAN in the default
+    assert not lfq.use_fsq and lfq.codebook_size == 2**10 and lfq.lfq_entropy_anneal_start_weight == 0.4
+    assert configs["lfq-gan"].disc_start_step == 200 < limit["max_steps"]
+    assert configs["lfq-gan"].loss.adversarial_weight > 0
+    with pytest.raises(ValueError, match="unknown demo tokenizer 'vq'"):
+        run_demo(tokenizer="vq")

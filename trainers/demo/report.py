@@ -244,6 +244,13 @@ def aims_met(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+STAGE_ONE = {  # the demo's --tokenizer choices, as the report names them
+    "fsq": "Stage one (`--tokenizer fsq`, the default): FSQ codes, reconstruction loss only (no GAN).",
+    "lfq-gan": "Stage one (`--tokenizer lfq-gan`): LFQ codes with the entropy and commitment losses, and the "
+               "adversarial loss in the final phase.",
+}
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """report.json (everything) and report.md (the tables people read)."""
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -256,6 +263,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit on its codes for {mg['steps']} steps "
         f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.", "",
         "## Tokenizer (held-out real clips)", "",
+        STAGE_ONE[report["settings"].get("tokenizer", "fsq")], "",
         f"{tok['clips']} clips of {tok['num_frames']} frames at {tok['image_size'][0]}x{tok['image_size'][1]} from "
         "sources never seen in training (photos with camera moves, and real video when the Debian clips are "
         f"present), {tok['tokens']} tokens.", "",

@@ -23,20 +23,35 @@ from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
 from trainers.tokenizer_trainer import TokenizerTrainer
 
 log = get_logger("magvit2.demo")
+# stage one as `make demo` trains it: "fsq" (the default: FSQ codes, no GAN, what learned digit shapes fastest in
+# these minutes) or "lfq-gan" (the paper's design: 2^10 LFQ codes with the entropy weight annealed 4x -> 1x over the
+# first 200 steps, the adversarial loss from step 200 on), so a user sees both (DEMO_TOKENIZER=lfq-gan make demo)
+DEMO_TOKENIZERS: dict[str, dict[str, Any]] = {
+    "fsq": {},
+    "lfq-gan": {"tokenizer": {"use_fsq": False, "fsq_levels": None, "codebook_size": 2**10,
+                              "lfq_entropy_anneal_steps": 200, "lfq_entropy_anneal_start_weight": 0.4},
+                "disc_start_step": 200},
+}
 TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (prompt following is the harder part)
 DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach in this budget
 
 
 def _budget(minutes: float, share: float, recipe: dict) -> dict[str, float]:
-    """Stop at `share` of the minutes, or at the recipe's step count scaled to the budget (so the cosine schedule
-    ends where the time does on 2 cores, and a bigger budget trains proportionally longer)."""
+    """Stop at `share` of the minutes, or at the recipe's step count scaled to the budget (a bigger budget trains
+    proportionally longer). The LR schedule spans that step count, so on 2 cores a run stops before its cosine ends:
+    decaying over the steps that fit instead (`run.schedule_horizon: max_minutes`) measured no better for the
+    MaskGit (docs/experiments.md)."""
     steps = max(1, round(recipe["run"]["max_steps"] * minutes / DEFAULT_MINUTES))
     return {"max_minutes": round(minutes * share, 2), "max_steps": steps}
 
 
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minutes: float = DEFAULT_MINUTES,
-             debian_dir: str | Path | None = None, seed: int = 0, tiny: bool = False) -> dict[str, Any]:
-    """Run every stage; `minutes` is the training budget, split between the tokenizer and the MaskGit."""
+             debian_dir: str | Path | None = None, seed: int = 0, tiny: bool = False,
+             tokenizer: str = "fsq") -> dict[str, Any]:
+    """Run every stage; `minutes` is the training budget, split between the tokenizer and the MaskGit;
+    `tokenizer` picks stage one's quantizer and losses (`DEMO_TOKENIZERS`)."""
+    if tokenizer not in DEMO_TOKENIZERS:
+        raise ValueError(f"unknown demo tokenizer {tokenizer!r}; expected one of {', '.join(DEMO_TOKENIZERS)}")
     from trainers.demo.judge import DigitJudge
     from trainers.demo.report import (
         aims_met,
@@ -73,7 +88,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     preset = "tiny" if tiny else "demo"
     limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
     tok_run = out / "tokenizer"
-    TokenizerTrainer(build_config("tokenizer", preset, overrides={"run": {"seed": seed, **limit}}),
+    overrides = {**DEMO_TOKENIZERS[tokenizer], "run": {"seed": seed, **limit}}
+    TokenizerTrainer(build_config("tokenizer", preset, overrides=overrides),
                      [data / "tokenizer/train", data / "digits/train"], tok_run, val_dir=data / "tokenizer/val").fit()
     stage("tokenizer")
 
@@ -112,7 +128,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                              "legibility": digit_legibility(tok_run / "tokenizer", data / "digits/val", judge, frames)},
         "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
         "environment": environment(),
-        "settings": {"minutes_budget": minutes, "seed": seed, "tiny": tiny, "data": str(data)},
+        "settings": {"minutes_budget": minutes, "seed": seed, "tiny": tiny, "data": str(data),
+                     "tokenizer": tokenizer},
     }
     plot_curves(tok_run, ["generator.recon", "generator.usage", "generator.codebook_entropy"],
                 out / "tokenizer_curves.png", "tokenizer training")
