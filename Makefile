@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 REF_VENV ?= .venv-reference
 BENCH_FLAGS ?=
 DEMO_MINUTES ?= 11
+# stage one of the demo: fsq (default) or lfq-gan (LFQ codes + the GAN): make demo DEMO_TOKENIZER=lfq-gan
+DEMO_TOKENIZER ?= fsq
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
@@ -49,7 +51,7 @@ test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow"
 
 demo: venv
-	DEMO_MINUTES=$(DEMO_MINUTES) bash scripts/demo.sh
+	DEMO_MINUTES=$(DEMO_MINUTES) DEMO_TOKENIZER=$(DEMO_TOKENIZER) bash scripts/demo.sh
 
 $(REF_VENV)/.installed: benchmarks/reference-requirements.txt
 	$(PYTHON) -m venv $(REF_VENV)
