@@ -98,19 +98,18 @@ def _sample_categorical(logits: torch.Tensor, temperature: float, generator: Gen
         logp = (logits / temperature).log_softmax(dim=-1)
         rows = [(logp, generator)] if isinstance(generator, torch.Generator) else \
             [(logp[b : b + 1], g) for b, g in enumerate(generator)]
-        ids = torch.cat([_inverse_cdf(lp, g) for lp, g in rows])
+        ids = torch.cat([_gumbel_max(lp, g) for lp, g in rows])
     return ids, logp.gather(-1, ids[..., None]).squeeze(-1)
 
 
-def _inverse_cdf(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per position from (b, n, V) log-probabilities: a uniform u per position, then the first id whose
-    cumulative probability exceeds u (one `rand` and a `searchsorted` instead of `torch.multinomial`, whose V
-    exponential draws per row cost 3-4x more on CPU). Ids of probability 0 are never drawn. -> (b, n) long."""
-    cdf = logp.exp().cumsum(dim=-1)  # (b, n, V)
-    total = cdf[..., -1:]
-    u = uniform((*logp.shape[:-1], 1), generator, logp.device) * total  # (b, n, 1) in [0, total)
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # rounding never reaches the end
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+def _gumbel_max(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw per position from (b, n, V) log-probabilities: argmax(log p + Gumbel noise), the Gumbel noise from one
+    uniform per code. The same race `torch.multinomial` runs with exponential draws (a small change of one logit
+    rarely changes the winner, so bf16 and fp32 draw alike), at less than half its CPU cost; an inverse CDF is cheaper
+    still but a rounding error anywhere below a code's cumulative position moves the draw. Ids of probability 0 are
+    never drawn. -> (b, n) long."""
+    u = uniform(tuple(logp.shape), generator, logp.device).clamp_(1e-20, 1.0 - 1e-7)
+    return (logp - u.log_().neg_().log_()).argmax(dim=-1)
 
 
 def _uniform(shape: tuple[int, int], generator: Generators, device: torch.device) -> torch.Tensor:
