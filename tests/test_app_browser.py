@@ -103,7 +103,13 @@ class Server:
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> tuple[int, str]:
         self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=timeout)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # say what the server printed before it hung
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+            pytest.fail(f"the app did not exit within {timeout} s of the signal; it printed:\n"
+                        + ("".join(self.lines) + out)[-3000:], pytrace=False)
         return self.proc.returncode, "".join(self.lines) + out
 
 
