@@ -357,20 +357,3 @@ def test_text_encoders_count_tokens_before_truncation():
 
     with pytest.raises(NotImplementedError):
         Silent().count_tokens(["a"])
-
-
-def test_a_stopped_app_does_not_wait_for_a_lingering_thread():
-    """A library's non-daemon thread would keep the process alive after the server stopped (interpreter exit joins
-    it): the app leaves anyway, saying so."""
-    import subprocess
-    import sys
-
-    code = ("import threading, time\n"
-            "threading.Thread(target=time.sleep, args=(600,), name='stuck').start()\n"
-            "from trainers.app.launch import leave_past_lingering_threads\n"
-            "leave_past_lingering_threads()\n"
-            "print('not reached')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
-    assert result.returncode == 0, result.stderr
-    assert "not waiting for 1 background thread(s): stuck" in result.stdout and "not reached" not in result.stdout

@@ -76,6 +76,13 @@ def build_demo_sized_pipeline(path: Path) -> Path:
     return path
 
 
+def default_sigint() -> None:
+    """In the app's process before it starts: Ctrl-C's default action. A shell that runs the tests in the background
+    (`make test &`) starts them with SIGINT ignored, which a child inherits, and Python then installs no
+    KeyboardInterrupt handler: the Ctrl-C test's signal would be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """`python -m scripts.app` in a subprocess; `url` once it printed its address (and when)."""
 
@@ -86,7 +93,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scripts.app", "--model", str(model), "--port", str(self.port), "--out-dir",
              str(out_dir), "--device", "cpu"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
+            text=True, preexec_fn=default_sigint)
         self.lines: list[str] = []
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
-import threading
 from pathlib import Path
 
 from trainers.commands.generate import resolve_device
@@ -56,16 +54,3 @@ def run_app(model: str | None, tokenizer: str | None, host: str = "127.0.0.1", p
 
     switch = model_switch == "on" or (model_switch == "auto" and is_loopback(host))
     serve(AppState(models, out, allow_model_switch=switch, load_flags=flags), host, port, queue_size, max_upload)
-    leave_past_lingering_threads()
-
-
-def leave_past_lingering_threads() -> None:
-    """After the server stopped, end the process even if a library left a non-daemon thread running: interpreter
-    exit would wait for it, and Ctrl-C would look like a hang (seen once per full test run, cause not pinned down)."""
-    lingering = [t.name for t in threading.enumerate()
-                 if t.is_alive() and not t.daemon and t is not threading.main_thread()]
-    if lingering:
-        print(f"magvit2-app: not waiting for {len(lingering)} background thread(s): {', '.join(lingering[:3])}",
-              flush=True)
-        sys.stderr.flush()
-        os._exit(0)
