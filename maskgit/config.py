@@ -24,6 +24,7 @@ from typing import Any
 from magvit2.serialization import config_from_dict
 
 FACTORIZE_ABOVE = 2**14  # auto: factorise codebooks larger than this (power of two only)
+POSITION_ENCODINGS = ("learned", "rotary", "both")
 _LEGACY_KEYS = ("cond_drop_prob", "label_smoothing")  # training settings stored by earlier versions
 
 
@@ -58,6 +59,9 @@ class MaskGitConfig:
     self_condition: bool = False  # feed back the previous pass's final hidden states (Chen et al.)
     text_adaptive_norm: bool = False  # also condition every norm on the pooled text (adaptive RMSNorm, DiT's
     # adaLN finding), besides cross-attention
+    position_encoding: str = "learned"  # "learned": factorised (t, h, w) tables added to the input; "rotary":
+    # axial 3-D rotary positions in self-attention (attention sees relative offsets: a shape learned at one place
+    # is known everywhere); "both": the two together
     attn_flash: bool = True  # F.scaled_dot_product_attention (flash / mem-efficient / math kernels)
     format_version: int = field(default=1, compare=False)
 
@@ -91,6 +95,11 @@ class MaskGitConfig:
             if self.factorize_codes is False:
                 raise ValueError("code_factors needs factorize_codes None or True; got False")
             object.__setattr__(self, "code_factors", tuple(factors))
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(f"position_encoding must be one of {', '.join(POSITION_ENCODINGS)}; "
+                             f"got {self.position_encoding!r}")
+        if self.position_encoding != "learned" and self.dim_head < 6:
+            raise ValueError(f"rotary positions need dim_head >= 6 (2 rotated dims per axis); got {self.dim_head}")
         if self.format_version != 1:
             raise ValueError(f"unsupported maskgit format_version {self.format_version}; this package reads 1")
 
@@ -112,6 +121,14 @@ class MaskGitConfig:
         if self.code_factors is not None:
             return self.code_factors
         return factor_vocab_sizes(self.codebook_size, self.factorized)
+
+    @property
+    def learned_positions(self) -> bool:
+        return self.position_encoding in ("learned", "both")
+
+    @property
+    def rotary_positions(self) -> bool:
+        return self.position_encoding in ("rotary", "both")
 
     @property
     def mask_id(self) -> int:

@@ -3,8 +3,10 @@
 Backbone: x-transformers `TransformerWrapper` + `Encoder` (pre-RMSNorm, SDPA attention, qk-norm, GLU FF,
 self-attn -> cross-attn -> FF per block). Our own parts:
 
-* factorised learned (t, h, w) position embeddings, summed into the input via `sum_embeds` (no 1-D abs positions);
-  a grid with fewer latent frames (or a smaller h, w) slices the tables;
+* positions (`config.position_encoding`): factorised learned (t, h, w) embeddings, summed into the input via
+  `sum_embeds` (no 1-D abs positions; a grid with fewer latent frames or a smaller h, w slices the tables), and/or
+  axial 3-D rotary positions (`axial_rotary_freqs`) handed to x-transformers' self-attention as its
+  `rotary_pos_emb` (its own rotary is 1-D only);
 * a learned NULL text embedding `null_text (1, text_dim)`, used with mask [True] for dropped / unconditional rows
   (classifier-free guidance);
 * MAGVIT-v2 token factorisation (see `maskgit.config`): sub-token k has its own embedding table of `V_k + 1` rows
@@ -78,6 +80,23 @@ def merge_codes(sub_ids: Sequence[torch.Tensor], vocab_sizes: Sequence[int],
     return torch.where(masked, mask_id, code)
 
 
+ROTARY_BASE = 100.0  # wavelengths of 6 to ~250 tokens: latent grids are tens of tokens a side, not thousands
+
+
+def axial_rotary_freqs(grid: Sequence[int], dim_head: int, device: torch.device | None = None) -> torch.Tensor:
+    """Rotary angles for a (t, h, w) grid in raster order: (n, 3 * d) float32 with d = 2 * (dim_head // 6).
+
+    Each axis rotates its own d dims of every head (x-transformers' interleaved pair layout: angle k at dims 2k,
+    2k + 1), so q.k depends on the (dt, dh, dw) offset between two tokens, not on where they are; the last
+    dim_head - 3d dims are not rotated.
+    """
+    d = 2 * (dim_head // 6)
+    inv_freq = ROTARY_BASE ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)  # (d / 2,)
+    coords = torch.meshgrid(*(torch.arange(g, device=device, dtype=torch.float32) for g in grid), indexing="ij")
+    angles = [(c.reshape(-1, 1) * inv_freq).repeat_interleave(2, dim=-1) for c in coords]  # 3 x (n, d)
+    return torch.cat(angles, dim=-1)
+
+
 class MaskGitTransformer(nn.Module, PretrainedMixin):
     """Text-conditioned bidirectional transformer: masked codes (b, n) -> logits per factor, each (b, n, V_k)."""
 
@@ -106,9 +125,10 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
             ),
         )
         t, h, w = c.latent_shape
-        self.pos_t = nn.Parameter(torch.zeros(t, c.dim))
-        self.pos_h = nn.Parameter(torch.zeros(h, c.dim))
-        self.pos_w = nn.Parameter(torch.zeros(w, c.dim))
+        if c.learned_positions:
+            self.pos_t = nn.Parameter(torch.zeros(t, c.dim))
+            self.pos_h = nn.Parameter(torch.zeros(h, c.dim))
+            self.pos_w = nn.Parameter(torch.zeros(w, c.dim))
         self.null_text = nn.Parameter(torch.zeros(1, c.text_dim))  # learned NULL context token (CFG)
         self.context_norm = nn.LayerNorm(c.text_dim)
         self.self_cond_proj = (nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, c.dim))
@@ -129,7 +149,8 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
         if self.net.embeds is not None:
             for emb in self.net.embeds.values():
                 nn.init.normal_(emb.weight, std=std)
-        for p in (self.pos_t, self.pos_h, self.pos_w, self.null_text):
+        learned = (self.pos_t, self.pos_h, self.pos_w) if self.config.learned_positions else ()
+        for p in (*learned, self.null_text):
             nn.init.normal_(p, std=std)
         for head in self.heads:
             nn.init.normal_(head.weight, std=std)
@@ -216,8 +237,11 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
         return grid
 
     def positions(self, grid: Sequence[int]) -> torch.Tensor:
-        """Factorised position embeddings for a (t, h, w) grid, flattened in (t, h, w) raster order: (n, dim)."""
+        """Factorised position embeddings for a (t, h, w) grid, flattened in (t, h, w) raster order: (n, dim);
+        zeros when the model has rotary positions only."""
         t, h, w = grid
+        if not self.config.learned_positions:
+            return self.null_text.new_zeros(t * h * w, self.config.dim)
         pos = self.pos_t[:t, None, None] + self.pos_h[None, :h, None] + self.pos_w[None, None, :w]  # (t, h, w, d)
         return pos.reshape(t * h * w, -1)
 
@@ -285,6 +309,8 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
             raise ValueError("self_cond given but the model was built with self_condition=False")
         context = self.context_norm(context)  # (b, m, text_dim)
         kwargs = {}
+        if self.config.rotary_positions:
+            kwargs["rotary_pos_emb"] = (axial_rotary_freqs(grid, self.config.dim_head, codes.device)[None], 1.0)
         if self.config.text_adaptive_norm:  # the pooled text (the null embedding for dropped rows) scales every norm
             weights = context_mask.to(context.dtype)[..., None]  # (b, m, 1)
             kwargs["condition"] = (context * weights).sum(1) / weights.sum(1).clamp(min=1)  # (b, text_dim)

@@ -143,3 +143,51 @@ def test_unmask_order_is_checked_everywhere():
     with pytest.raises(ValueError, match="unmask_order must be"):
         PipelineDefaults(unmask_order="raster")
     assert PipelineDefaults.from_dict({}).unmask_order == "confidence"  # pipelines saved before it load as before
+
+
+def test_axial_rotary_attention_depends_only_on_the_offset_between_tokens():
+    from x_transformers.x_transformers import apply_rotary_pos_emb
+
+    from maskgit.transformer import axial_rotary_freqs
+
+    freqs = axial_rotary_freqs((3, 8, 8), dim_head=32).view(3, 8, 8, -1)
+    assert freqs.shape[-1] == 30  # 10 rotated dims per axis, the last 2 of 32 left alone
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(32, generator=g), torch.randn(32, generator=g)
+
+    def score(pq, pk):
+        rq = apply_rotary_pos_emb(q[None, None], freqs[pq][None, None])[0, 0]
+        return float(rq @ apply_rotary_pos_emb(k[None, None], freqs[pk][None, None])[0, 0])
+
+    base = score((0, 1, 2), (1, 3, 3))
+    assert score((1, 4, 5), (2, 6, 6)) == pytest.approx(base, abs=1e-4)  # the same (1, 2, 1) offset elsewhere
+    for pq, pk in (((0, 4, 5), (2, 6, 6)), ((1, 4, 5), (2, 7, 6)), ((1, 4, 5), (2, 6, 7))):
+        assert abs(score(pq, pk) - base) > 1e-3  # one step more along t, h or w: a different score
+
+
+@pytest.mark.parametrize("encoding", ["rotary", "both"])
+def test_rotary_positions_reach_self_attention_and_round_trip(tmp_path, monkeypatch, encoding):
+    import maskgit.transformer as transformer_module
+
+    torch.manual_seed(0)
+    config = MaskGitConfig(codebook_size=64, latent_shape=GRID, dim=32, depth=2, heads=2, dim_head=16,
+                           text_dim=TEXT_DIM, position_encoding=encoding)
+    model = MaskGitTransformer(config).eval()
+    assert hasattr(model, "pos_t") == (encoding == "both")  # "rotary" alone has no learned tables
+    codes = torch.randint(0, 64, (2, 32), generator=torch.Generator().manual_seed(0))
+    text = TinyTextEncoder(dim=TEXT_DIM).encode(["a red ball", "a cup"])
+    with torch.no_grad():
+        out = model(codes, text)[0]
+        one_frame = model(codes[:, :16], text, grid=(1, 4, 4))[0]  # fewer latent frames: positions still defined
+        assert one_frame.shape == (2, 16, 64)
+        monkeypatch.setattr(transformer_module, "axial_rotary_freqs",
+                            lambda grid, dim_head, device=None: torch.zeros(32, 3 * 2 * (dim_head // 6)))
+        assert not torch.allclose(out, model(codes, text)[0], atol=1e-4)  # the angles change what attention sees
+    monkeypatch.undo()
+    model.save_pretrained(tmp_path / "m")
+    loaded = MaskGitTransformer.from_pretrained(tmp_path / "m")
+    assert loaded.config.position_encoding == encoding
+    with torch.no_grad():
+        assert torch.allclose(out, loaded(codes, text)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="position_encoding must be one of learned, rotary, both; got 'rope'"):
+        MaskGitConfig(codebook_size=64, latent_shape=GRID, position_encoding="rope")
