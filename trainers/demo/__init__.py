@@ -3,7 +3,8 @@
 ``build_demo_data(out)`` writes, under ``out``:
 
 * ``digits/{train,val,heldout}/``: captioned moving-digit clips from real handwritten digits (``digits.py``), and
-  ``digits/prompts.json`` (seen and held-out prompts);
+  ``digits/prompts.json`` (seen and held-out prompts); with ``DigitDataConfig(objects="shapes")`` the same
+  folder holds drawn shapes instead (``shapes.py``), a second data set for checking experiments;
 * ``tokenizer/{train,val}/``: camera moves over real photos, a real GIF, faces, and (when given) real Debian
   clips, with whole sources held out for validation (``photos.py``);
 * ``manifest.json``: the settings, counts and timings. It is written last, so its presence means a complete build;
@@ -24,6 +25,7 @@ from pathlib import Path
 from .digits import (
     DIGIT_WORDS,
     DIRECTIONS,
+    OBJECTS,
     DigitClip,
     DigitDataConfig,
     build_digit_dataset,
@@ -36,11 +38,14 @@ from .digits import (
 )
 from .judge import DigitJudge, center_of_mass_track, judge_direction, score_prompt_following
 from .photos import PhotoDataConfig, build_tokenizer_dataset, debian_videos
+from .shapes import SHAPE_WORDS, load_shape_images
 
 __all__ = [
     "DIGIT_WORDS",
     "DIRECTIONS",
     "MANIFEST_VERSION",
+    "OBJECTS",
+    "SHAPE_WORDS",
     "DigitClip",
     "DigitDataConfig",
     "DigitJudge",
@@ -52,6 +57,7 @@ __all__ = [
     "center_of_mass_track",
     "heldout_pairs",
     "judge_direction",
+    "load_shape_images",
     "make_digit_clip",
     "make_digit_clips",
     "score_prompt_following",

@@ -15,6 +15,11 @@ validation measures new handwriting too.
 Frames are uint8 ``(T, H, W, 3)``; a dataset is a folder of lossless mp4 files plus ``metadata.jsonl``
 (``{"file_name", "text"}`` and, for the judges and the report, ``digit``, ``direction``, ``source_index``).
 Every clip is a pure function of ``(seed, split, index)``.
+
+``DigitDataConfig(objects="shapes")`` makes the same clips from procedurally drawn shapes instead (``shapes.py``:
+10 classes such as square, circle, triangle), captioned ``"the triangle moving left"``: a second dataset, never used
+by the demo, to check that a change which wins on digits is not tuned to digits. The metadata field ``digit`` then
+holds the shape's class index (``SHAPE_WORDS``) and ``source_index`` a row of ``load_shape_images()``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from PIL import Image
 from trainers.data.video_write import write_video
 from trainers.rng import derive_seed
 
+from .shapes import SHAPE_WORDS, load_shape_images
+
 DIRECTIONS = ("up", "down", "left", "right")
 # (row, col) unit step of each direction; image rows grow downward, so "up" decreases the row.
 DIRECTION_STEPS = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
@@ -43,6 +50,24 @@ SPLITS = ("train", "val", "heldout")
 _SPLIT_CODES = {"train": 0, "val": 1, "heldout": 2}
 _IMAGE_SPLIT_KEY, _CLIP_KEY, _POOL_KEY = 7_919, 7_927, 7_933  # derive_seed purpose tags
 SPEED_WORDS = {"slowly": 0.5, "quickly": 1.0}  # fraction of `travel` covered by the clip
+OBJECTS = ("digits", "shapes")  # the object sets a dataset can show
+
+
+def check_objects(objects: str) -> str:
+    """``objects`` if it names an object set; a ValueError otherwise."""
+    if objects not in OBJECTS:
+        raise ValueError(f"objects must be one of {OBJECTS}, got {objects!r}")
+    return objects
+
+
+def object_words(objects: str = "digits") -> tuple[str, ...]:
+    """The 10 class words of an object set, indexed by class (``DIGIT_WORDS`` or ``SHAPE_WORDS``)."""
+    return DIGIT_WORDS if check_objects(objects) == "digits" else SHAPE_WORDS
+
+
+def load_object_images(objects: str = "digits") -> tuple[np.ndarray, np.ndarray]:
+    """The images of an object set: float32 (n, 8, 8) in [0, 16] and int labels (n,) in 0..9 (read-only)."""
+    return load_digit_images() if check_objects(objects) == "digits" else load_shape_images()
 
 
 def heldout_direction(digit: int) -> str:
@@ -58,8 +83,12 @@ def heldout_pairs() -> list[tuple[int, str]]:
     return [(d, heldout_direction(d)) for d in range(10)]
 
 
-def caption(digit: int, direction: str, speed: str | None = None) -> str:
-    text = f"the digit {DIGIT_WORDS[digit]} moving {direction}"
+def caption(digit: int, direction: str, speed: str | None = None, objects: str = "digits") -> str:
+    """``"the digit seven moving up"`` (digits) or ``"the triangle moving up"`` (shapes), plus the speed word."""
+    if check_objects(objects) == "digits":
+        text = f"the digit {DIGIT_WORDS[digit]} moving {direction}"
+    else:
+        text = f"the {SHAPE_WORDS[digit]} moving {direction}"
     return f"{text} {speed}" if speed else text
 
 
@@ -79,8 +108,10 @@ class DigitDataConfig:
     colored: bool = False  # a random bright colour per clip (captions never mention it); off: white digits
     speed_words: bool = False  # append "slowly"/"quickly" (half or full `travel`)
     grid: int = 4  # > 0: start positions snap to multiples of `grid` pixels (the tokenizer's cell size)
+    objects: str = "digits"  # "digits" (handwritten, the demo's) or "shapes" (drawn shapes, shapes.py)
 
     def __post_init__(self) -> None:
+        check_objects(self.objects)
         for name in ("size", "num_frames"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
@@ -125,7 +156,12 @@ class DigitDataConfig:
         return float(min(candidates, key=lambda g: abs(g - position))) if candidates else position
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``objects`` only when it is not "digits", so manifests of digit builds stay as they were
+        (and an existing build is not redone)."""
+        out = asdict(self)
+        if self.objects == "digits":
+            del out["objects"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -134,7 +170,7 @@ class DigitClip:
     text: str
     digit: int
     direction: str
-    source_index: int  # row of sklearn's load_digits()
+    source_index: int  # row of sklearn's load_digits() (of load_shape_images() for shapes)
 
     def record(self) -> dict:
         """The metadata.jsonl fields besides ``file_name``."""
@@ -160,9 +196,12 @@ def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def split_digit_indices(seed: int = 0, val_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint (train, val) rows of ``load_digits``: a seeded permutation within each class (read-only arrays)."""
-    _, labels = load_digit_images()
+def split_digit_indices(
+    seed: int = 0, val_fraction: float = 0.25, objects: str = "digits"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (train, val) rows of ``load_object_images(objects)`` (``load_digits`` by default): a seeded
+    permutation within each class (read-only arrays)."""
+    _, labels = load_object_images(objects)
     rng = np.random.default_rng(derive_seed(seed, _IMAGE_SPLIT_KEY))
     train, val = [], []
     for digit in range(10):
@@ -177,10 +216,10 @@ def split_digit_indices(seed: int = 0, val_fraction: float = 0.25) -> tuple[np.n
 
 
 @lru_cache(maxsize=64)
-def _image_pool(seed: int, val_fraction: float, split: str, digit: int) -> np.ndarray:
-    """Rows of ``load_digits`` showing ``digit`` in the split's image half, in a seeded order."""
-    _, labels = load_digit_images()
-    train_rows, val_rows = split_digit_indices(seed, val_fraction)
+def _image_pool(seed: int, val_fraction: float, split: str, digit: int, objects: str = "digits") -> np.ndarray:
+    """Rows of the object images showing class ``digit`` in the split's image half, in a seeded order."""
+    _, labels = load_object_images(objects)
+    train_rows, val_rows = split_digit_indices(seed, val_fraction, objects)
     rows = train_rows if split == "train" else val_rows
     rows = rows[labels[rows] == digit]
     return np.random.default_rng(derive_seed(seed, _POOL_KEY, _SPLIT_CODES[split], digit)).permutation(rows)
@@ -254,7 +293,7 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
     # digit's images, so the clips of a digit use as many different handwritten images as possible.
     digit_pairs = [i for i, (d, _) in enumerate(pairs) if d == digit]
     k = (index // len(pairs)) * len(digit_pairs) + digit_pairs.index(index % len(pairs))
-    pool = _image_pool(config.seed, config.val_fraction, split, digit)
+    pool = _image_pool(config.seed, config.val_fraction, split, digit, config.objects)
     source = int(pool[k % len(pool)])
     rng = np.random.default_rng(derive_seed(config.seed, _CLIP_KEY, _SPLIT_CODES[split], index))
     speed = None
@@ -271,7 +310,7 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
     start = (first, across) if dr != 0 else (across, first)
     color = random_color(rng) if config.colored else np.ones(3, dtype=np.float32)
     frames = render_moving_digit(
-        load_digit_images()[0][source],
+        load_object_images(config.objects)[0][source],
         direction,
         num_frames=config.num_frames,
         size=config.size,
@@ -280,7 +319,7 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
         distance=distance,
         color=color,
     )
-    return DigitClip(frames, caption(digit, direction, speed), digit, direction, source)
+    return DigitClip(frames, caption(digit, direction, speed, config.objects), digit, direction, source)
 
 
 def make_digit_clips(config: DigitDataConfig, split: str, limit: int | None = None) -> list[DigitClip]:
@@ -317,15 +356,18 @@ def write_clip_folder(
     return len(lines)
 
 
-def prompts_table() -> dict:
-    """The seen and held-out prompts with their (digit, direction): what the demo report generates."""
+def prompts_table(objects: str | DigitDataConfig = "digits") -> dict:
+    """The seen and held-out prompts with their (digit, direction): what the demo report generates. ``objects``:
+    an object set or a dataset config; for shapes ``digit`` is the shape's class index."""
+    objects = objects.objects if isinstance(objects, DigitDataConfig) else check_objects(objects)
 
     def rows(pairs):
-        return [{"prompt": caption(d, a), "digit": d, "direction": a} for d, a in pairs]
+        return [{"prompt": caption(d, a, objects=objects), "digit": d, "direction": a} for d, a in pairs]
 
+    rule = "digit d never moves DIRECTIONS[d % 4]" if objects == "digits" else "shape k never moves DIRECTIONS[k % 4]"
     return {
         "directions": list(DIRECTIONS),
-        "heldout_rule": "digit d never moves DIRECTIONS[d % 4] in training",
+        "heldout_rule": f"{rule} in training",
         "seen": rows(seen_pairs()),
         "heldout": rows(heldout_pairs()),
     }
@@ -335,15 +377,16 @@ def build_digit_dataset(out_dir: str | os.PathLike, config: DigitDataConfig = Di
     """Write ``out_dir/{train,val,heldout}/`` (mp4 + metadata.jsonl) and ``out_dir/prompts.json``.
     Returns the clip count per split."""
     out_dir = Path(out_dir)
+    words = object_words(config.objects)
     counts = {}
     for split in SPLITS:
 
         def items(split=split):
             for i in range(num_clips(config, split)):
                 clip = make_digit_clip(config, split, i)
-                name = f"{i:05d}_{DIGIT_WORDS[clip.digit]}_{clip.direction}.mp4"
+                name = f"{i:05d}_{words[clip.digit]}_{clip.direction}.mp4"
                 yield name, clip.frames, clip.record()
 
         counts[split] = write_clip_folder(out_dir / split, items(), fps=fps)
-    (out_dir / "prompts.json").write_text(json.dumps(prompts_table(), indent=1) + "\n")
+    (out_dir / "prompts.json").write_text(json.dumps(prompts_table(config), indent=1) + "\n")
     return counts

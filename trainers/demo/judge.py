@@ -11,7 +11,8 @@ background-subtracted brightness (max over channels).
   seeded split as the dataset), rendered into frames at random sizes, positions and colours and cropped back out
   with the very procedure used at judging time (bounding box of bright pixels -> square -> 8x8 area resize ->
   0..16), so train and test crops share one distribution. Its accuracy on the val half is ``val_accuracy``.
-  ``judge_digit`` is a majority vote over the frames where an object is visible.
+  ``judge_digit`` is a majority vote over the frames where an object is visible. ``DigitJudge(objects="shapes")``
+  does the same for the drawn shapes of ``shapes.py`` (its class indices follow ``SHAPE_WORDS``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .digits import (
     DIGIT_WORDS,
     DIRECTION_STEPS,
     DIRECTIONS,
-    load_digit_images,
+    load_object_images,
+    object_words,
     random_color,
     render_digit,
     split_digit_indices,
@@ -138,14 +140,17 @@ class DigitJudge:
         size: frame size of the renders it trains on.
         renders_per_image: training renders per train image (random size 0.3-0.55 of the frame,
             position and brightness).
+        objects: the object set it reads, as in ``DigitDataConfig``: "digits" or "shapes".
     """
 
-    def __init__(self, seed: int = 0, val_fraction: float = 0.25, size: int = 32, renders_per_image: int = 2):
+    def __init__(self, seed: int = 0, val_fraction: float = 0.25, size: int = 32, renders_per_image: int = 2,
+                 objects: str = "digits"):
         from sklearn.svm import SVC
 
         self.seed, self.size = seed, size
-        images, labels = load_digit_images()
-        train_rows, val_rows = split_digit_indices(seed, val_fraction)
+        self.objects, self.words = objects, object_words(objects)  # words[k]: the name of class k
+        images, labels = load_object_images(objects)
+        train_rows, val_rows = split_digit_indices(seed, val_fraction, objects)
         rng = np.random.default_rng(derive_seed(seed, _JUDGE_KEY))
         x_train, y_train = self._render_crops(images[train_rows], labels[train_rows], renders_per_image, rng)
         self.classifier = SVC(C=10.0, gamma="scale")
@@ -188,13 +193,14 @@ class DigitJudge:
         return int(votes.argmax()), float(votes.max() / votes.sum())
 
 
-def _as_digit(target) -> int:
+def _as_digit(target, words: tuple[str, ...] = DIGIT_WORDS) -> int:
+    """A class index from an int, a numeral string or one of ``words`` (the judge's class words)."""
     if isinstance(target, str):
-        if target in DIGIT_WORDS:
-            return DIGIT_WORDS.index(target)
+        if target in words:
+            return words.index(target)
         if target.isdigit():
             return int(target)
-        raise ValueError(f"expected a digit 0-9 or one of {DIGIT_WORDS}, got {target!r}")
+        raise ValueError(f"expected a class 0-9 or one of {words}, got {target!r}")
     return int(target)
 
 
@@ -203,7 +209,8 @@ def score_prompt_following(
 ) -> dict[str, float]:
     """Accuracy of generated clips against their prompts' digit and direction.
 
-    ``results``: ``(video, target_digit, target_direction)`` items; digits as ints or words. Returns
+    ``results``: ``(video, target_digit, target_direction)`` items; digits as ints or as the judge's words
+    (``DIGIT_WORDS``, or ``SHAPE_WORDS`` for a shapes judge). Returns
     ``{'digit_acc', 'direction_acc', 'joint_acc', 'n'}``. Builds a ``DigitJudge(seed=0)`` when none is given.
     """
     results = list(results)
@@ -214,7 +221,7 @@ def score_prompt_following(
     for video, target_digit, target_direction in results:
         if target_direction not in DIRECTION_STEPS:
             raise ValueError(f"target direction must be one of {DIRECTIONS}, got {target_direction!r}")
-        digit_ok = judge.judge_digit(video)[0] == _as_digit(target_digit)
+        digit_ok = judge.judge_digit(video)[0] == _as_digit(target_digit, judge.words)
         direction_ok = judge_direction(video)[0] == target_direction
         digit_hits += digit_ok
         direction_hits += direction_ok

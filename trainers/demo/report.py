@@ -157,7 +157,7 @@ def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_show
     for i, (strip, r) in enumerate(rows):
         sheet.paste(Image.fromarray(strip).resize((w * scale, h * scale), Image.NEAREST), (0, i * h * scale))
         ok = "ok" if r["judged_digit"] == r["digit"] and r["judged_direction"] == r["direction"] else "x"
-        text = f"[{r['group']}] {r['prompt'].removeprefix('the digit ')}\n -> {r['judged_digit']} " \
+        text = f"[{r['group']}] {r['prompt'].removeprefix('the ').removeprefix('digit ')}\n -> {r['judged_digit']} " \
                f"{r['judged_direction']} ({ok})"
         draw.text((w * scale + 6, i * h * scale + 4), text, fill=(0, 0, 0))
     sheet.save(path)
