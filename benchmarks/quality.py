@@ -62,21 +62,25 @@ def record(root: Path, entry: dict[str, Any]) -> None:
     log.info("result: %s", json.dumps(entry))
 
 
-def data_objects(data: Path) -> str:
-    """The object set ("digits" or "shapes") the data folder's clips show, from its build manifest; "digits" when
-    the manifest does not say (builds from before shapes existed) or is missing (with a warning)."""
+def data_settings(data: Path) -> dict[str, Any]:
+    """The moving-object settings the data folder was built with (its build manifest): "objects" ("digits" when
+    the manifest does not say: builds from before shapes existed) and "seed"; digits and seed 0, with a warning,
+    when the manifest is missing."""
     path = data / "manifest.json"
     if not path.is_file():
-        log.warning("%s not found: judging the clips as digits", path)
-        return "digits"
-    return json.loads(path.read_text())["settings"]["digits"].get("objects", "digits")
+        log.warning("%s not found: judging the clips as digits of data seed 0", path)
+        return {"objects": "digits", "seed": 0}
+    settings = json.loads(path.read_text())["settings"]["digits"]
+    return {"objects": settings.get("objects", "digits"), "seed": settings.get("seed", 0)}
 
 
 def make_judge(a: argparse.Namespace):
-    """The demo's digit judge (seed ``--seed``) for the objects of the ``--data`` folder."""
+    """The demo's judge for the objects of the ``--data`` folder, trained on the image half its clips' train split
+    used (the data's seed, not the run's ``--seed``: a second training seed is judged by the same judge)."""
     from trainers.demo.judge import DigitJudge
 
-    return DigitJudge(seed=a.seed, objects=data_objects(Path(a.data)))
+    settings = data_settings(Path(a.data))
+    return DigitJudge(seed=settings["seed"], objects=settings["objects"])
 
 
 def cmd_data(a: argparse.Namespace) -> None:

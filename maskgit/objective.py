@@ -30,6 +30,25 @@ def tube_mask(num_masked: torch.Tensor, grid: tuple[int, int, int], generator: t
     return space[:, None, :].expand(-1, t, -1).reshape(len(num_masked), t * h * w)
 
 
+def prefix_frame_mask(ratios: torch.Tensor, grid: tuple[int, int, int], generator: torch.Generator,
+                      device: torch.device) -> torch.Tensor:
+    """Frame prediction (MAGVIT's task, the state frame-by-frame sampling meets): row i keeps its first k_i latent
+    frames whole (k_i uniform in 1..t-1) and masks max(1, round(ratio_i * tokens after them)) random positions of the
+    later frames. ratios (b,) in [0, 1] -> (b, t*h*w) bool; needs t >= 2."""
+    t, h, w = grid
+    if t < 2:
+        raise ValueError(f"prefix-frame masks need at least 2 latent frames; got grid {grid}")
+    b, frame = ratios.shape[0], h * w
+    kept = 1 + (uniform((b,), generator, device) * (t - 1)).long().clamp(max=t - 2)  # (b,) in 1..t-1
+    later = (t - kept) * frame  # (b,)
+    counts = torch.round(ratios.to(device).double() * later).long().clamp(min=1)
+    counts = torch.minimum(counts, later)
+    scores = uniform((b, t * frame), generator, device)
+    prefix = torch.arange(t * frame, device=device)[None] < (kept * frame)[:, None]  # (b, n)
+    ranks = scores.masked_fill(prefix, 2.0).argsort(dim=-1).argsort(dim=-1)  # prefix positions rank last
+    return ranks < counts[:, None]
+
+
 def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generator,
                       device: torch.device) -> torch.Tensor:
     """Per-sample random subsets: row i has exactly num_masked[i] True among n, positions from a random
@@ -71,6 +90,7 @@ def masked_token_loss(
     rows: tuple[int, int] | None = None,
     replicas: int = 1,
     tube_prob: float = 0.0,
+    prefix_prob: float = 0.0,
     min_mask_ratio: float = 0.0,
     loss_average: str = "token",
     config: Any = None,
@@ -96,6 +116,9 @@ def masked_token_loss(
     tube_prob: per-sample probability of a temporal tube mask (`tube_mask`: the same spatial positions masked in
     every latent frame, so the content of a masked position cannot be copied from another frame) instead of
     independent per-token positions; needs the (t, h, w) grid (4-d codes or `grid`).
+    prefix_prob: per-sample probability of a frame-prediction mask (`prefix_frame_mask`: the first latent frames
+    given whole, the rest masked at the drawn ratio), the state `unmask_order="frame"` sampling decodes from; needs
+    the grid; drawn after the tube choice, so it wins where both are drawn.
     min_mask_ratio: mask ratios are at least this (the easy, nearly unmasked samples teach copying, not reading the
     caption).
     loss_average: "token" (mean over all masked tokens of the global batch) or "sample" (each sample's mean over
@@ -107,9 +130,9 @@ def masked_token_loss(
         raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
-    if not (0.0 <= tube_prob <= 1.0 and 0.0 <= min_mask_ratio < 1.0):
-        raise ValueError(f"tube_prob must be in [0, 1] and min_mask_ratio in [0, 1); got {tube_prob}, "
-                         f"{min_mask_ratio}")
+    if not (0.0 <= tube_prob <= 1.0 and 0.0 <= prefix_prob <= 1.0 and 0.0 <= min_mask_ratio < 1.0):
+        raise ValueError(f"tube_prob and prefix_prob must be in [0, 1] and min_mask_ratio in [0, 1); got "
+                         f"{tube_prob}, {prefix_prob}, {min_mask_ratio}")
     if loss_average not in ("token", "sample"):
         raise ValueError(f"loss_average must be 'token' or 'sample'; got {loss_average!r}")
     if codes.ndim == 4:
@@ -137,6 +160,11 @@ def masked_token_loss(
             raise ValueError("tube masks need the (t, h, w) grid: pass codes (b, t, h, w) or grid=")
         tubes = uniform((total,), generator, device) < tube_prob  # (total,) bool
         global_mask = torch.where(tubes[:, None], tube_mask(num_masked, grid, generator, device), global_mask)
+    if prefix_prob > 0:  # likewise: extra draws only when asked
+        if grid is None:
+            raise ValueError("prefix-frame masks need the (t, h, w) grid: pass codes (b, t, h, w) or grid=")
+        prefixed = uniform((total,), generator, device) < prefix_prob  # (total,) bool
+        global_mask = torch.where(prefixed[:, None], prefix_frame_mask(ratios, grid, generator, device), global_mask)
     drop_text = (uniform((total,), generator, device) < cond_drop_prob)[offset : offset + b]  # (b,) bool
     mask = global_mask[offset : offset + b]  # (b, n): this process's rows
     if loss_average == "token":  # mean over the global batch's masked tokens

@@ -42,6 +42,36 @@ def test_tube_prob_one_masks_tubes_and_zero_keeps_the_random_stream():
         masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), tube_prob=0.5)
 
 
+def test_prefix_masks_give_the_first_frames_whole_and_mask_the_rest_at_the_drawn_ratio():
+    from maskgit.objective import prefix_frame_mask
+
+    grid = (4, 3, 3)
+    ratios = torch.rand(3000, generator=torch.Generator().manual_seed(0))
+    mask = prefix_frame_mask(ratios, grid, torch.Generator().manual_seed(1), torch.device("cpu")).view(-1, 4, 9)
+    masked_frames = mask.any(-1)  # (b, t)
+    assert not masked_frames[:, 0].any() and masked_frames.any(-1).all()  # frame 0 always given, >= 1 token masked
+    first = masked_frames.float().argmax(-1)  # the first frame with a masked token
+    assert all(int((first == k).sum()) > 400 for k in (1, 2, 3))  # the kept prefix varies over 1..t-1
+    full = ratios > 0.999
+    one = mask.view(-1, 36)[ratios < 0.01]
+    assert (one.sum(-1) == 1).all()  # max(1, round(ratio * later tokens))
+    for row, k in zip(mask[full], first[full]):  # ratio ~1: every token after the kept frames
+        assert row[k:].all() and not row[:k].any()
+
+    codes, text = codes_and_text(64, 32)
+    _, plain = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID)
+    _, off = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
+                               prefix_prob=0.0)
+    assert torch.equal(plain.mask, off.mask)  # off = the old draws, bit for bit
+    _, on = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
+                              prefix_prob=1.0)
+    assert not on.mask.view(64, *GRID)[:, 0].any() and plain.mask.view(64, *GRID)[:, 0].any()
+    with pytest.raises(ValueError, match="prefix-frame masks need the"):
+        masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), prefix_prob=0.5)
+    with pytest.raises(ValueError, match="at least 2 latent frames"):
+        prefix_frame_mask(ratios[:2], (1, 3, 3), torch.Generator(), torch.device("cpu"))
+
+
 def test_min_mask_ratio_raises_every_rows_masked_fraction():
     codes, text = codes_and_text(256, 32)
     _, free = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(0))

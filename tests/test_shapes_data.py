@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.quality import data_objects
+from benchmarks.quality import data_settings
 from trainers.demo import (
     DIRECTIONS,
     SHAPE_WORDS,
@@ -89,9 +89,10 @@ def test_shapes_folder_prompts_and_manifest(tmp_path):
     assert prompts_table() == prompts_table(DigitDataConfig())  # digits: as before
     assert "objects" not in DigitDataConfig().to_dict() and config.to_dict()["objects"] == "shapes"
     (tmp_path / "manifest.json").write_text(json.dumps({"settings": {"digits": config.to_dict()}}))
-    assert data_objects(tmp_path) == "shapes"
-    (tmp_path / "manifest.json").write_text(json.dumps({"settings": {"digits": DigitDataConfig().to_dict()}}))
-    assert data_objects(tmp_path) == "digits"
+    assert data_settings(tmp_path) == {"objects": "shapes", "seed": 0}
+    digits = DigitDataConfig(seed=3).to_dict()
+    (tmp_path / "manifest.json").write_text(json.dumps({"settings": {"digits": digits}}))
+    assert data_settings(tmp_path) == {"objects": "digits", "seed": 3}
 
 
 def test_shape_judge_reads_new_instances(shape_judge):
