@@ -27,19 +27,21 @@ def test_tube_masks_hide_the_same_positions_in_every_frame():
     assert frames[:, 0].flatten(1).float()[counts == 8].mean(0).sub(4 / 16).abs().max() < 0.12  # uniform positions
 
 
-def test_tube_prob_one_masks_tubes_and_zero_keeps_the_random_stream():
+def _training_mask(grid=GRID, **levers) -> torch.Tensor:
+    """The (64, 32) positions masked_token_loss masks for a fixed batch and generator seed."""
     codes, text = codes_and_text(64, 32)
-    _, plain = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID)
-    _, same = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
-                                tube_prob=0.0)
-    assert torch.equal(plain.mask, same.mask)  # off = the old draws, bit for bit
-    _, tubes = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
-                                 tube_prob=1.0)
-    frames = tubes.mask.view(64, *GRID)
+    _, stats = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=grid, **levers)
+    return stats.mask
+
+
+def test_tube_prob_one_masks_tubes_and_zero_keeps_the_random_stream():
+    plain, same, tubes = (_training_mask(**kw) for kw in ({}, {"tube_prob": 0.0}, {"tube_prob": 1.0}))
+    assert torch.equal(plain, same)  # off = the old draws, bit for bit
+    frames = tubes.view(64, *GRID)
     assert torch.equal(frames[:, 0], frames[:, 1])
-    assert not torch.equal(plain.mask.view(64, *GRID)[:, 0], plain.mask.view(64, *GRID)[:, 1])  # control
+    assert not torch.equal(plain.view(64, *GRID)[:, 0], plain.view(64, *GRID)[:, 1])  # control
     with pytest.raises(ValueError, match="tube masks need the"):
-        masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), tube_prob=0.5)
+        _training_mask(grid=None, tube_prob=0.5)
 
 
 def test_prefix_masks_give_the_first_frames_whole_and_mask_the_rest_at_the_drawn_ratio():
@@ -58,16 +60,11 @@ def test_prefix_masks_give_the_first_frames_whole_and_mask_the_rest_at_the_drawn
     for row, k in zip(mask[full], first[full]):  # ratio ~1: every token after the kept frames
         assert row[k:].all() and not row[:k].any()
 
-    codes, text = codes_and_text(64, 32)
-    _, plain = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID)
-    _, off = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
-                               prefix_prob=0.0)
-    assert torch.equal(plain.mask, off.mask)  # off = the old draws, bit for bit
-    _, on = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), grid=GRID,
-                              prefix_prob=1.0)
-    assert not on.mask.view(64, *GRID)[:, 0].any() and plain.mask.view(64, *GRID)[:, 0].any()
+    plain, off, on = (_training_mask(**kw) for kw in ({}, {"prefix_prob": 0.0}, {"prefix_prob": 1.0}))
+    assert torch.equal(plain, off)  # off = the old draws, bit for bit
+    assert not on.view(64, *GRID)[:, 0].any() and plain.view(64, *GRID)[:, 0].any()
     with pytest.raises(ValueError, match="prefix-frame masks need the"):
-        masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(3), prefix_prob=0.5)
+        _training_mask(grid=None, prefix_prob=0.5)
     with pytest.raises(ValueError, match="at least 2 latent frames"):
         prefix_frame_mask(ratios[:2], (1, 3, 3), torch.Generator(), torch.device("cpu"))
 
