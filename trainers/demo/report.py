@@ -31,8 +31,10 @@ from trainers.demo.judge import DigitJudge, judge_direction
 from trainers.logging import read_metrics
 from trainers.rng import make_generator
 
-AIMS = {"tokenizer.psnr_db": 26.0, "tokenizer.codebook_usage": 0.90, "prompt_following.seen.digit_acc": 0.80,
-        "prompt_following.seen.direction_acc": 0.80}
+# the quality aims the demo is measured against (issue 18's): report.json / report.md say which are met
+AIMS = {"tokenizer.psnr_db": 22.0, "tokenizer.codebook_usage": 0.60,
+        **{f"prompt_following.{group}.{key}": aim for group, digit in (("seen", 0.80), ("held_out", 0.50))
+           for key, aim in (("digit_acc", digit), ("direction_acc", 0.95), ("frame_consistency", 0.90))}}
 
 
 @torch.no_grad()
@@ -231,16 +233,13 @@ def environment() -> dict[str, Any]:
 
 
 def aims_met(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{key: {"value", "aim", "met"}} for every `AIMS` key (dotted paths into the report)."""
     out = {}
     for key, target in AIMS.items():
         value: Any = report
         for part in key.split("."):
             value = value[part]
         out[key] = {"value": value, "aim": target, "met": bool(value >= target)}
-    held = report["prompt_following"]["held_out"]
-    out["prompt_following.held_out (chance 0.10 / 0.25)"] = {
-        "value": [held["digit_acc"], held["direction_acc"]], "aim": "well above chance",
-        "met": bool(held["digit_acc"] >= 0.2 and held["direction_acc"] >= 0.4)}
     return out
 
 
