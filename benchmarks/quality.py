@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from trainers.configs import build_config
+from trainers.demo.digits import OBJECTS
 from trainers.logging import get_logger
 
 log = get_logger("magvit2.experiments")
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("data")
     d.add_argument("--out", required=True)
     d.add_argument("--debian-clips")
-    d.add_argument("--objects", choices=("digits", "shapes"), default="digits",
+    d.add_argument("--objects", choices=OBJECTS, default="digits",
                    help="what the captioned clips show: handwritten digits (the demo's) or drawn shapes")
     for name in ("tokenizer", "codes", "maskgit", "sample"):
         q = sub.add_parser(name)
