@@ -44,6 +44,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def say(line: str) -> None:
+    """`line` and its newline on stderr in one write: print() writes them separately (stderr is write-through), so
+    the lines of several processes sharing one pipe (torchrun) could interleave; one short write is atomic."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: Sequence[str] | None = None) -> int:
     """Parse, call `main(args)`, map user errors to exit code 2 with one line."""
@@ -53,18 +60,18 @@ def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentP
         main(args)
     except USER_ERRORS as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        say(f"{parser.prog}: error: {message}")
         return 2
     except OSError as e:
         if not disk_full(e):  # a full disk anywhere (metrics, samples, outputs): one line too
             raise
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        say(f"{parser.prog}: error: {e}")
         return 2
     except NonFiniteLossError as e:
-        print(f"{parser.prog}: stopped: {e}", file=sys.stderr)
+        say(f"{parser.prog}: stopped: {e}")
         return 1
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        say(f"{parser.prog}: interrupted")
         return 130
     return 0
 

@@ -5,6 +5,7 @@ DIR."""
 from __future__ import annotations
 
 import sys
+import weakref
 from pathlib import Path
 
 import torch
@@ -68,6 +69,8 @@ def unequal_rows(folder: Path) -> None:
     loss.backward()
     grad = torch.cat([p.grad.flatten() for p in acc.unwrap_model(model).parameters() if p.grad is not None])
     torch.save({"world_size": world, "grad": grad}, folder / f"rows-{rank}.pt")
+    del model  # the DDP reducer before the process group, as trainers.base.Trainer.close does
+    acc.free_memory()
     acc.end_training()
 
 
@@ -83,9 +86,18 @@ def ddp_settings(folder: Path) -> None:
     report = {"world_size": t.world_size,
               "g": [type(t.g_forward).__name__, t.g_forward.find_unused_parameters, t.g_forward.broadcast_buffers],
               "d": [type(t.d_forward).__name__, t.d_forward.find_unused_parameters, t.d_forward.broadcast_buffers]}
-    (folder / f"ddp-{t.rank}.json").write_text(json.dumps(report))
+    wrappers = [weakref.ref(t.g_forward), weakref.ref(t.d_forward)]
+    end_training = t.accelerator.end_training
+
+    def record_then_end() -> None:  # were the DDP wrappers (and their reducers) gone before the group was destroyed?
+        report["wrappers_alive_at_destroy"] = [w() is not None for w in wrappers]
+        end_training()
+
+    t.accelerator.end_training = record_then_end
     t.fit()
     t.close()
+    report["after_close"] = [type(t.g_forward).__name__, type(t.d_forward).__name__]
+    (folder / f"ddp-{t.rank}.json").write_text(json.dumps(report))
 
 
 def horizon(folder: Path) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from scripts.index import main as index_main
+from tests.helpers.commands import run_or_dump
 from trainers.data import index as idx
 from trainers.data.folders import VideoFolderDataset
 
@@ -195,9 +195,8 @@ def test_under_two_ranks_rank0_builds_and_rank1_reads(root, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), str(root), str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=110)
+    out = run_or_dump([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       str(script), str(root), str(tmp_path)], env=env, timeout=110)
     assert out.returncode == 0, out.stderr[-2000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2]

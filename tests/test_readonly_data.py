@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fs_mounts import remount_readonly, tmpfs
+from tests.helpers.commands import run_or_dump
 from trainers.data import index as idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,9 +112,8 @@ def test_two_processes_find_the_same_cached_index(readonly_data, cache, tmp_path
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(script), str(readonly_data), str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=110)
+    out = run_or_dump([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       str(script), str(readonly_data), str(tmp_path)], env=env, timeout=110)
     assert out.returncode == 0, out.stderr[-2000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from magvit2 import VideoTokenizer, preset_config
+from tests.helpers.commands import run_or_dump
 from trainers.commands import tokenize_folder as tf
 from trainers.data.codes import CodeShardDataset
 
@@ -93,7 +93,7 @@ def test_two_processes_under_torchrun_write_the_same_shards(setup, tmp_path):
            "-m", "scripts.tokenize_videos", "--tokenizer", str(tok), "--data", str(clips), "--out",
            str(tmp_path / "two"), "--num-frames", "5", "--epochs", "2", "--shard-size", "2", "--batch-size", "1",
            "--seed", "3", "--device", "cpu", "--max-bad-fraction", "0.5"]
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=230)
+    out = run_or_dump(cmd, env=env, timeout=230)
     assert out.returncode == 0, out.stderr[-3000:]
     index = json.loads((tmp_path / "two" / "index.json").read_text())
     assert index["world_size"] == 2

@@ -409,10 +409,21 @@ class Trainer(CheckpointedRun):
         self.metrics.log(values, step=self.step, kind="val")
         self.metrics.log_samples(self.run_dir / "samples" / f"step-{self.step:08d}", self.step)
 
+    # attributes holding what `prepare_ddp` returned (DDP wrappers); `close` puts the bare modules back
+    ddp_attributes: tuple[str, ...] = ()
+
     def close(self) -> None:
         """End the run's distributed state (every process waits, then the process group is destroyed, so no
-        process exits while another still talks to it). Call once after `fit` in a launched script."""
+        process exits while another still talks to it). Call once after `fit` in a launched script.
+
+        The DDP wrappers go first, while the process group is still registered: a wrapper's C++ reducer that drops
+        the group's last reference destroys it holding the GIL, and gloo's destructor then waits for its worker
+        thread, which may need the GIL to free the last collective's tensors: a rare hang at exit (pytorch#56297).
+        Dropped from Python (destroy_process_group), the group is destroyed without the GIL."""
         self.accelerator.wait_for_everyone()
+        for name in self.ddp_attributes:
+            setattr(self, name, self.accelerator.unwrap_model(getattr(self, name), keep_torch_compile=False))
+        self.accelerator.free_memory()  # the accelerator's own references to the wrappers; collects them
         self.accelerator.end_training()
 
     def _catch_sigterm(self) -> Any:

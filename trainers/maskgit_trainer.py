@@ -60,6 +60,7 @@ class MaskGitTrainer(Trainer):
     """
 
     name, export_name = "maskgit", "pipeline"
+    ddp_attributes = ("model",)
 
     def __init__(self, config: MaskGitTrainConfig, tokenizer: str | Path, run_dir: str | Path,
                  codes_dir: str | Path | None = None, data_dirs: list[str | Path] | None = None,

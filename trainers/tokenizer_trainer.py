@@ -51,6 +51,7 @@ class TokenizerTrainer(Trainer):
     """Train a `VideoTokenizer` on folders of videos/images. `fit()` runs until max_steps or max_minutes."""
 
     name, export_name = "tokenizer", "tokenizer"
+    ddp_attributes = ("g_forward", "d_forward")
 
     def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
                  val_dir: str | Path | None = None, resume: str | None = None,

@@ -3,9 +3,11 @@ tests/faults.py) or in-process through their `main`, and the one-line errors the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +19,40 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_T
 
 
 def launch(module: str, *args: str, processes: int = 1, faults: tuple[str, ...] = (), env: dict | None = None,
-           timeout: int = 300) -> subprocess.CompletedProcess:
-    """`module` on 1 process, or on `processes` under torchrun (gloo), optionally through tests/faults.py."""
+           timeout: int = 240) -> subprocess.CompletedProcess:
+    """`module` on 1 process, or on `processes` under torchrun (gloo), optionally through tests/faults.py. A run
+    past `timeout` (under pytest's own 300 s) fails with every process's Python stacks (see `run_or_dump`)."""
     target = [str(REPO / "tests" / "faults.py"), *faults, module] if faults else ["-m", module]
     if processes > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                *(target if faults else ["-m", module])]
     else:
         cmd = [sys.executable, *target]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=REPO,
-                          timeout=timeout)
+    return run_or_dump([*cmd, *args], env={**ENV, **(env or {})}, timeout=timeout)
+
+
+def run_or_dump(cmd: list[str], env: dict, timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`cmd` in a subprocess; past `timeout`, SIGABRT to it and every descendant (torchrun starts its workers in
+    sessions of their own) so that each Python process prints all its threads' stacks (PYTHONFAULTHANDLER), then an
+    AssertionError that shows them: a hung distributed test says where it hung instead of only that it did."""
+    import psutil  # accelerate's dependency
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env={**env, "PYTHONFAULTHANDLER": "1"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        family = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+        for p in family:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGABRT)
+        _, alive = psutil.wait_procs(family, timeout=15)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd[:8])} ... hung for {timeout} s; its stacks:\n{err[-12000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
