@@ -104,12 +104,13 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
     start = time.monotonic()
     trainer = TokenizerTrainer(build_config("tokenizer", "demo", overrides=overrides),
                                [data / "tokenizer/train", data / "digits/train"], run, val_dir=data / "tokenizer/val",
-                               init_from=a.init_from)
+                               init_from=a.init_from, init_from_image=a.init_from_image)
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
     held_out = evaluate_tokenizer(run / "tokenizer", data / "tokenizer/val", NUM_FRAMES)
     legible = digit_legibility(run / "tokenizer", data / "digits/val", make_judge(a), NUM_FRAMES)
     record(root, {"kind": "tokenizer", "name": a.name, "set": changes, "steps": summary["step"],
+                  "init_from": a.init_from, "init_from_image": a.init_from_image,
                   "minutes": round(minutes, 2), "seed": a.seed,
                   **{k: held_out[k] for k in ("psnr_db", "ssim", "codebook_usage", "perplexity")},
                   "psnr_db_by_source": held_out["psnr_db_by_source"],
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--codes")
         q.add_argument("--pipeline")
         q.add_argument("--init-from")
+        q.add_argument("--init-from-image")
         q.add_argument("--videos-per-seen", type=int, default=4)
         q.add_argument("--videos-per-heldout", type=int, default=8)
         q.add_argument("--sample-seed", type=int, default=0)

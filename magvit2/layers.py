@@ -202,6 +202,31 @@ class TimeUpsample(nn.Module):
         return x[:, :, 1:] if self.first_alone else x
 
 
+@torch.no_grad()
+def inflate_image_weights_(module: nn.Module) -> int:
+    """Make a tokenizer trained on still images (1-frame clips) a video model that starts as that image model frame
+    by frame (MAGVIT-v2's inflation, for causal convs that pad with first-frame copies). A still image reaches every
+    temporal tap of a CausalConv3d (it is padded with copies of itself), so only the taps' sum was trained: the sum
+    goes to the newest tap and the others become zero. Of each first-frame-alone TimeUpsample's two output frames an
+    image trains only the second, which the first now copies. A still image's output is unchanged. In place;
+    returns how many layers changed."""
+    changed = 0
+    for m in module.modules():
+        if isinstance(m, TimeUpsample) and m.first_alone:
+            conv = m.conv.conv  # output channels laid out (c r), r = 2: even channels make each pair's first frame
+            conv.weight[0::2] = conv.weight[1::2]
+            if conv.bias is not None:
+                conv.bias[0::2] = conv.bias[1::2]
+            changed += 1
+    for m in module.modules():
+        if isinstance(m, CausalConv3d) and m.conv.weight.shape[2] > 1:
+            weight = m.conv.weight  # (c_out, c_in, k_t, k_h, k_w)
+            weight[:, :, -1] = weight.sum(2)
+            weight[:, :, :-1] = 0
+            changed += 1
+    return changed
+
+
 def sequential_forward(layers: nn.ModuleList, x: Tensor, cond: Tensor | None) -> Tensor:
     """Run blocks in order, passing `cond` to each (plain blocks ignore it; no sticky state between layers)."""
     for layer in layers:

@@ -22,7 +22,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
 
 
 # how the trainers' errors name their inputs when called from these commands (the Python API names its keywords)
-TRAINER_FLAGS = ArgNames(run_dir="--out", resume="--resume", init_from="--init-from", data="--data",
+TRAINER_FLAGS = ArgNames(run_dir="--out", resume="--resume", init_from="--init-from",
+                         init_from_image="--init-from-image", data="--data",
                          val_data="--val-data", codes="--codes", val_codes="--val-codes", tokenizer="--tokenizer",
                          sample_prompts="--sample-prompts", batch_size="--batch-size", keep_last="--keep-last")
 

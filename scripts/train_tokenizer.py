@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "only; fresh optimizers, discriminator and schedule; its architecture replaces the preset's)",
                        seed="seed of weights, data order and augmentation",
                        num_frames="frames per training clip (1 + k*time_compression)", compiled="tokenizer")
+    p.add_argument("--init-from-image", metavar="PATH", help="start from a tokenizer trained on still images "
+                   "(--num-frames 1), inflated to video: each causal conv's temporal taps summed into its newest "
+                   "one, so the video model starts as the image model on every frame (MAGVIT-v2); weights only, "
+                   "as --init-from")
     return p
 
 
@@ -49,7 +53,7 @@ def train(args: argparse.Namespace) -> None:
     from trainers.tokenizer_trainer import TokenizerTrainer
 
     trainer = TokenizerTrainer(make_config(args), args.data, args.out, val_dir=args.val_data, resume=args.resume,
-                               init_from=args.init_from, names=TRAINER_FLAGS)
+                               init_from=args.init_from, init_from_image=args.init_from_image, names=TRAINER_FLAGS)
     fit_and_report(trainer, "tokenizer")
 
 

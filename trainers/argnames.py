@@ -19,6 +19,7 @@ class ArgNames:
     run_dir: str = "run_dir="
     resume: str = "resume="
     init_from: str = "init_from="
+    init_from_image: str = "init_from_image="
     data: str = "data_dirs="
     val_data: str = "val_dir="
     codes: str = "codes_dir="

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from magvit2 import VideoTokenizer, preset_config
+from magvit2.layers import inflate_image_weights_
 from magvit2.losses import TokenizerLoss
 from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import to_uint8
@@ -55,16 +56,23 @@ class TokenizerTrainer(Trainer):
 
     def __init__(self, config: TokenizerTrainConfig, data_dirs: list[str | Path], run_dir: str | Path,
                  val_dir: str | Path | None = None, resume: str | None = None,
-                 init_from: str | Path | None = None, names: ArgNames = KEYWORDS) -> None:
+                 init_from: str | Path | None = None, init_from_image: str | Path | None = None,
+                 names: ArgNames = KEYWORDS) -> None:
         super().__init__(config, run_dir, resume, "magvit2.train", names)
         torch.manual_seed(config.run.seed)  # identical initial weights on every process
-        self.initialised_from = init_from
-        if init_from is None:  # the architecture: the preset plus overrides, or --init-from's (any architecture)
+        if init_from is not None and init_from_image is not None:
+            raise ValueError(f"give {names['init_from']} or {names['init_from_image']}, not both")
+        self.initialised_from = init_from if init_from is not None else init_from_image
+        if self.initialised_from is None:  # the architecture: the preset plus overrides, or the initial tokenizer's
             self.tokenizer = VideoTokenizer(preset_config(config.preset, **config.tokenizer))
         else:
             # a Hub id becomes the exported card's base_model
-            self.tokenizer, folder = load_init_tokenizer(init_from, names["init_from"])
+            flag = names["init_from"] if init_from is not None else names["init_from_image"]
+            self.tokenizer, folder = load_init_tokenizer(self.initialised_from, flag)
             self.log.info("initialised weights from %s (fresh optimizers, discriminator and schedule)", folder)
+            if init_from_image is not None:  # trained on still images: start as that model on every frame
+                layers = inflate_image_weights_(self.tokenizer)
+                self.log.info("inflated %d temporal layers of the image tokenizer to video", layers)
         self.tok_config = self.tokenizer.config
         self.tokenizer.to(self.device).train()
         self.loss_fn = TokenizerLoss(config.loss, self.tok_config).to(self.device).train()
@@ -114,7 +122,7 @@ class TokenizerTrainer(Trainer):
         stats = self.train_set.stats
         self.log.info("tokenizer: %dx%d frames, %d-frame clips, %d codes (%s; --preset tiny|demo|base|paper, "
                       "--resolution N)", *self.tok_config.image_size, d.num_frames, self.tokenizer.codebook_size,
-                      "the --init-from tokenizer" if self.initialised_from else f"preset {c.preset}")
+                      f"the tokenizer of {self.initialised_from}" if self.initialised_from else f"preset {c.preset}")
         self.log.info("training clips: %d usable of %d files (%d skipped); validation clips: %s", len(self.train_set),
                       stats.num_files, stats.num_skipped, len(self.val_set) if self.val_set is not None else 0)
         if note := size_note(self.train_set):  # clips of another size: resized, and the log says so
