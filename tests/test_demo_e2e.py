@@ -26,6 +26,11 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     for key in ("psnr_db", "ssim", "codebook_usage"):
         assert 0 <= report["tokenizer"][key] < 100
+    # stage one: still frames, then the video tokenizer inflated from them (trainers.demo.stage_one)
+    assert report["tokenizer"]["image_steps"] == report["tokenizer"]["steps"] == 6
+    image_run = json.loads((out / "tokenizer-image" / "tokenizer" / "config.json").read_text())
+    assert image_run["training"]["num_frames"] == 1, image_run.get("training")
+    assert "on still frames and 6 on clips" in (out / "report.md").read_text()
     assert 0 <= report["maskgit"]["val_token_accuracy"] <= 1
     for group, n in (("seen", 30), ("held_out", 10)):
         scores = report["prompt_following"][group]

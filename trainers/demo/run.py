@@ -17,10 +17,10 @@ from trainers.configs import build_config
 from trainers.demo import build_demo_data
 from trainers.demo.digits import DigitDataConfig
 from trainers.demo.photos import PhotoDataConfig
+from trainers.demo.stage_one import train_stage_one
 from trainers.logging import get_logger
 from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
-from trainers.tokenizer_trainer import TokenizerTrainer
 
 log = get_logger("magvit2.demo")
 # stage one as `make demo` trains it: "fsq" (the default: FSQ codes, no GAN, what learned digit shapes fastest in
@@ -88,9 +88,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     preset = "tiny" if tiny else "demo"
     limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
     tok_run = out / "tokenizer"
-    overrides = {**DEMO_TOKENIZERS[tokenizer], "run": {"seed": seed, **limit}}
-    TokenizerTrainer(build_config("tokenizer", preset, overrides=overrides),
-                     [data / "tokenizer/train", data / "digits/train"], tok_run, val_dir=data / "tokenizer/val").fit()
+    stage_one = train_stage_one(preset, {**DEMO_TOKENIZERS[tokenizer], "run": {"seed": seed}},
+                                [data / "tokenizer/train", data / "digits/train"], data / "tokenizer/val", out, limit)
     stage("tokenizer")
 
     frames = 5 if tiny else 9
@@ -119,7 +118,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     mg_summary = json.loads((mg_run / "summary.json").read_text())
     report = {
         "tokenizer": {**evaluate_tokenizer(tok_run / "tokenizer", data / "tokenizer/val", frames),
-                      "steps": tok_summary["step"]},
+                      "steps": tok_summary["step"], "image_steps": stage_one["image_steps"]},
         "maskgit": {"val_token_accuracy": mg_summary["val_accuracy"], "val_loss": mg_summary["val_loss"],
                     "accuracy_by_ratio": {k.split("@")[1]: v for k, v in mg_summary.items()
                                           if k.startswith("val_accuracy@")},
