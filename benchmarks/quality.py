@@ -8,6 +8,7 @@ the same step budget, judged by the demo's own judges.
         --steps 1300 --set tube_mask_prob=0.5 [--sample unmask_order=random ...]
     python -m benchmarks.quality sample --data runs/exp/data --pipeline runs/exp/maskgit-tube/pipeline \\
         --name tube+random --sample unmask_order=random
+    python -m benchmarks.quality legibility --data runs/exps/data --tokenizer runs/exp/tokenizer-base/tokenizer
 
 `--set` overrides the demo recipe (dotted keys into the train config, values parsed as YAML: `maskgit.dim=192`,
 `optim.lr=3e-3`); `--sample` overrides the pipeline's sampling settings at judging time. Every run appends one
@@ -129,6 +130,17 @@ def cmd_codes(a: argparse.Namespace) -> None:
                         num_frames=NUM_FRAMES)
 
 
+def cmd_legibility(a: argparse.Namespace) -> None:
+    """How legible `--tokenizer`'s reconstructions of `--data`'s validation clips are to that data's judge (the
+    shapes set checks a tokenizer on objects the demo never shows it)."""
+    from trainers.demo.report import digit_legibility
+
+    data = Path(a.data)
+    legible = digit_legibility(Path(a.tokenizer), data / "digits/val", make_judge(a), NUM_FRAMES)
+    record(data.parent, {"kind": "legibility", "name": a.name, "tokenizer": a.tokenizer,
+                         "objects": data_settings(data)["objects"], **legible})
+
+
 def judge_pipeline(a: argparse.Namespace, pipeline: Path, out: Path) -> dict[str, Any]:
     from trainers.demo.report import generate_and_judge
 
@@ -174,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--debian-clips")
     d.add_argument("--objects", choices=OBJECTS, default="digits",
                    help="what the captioned clips show: handwritten digits (the demo's) or drawn shapes")
-    for name in ("tokenizer", "codes", "maskgit", "sample"):
+    for name in ("tokenizer", "codes", "maskgit", "sample", "legibility"):
         q = sub.add_parser(name)
         q.add_argument("--data", required=True)
         q.add_argument("--name", default=name)
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     {"data": cmd_data, "tokenizer": cmd_tokenizer, "codes": cmd_codes, "maskgit": cmd_maskgit,
-     "sample": cmd_sample}[a.command](a)
+     "sample": cmd_sample, "legibility": cmd_legibility}[a.command](a)
     return 0
 
 
