@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (must be new or empty)")
     p.add_argument("--data", default="data/demo", help="where the demo data is built (reused when up to date)")
     p.add_argument("--minutes", type=positive_float, default=12.0,
-                   help="training minutes: 40%% tokenizer, 60%% MaskGit (step caps scale with it)")
+                   help="training minutes: 40%% tokenizer (a third of it on still frames, then clips from the "
+                        "inflated image model), 60%% MaskGit (step caps scale with it)")
     p.add_argument("--debian-clips", default="data/debian_clips", help="real clips from scripts/fetch_demo_clips.sh")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer", choices=("fsq", "lfq-gan"), default="fsq",
