@@ -1,6 +1,7 @@
-"""The repository is self-contained: nothing in it reads files that sit beside a checkout (such as `../shared`, which
-only a developer's and CI's machines have). `.ci/run` also runs the whole suite from a clone in a temporary folder.
-The tests share helpers through tests/helpers/ and fixtures through tests/conftest.py, never through each other."""
+"""The repository is self-contained: nothing in it reads files that sit beside a checkout (such as the reference
+folder `shared` next to it, which only a developer's and CI's machines have). `.ci/run` also runs the whole suite
+from a clone in a temporary folder. The tests share helpers through tests/helpers/ and fixtures through
+tests/conftest.py, never through each other."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# a path that climbs out of the repository to a sibling folder: "../shared", parents[2] / "shared", ...
+# a path that climbs out of the repository to the sibling folder `shared`: dot-dot-slash, parents[2] / "shared", ...
 _OUTSIDE = re.compile(r"(\.\./shared|parents\[[2-9]\]\s*/\s*[\"']shared)")
 
 
