@@ -17,7 +17,7 @@ from trainers.configs import build_config
 from trainers.demo import build_demo_data
 from trainers.demo.digits import DigitDataConfig
 from trainers.demo.photos import PhotoDataConfig
-from trainers.demo.stage_one import train_stage_one
+from trainers.demo.stage_one import IMAGE_BATCH, train_stage_one
 from trainers.logging import get_logger
 from trainers.maskgit_trainer import MaskGitTrainer
 from trainers.recipes import MASKGIT_RECIPES, TOKENIZER_RECIPES
@@ -89,7 +89,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
     tok_run = out / "tokenizer"
     stage_one = train_stage_one(preset, {**DEMO_TOKENIZERS[tokenizer], "run": {"seed": seed}},
-                                [data / "tokenizer/train", data / "digits/train"], data / "tokenizer/val", out, limit)
+                                [data / "tokenizer/train", data / "digits/train"], data / "tokenizer/val", out, limit,
+                                image_batch=None if tiny else IMAGE_BATCH)  # tiny: the tiny recipe's batch
     stage("tokenizer")
 
     frames = 5 if tiny else 9

@@ -17,10 +17,11 @@ IMAGE_BATCH = 32  # frames per image batch (the video batches hold 8 clips of 9 
 
 
 def train_stage_one(preset: str, overrides: dict[str, Any], data_dirs: list[Path], val_dir: Path, out: Path,
-                    limit: dict[str, float]) -> dict[str, int]:
+                    limit: dict[str, float], image_batch: int | None = IMAGE_BATCH) -> dict[str, int]:
     """Images into `out/tokenizer-image`, then video into `out/tokenizer`. `limit` is stage one's whole budget:
     {"max_minutes", "max_steps"} (each phase decays its LR over the steps that fit in its minutes), or {"max_steps"}
-    alone (tests: that many steps per phase, at the recipe's batch size). Returns both phases' step counts."""
+    alone (that many steps per phase). `image_batch`: frames per image batch (None: the recipe's batch size).
+    Returns both phases' step counts."""
     start, run = time.monotonic(), dict(overrides.get("run", {}))
 
     def phase(name: str, run_limits: dict[str, Any], data: dict[str, Any], **init: Path) -> int:
@@ -31,9 +32,10 @@ def train_stage_one(preset: str, overrides: dict[str, Any], data_dirs: list[Path
 
     timed = "max_minutes" in limit
     minutes = limit.get("max_minutes", 0.0)
+    # timed: the minutes end the image phase (its step cap is only a bound: image steps are cheaper than clip steps)
     image_limits = ({"max_minutes": round(minutes * IMAGE_SHARE, 2), "max_steps": 20 * int(limit["max_steps"]),
                      "schedule_horizon": "max_minutes"} if timed else {"max_steps": limit["max_steps"]})
-    image_data = {"num_frames": 1, **({"batch_size": IMAGE_BATCH} if timed else {})}  # tests: the recipe's batch
+    image_data = {"num_frames": 1, **({"batch_size": image_batch} if image_batch else {})}
     image_steps = phase("tokenizer-image", image_limits, image_data)
     left = max(minutes - (time.monotonic() - start) / 60, 0.1)
     video_limits = ({"max_minutes": round(left, 2), "max_steps": limit["max_steps"], "schedule_horizon": "max_minutes"}
