@@ -69,7 +69,7 @@ def unequal_rows(folder: Path) -> None:
     loss.backward()
     grad = torch.cat([p.grad.flatten() for p in acc.unwrap_model(model).parameters() if p.grad is not None])
     torch.save({"world_size": world, "grad": grad}, folder / f"rows-{rank}.pt")
-    del model  # the DDP reducer before the process group, as trainers.base.Trainer.close does
+    del model  # the DDP reducer before the process group, as trainers.process_group.ProcessGroupRun.close does
     acc.free_memory()
     acc.end_training()
 

@@ -224,6 +224,7 @@ def test_an_empty_prompt_is_one_message_and_a_bad_model_folder_too(app, artefact
     assert "Traceback" not in text and "Traceback" not in page.content()
     page.click("text=Model")
     page.fill("#model-path textarea, #model-path input", "/nonexistent/pipeline")
+    page.keyboard.press("Tab")  # commit the field before the click reads it (as for the seed field below)
     page.click("#load")
     text = toast_text(page, "does not exist")
     assert "/nonexistent/pipeline" in text and "Traceback" not in text
