@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 SIZES = {  # name: (maskgit architecture, global batch, steps)
-    "demo": ({"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4}, 16, 20),  # the maskgit demo preset
+    # the demo preset's sizes, with learned positions and no text-adaptive norms (the preset before wave 6)
+    "demo": ({"dim": 128, "depth": 4, "heads": 4, "dim_head": 32, "ff_mult": 4}, 16, 20),
     "medium": ({"dim": 256, "depth": 8, "heads": 8, "dim_head": 32, "ff_mult": 4}, 8, 8),
 }
 TEXT = "tiny:384"

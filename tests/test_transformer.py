@@ -242,7 +242,8 @@ def test_from_pretrained_refuses_other_weights_and_kinds(tmp_path):
 def test_presets():
     assert list(MASKGIT_PRESETS) == ["tiny", "demo", "base", "paper"]
     assert maskgit_preset("base") == {"dim": 768, "depth": 12, "heads": 12, "dim_head": 64, "ff_mult": 4,
-                                      "position_encoding": "both"}
+                                      "position_encoding": "both", "text_adaptive_norm": True}
+    assert all(maskgit_preset(name)["text_adaptive_norm"] for name in ("demo", "base", "paper"))
     copy = maskgit_preset("tiny")
     copy["dim"] = 999
     assert MASKGIT_PRESETS["tiny"]["dim"] == 32  # a copy, not the table itself

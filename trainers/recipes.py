@@ -72,7 +72,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "pipeline": {"num_inference_steps": 4, "guidance_scale": 2.0},
     },
     # the CPU demo (make demo): 3x8x8 = 192 tokens of the demo tokenizer's 1000 FSQ codes, 1200 captioned
-    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (1.8M params) at batch 16 runs
+    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (2.5M params) at batch 16 runs
     # ~0.33 s/update on 2 cores (1300 updates in the demo's 7.2 minutes)
     "demo": {
         "cond_drop_prob": 0.1,
