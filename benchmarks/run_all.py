@@ -114,13 +114,13 @@ def bench_tokenizer() -> None:
 
 
 def bench_maskgit() -> None:
-    from maskgit import MaskGitConfig, MaskGitTransformer
+    from maskgit import MaskGitConfig, MaskGitTransformer, maskgit_preset
     from maskgit.sampler import make_guided_logits_fn, sample
     from maskgit.text import TinyTextEncoder
 
     torch.manual_seed(0)
-    config = MaskGitConfig(codebook_size=1000, latent_shape=(3, 8, 8), dim=128, depth=4, heads=4, dim_head=32,
-                           text_dim=384)  # the demo's sizes and token grid (the preset before wave 6: no adaLN)
+    config = MaskGitConfig(codebook_size=1000, latent_shape=(3, 8, 8), text_dim=384,
+                           **maskgit_preset("demo"))  # the demo's transformer and token grid
     model = MaskGitTransformer(config).eval()
     text = TinyTextEncoder(dim=384).encode(["the digit seven moving up"] * 8)
     logits_fn = make_guided_logits_fn(model, text)

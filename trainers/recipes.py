@@ -72,8 +72,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "pipeline": {"num_inference_steps": 4, "guidance_scale": 2.0},
     },
     # the CPU demo (make demo): 3x8x8 = 192 tokens of the demo tokenizer's 1000 FSQ codes, 1200 captioned
-    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (2.5M params) at batch 16 runs
-    # ~0.33 s/update on 2 cores (1300 updates in the demo's 7.2 minutes)
+    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (2.48M params) at batch 16 runs
+    # ~0.41 s/update on 2 cores (975 updates in the demo's 6.6 minutes, fresh clone, wave 6)
     "demo": {
         "cond_drop_prob": 0.1,
         "text_encoder": "default",
@@ -84,7 +84,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         # lr 2e-3 vs 1e-3 in the 7-minute demo: seen-prompt digit accuracy 42.5% vs 34.2% (120 videos each)
         "optim": {"lr": 2e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
         # 48 decoding steps vs 12 (4 tokens per step instead of 16): frame consistency on held-out prompts 4-6% ->
-        # 11-15% on three models, digit accuracy within noise; 100 videos take ~1.7 min instead of ~0.4
+        # 11-15% on three models, digit accuracy within noise; the demo's 100 videos take 1.4 min instead of 0.4
         "pipeline": {"num_inference_steps": 48, "guidance_scale": 3.0},
     },
     # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
