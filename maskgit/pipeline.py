@@ -272,6 +272,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         callback: StepCallback | None = None,
         mask_schedule: str | None = None,
         unmask_order: str | None = None,
+        refine_steps: int | None = None,
+        refine_ratio: float | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -287,6 +289,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         num_frames must be 1 + k*f (f = tokenizer.time_compression); above `max_num_frames` the video is made of
         overlapping windows, each primed on the last `window_overlap` latent frames of the previous one (default:
         half a window; `maskgit.windows`). height / width: checked against the tokenizer's frame size.
+        refine_steps / refine_ratio: rounds after the last step that redraw a random share of the tokens given the
+        rest, keeping the more likely one (`maskgit.sampler`; one model pass each; default from `self.defaults`).
         guidance_scale s >= 0: `uncond + s*(cond - uncond)` on the logits; 1 = no guidance; a (start, end) pair
         ramps linearly over the steps.
         generator: every random draw comes from it (any device); the same seed gives the same codes and video. A
@@ -319,7 +323,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, temperature=temperature,
                           choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule,
-                          unmask_order=unmask_order)
+                          unmask_order=unmask_order, refine_steps=refine_steps, refine_ratio=refine_ratio)
         windows = self.plan(s.num_frames, window_overlap)
         grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
@@ -354,7 +358,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                     temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
                     top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
                     known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn, order=s.unmask_order,
-                    frame_tokens=math.prod(part[1:]),
+                    frame_tokens=math.prod(part[1:]), refine_steps=s.refine_steps, refine_ratio=s.refine_ratio,
                 ).view(b, *part)
                 known[:, span] = codes
                 bar.update((index + 1) * steps - bar.n)  # decoding may finish early (fewer unknown tokens)

@@ -34,6 +34,10 @@ class PipelineDefaults:
     mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
     # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", or "frame" (earlier latent frames first)
     unmask_order: str = "confidence"
+    # after the last step, rounds that redraw a random refine_ratio of the tokens given the rest and keep the more
+    # likely token (maskgit.sampler: one model pass each; 0 = plain MaskGIT)
+    refine_steps: int = 0
+    refine_ratio: float = 0.125
     fps: float = 8  # frame rate for written videos (metadata only)
 
     def __post_init__(self) -> None:
@@ -46,6 +50,10 @@ class PipelineDefaults:
         positive_int("num_frames", self.num_frames, allow_none=True)
         positive_int("num_inference_steps", self.num_inference_steps)
         positive_int("top_k", self.top_k, allow_none=True)
+        if isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) or self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be an int >= 0; got {self.refine_steps!r}")
+        if not (_is_number(self.refine_ratio) and 0.0 < self.refine_ratio <= 1.0):
+            raise ValueError(f"refine_ratio must be in (0, 1]; got {self.refine_ratio!r}")
         g = self.guidance_scale
         if isinstance(g, list):
             object.__setattr__(self, "guidance_scale", g := tuple(g))

@@ -14,6 +14,12 @@ Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0
   4. the mask_len lowest-confidence positions go back to [MASK].
 Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
 
+Refinement (off by default; `refine_steps` > 0): MaskGIT never revisits a token, so a token fixed early, from little
+context, stays even when the finished video contradicts it. After the last step, each of `refine_steps` rounds
+re-masks a random `refine_ratio` of the sampled positions (never primes), redraws them in one pass given everything
+else, and keeps a redraw only where it is more likely than the token it would replace under the same distribution
+(a greedy form of Mask-Predict's re-masking; guidance at its last-step value). Each round costs one model pass.
+
 Classifier-free guidance (diffusers / aMUSEd / lucidrains convention): `guided = uncond + s * (cond - uncond)` on the
 raw logits, before temperature and filtering (the same as on log-softmax: the per-position log-normaliser terms only
 shift every logit of a position by one constant, which softmax ignores). s = 1: conditional only (the uncond half is
@@ -37,7 +43,7 @@ from magvit2.torch_utils import uniform
 
 from .schedule import mask_ratio, num_to_mask
 from .text import TextEmbedding, as_text_embedding
-from .transformer import merge_codes
+from .transformer import merge_codes, split_codes
 
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 # which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
@@ -112,6 +118,24 @@ def _gumbel_max(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (logp - u.log_().neg_().log_()).argmax(dim=-1)
 
 
+def _split_logits_and_sample(logits: Sequence[torch.Tensor], temperature: float, top_k: int | None, top_p: float | None,
+                             generator: Generators, current: Sequence[torch.Tensor] | None = None
+                             ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """Draws one sub-id per factor from (B, n, V_k) logits. Returns the sub-ids, their summed log-probability
+    (B, n) under the sampling distribution and, when `current` sub-ids are given, theirs under the same one."""
+    sub_ids, log_conf = [], 0.0
+    log_current = None if current is None else 0.0
+    for k, lg in enumerate(logits):
+        lg = filter_logits(lg, top_k, top_p)
+        ids, logp = _sample_categorical(lg, temperature, generator)
+        sub_ids.append(ids)
+        log_conf = log_conf + logp
+        if current is not None:
+            full = lg.log_softmax(dim=-1) if temperature <= 0 else (lg / temperature).log_softmax(dim=-1)
+            log_current = log_current + full.gather(-1, current[k][..., None]).squeeze(-1)
+    return sub_ids, log_conf, log_current
+
+
 def _uniform(shape: tuple[int, int], generator: Generators, device: torch.device) -> torch.Tensor:
     """U[0, 1) of `shape` (B, n); with a list of generators, row b from generator b."""
     if isinstance(generator, torch.Generator):
@@ -131,6 +155,20 @@ def _check_logits(out: Sequence[torch.Tensor] | torch.Tensor, rows: int, n: int,
         if tuple(lg.shape) != (rows, n, v):
             raise ValueError(f"logits_fn returned shape {tuple(lg.shape)}; expected {(rows, n, v)}")
     return tuple(out)
+
+
+def _guided_logits(logits_fn: LogitsFn, codes: torch.Tensor, scale: float,
+                   vocab_sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Float32 logits per factor for `codes` (B, n): conditional only at scale 1, else one 2B pass, guided."""
+    b, n = codes.shape
+    if scale == 1.0:
+        return [lg.float() for lg in _check_logits(logits_fn(codes), b, n, vocab_sizes)]
+    both = _check_logits(logits_fn(torch.cat([codes, codes])), 2 * b, n, vocab_sizes)
+    guided = []
+    for lg in both:
+        cond, uncond = lg.float().chunk(2)
+        guided.append(uncond + scale * (cond - uncond))
+    return guided
 
 
 @torch.no_grad()
@@ -154,6 +192,8 @@ def sample(
     callback: Callable[[SamplerStep], None] | None = None,
     order: str = "confidence",
     frame_tokens: int | None = None,
+    refine_steps: int = 0,
+    refine_ratio: float = 0.125,
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
 
@@ -164,6 +204,7 @@ def sample(
     from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
     generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
     sampling that row alone with that generator gives (diffusers' per-video generators).
+    refine_steps / refine_ratio: the refinement rounds of the module docstring (0 = none).
     """
     vocab_sizes = tuple(int(v) for v in vocab_sizes)
     total = math.prod(vocab_sizes)
@@ -183,6 +224,10 @@ def sample(
         raise ValueError(f"top_k must be >= 1; got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise ValueError(f"refine_steps must be an int >= 0; got {refine_steps!r}")
+    if not 0.0 < refine_ratio <= 1.0:
+        raise ValueError(f"refine_ratio must be in (0, 1]; got {refine_ratio!r}")
     mask_ratio(0.5, schedule)  # validates the schedule name
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
@@ -204,28 +249,16 @@ def sample(
         device = torch.device(device) if device is not None else first.device
         codes = torch.full((batch_size, seq_len), mask_id, dtype=torch.long, device=device)
 
-    unknown_at_start = (codes == mask_id).sum(dim=-1)  # (b,)
+    unknown_at_start_mask = codes == mask_id  # (b, n): the positions this call samples
+    unknown_at_start = unknown_at_start_mask.sum(dim=-1)  # (b,)
     for step in range(num_steps):
         unknown = codes == mask_id  # (b, n)
         unknown_now = unknown.sum(dim=-1)
         if not bool(unknown.any()):
             break
         scale = guidance_at(guidance_scale, step, num_steps)
-        if scale == 1.0:
-            logits = _check_logits(logits_fn(codes), batch_size, seq_len, vocab_sizes)
-            logits = [lg.float() for lg in logits]
-        else:
-            both = _check_logits(logits_fn(torch.cat([codes, codes])), 2 * batch_size, seq_len, vocab_sizes)
-            logits = []
-            for lg in both:
-                cond, uncond = lg.float().chunk(2)
-                logits.append(uncond + scale * (cond - uncond))
-
-        sub_ids, log_conf = [], torch.zeros(batch_size, seq_len, device=device)
-        for lg in logits:
-            ids, logp = _sample_categorical(filter_logits(lg, top_k, top_p), temperature, generator)
-            sub_ids.append(ids)
-            log_conf = log_conf + logp
+        logits = _guided_logits(logits_fn, codes, scale, vocab_sizes)
+        sub_ids, log_conf, _ = _split_logits_and_sample(logits, temperature, top_k, top_p, generator)
         sampled = merge_codes(sub_ids, vocab_sizes, mask_id)
         filled = torch.where(unknown, sampled, codes)  # (b, n)
 
@@ -248,6 +281,28 @@ def sample(
         if callback is not None:
             callback(SamplerStep(step, num_steps, scale, codes.clone(), filled.clone(),
                                  (codes == mask_id).sum(dim=-1)))
+    if refine_steps:
+        codes = _refine(logits_fn, codes, unknown_at_start_mask, refine_steps, refine_ratio,
+                        guidance_at(guidance_scale, num_steps - 1, num_steps), vocab_sizes, mask_id, temperature,
+                        top_k, top_p, generator)
+    return codes
+
+
+def _refine(logits_fn: LogitsFn, codes: torch.Tensor, editable: torch.Tensor, rounds: int, ratio: float, scale: float,
+            vocab_sizes: tuple[int, ...], mask_id: int, temperature: float, top_k: int | None, top_p: float | None,
+            generator: Generators) -> torch.Tensor:
+    """The refinement rounds of the module docstring. codes (B, n) all filled; editable (B, n) bool: sampled here."""
+    batch_size, seq_len = codes.shape
+    for _ in range(rounds):
+        pick = (_uniform((batch_size, seq_len), generator, codes.device) < ratio) & editable  # (b, n)
+        if not bool(pick.any()):
+            continue
+        logits = _guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)
+        current = split_codes(codes, vocab_sizes, mask_id)
+        sub_ids, log_new, log_current = _split_logits_and_sample(logits, temperature, top_k, top_p, generator,
+                                                                 current)
+        better = pick & (log_new > log_current)
+        codes = torch.where(better, merge_codes(sub_ids, vocab_sizes, mask_id), codes)
     return codes
 
 
