@@ -99,6 +99,8 @@ class OpenMagvit2Tokenizer(VideoTokenizer):
         """Weight of the decoder's output conv (where the adaptive GAN weight balances gradients)."""
         return self.decoder.conv_out.conv_1.weight
 
+    encoder_prefixes = ("encoder.", "quantizer.lfq.lfq.project_in.")  # what decides the codes (encoder_parameters)
+
     def checkpoint_blocks(self) -> list[nn.Module]:
         """Every residual block of the encoder and decoder (their mid stacks and levels)."""
         return [m for m in (*self.encoder.modules(), *self.decoder.modules()) if isinstance(m, ResBlock)]

@@ -312,6 +312,16 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         codes = self._check_codes(codes)
         return self.decode(self.quantizer.indices_to_codes(codes).to(self.dtype), cond)
 
+    # what maps pixels to codes: the stem, the encoder blocks and norm, the conditioning MLP, the quantizer's input
+    # projection (FSQ and LFQ project the latent width to their code dimensions first)
+    encoder_prefixes = ("conv_in.", "encoder_layers.", "encoder_norm.", "encoder_cond_mlp.",
+                        "quantizer.fsq.project_in.", "quantizer.lfq.project_in.")
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The weights that decide the codes (`encoder_prefixes`): freezing them keeps every clip's codes fixed
+        while the decoder trains (decoder-only fine-tuning)."""
+        return [p for name, p in self.named_parameters() if name.startswith(self.encoder_prefixes)]
+
     @property
     def last_layer_weight(self) -> Tensor:
         """Weight of the decoder's output conv: the VQGAN adaptive GAN weight balances gradients here."""

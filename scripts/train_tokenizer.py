@@ -42,11 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "(--num-frames 1), inflated to video: each causal conv's temporal taps summed into its newest "
                    "one, so the video model starts as the image model on every frame (MAGVIT-v2); weights only, "
                    "as --init-from")
+    p.add_argument("--decoder-only", action="store_true", help="train the decoder only: the encoder and the "
+                   "quantizer's input projection stay frozen, so every clip keeps its codes (decoder fine-tuning of a "
+                   "trained tokenizer, given with --init-from or --resume)")
     return p
 
 
 def make_config(args: argparse.Namespace) -> TokenizerTrainConfig:
-    return build_config("tokenizer", args.preset, args.config, training_flag_overrides(args))
+    overrides = training_flag_overrides(args)
+    if args.decoder_only:
+        overrides["decoder_only"] = True
+    return build_config("tokenizer", args.preset, args.config, overrides)
 
 
 def train(args: argparse.Namespace) -> None:

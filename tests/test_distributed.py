@@ -187,6 +187,31 @@ def test_max_minutes_ends_both_processes_with_one_checkpoint(mixed, tmp_path):
 
 
 @pytest.mark.slow
+def test_decoder_only_on_two_processes_trains_like_one_and_keeps_the_encoder(mixed, tokenizer_runs, tmp_path):
+    """`--decoder-only` under DDP: the frozen encoder is left out of the all-reduce and stays as loaded on every
+    process; the decoder trains as one process with the global batch does."""
+    from magvit2 import VideoTokenizer
+
+    init = tokenizer_runs["one"] / "tokenizer"
+    runs = {n: tmp_path / f"dec{n}" for n in (1, 2)}
+    for n, run in runs.items():
+        ok(launch("scripts.train_tokenizer", *tokenizer_args(mixed, run, 4 // n), "--init-from", str(init),
+                  "--decoder-only", processes=n))
+        assert world_size_of(run) == n
+    one, two = train_records(runs[1]), train_records(runs[2])
+    assert_losses_close(one, two, ("generator.recon",), steps=(1, 2, 3), rtol=1e-3)
+    start = VideoTokenizer.from_pretrained(init)
+    frozen = {name for name, p in start.named_parameters() if any(p is q for q in start.encoder_parameters())}
+    weights = {n: tensors(run, 5, "tokenizer") for n, run in runs.items()}
+    for name, value in start.state_dict().items():
+        if name in frozen:
+            assert torch.equal(weights[1][name], value) and torch.equal(weights[2][name], value), name
+    assert max_diff(weights[1], weights[2]) < 1e-4
+    assert max(float((weights[2][k] - v).abs().max()) for k, v in start.state_dict().items()
+               if k in weights[2] and k not in frozen) > 1e-4
+
+
+@pytest.mark.slow
 def test_a_batch_one_process_cannot_load_is_dropped_by_every_process(mixed, tmp_path):
     """Process 1 fails to decode every image, so its half of each image batch is empty: both processes drop those
     global batches together (no hang, no collective mismatch) and train on the video batches."""

@@ -158,8 +158,13 @@ class TokenizerTrainConfig:
     disc_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=1000))
     disc_start_step: int = 2000  # adversarial terms (and D updates) start here
     grad_accum: int | None = None  # micro-batches per update; None: the launcher's gradient accumulation (else 1)
+    # train the decoder only: the encoder and the quantizer's input projection stay frozen, so the codes do not
+    # change (VidTok's decoder fine-tuning; with --init-from a trained tokenizer)
+    decoder_only: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.decoder_only, bool):
+            raise ValueError(f"decoder_only must be true or false; got {self.decoder_only!r}")
         if self.disc_start_step < 0 or (self.grad_accum is not None and self.grad_accum < 1):
             raise ValueError(f"disc_start_step must be >= 0 and grad_accum >= 1; got {self.disc_start_step}, "
                              f"{self.grad_accum}")

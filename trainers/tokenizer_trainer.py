@@ -74,6 +74,13 @@ class TokenizerTrainer(Trainer):
                 layers = inflate_image_weights_(self.tokenizer)
                 self.log.info("inflated %d temporal layers of the image tokenizer to video", layers)
         self.tok_config = self.tokenizer.config
+        if config.decoder_only:
+            frozen = self.tokenizer.encoder_parameters()
+            for p in frozen:
+                p.requires_grad_(False)
+            total = sum(p.numel() for p in self.tokenizer.parameters())
+            self.log.info("decoder-only: %d of %d tokenizer weights frozen (encoder and quantizer input; the codes "
+                          "stay fixed)", sum(p.numel() for p in frozen), total)
         self.tokenizer.to(self.device).train()
         self.loss_fn = TokenizerLoss(config.loss, self.tok_config).to(self.device).train()
         self.ema = build_ema(self.tokenizer, config.ema, self.device)
@@ -84,8 +91,8 @@ class TokenizerTrainer(Trainer):
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         # the two entry points a distributed engine wraps: the G step's forward and the D step's loss. The G step's
         # adversarial terms call the unwrapped discriminators with their weights frozen.
-        # G uses every tokenizer weight at every step; the D loss leaves the temporal discriminators unused on image
-        # batches, and the frozen perceptual network's buffers need no broadcast (LeCam's means are all-reduced)
+        # G uses every trainable tokenizer weight at every step; the D loss leaves the temporal discriminators unused on
+        # image batches, and the frozen perceptual network's buffers need no broadcast (LeCam's means are all-reduced)
         self.g_forward = prepare_ddp(self.accelerator, ReconstructStep(self.tokenizer))
         self.d_forward = prepare_ddp(self.accelerator, self.loss_fn, find_unused_parameters=True,
                                      broadcast_buffers=False)
@@ -188,7 +195,8 @@ class TokenizerTrainer(Trainer):
                     totals["discriminator.total"] = totals["discriminator.total"] + d_loss.detach() / self.grad_accum
         horizon = self.horizon.steps
         lr_g, lr_d = lr_at(c.gen_optim, step, horizon), lr_at(c.disc_optim, self.d_step, horizon)
-        groups = [OptimizerGroup("g", self.opt_g, list(self.tokenizer.parameters()), c.gen_optim.max_grad_norm, lr_g)]
+        trainable = [p for p in self.tokenizer.parameters() if p.requires_grad]  # all but a frozen encoder's
+        groups = [OptimizerGroup("g", self.opt_g, trainable, c.gen_optim.max_grad_norm, lr_g)]
         losses = {"generator." + k: v for k, v in g_parts.as_tensors().items()}
         if use_adv:
             groups.append(OptimizerGroup("d", self.opt_d, self.loss_fn.discriminator_parameters(),
