@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from scripts._cli import ArgumentParser, positive_float, positive_int, run
+from scripts._cli import ArgumentParser, nonnegative_int, positive_float, positive_int, run
 
 
 def nonnegative_float(text: str) -> float:
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unmask-order", choices=("confidence", "random", "frame"),
                    help="which sampled codes each step keeps: the most confident (MaskGIT), random ones, or the "
                         "earliest latent frame's first (default: pipeline's, confidence)")
+    p.add_argument("--refine-steps", type=nonnegative_int, metavar="R",
+                   help="refinement rounds after decoding: each redraws a random share of the codes given the rest "
+                        "and keeps the more likely one, one model pass each; 0 = none (default: pipeline's)")
+    p.add_argument("--refine-ratio", type=positive_float, metavar="P",
+                   help="share of the codes each refinement round redraws, in (0, 1] (default: pipeline's, 0.125)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="base seed: video j uses torch.Generator().manual_seed(seed + j), recorded in samples.jsonl")
     p.add_argument("--out-dir", default="samples", metavar="DIR", help="output folder (default: samples)")
@@ -131,7 +136,8 @@ def _generate(args: argparse.Namespace) -> None:
     settings = pipeline.settings(num_frames=args.num_frames, num_inference_steps=args.steps,
                                  guidance_scale=_guidance(args.guidance_scale), temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps,
-                                 unmask_order=args.unmask_order)
+                                 unmask_order=args.unmask_order, refine_steps=args.refine_steps,
+                                 refine_ratio=args.refine_ratio)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,
