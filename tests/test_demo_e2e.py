@@ -79,3 +79,13 @@ def test_demo_stage_one_choices():
     assert configs["lfq-gan"].loss.adversarial_weight > 0
     with pytest.raises(ValueError, match="unknown demo tokenizer 'vq'"):
         run_demo(tokenizer="vq")
+
+
+def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
+    from trainers.configs import build_config
+    from trainers.demo.report import refine_note
+
+    defaults = build_config("maskgit", "demo").pipeline
+    assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
+    assert refine_note({"refine_steps": 16, "refine_ratio": 0.125}) == " + 16 refinement rounds of 12.5% of the tokens"
+    assert refine_note({"num_inference_steps": 12}) == ""  # reports written before refinement existed

@@ -138,8 +138,15 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
     settings = pipeline.settings()
     scores["settings"] = {"num_inference_steps": settings.num_inference_steps,
                           "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
-                          "choice_temperature": settings.choice_temperature, "seed": seed}
+                          "choice_temperature": settings.choice_temperature, "refine_steps": settings.refine_steps,
+                          "refine_ratio": settings.refine_ratio, "seed": seed}
     return scores, records
+
+
+def refine_note(settings: dict[str, Any]) -> str:
+    """' + R refinement rounds of P%' for a report's sampling settings, '' when there were none (older reports)."""
+    rounds = settings.get("refine_steps", 0)
+    return f" + {rounds} refinement rounds of {settings['refine_ratio']:.1%} of the tokens" if rounds else ""
 
 
 def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_shown: int = 5, scale: int = 2) -> Path:
@@ -279,7 +286,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"ratios {', '.join(mg['accuracy_by_ratio'])}: "
         f"{', '.join(f'{v:.1%}' for v in mg['accuracy_by_ratio'].values())}); validation loss {mg['val_loss']:.3f}.",
         "", "## Prompt following", "",
-        f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps, guidance "
+        f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
+        f"{refine_note(pf['settings'])}, guidance "
         f"{pf['settings']['guidance_scale']}), judged by a digit classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
