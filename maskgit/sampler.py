@@ -118,7 +118,7 @@ def _gumbel_max(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (logp - u.log_().neg_().log_()).argmax(dim=-1)
 
 
-def _split_logits_and_sample(logits: Sequence[torch.Tensor], temperature: float, top_k: int | None, top_p: float | None,
+def _draw_tokens(logits: Sequence[torch.Tensor], temperature: float, top_k: int | None, top_p: float | None,
                              generator: Generators, current: Sequence[torch.Tensor] | None = None
                              ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
     """Draws one sub-id per factor from (B, n, V_k) logits. Returns the sub-ids, their summed log-probability
@@ -258,7 +258,7 @@ def sample(
             break
         scale = guidance_at(guidance_scale, step, num_steps)
         logits = _guided_logits(logits_fn, codes, scale, vocab_sizes)
-        sub_ids, log_conf, _ = _split_logits_and_sample(logits, temperature, top_k, top_p, generator)
+        sub_ids, log_conf, _ = _draw_tokens(logits, temperature, top_k, top_p, generator)
         sampled = merge_codes(sub_ids, vocab_sizes, mask_id)
         filled = torch.where(unknown, sampled, codes)  # (b, n)
 
@@ -299,7 +299,7 @@ def _refine(logits_fn: LogitsFn, codes: torch.Tensor, editable: torch.Tensor, ro
             continue
         logits = _guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)
         current = split_codes(codes, vocab_sizes, mask_id)
-        sub_ids, log_new, log_current = _split_logits_and_sample(logits, temperature, top_k, top_p, generator,
+        sub_ids, log_new, log_current = _draw_tokens(logits, temperature, top_k, top_p, generator,
                                                                  current)
         better = pick & (log_new > log_current)
         codes = torch.where(better, merge_codes(sub_ids, vocab_sizes, mask_id), codes)
