@@ -119,8 +119,8 @@ def _gumbel_max(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _draw_tokens(logits: Sequence[torch.Tensor], temperature: float, top_k: int | None, top_p: float | None,
-                             generator: Generators, current: Sequence[torch.Tensor] | None = None
-                             ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+                 generator: Generators, current: Sequence[torch.Tensor] | None = None
+                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
     """Draws one sub-id per factor from (B, n, V_k) logits. Returns the sub-ids, their summed log-probability
     (B, n) under the sampling distribution and, when `current` sub-ids are given, theirs under the same one."""
     sub_ids, log_conf = [], 0.0
@@ -299,8 +299,7 @@ def _refine(logits_fn: LogitsFn, codes: torch.Tensor, editable: torch.Tensor, ro
             continue
         logits = _guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)
         current = split_codes(codes, vocab_sizes, mask_id)
-        sub_ids, log_new, log_current = _draw_tokens(logits, temperature, top_k, top_p, generator,
-                                                                 current)
+        sub_ids, log_new, log_current = _draw_tokens(logits, temperature, top_k, top_p, generator, current)
         better = pick & (log_new > log_current)
         codes = torch.where(better, merge_codes(sub_ids, vocab_sizes, mask_id), codes)
     return codes
