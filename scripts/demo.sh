@@ -9,5 +9,5 @@ if [ -e "$OUT" ]; then
   echo "demo: moving the previous $OUT to $OUT.prev-$(date +%Y%m%d-%H%M%S)"
   mv "$OUT" "$OUT.prev-$(date +%Y%m%d-%H%M%S)"
 fi
-exec "$PY" -m scripts.demo --out "$OUT" --minutes "${DEMO_MINUTES:-11}" --debian-clips data/debian_clips \
+exec "$PY" -m scripts.demo --out "$OUT" --minutes "${DEMO_MINUTES:-10.5}" --debian-clips data/debian_clips \
   --tokenizer "${DEMO_TOKENIZER:-fsq}"

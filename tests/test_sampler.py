@@ -9,6 +9,7 @@ from maskgit.objective import masked_token_loss
 from maskgit.sampler import _sample_categorical, filter_logits, guidance_at, make_guided_logits_fn, sample
 from maskgit.text import TextEmbedding, TinyTextEncoder
 from maskgit.transformer import MaskGitTransformer
+from tests.helpers.fake_logits import FakeLogits, run
 from tests.helpers.models import TEXT_DIM, tiny_maskgit_config
 
 
@@ -16,30 +17,6 @@ def tiny_model(seed=0, **overrides) -> MaskGitTransformer:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return MaskGitTransformer(tiny_maskgit_config(**overrides)).eval()
-
-
-class FakeLogits:
-    """Code-independent logits: table `cond` for conditional rows, `uncond` for the second half of a 2B call."""
-
-    def __init__(self, n, vocab_sizes, batch_size, seed=0, scale=2.0):
-        gen = torch.Generator().manual_seed(seed)
-        self.cond = [scale * torch.randn(n, v, generator=gen) for v in vocab_sizes]
-        self.uncond = [scale * torch.randn(n, v, generator=gen) for v in vocab_sizes]
-        self.b = batch_size
-        self.rows = []
-
-    def __call__(self, codes):
-        self.rows.append(codes.shape[0])
-        out = []
-        for c, u in zip(self.cond, self.uncond):
-            rows = [c] * self.b + ([u] * self.b if codes.shape[0] == 2 * self.b else [])
-            out.append(torch.stack(rows))
-        return tuple(out)
-
-
-def run(fn=None, b=3, n=32, vocab=(64,), seed=0, **kwargs):
-    fn = fn or FakeLogits(n, vocab, b)
-    return sample(fn, b, n, generator=torch.Generator().manual_seed(seed), vocab_sizes=vocab, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 
 from maskgit.sampler import sample
 from maskgit.transformer import split_codes
-from tests.test_sampler import FakeLogits, run
+from tests.helpers.fake_logits import FakeLogits, run
 
 
 def logp_of(fn: FakeLogits, codes: torch.Tensor, vocab, temperature: float) -> torch.Tensor:
