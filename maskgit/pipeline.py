@@ -9,7 +9,8 @@
 Sampling defaults live in `maskgit.pipeline_settings.PipelineDefaults`; the folder format written by
 `save_pretrained` (`pipeline.json` + `model_index.json` + `tokenizer/` + `transformer/`) in `maskgit.pipeline_folder`;
 what every diffusers pipeline has (`components`, `to`, `dtype`, `device`, progress bar, model CPU offload) in
-`maskgit.pipeline_base`; videos longer than the transformer's grid (sliding windows) in `maskgit.windows`.
+`maskgit.pipeline_base`; videos longer than the transformer's grid (sliding windows) and the decoding loop over
+windows in `maskgit.windows`; checks of what a call is given in `maskgit.pipeline_inputs`.
 
 Classifier-free guidance follows diffusers / aMUSEd: `logits = uncond + s * (cond - uncond)` per step, with both
 halves computed in one batched pass. s = 1: no guidance (conditional only, the unconditional half is skipped);
@@ -20,7 +21,6 @@ text embedding, or the negative prompt when one is given.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -50,7 +50,15 @@ from .pipeline_folder import (
     write_model_index,
     write_pipeline_config,
 )
-from .pipeline_inputs import as_generators, as_prompt_list, check_prime_codes, embedding_from
+from .pipeline_inputs import (
+    as_generators,
+    as_prompt_list,
+    check_prime_codes,
+    check_prime_span,
+    embedding_from,
+    negative_embedding,
+    negative_prompt_list,
+)
 from .pipeline_output import (
     TextToVideoPipelineOutput,
     check_callback,
@@ -59,10 +67,9 @@ from .pipeline_output import (
     postprocess_video,
 )
 from .pipeline_settings import PipelineDefaults
-from .sampler import make_guided_logits_fn, sample
 from .text import TextEmbedding, TextEncoder, build_text_encoder
 from .transformer import MaskGitTransformer
-from .windows import Window, plan_windows
+from .windows import Window, plan_windows, sample_windows
 
 StepCallback = Callable[[int, int, Tensor], None]  # (step, num_steps, codes (b, t', h', w') with [MASK] = mask id)
 logger = logging.getLogger(__name__)
@@ -196,19 +203,9 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
             b = cond.batch_size
             uncond = None
             if negative_prompt is not None:
-                negatives = as_prompt_list(negative_prompt, "negative_prompt")
-                if len(negatives) == 1:
-                    negatives = negatives * b
-                if len(negatives) != b:
-                    raise ValueError(f"got {len(negatives)} negative prompts for {b} prompts; pass one or {b}")
-                uncond = text_encoder.encode(negatives)
+                uncond = text_encoder.encode(negative_prompt_list(negative_prompt, b))
             elif negative_prompt_embeds is not None:
-                uncond = embedding_from(negative_prompt_embeds, negative_prompt_attention_mask,
-                                        "negative_prompt_embeds")
-                if uncond.batch_size not in (1, b):
-                    raise ValueError(f"negative_prompt_embeds has {uncond.batch_size} rows for {b} prompts; pass 1 "
-                                     f"or {b}")
-                uncond = uncond.expand(b)
+                uncond = negative_embedding(negative_prompt_embeds, negative_prompt_attention_mask, b)
         for name, emb in (("prompt_embeds", cond), ("negative_prompt_embeds", uncond)):
             if emb is not None and emb.dim != self.transformer.config.text_dim:
                 raise ValueError(f"{name} have width {emb.dim}; the transformer expects text_dim "
@@ -239,13 +236,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         else:
             what = "prime_codes"
             check_prime_codes(prime_codes, (h, w), self.tokenizer.codebook_size)
-        t0 = prime_codes.shape[1]
-        if not 1 <= t0 <= t:
-            raise ValueError(f"{what} gives {t0} latent frames but the clip has {t} "
-                             f"(num_frames={self.tokenizer.num_frames_for(t)}); prime with fewer frames")
-        if prime_codes.shape[0] not in (1, batch_size):
-            raise ValueError(f"{what} has batch {prime_codes.shape[0]} for {batch_size} prompts; pass 1 or "
-                             f"{batch_size}")
+        check_prime_span(prime_codes, what, t, self.tokenizer.num_frames_for(t), batch_size)
         return prime_codes.long().to(self.device).expand(batch_size, -1, -1, -1)
 
     # generation ---------------------------------------------------------------------------------------------------
@@ -346,23 +337,12 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         total_steps = steps * len(windows)
         with self.running("transformer") as transformer, eval_mode(self.tokenizer, transformer), \
                 self.progress_bar(total_steps) as bar:
-            for index, window in enumerate(windows):
-                part = (window.length, *grid[1:])
-                step_fn = make_step_fn(self, callback, callback_on_step_end, tensor_inputs, part, index * steps,
-                                       total_steps, bar)
-                logits_fn = make_guided_logits_fn(transformer, cond, uncond, batch_size=b, grid=part)
-                span = slice(window.start, window.start + window.length)
-                codes = sample(
-                    logits_fn, b, math.prod(part), generator=generators,
-                    vocab_sizes=transformer.vocab_sizes, mask_id=transformer.mask_id, num_steps=steps,
-                    temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
-                    top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
-                    known_codes=known[:, span].flatten(1), device=self.device, callback=step_fn, order=s.unmask_order,
-                    frame_tokens=math.prod(part[1:]), refine_steps=s.refine_steps, refine_ratio=s.refine_ratio,
-                ).view(b, *part)
-                known[:, span] = codes
-                bar.update((index + 1) * steps - bar.n)  # decoding may finish early (fewer unknown tokens)
-        codes = known  # (b, T', h', w'), every position sampled or primed
+            def make_step(index: int, part: tuple[int, ...]) -> Callable[[Any], None]:
+                return make_step_fn(self, callback, callback_on_step_end, tensor_inputs, part, index * steps,
+                                    total_steps, bar)
+
+            codes = sample_windows(transformer, known, windows, s, cond, uncond, generators, make_step)
+            bar.update(total_steps - bar.n)  # decoding may finish early (fewer unknown tokens)
         if output_type == "latent":
             frames = codes
         else:

@@ -81,3 +81,34 @@ def check_prime_codes(prime_codes: Tensor, hw: tuple[int, int], codebook_size: i
     if prime_codes.numel() and (int(prime_codes.min()) < 0 or int(prime_codes.max()) >= codebook_size):
         raise ValueError(f"prime_codes must lie in [0, {codebook_size}); got values in [{int(prime_codes.min())}, "
                          f"{int(prime_codes.max())}]")
+
+
+def negative_prompt_list(negative_prompt: str | Sequence[str], batch_size: int) -> list[str]:
+    """One negative prompt per prompt: a single one is repeated; otherwise the counts must match."""
+    negatives = as_prompt_list(negative_prompt, "negative_prompt")
+    if len(negatives) == 1:
+        negatives = negatives * batch_size
+    if len(negatives) != batch_size:
+        raise ValueError(f"got {len(negatives)} negative prompts for {batch_size} prompts; pass one or {batch_size}")
+    return negatives
+
+
+def negative_embedding(embeds: TextEmbedding | Tensor | tuple, mask: Tensor | None, batch_size: int
+                       ) -> TextEmbedding:
+    """negative_prompt_embeds (1 or batch_size rows, any form `embedding_from` takes) -> batch_size rows."""
+    uncond = embedding_from(embeds, mask, "negative_prompt_embeds")
+    if uncond.batch_size not in (1, batch_size):
+        raise ValueError(f"negative_prompt_embeds has {uncond.batch_size} rows for {batch_size} prompts; pass 1 or "
+                         f"{batch_size}")
+    return uncond.expand(batch_size)
+
+
+def check_prime_span(prime_codes: Tensor, what: str, latent_frames: int, num_frames: int, batch_size: int) -> None:
+    """prime_codes (b, t0', h', w') must fix 1..latent_frames latent frames (of a num_frames clip) for b = 1 or
+    batch_size prompts; `what` names the input in the error."""
+    t0 = prime_codes.shape[1]
+    if not 1 <= t0 <= latent_frames:
+        raise ValueError(f"{what} gives {t0} latent frames but the clip has {latent_frames} "
+                         f"(num_frames={num_frames}); prime with fewer frames")
+    if prime_codes.shape[0] not in (1, batch_size):
+        raise ValueError(f"{what} has batch {prime_codes.shape[0]} for {batch_size} prompts; pass 1 or {batch_size}")

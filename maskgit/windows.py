@@ -10,7 +10,14 @@ model copes with that shift (more overlap gives it more context).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .sampler import Generators, SamplerStep, make_guided_logits_fn, sample
 
 
 @dataclass(frozen=True)
@@ -44,3 +51,29 @@ def plan_windows(total: int, window: int, overlap: int | None = None) -> list[Wi
         windows.append(Window(start, length, overlap))
         start += window - overlap
     return windows
+
+
+def sample_windows(transformer: Any, known: torch.Tensor, windows: Sequence[Window], settings: Any, cond: Any,
+                   uncond: Any, generators: Generators, make_step: Callable[[int, tuple[int, ...]],
+                                                                            Callable[[SamplerStep], None]]
+                   ) -> torch.Tensor:
+    """MaskGIT decoding window by window, in place: known (b, T', h', w') long, -1 = to sample, anything else fixed
+    (primes); each window's sampled codes become the next one's primes. settings: a `PipelineDefaults`; cond /
+    uncond: text for b rows; make_step(window index, window grid) -> the sampler's per-step hook. Returns known,
+    every position filled with codes in [0, codebook_size)."""
+    b, grid = known.shape[0], tuple(known.shape[1:])
+    s = settings
+    for index, window in enumerate(windows):
+        part = (window.length, *grid[1:])
+        logits_fn = make_guided_logits_fn(transformer, cond, uncond, batch_size=b, grid=part)
+        span = slice(window.start, window.start + window.length)
+        known[:, span] = sample(
+            logits_fn, b, math.prod(part), generator=generators,
+            vocab_sizes=transformer.vocab_sizes, mask_id=transformer.mask_id, num_steps=s.num_inference_steps,
+            temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
+            top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
+            known_codes=known[:, span].flatten(1), device=known.device, callback=make_step(index, part),
+            order=s.unmask_order, frame_tokens=math.prod(part[1:]), refine_steps=s.refine_steps,
+            refine_ratio=s.refine_ratio,
+        ).view(b, *part)
+    return known

@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-import maskgit.pipeline
+import maskgit.windows
 from maskgit.windows import Window, plan_windows
 from tests.helpers.media import real_pan_clip
 from tests.helpers.models import build_pipeline, gen
@@ -44,14 +44,14 @@ def pipe():
 def recorded_windows(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(known_codes, sampled codes) of every sampler call the pipeline makes."""
     calls = []
-    real = maskgit.pipeline.sample
+    real = maskgit.windows.sample
 
     def spy(*args, known_codes=None, **kwargs):
         out = real(*args, known_codes=known_codes, **kwargs)
         calls.append((known_codes.clone(), out.clone()))
         return out
 
-    monkeypatch.setattr(maskgit.pipeline, "sample", spy)
+    monkeypatch.setattr(maskgit.windows, "sample", spy)
     return calls
 
 
