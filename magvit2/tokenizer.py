@@ -7,7 +7,8 @@ what an image gives) and every later latent frame covers the next f frames. Two 
 are) or "prepend" (f - 1 copies of the first frame are prepended, every level works on (k + 1) * f frames and the
 decoder drops the first f - 1). Causal convs pad time with copies of the first frame (not zeros, unlike
 Open-MAGVIT2), and all norms are per frame, so latents never depend on later frames.
-This module is architecture only: losses live in `magvit2.losses`, discriminators in `magvit2.discriminator`.
+This module is architecture only: losses live in `magvit2.losses`, discriminators in `magvit2.discriminator`, input
+checks in `magvit2.tokenizer_inputs`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from magvit2.serialization import (
     read_model_config,
     save_model_dir,
 )
+from magvit2.tokenizer_inputs import check_codes, check_num_frames, check_video
 from magvit2.torch_utils import checkpoint_forward, eval_mode, module_device, module_dtype
 
 KIND = "VideoTokenizer"  # the `_kind` of a tokenizer folder's config.json
@@ -183,32 +185,11 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         return 1 + (latent_frames - 1) * self.time_compression
 
     def _check_num_frames(self, t: int) -> None:
-        f = self.time_compression
-        if t < 1 or (t - 1) % f:
-            k = max((t - 1) // f, 1)
-            raise ValueError(f"got {t} frames; need 1 + {f}k, e.g. {1 + f * k} or {1 + f * (k + 1)}")
+        check_num_frames(t, self.time_compression)
 
     def _check_video(self, video: Tensor) -> tuple[Tensor, bool]:
         """Validate pixels; returns (video as (b, c, t, h, w), whether the input was an image batch)."""
-        if not isinstance(video, Tensor):
-            raise ValueError(f"expected a torch.Tensor video (b, c, t, h, w) in [-1, 1]; got {type(video).__name__}")
-        if not video.is_floating_point():
-            raise ValueError(f"expected a float video in [-1, 1]; got dtype {video.dtype} (try x.float() / 127.5 - 1)")
-        is_image = video.ndim == 4
-        if is_image:
-            video = video.unsqueeze(2)
-        if video.ndim != 5:
-            raise ValueError(f"expected a video (b, c, t, h, w) or images (b, c, h, w); got shape {tuple(video.shape)}")
-        _, ch, t, h, w = video.shape
-        if ch != self.config.channels:
-            raise ValueError(f"expected {self.config.channels} channels at dim 1; got {ch} "
-                             f"(shape {tuple(video.shape)})")
-        self._check_num_frames(t)
-        if (h, w) != self.config.image_size:
-            raise ValueError(f"expected frames of size {self.config.image_size}; got {(h, w)}: resize them first "
-                             "(e.g. torch.nn.functional.interpolate, or trainers.data.video_io.read_clip(path, size)), "
-                             f"or use a tokenizer built with image_size=({h}, {w})")
-        return video, is_image
+        return check_video(video, self.config.channels, self.config.image_size, self.time_compression)
 
     def _cond(self, cond: Tensor | None, mlp_name: str, batch: int) -> Tensor | None:
         if cond is None:
@@ -291,25 +272,9 @@ class VideoTokenizer(nn.Module, PretrainedMixin):
         with eval_mode(self):
             return self.quantize(self.encode(video, cond)).indices
 
-    def _check_codes(self, codes: Tensor) -> Tensor:
-        if not isinstance(codes, Tensor) or codes.is_floating_point() or codes.dtype == torch.bool:
-            raise ValueError(f"expected integer codes; got {getattr(codes, 'dtype', type(codes).__name__)}")
-        _, hl, wl = self.latent_shape(1)
-        if codes.ndim == 2:
-            if codes.shape[1] % (hl * wl):
-                raise ValueError(f"flattened codes (b, n) need n divisible by h'*w' = {hl * wl}; "
-                                 f"got n={codes.shape[1]}")
-            codes = codes.reshape(codes.shape[0], -1, hl, wl)
-        if codes.ndim != 4 or codes.shape[2:] != (hl, wl):
-            raise ValueError(f"expected codes (b, t', {hl}, {wl}) or (b, n); got shape {tuple(codes.shape)}")
-        lo, hi = int(codes.min()), int(codes.max())
-        if lo < 0 or hi >= self.codebook_size:
-            raise ValueError(f"codes must be in [0, {self.codebook_size}); got values in [{lo}, {hi}]")
-        return codes.long()
-
     def decode_from_code_indices(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
         """Codes (b, t', h', w') or flattened (b, t'*h'*w') -> video (b, c, 1 + (t'-1)*f, h, w) in ~[-1, 1]."""
-        codes = self._check_codes(codes)
+        codes = check_codes(codes, self.latent_shape(1)[1:], self.codebook_size)
         return self.decode(self.quantizer.indices_to_codes(codes).to(self.dtype), cond)
 
     # what maps pixels to codes: the stem, the encoder blocks and norm, the conditioning MLP, the quantizer's input
