@@ -65,11 +65,11 @@ def log_lines(folder: Path) -> list[dict]:
 
 
 def test_the_app_writes_what_magvit2_generate_writes_for_its_command(models, run_dir, tmp_path):
-    """A batch of two with a negative prompt, a guidance ramp and top-k: the mp4s, their frames and the samples.jsonl
-    lines equal those of the printed magvit2-generate command; GIF and unmasking view come along."""
+    """A batch of two with a negative prompt, a guidance ramp, top-k and refinement rounds: the mp4s, their frames and
+    the samples.jsonl lines equal those of the printed magvit2-generate command; GIF and unmasking view come along."""
     request = GenerateRequest(prompts=("a red ball, bouncing", "clouds"), negative_prompt="blurry", seed=11,
                               num_frames=3, steps=3, guidance_scale=2.0, guidance_end=4.0, temperature=0.9,
-                              choice_temperature=3.0, top_k=20)
+                              choice_temperature=3.0, top_k=20, refine_steps=2)
     steps_seen: list[tuple[int, int, int]] = []
     events = list(generate(models, request, tmp_path / "app", lambda *a: steps_seen.append(a)))
     assert [kind for kind, _ in events] == ["video", "extras", "video", "extras"]
@@ -77,11 +77,13 @@ def test_the_app_writes_what_magvit2_generate_writes_for_its_command(models, run
     assert steps_seen == [(i, s, 3) for i in range(2) for s in range(3)]
     command = samples[0].command
     assert command == samples[1].command and "--guidance-scale 2.0 4.0" in command and "--top-k 20" in command
+    assert "--refine-steps 2 --refine-ratio 0.125" in command
     args = shlex.split(command)
     assert generate_main([*args[1:], "--out-dir", str(tmp_path / "cli"), "--device", "cpu"]) == 0
     app_lines, cli_lines = log_lines(tmp_path / "app"), log_lines(tmp_path / "cli")
     assert app_lines == cli_lines and [json.loads(json.dumps(s.sample.record)) for s in samples] == app_lines
     assert app_lines[1]["guidance_scale"] == [2.0, 4.0] and app_lines[1]["prompt_index"] == 1
+    assert app_lines[0]["refine_steps"] == 2
     assert app_lines[0]["model"] == str(run_dir / "pipeline") and app_lines[0]["base_seed"] == 11
     for result, line in zip(samples, cli_lines):
         ours, theirs = read_video(result.sample.path), read_video(tmp_path / "cli" / line["file"])
@@ -256,7 +258,7 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
 
     state = ui.AppState(models, tmp_path)
     outputs = [object() for _ in range(9)]  # stand-ins for the output components
-    values = (None, 0, False, 3, 2, 3.0, False, 3.0, 1.0, 4.5, 0)
+    values = (None, 0, False, 3, 2, 3.0, False, 3.0, 1.0, 4.5, 0, 1)
     progress: list[tuple] = []
     updates = list(ui._generate(state, lambda: ["   "], values, outputs, lambda *a, **k: progress.append(a)))
     assert warnings == ["the prompt is empty: describe the video you want, e.g. 'a red digit 3 moving left'"]
@@ -267,6 +269,7 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
     video, status, downloads, record, command, _, _, gallery, seed = outputs
     assert updates[0][video].endswith("000-clouds.mp4") and updates[0][seed] == 0
     assert json.loads(updates[0][record]) == log_lines(tmp_path)[0] and updates[0][command].startswith("magvit2-")
+    assert log_lines(tmp_path)[0]["refine_steps"] == 1  # the refinement slider reaches the sampler
     assert updates[1][downloads][1].endswith("000-clouds.gif") and updates[1][gallery][0][1] == "clouds"
     assert "Done: 1 video" in updates[-1][status] and len(warnings) == 1
 
@@ -279,13 +282,13 @@ def test_handlers_show_one_message_and_leave_the_outputs_alone(models, tmp_path,
     assert ui._reconstruct(state, None, "auto") == (gr.skip(), gr.skip(), gr.skip())
     assert warnings[-1] == "upload a clip or an image first"
     result = ui._switch(state, str(tmp_path / "missing"), "")
-    assert result == [gr.skip()] * 12 and "does not exist" in warnings[-1] and state.models is models
+    assert result == [gr.skip()] * 13 and "does not exist" in warnings[-1] and state.models is models
     (tmp_path / "bad" / "pipeline.json").parent.mkdir()
     (tmp_path / "bad" / "pipeline.json").write_text("{not json")
     ui._switch(state, str(tmp_path / "bad"), "")
     assert "bad/pipeline.json" in warnings[-1] and state.models is models
     result = ui._switch(state, str(run_dir / "pipeline" / "tokenizer"), "")
-    assert state.models.pipeline is None and result[9] == gr.update(interactive=False)
+    assert state.models.pipeline is None and result[10] == gr.update(interactive=False)
     state.allow_model_switch = False
     ui._switch(state, str(run_dir), "")
     assert "--model-switch on" in warnings[-1] and state.models.pipeline is None

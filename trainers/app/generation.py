@@ -37,7 +37,8 @@ SEED_LIMIT = 2**31  # random base seeds are drawn from [0, SEED_LIMIT), short en
 @dataclass(frozen=True)
 class GenerateRequest:
     """What the Generate tab asks for. seed None: draw a random base seed. guidance_end: None = a constant scale,
-    else a linear ramp from guidance_scale at the first step to guidance_end at the last. top_k None = all codes."""
+    else a linear ramp from guidance_scale at the first step to guidance_end at the last. top_k None = all codes.
+    refine_steps: refinement rounds after the last unmasking step (None: the pipeline's default)."""
 
     prompts: tuple[str, ...]
     negative_prompt: str | None = None
@@ -49,6 +50,7 @@ class GenerateRequest:
     temperature: float | None = None
     choice_temperature: float | None = None
     top_k: int | None = None
+    refine_steps: int | None = None
 
 
 @dataclass
@@ -106,7 +108,8 @@ def resolve_settings(pipeline: TextToVideoPipeline, request: GenerateRequest) ->
             raise ValueError(f"{name.replace('_', ' ')} must be a finite number; got {value}")
     settings = pipeline.settings(num_frames=request.num_frames, num_inference_steps=request.steps,
                                  guidance_scale=guidance, temperature=request.temperature,
-                                 choice_temperature=request.choice_temperature, top_k=request.top_k)
+                                 choice_temperature=request.choice_temperature, top_k=request.top_k,
+                                 refine_steps=request.refine_steps)
     if settings.num_frames > pipeline.max_num_frames:  # the page shows one window's unmasking: no chained windows
         f = pipeline.tokenizer.time_compression
         raise ValueError(f"num_frames={settings.num_frames} needs {(settings.num_frames - 1) // f + 1} latent frames "
@@ -130,7 +133,8 @@ def reproduce_command(model_dir: Path, prompts: Sequence[str], settings: Pipelin
              "--temperature", str(settings.temperature), "--choice-temperature", str(settings.choice_temperature)]
     if settings.top_k is not None:
         args += ["--top-k", str(settings.top_k)]
-    args += ["--fps", str(settings.fps)]
+    args += ["--refine-steps", str(settings.refine_steps), "--refine-ratio", str(settings.refine_ratio),
+             "--fps", str(settings.fps)]
     return shlex.join(args)
 
 

@@ -92,13 +92,14 @@ def _defaults(state: AppState) -> dict[str, Any]:
     pipe = state.models.pipeline
     if pipe is None:
         return {"frames": [1], "num_frames": 1, "steps": 12, "guidance": 3.0, "guidance_end": 3.0, "ramp": False,
-                "temperature": 1.0, "choice_temperature": 4.5, "top_k": 0}
+                "temperature": 1.0, "choice_temperature": 4.5, "top_k": 0, "refine_steps": 0}
     s = pipe.settings()
     g = s.guidance_scale
     ramp = isinstance(g, tuple)
     return {"frames": frame_choices(pipe), "num_frames": s.num_frames, "steps": s.num_inference_steps,
             "guidance": g[0] if ramp else g, "guidance_end": g[1] if ramp else g, "ramp": ramp,
-            "temperature": s.temperature, "choice_temperature": s.choice_temperature, "top_k": s.top_k or 0}
+            "temperature": s.temperature, "choice_temperature": s.choice_temperature, "top_k": s.top_k or 0,
+            "refine_steps": s.refine_steps}
 
 
 def build_app(state: AppState) -> gr.Blocks:
@@ -139,6 +140,9 @@ def build_app(state: AppState) -> gr.Blocks:
                                                            label="Choice temperature (re-masking noise)")
                             top_k = gr.Number(value=d["top_k"], precision=0, minimum=0,
                                               label="Top-k (0 = all codes)")
+                            refine = gr.Slider(0, 64, value=d["refine_steps"], step=1, elem_id="refine-steps",
+                                               label="Refinement rounds (each redraws a share of the codes given "
+                                                     "the rest, keeping the likelier one)")
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="generate",
                                                  interactive=state.models.pipeline is not None)
                         with gr.Accordion("Batch of prompts", open=False):
@@ -183,7 +187,7 @@ def build_app(state: AppState) -> gr.Blocks:
                                         type="filepath", elem_id="code-map", interactive=False, format="png")
 
         settings = [negative, seed, random_seed, frames, steps, guidance, ramp, guidance_end, temperature,
-                    choice_temperature, top_k]
+                    choice_temperature, top_k, refine]
         outputs = [video, status, downloads, record, command, strip, unmask_video, gallery, seed]
 
         def run(prompts_of, *values, progress=gr.Progress()):  # noqa: B008 (gradio finds its progress bar by this default)
@@ -202,7 +206,7 @@ def build_app(state: AppState) -> gr.Blocks:
         recon_btn.click(lambda f, n: _reconstruct(state, f, n), [upload, tok_frames],
                         [recon_video, metrics, code_map], concurrency_limit=1, concurrency_id=MODEL)
         load_outputs = [info, frames, steps, guidance, ramp, guidance_end, temperature, choice_temperature, top_k,
-                        generate_btn, batch_btn, tok_frames]
+                        refine, generate_btn, batch_btn, tok_frames]
         load_btn.click(lambda m, t: _switch(state, m, t), [model_box, tok_box], load_outputs,
                        concurrency_limit=1, concurrency_id=MODEL)
     return demo
@@ -211,7 +215,7 @@ def build_app(state: AppState) -> gr.Blocks:
 def _generate(state: AppState, prompts_of, values, outputs, progress):
     video, status, downloads, record, command, strip, unmask_video, gallery, seed_box = outputs
     (negative, seed, random_seed, frames, steps, guidance, ramp, guidance_end, temperature, choice_temperature,
-     top_k) = values
+     top_k, refine) = values
     try:
         prompts = prompts_of()
         top_k = _number(top_k, "top-k", integer=True)
@@ -221,7 +225,8 @@ def _generate(state: AppState, prompts_of, values, outputs, progress):
             guidance_scale=_number(guidance, "guidance scale"),
             guidance_end=_number(guidance_end, "guidance end") if ramp else None,
             temperature=_number(temperature, "temperature"),
-            choice_temperature=_number(choice_temperature, "choice temperature"), top_k=top_k or None)
+            choice_temperature=_number(choice_temperature, "choice temperature"), top_k=top_k or None,
+            refine_steps=_number(refine, "refinement rounds", integer=True))
         n, started = len(prompts), time.monotonic()
         files: list[str] = []
         lines: list[str] = []
@@ -279,11 +284,11 @@ def _switch(state: AppState, model: str, tokenizer: str) -> list[Any]:
         has_pipe = state.models.pipeline is not None
         return [state.models.describe(), gr.update(choices=d["frames"], value=d["num_frames"]), d["steps"],
                 d["guidance"], d["ramp"], d["guidance_end"], d["temperature"], d["choice_temperature"], d["top_k"],
-                gr.update(interactive=has_pipe), gr.update(interactive=has_pipe),
+                d["refine_steps"], gr.update(interactive=has_pipe), gr.update(interactive=has_pipe),
                 gr.update(choices=["auto", *tokenizer_frame_choices(state.models.tokenizer)], value="auto")]
     except Exception as e:
         report_error("load the model", e)
-        return [gr.skip()] * 12
+        return [gr.skip()] * 13
 
 
 def _interrupt(signum: int, frame: Any) -> None:
