@@ -53,6 +53,7 @@ from .pipeline_folder import (
 from .pipeline_inputs import (
     as_generators,
     as_prompt_list,
+    check_frame_size,
     check_prime_codes,
     check_prime_span,
     embedding_from,
@@ -168,11 +169,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
 
     def check_size(self, height: int | None, width: int | None) -> None:
         """height/width (diffusers' keywords) must be the tokenizer's frame size: the model generates one size."""
-        h, w = self.tokenizer.config.image_size
-        for name, value, want in (("height", height, h), ("width", width, w)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value != want):
-                raise ValueError(f"{name}={value!r}: this pipeline generates {h}x{w} frames (height x width; its "
-                                 f"tokenizer's image_size); leave height/width unset or pass {h} and {w}")
+        check_frame_size(height, width, self.tokenizer.config.image_size)
 
     # inputs -------------------------------------------------------------------------------------------------------
 
@@ -265,6 +262,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         unmask_order: str | None = None,
         refine_steps: int | None = None,
         refine_ratio: float | None = None,
+        refine_unit: str | None = None,
+        refine_temperature: float | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -280,8 +279,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         num_frames must be 1 + k*f (f = tokenizer.time_compression); above `max_num_frames` the video is made of
         overlapping windows, each primed on the last `window_overlap` latent frames of the previous one (default:
         half a window; `maskgit.windows`). height / width: checked against the tokenizer's frame size.
-        refine_steps / refine_ratio: rounds after the last step that redraw a random share of the tokens given the
-        rest, keeping the more likely one (`maskgit.sampler`; one model pass each; default from `self.defaults`).
+        refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds after the last step
+        (`maskgit.sampler`: one model pass each; default from `self.defaults`).
         guidance_scale s >= 0: `uncond + s*(cond - uncond)` on the logits; 1 = no guidance; a (start, end) pair
         ramps linearly over the steps.
         generator: every random draw comes from it (any device); the same seed gives the same codes and video. A
@@ -311,10 +310,10 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                 or num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt must be a positive int; got {num_videos_per_prompt!r}")
         self.check_size(height, width)
-        s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps,
-                          guidance_scale=guidance_scale, temperature=temperature,
-                          choice_temperature=choice_temperature, top_k=top_k, top_p=top_p, mask_schedule=mask_schedule,
-                          unmask_order=unmask_order, refine_steps=refine_steps, refine_ratio=refine_ratio)
+        s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          temperature=temperature, choice_temperature=choice_temperature, top_k=top_k, top_p=top_p,
+                          mask_schedule=mask_schedule, unmask_order=unmask_order, refine_steps=refine_steps,
+                          refine_ratio=refine_ratio, refine_unit=refine_unit, refine_temperature=refine_temperature)
         windows = self.plan(s.num_frames, window_overlap)
         grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,

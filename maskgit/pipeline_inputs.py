@@ -112,3 +112,12 @@ def check_prime_span(prime_codes: Tensor, what: str, latent_frames: int, num_fra
                          f"(num_frames={num_frames}); prime with fewer frames")
     if prime_codes.shape[0] not in (1, batch_size):
         raise ValueError(f"{what} has batch {prime_codes.shape[0]} for {batch_size} prompts; pass 1 or {batch_size}")
+
+
+def check_frame_size(height: int | None, width: int | None, image_size: Sequence[int]) -> None:
+    """height / width (diffusers' keywords), when given, must be the tokenizer's frame size `image_size`."""
+    h, w = image_size
+    for name, value, want in (("height", height, h), ("width", width, w)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value != want):
+            raise ValueError(f"{name}={value!r}: this pipeline generates {h}x{w} frames (height x width; its "
+                             f"tokenizer's image_size); leave height/width unset or pass {h} and {w}")

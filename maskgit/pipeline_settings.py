@@ -13,6 +13,7 @@ from typing import Any
 
 from magvit2.serialization import config_from_dict
 
+from .sampler import REFINE_UNITS
 from .schedule import SCHEDULES
 
 
@@ -34,10 +35,13 @@ class PipelineDefaults:
     mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
     # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", or "frame" (earlier latent frames first)
     unmask_order: str = "confidence"
-    # after the last step, rounds that redraw a random refine_ratio of the tokens given the rest and keep the more
-    # likely token (maskgit.sampler: one model pass each; 0 = plain MaskGIT)
+    # after the last step, rounds that redraw some tokens given the rest and keep the more likely token
+    # (maskgit.sampler: one model pass each; 0 = plain MaskGIT): a random refine_ratio of them (refine_unit "token")
+    # or one latent frame's ("frame"), drawn at refine_temperature (None: temperature; 0: the most likely token)
     refine_steps: int = 0
     refine_ratio: float = 0.125
+    refine_unit: str = "token"
+    refine_temperature: float | None = None
     fps: float = 8  # frame rate for written videos (metadata only)
 
     def __post_init__(self) -> None:
@@ -54,6 +58,11 @@ class PipelineDefaults:
             raise ValueError(f"refine_steps must be an int >= 0; got {self.refine_steps!r}")
         if not (_is_number(self.refine_ratio) and 0.0 < self.refine_ratio <= 1.0):
             raise ValueError(f"refine_ratio must be in (0, 1]; got {self.refine_ratio!r}")
+        if self.refine_unit not in REFINE_UNITS:
+            raise ValueError(f"refine_unit must be one of {', '.join(REFINE_UNITS)}; got {self.refine_unit!r}")
+        t = self.refine_temperature
+        if t is not None and not (_is_number(t) and t >= 0):
+            raise ValueError(f"refine_temperature must be a number >= 0 or None; got {t!r}")
         g = self.guidance_scale
         if isinstance(g, list):
             object.__setattr__(self, "guidance_scale", g := tuple(g))

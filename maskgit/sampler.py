@@ -16,9 +16,13 @@ Deviation: where the official rule would stall (more steps than unknown tokens),
 
 Refinement (off by default; `refine_steps` > 0): MaskGIT never revisits a token, so a token fixed early, from little
 context, stays even when the finished video contradicts it. After the last step, each of `refine_steps` rounds
-re-masks a random `refine_ratio` of the sampled positions (never primes), redraws them in one pass given everything
-else, and keeps a redraw only where it is more likely than the token it would replace under the same distribution
-(a greedy form of Mask-Predict's re-masking; guidance at its last-step value). Each round costs one model pass.
+re-masks some sampled positions (never primes), redraws them in one pass given everything else, and keeps a redraw
+only where it is more likely than the token it would replace under the same distribution (a greedy form of
+Mask-Predict's re-masking; guidance at its last-step value). Each round costs one model pass. What a round
+re-masks, `refine_unit`: "token", a random `refine_ratio` of the sampled positions; "frame", every sampled position
+of one latent frame (drawn at random per video among those with sampled positions), so the frame is redrawn given
+the other frames alone (`frame_tokens` per latent frame). Redraws use `refine_temperature` (None: `temperature`;
+0: the most likely token, so a round only moves a token to its mode given the rest).
 
 Classifier-free guidance (diffusers / aMUSEd / lucidrains convention): `guided = uncond + s * (cond - uncond)` on the
 raw logits, before temperature and filtering (the same as on log-softmax: the per-position log-normaliser terms only
@@ -48,6 +52,8 @@ from .transformer import merge_codes, split_codes
 LogitsFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 # which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
 UNMASK_ORDERS = ("confidence", "random", "frame")
+# what a refinement round re-masks: a random share of the sampled tokens, or one latent frame's
+REFINE_UNITS = ("token", "frame")
 GuidanceScale = float | tuple[float, float] | Callable[[float], float]
 Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
@@ -194,6 +200,8 @@ def sample(
     frame_tokens: int | None = None,
     refine_steps: int = 0,
     refine_ratio: float = 0.125,
+    refine_unit: str = "token",
+    refine_temperature: float | None = None,
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
 
@@ -204,7 +212,8 @@ def sample(
     from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
     generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
     sampling that row alone with that generator gives (diffusers' per-video generators).
-    refine_steps / refine_ratio: the refinement rounds of the module docstring (0 = none).
+    refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds of the module docstring
+    (0 = none); refine_unit="frame" needs frame_tokens.
     """
     vocab_sizes = tuple(int(v) for v in vocab_sizes)
     total = math.prod(vocab_sizes)
@@ -228,12 +237,17 @@ def sample(
         raise ValueError(f"refine_steps must be an int >= 0; got {refine_steps!r}")
     if not 0.0 < refine_ratio <= 1.0:
         raise ValueError(f"refine_ratio must be in (0, 1]; got {refine_ratio!r}")
+    if refine_unit not in REFINE_UNITS:
+        raise ValueError(f"refine_unit must be one of {REFINE_UNITS}; got {refine_unit!r}")
+    if refine_temperature is not None and not refine_temperature >= 0:
+        raise ValueError(f"refine_temperature must be >= 0 or None; got {refine_temperature!r}")
     mask_ratio(0.5, schedule)  # validates the schedule name
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
-    if order == "frame" and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
-        raise ValueError(f"order='frame' needs frame_tokens, the tokens per latent frame dividing seq_len {seq_len}; "
-                         f"got {frame_tokens!r}")
+    for name, by_frame in (("order", order == "frame"), ("refine_unit", refine_steps and refine_unit == "frame")):
+        if by_frame and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
+            raise ValueError(f"{name}='frame' needs frame_tokens, the tokens per latent frame dividing seq_len "
+                             f"{seq_len}; got {frame_tokens!r}")
 
     if known_codes is not None:
         if tuple(known_codes.shape) != (batch_size, seq_len):
@@ -282,19 +296,36 @@ def sample(
             callback(SamplerStep(step, num_steps, scale, codes.clone(), filled.clone(),
                                  (codes == mask_id).sum(dim=-1)))
     if refine_steps:
-        codes = _refine(logits_fn, codes, unknown_at_start_mask, refine_steps, refine_ratio,
-                        guidance_at(guidance_scale, num_steps - 1, num_steps), vocab_sizes, mask_id, temperature,
+        def picks() -> torch.Tensor:
+            if refine_unit == "frame":
+                return _frame_pick(unknown_at_start_mask, frame_tokens, generator)
+            return (_uniform((batch_size, seq_len), generator, device) < refine_ratio) & unknown_at_start_mask
+
+        codes = _refine(logits_fn, codes, picks, refine_steps, guidance_at(guidance_scale, num_steps - 1, num_steps),
+                        vocab_sizes, mask_id, temperature if refine_temperature is None else refine_temperature,
                         top_k, top_p, generator)
     return codes
 
 
-def _refine(logits_fn: LogitsFn, codes: torch.Tensor, editable: torch.Tensor, rounds: int, ratio: float, scale: float,
+def _frame_pick(editable: torch.Tensor, frame_tokens: int, generator: Generators) -> torch.Tensor:
+    """(B, n) bool: every editable position of one latent frame per row, the frame drawn uniformly among the row's
+    frames that hold an editable position (none for a row without any)."""
+    b, n = editable.shape
+    has = editable.view(b, n // frame_tokens, frame_tokens).any(dim=-1)  # (b, frames)
+    count = has.sum(dim=-1, keepdim=True)  # (b, 1)
+    target = (_uniform((b, 1), generator, editable.device) * count).floor().clamp(max=count - 1)  # k-th such frame
+    chosen = (has.cumsum(dim=-1) > target) & has  # (b, frames): the k-th frame and later ones with positions
+    first = chosen & (chosen.cumsum(dim=-1) == 1)  # (b, frames): only the k-th
+    return first.repeat_interleave(frame_tokens, dim=-1) & editable
+
+
+def _refine(logits_fn: LogitsFn, codes: torch.Tensor, picks: Callable[[], torch.Tensor], rounds: int, scale: float,
             vocab_sizes: tuple[int, ...], mask_id: int, temperature: float, top_k: int | None, top_p: float | None,
             generator: Generators) -> torch.Tensor:
-    """The refinement rounds of the module docstring. codes (B, n) all filled; editable (B, n) bool: sampled here."""
-    batch_size, seq_len = codes.shape
+    """The refinement rounds of the module docstring. codes (B, n) all filled; picks() -> (B, n) bool: the sampled
+    positions one round re-masks."""
     for _ in range(rounds):
-        pick = (_uniform((batch_size, seq_len), generator, codes.device) < ratio) & editable  # (b, n)
+        pick = picks()  # (b, n)
         if not bool(pick.any()):
             continue
         logits = _guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)

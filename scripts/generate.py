@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "and keeps the more likely one, one model pass each; 0 = none (default: pipeline's)")
     p.add_argument("--refine-ratio", type=positive_float, metavar="P",
                    help="share of the codes each refinement round redraws, in (0, 1] (default: pipeline's, 0.125)")
+    p.add_argument("--refine-unit", choices=("token", "frame"),
+                   help="what a refinement round redraws: a random share of the codes (token) or every code of one "
+                        "latent frame given the others (frame) (default: pipeline's)")
+    p.add_argument("--refine-temperature", type=nonnegative_float, metavar="T",
+                   help="temperature of the refinement redraws; 0 = the most likely code (default: pipeline's, "
+                        "else --temperature)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="base seed: video j uses torch.Generator().manual_seed(seed + j), recorded in samples.jsonl")
     p.add_argument("--out-dir", default="samples", metavar="DIR", help="output folder (default: samples)")
@@ -137,7 +143,8 @@ def _generate(args: argparse.Namespace) -> None:
                                  guidance_scale=_guidance(args.guidance_scale), temperature=args.temperature,
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps,
                                  unmask_order=args.unmask_order, refine_steps=args.refine_steps,
-                                 refine_ratio=args.refine_ratio)
+                                 refine_ratio=args.refine_ratio, refine_unit=args.refine_unit,
+                                 refine_temperature=args.refine_temperature)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,

@@ -77,7 +77,7 @@ def test_the_app_writes_what_magvit2_generate_writes_for_its_command(models, run
     assert steps_seen == [(i, s, 3) for i in range(2) for s in range(3)]
     command = samples[0].command
     assert command == samples[1].command and "--guidance-scale 2.0 4.0" in command and "--top-k 20" in command
-    assert "--refine-steps 2 --refine-ratio 0.125" in command
+    assert "--refine-steps 2 --refine-ratio 0.125 --refine-unit token" in command
     args = shlex.split(command)
     assert generate_main([*args[1:], "--out-dir", str(tmp_path / "cli"), "--device", "cpu"]) == 0
     app_lines, cli_lines = log_lines(tmp_path / "app"), log_lines(tmp_path / "cli")
@@ -153,13 +153,15 @@ def test_batch_prompts_from_text_and_file(tmp_path):
 def test_reproduce_command_quotes_what_a_shell_would_split():
     from maskgit.pipeline_settings import PipelineDefaults
 
-    settings = PipelineDefaults(num_frames=5, guidance_scale=(1.0, 5.0), top_k=3)
+    settings = PipelineDefaults(num_frames=5, guidance_scale=(1.0, 5.0), top_k=3, refine_steps=4, refine_unit="frame",
+                                refine_temperature=0.0)
     command = reproduce_command(Path("/runs/my run"), ["it's a cat", "two\tdogs"], settings, -3, "no $HOME")
     args = shlex.split(command)
     assert args[:3] == ["magvit2-generate", "--model", "/runs/my run"]
     assert args[3:7] == ["--prompt", "it's a cat", "--prompt", "two\tdogs"]
     assert args[args.index("--negative-prompt") + 1] == "no $HOME" and args[args.index("--seed") + 1] == "-3"
     assert args[args.index("--guidance-scale") + 1: args.index("--guidance-scale") + 3] == ["1.0", "5.0"]
+    assert [args[args.index(f"--refine-{k}") + 1] for k in ("steps", "unit", "temperature")] == ["4", "frame", "0.0"]
 
 
 # what is loaded ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Refinement rounds of the MaskGIT sampler (`refine_steps`): they only trade a token for a more likely one, never
-touch primes, cost one model pass each, and leave the main decode's draws unchanged."""
+touch primes, cost one model pass each, and leave the main decode's draws unchanged; by token share or by latent
+frame (`refine_unit`), at their own temperature (`refine_temperature`)."""
 
 import pytest
 import torch
@@ -47,7 +48,56 @@ def test_zero_rounds_is_plain_maskgit():
     assert torch.equal(run(fn, num_steps=5), run(fn, num_steps=5, refine_steps=0, refine_ratio=0.9))
 
 
+class RecordingLogits(FakeLogits):
+    """FakeLogits that also keeps the [MASK] map of every call's conditional rows."""
+
+    def __init__(self, *args, mask_id, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mask_id, self.masked = mask_id, []
+
+    def __call__(self, codes):
+        self.masked.append(codes[: self.b] == self.mask_id)
+        return super().__call__(codes)
+
+
+def test_frame_rounds_redraw_one_whole_latent_frame_never_a_primed_one():
+    b, frames, per_frame, vocab, steps, rounds = 3, 4, 8, (32,), 4, 12
+    n = frames * per_frame
+    known = torch.full((b, n), -1, dtype=torch.long)
+    known[:, :per_frame] = 5  # the first latent frame is primed
+    known[0, per_frame:] = 7  # row 0: every frame primed, nothing to refine
+    fn = RecordingLogits(n, vocab, b, seed=2, mask_id=32)
+    out = run(fn, b=b, n=n, vocab=vocab, num_steps=steps, known_codes=known, refine_steps=rounds,
+              refine_unit="frame", frame_tokens=per_frame, temperature=2.0)
+    assert torch.equal(out[0], known[0]) and torch.equal(out[:, :per_frame], known[:, :per_frame])
+    picked = set()
+    for masked in fn.masked[steps:]:  # the refinement rounds' calls
+        assert not bool(masked[0].any())
+        for row in (1, 2):
+            by_frame = masked[row].view(frames, per_frame)
+            whole = by_frame.all(dim=-1)
+            assert int(whole.sum()) == 1 and int(by_frame.sum()) == per_frame  # exactly one whole frame
+            picked.add(int(whole.nonzero()))
+    assert picked == {1, 2, 3}  # 12 rounds x 2 rows drew every unprimed frame, never the primed one
+
+
+def test_refine_temperature_zero_moves_tokens_to_their_mode_given_the_rest():
+    b, n, vocab = 2, 24, (16,)
+    fn = FakeLogits(n, vocab, b, seed=4)
+    hot = run(fn, b=b, n=n, vocab=vocab, num_steps=3, temperature=3.0)
+    greedy = run(fn, b=b, n=n, vocab=vocab, num_steps=3, temperature=3.0, refine_steps=6, refine_ratio=1.0,
+                 refine_temperature=0.0)
+    mode = fn.cond[0].argmax(-1).expand(b, n)  # the fake model's most likely code per position
+    assert bool((hot != mode).any()) and torch.equal(greedy, mode)  # every redraw is the mode; all were kept
+    sampled = run(fn, b=b, n=n, vocab=vocab, num_steps=3, temperature=3.0, refine_steps=6, refine_ratio=1.0)
+    assert not torch.equal(sampled, mode)  # at the sampling temperature the same rounds stop short of the mode
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    ({"refine_steps": 1, "refine_unit": "clip"}, "refine_unit must be one of"),
+    ({"refine_steps": 1, "refine_unit": "frame"}, "refine_unit='frame' needs frame_tokens"),
+    ({"refine_steps": 1, "refine_unit": "frame", "frame_tokens": 3}, "refine_unit='frame' needs frame_tokens"),
+    ({"refine_steps": 1, "refine_temperature": -0.5}, "refine_temperature must be >= 0 or None"),
     ({"refine_steps": -1}, "refine_steps must be an int >= 0"),
     ({"refine_steps": 1.5}, "refine_steps must be an int >= 0"),
     ({"refine_steps": 2, "refine_ratio": 0.0}, r"refine_ratio must be in \(0, 1\]"),
@@ -72,9 +122,18 @@ def test_pipeline_passes_refinement_through_and_stores_it(tmp_path):
                    refine_ratio=1.0).frames
     hook.remove()
     assert len(passes) == 2 * steps + 3 and plain.shape == refined.shape
-    pipe.defaults = pipe.settings(refine_steps=3, refine_ratio=0.5)
+    by_frame = pipe("a red ball", generator=gen(0), output_type="latent", guidance_scale=1.0, refine_steps=2,
+                    refine_unit="frame", refine_temperature=0.0).frames
+    assert by_frame.shape == plain.shape and len(passes) == 2 * steps + 3  # (the hook was removed)
+    pipe.defaults = pipe.settings(refine_steps=3, refine_ratio=0.5, refine_unit="frame", refine_temperature=0.0)
     pipe.save_pretrained(tmp_path)
-    assert TextToVideoPipeline.from_pretrained(tmp_path).defaults.refine_steps == 3
-    assert PipelineDefaults.from_dict({}).refine_steps == 0  # pipelines saved before the option load as before
+    loaded = TextToVideoPipeline.from_pretrained(tmp_path).defaults
+    assert (loaded.refine_steps, loaded.refine_unit, loaded.refine_temperature) == (3, "frame", 0.0)
+    old = PipelineDefaults.from_dict({})  # pipelines saved before the options load as before
+    assert (old.refine_steps, old.refine_unit, old.refine_temperature) == (0, "token", None)
     with pytest.raises(ValueError, match="refine_ratio must be in"):
         PipelineDefaults(refine_ratio=0.0)
+    with pytest.raises(ValueError, match="refine_unit must be one of token, frame"):
+        PipelineDefaults(refine_unit="clip")
+    with pytest.raises(ValueError, match="refine_temperature must be a number >= 0 or None"):
+        PipelineDefaults(refine_temperature=-1.0)
