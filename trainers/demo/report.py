@@ -38,7 +38,7 @@ AIMS = {"tokenizer.psnr_db": 22.0, "tokenizer.codebook_usage": 0.60,
 
 
 @torch.no_grad()
-def _center_clip_batches(dataset: VideoFolderDataset, batch_size: int):
+def center_clip_batches(dataset: VideoFolderDataset, batch_size: int):
     """(items, video (b, c, t, h, w) in [-1, 1]) over every clip of `dataset`, in order, from frame 0 of epoch 0."""
     for start in range(0, len(dataset), batch_size):
         items = [dataset[(0, i, -1)] for i in range(start, min(start + batch_size, len(dataset)))]
@@ -51,7 +51,7 @@ def evaluate_tokenizer(tokenizer_dir: Path, val_dir: Path, num_frames: int, batc
     dataset = VideoFolderDataset(val_dir, num_frames=num_frames, image_size=tokenizer.config.image_size,
                                  random_crop=False, include_images=False)
     psnrs, ssims, codes, sources = [], [], [], []
-    for items, video in _center_clip_batches(dataset, batch_size):
+    for items, video in center_clip_batches(dataset, batch_size):
         out = tokenizer.reconstruct(video)
         recon = out.recon.clamp(-1, 1)
         psnrs.append(psnr(recon, video)), ssims.append(ssim(recon, video)), codes.append(out.codes.flatten())
@@ -81,7 +81,7 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
                                  random_crop=False, include_images=False)
     hits = {"truth": 0, "recon": 0}
     consistent = {"truth": 0, "recon": 0}
-    for items, video in _center_clip_batches(dataset, batch_size):
+    for items, video in center_clip_batches(dataset, batch_size):
         recon = tokenizer(video).clamp(-1, 1)
         for it, clip, rec in zip(items, video, recon):
             digit = records[it["path"]]["digit"]
