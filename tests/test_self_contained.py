@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# a path that climbs out of the repository to the sibling folder `shared`: dot-dot-slash, parents[2] / "shared", ...
-_OUTSIDE = re.compile(r"(\.\./shared|parents\[[2-9]\]\s*/\s*[\"']shared)")
+# a path that climbs out of the repository to the sibling folder: dot-dot-slash + its name, or parents[2+] / its
+# name (the name is assembled so that this file does not itself hold such a path)
+_SIBLING = "".join(("sh", "ared"))
+_OUTSIDE = re.compile(r"(\.\.[/\\]" + _SIBLING + r"|parents\[[2-9]\]\s*/\s*[\"']" + _SIBLING + ")")
 
 
 def tracked_files() -> list[Path]:
