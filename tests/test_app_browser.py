@@ -173,6 +173,13 @@ def toast_text(page, contains: str) -> str:
     return text
 
 
+def wait_for_upload(page, name: str) -> None:
+    """Until the upload box lists the file `name` (gradio may split it into stem and extension elements)."""
+    page.wait_for_function("n => { const u = document.querySelector('#upload');"
+                           " return u && u.innerText.replace(/\\s+/g, '').includes(n); }", arg=name,
+                           timeout=STEP_TIMEOUT_MS)
+
+
 def video_state(page, selector: str) -> dict:
     return page.evaluate("s => { const v = document.querySelector(s); return v && {src: v.currentSrc, "
                          "duration: v.duration, width: v.videoWidth, height: v.videoHeight, ready: v.readyState, "
@@ -288,14 +295,14 @@ def test_tokenizer_tab_reconstructs_an_upload_and_refuses_a_non_video(app, artef
     junk.write_text("these are meeting notes, not a video")
     page.click("button[role=tab]:has-text('Tokenizer')")
     page.set_input_files("#upload input[type=file]", str(junk))
-    page.wait_for_selector("#upload :text('notes.mp4')", timeout=STEP_TIMEOUT_MS)
+    wait_for_upload(page, "notes.mp4")
     page.click("#reconstruct")
     text = toast_text(page, "notes.mp4")
     assert "cannot read notes.mp4" in text and "Traceback" not in text and "gradio" not in text  # its own name
 
     page.click("#upload button[aria-label='Clear']")
     page.set_input_files("#upload input[type=file]", str(clip))
-    page.wait_for_selector("#upload :text('pan.mp4')", timeout=STEP_TIMEOUT_MS)
+    wait_for_upload(page, "pan.mp4")
     page.click("#reconstruct")
     state = wait_for_video(page, "#recon-video video", "pan.mp4")
     assert (state["width"], state["height"]) == (64, 32) and state["duration"] > 0  # original | reconstruction
