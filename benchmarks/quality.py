@@ -93,7 +93,7 @@ def cmd_data(a: argparse.Namespace) -> None:
     from trainers.demo.photos import PhotoDataConfig
 
     build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects),
-                    photos=PhotoDataConfig(seed=a.seed, val_videos=tuple(a.val_videos)), debian_dir=a.debian_clips)
+                    photos=PhotoDataConfig(seed=a.seed, val_videos=a.val_videos), debian_dir=a.debian_clips)
 
 
 def cmd_tokenizer(a: argparse.Namespace) -> None:
