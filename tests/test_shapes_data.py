@@ -123,10 +123,14 @@ def test_quality_data_command_takes_objects(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr("trainers.demo.build_demo_data", lambda out, digits, photos, debian_dir: seen.update(
-        out=Path(out), digits=digits))
+        out=Path(out), digits=digits, photos=photos))
     quality.main(["data", "--out", str(tmp_path / "data"), "--objects", "shapes"])
     assert seen["digits"].objects == "shapes"
     quality.main(["data", "--out", str(tmp_path / "data")])
-    assert seen["digits"].objects == "digits"
+    assert seen["digits"].objects == "digits" and seen["photos"].val_videos == ("cityCC0.mpg",)
+    quality.main(["data", "--out", str(tmp_path / "data"), "--val-videos", "vtest.avi"])  # a second real-video set
+    assert seen["photos"].val_videos == ("vtest.avi",)
     with pytest.raises(SystemExit):
         quality.main(["data", "--out", str(tmp_path / "data"), "--objects", "letters"])
+    with pytest.raises(SystemExit):
+        quality.main(["data", "--out", str(tmp_path / "data"), "--val-videos", "city.mpg"])
