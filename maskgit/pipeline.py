@@ -264,6 +264,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         refine_ratio: float | None = None,
         refine_unit: str | None = None,
         refine_temperature: float | None = None,
+        best_of: int | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
@@ -281,6 +282,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         half a window; `maskgit.windows`). height / width: checked against the tokenizer's frame size.
         refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds after the last step
         (`maskgit.sampler`: one model pass each; default from `self.defaults`).
+        best_of: decodes per video; the one whose latent frames the model finds most likely given each other is
+        returned (`maskgit.sampler`; costs best_of decodes; default from `self.defaults`).
         guidance_scale s >= 0: `uncond + s*(cond - uncond)` on the logits; 1 = no guidance; a (start, end) pair
         ramps linearly over the steps.
         generator: every random draw comes from it (any device); the same seed gives the same codes and video. A
@@ -313,7 +316,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         s = self.settings(num_frames=num_frames, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                           temperature=temperature, choice_temperature=choice_temperature, top_k=top_k, top_p=top_p,
                           mask_schedule=mask_schedule, unmask_order=unmask_order, refine_steps=refine_steps,
-                          refine_ratio=refine_ratio, refine_unit=refine_unit, refine_temperature=refine_temperature)
+                          refine_ratio=refine_ratio, refine_unit=refine_unit, refine_temperature=refine_temperature,
+                          best_of=best_of)
         windows = self.plan(s.num_frames, window_overlap)
         grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
@@ -332,7 +336,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                         "the last %d of the previous one", s.num_frames, self.max_num_frames, len(windows),
                         windows[0].length, windows[1].primed)
 
-        steps = s.num_inference_steps
+        steps = s.num_inference_steps * s.best_of  # the sampler counts steps over a window's candidates
         total_steps = steps * len(windows)
         with self.running("transformer") as transformer, eval_mode(self.tokenizer, transformer), \
                 self.progress_bar(total_steps) as bar:

@@ -42,6 +42,9 @@ class PipelineDefaults:
     refine_ratio: float = 0.125
     refine_unit: str = "token"
     refine_temperature: float | None = None
+    # candidates decoded per video, the one whose latent frames the model finds most likely given each other kept
+    # (maskgit.sampler's best of N: best_of decodes + one pass per latent frame each; 1 = one decode)
+    best_of: int = 1
     fps: float = 8  # frame rate for written videos (metadata only)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,7 @@ class PipelineDefaults:
         positive_int("num_frames", self.num_frames, allow_none=True)
         positive_int("num_inference_steps", self.num_inference_steps)
         positive_int("top_k", self.top_k, allow_none=True)
+        positive_int("best_of", self.best_of)
         if isinstance(self.refine_steps, bool) or not isinstance(self.refine_steps, int) or self.refine_steps < 0:
             raise ValueError(f"refine_steps must be an int >= 0; got {self.refine_steps!r}")
         if not (_is_number(self.refine_ratio) and 0.0 < self.refine_ratio <= 1.0):

@@ -24,6 +24,14 @@ of one latent frame (drawn at random per video among those with sampled position
 the other frames alone (`frame_tokens` per latent frame). Redraws use `refine_temperature` (None: `temperature`;
 0: the most likely token, so a round only moves a token to its mode given the rest).
 
+Best of N (off by default; `best_of` > 1): each row is decoded `best_of` times (the generator runs on, so the
+candidates differ) and the candidate the model itself finds most coherent is kept: `frame_scores` masks each latent
+frame's sampled tokens in turn and scores them given every other frame, as the mean log-probability of the sampled
+tokens under the last step's (guided) distribution; a candidate's score is the mean over its frames. One frame that
+shows another object than the rest is unlikely given the rest, so the score ranks consistent videos first (the
+reranking of DALL-E / OpenAI's `best_of`, with the model as its own judge instead of a second model). It costs
+`best_of` decodes plus one pass per latent frame per candidate.
+
 Classifier-free guidance (diffusers / aMUSEd / lucidrains convention): `guided = uncond + s * (cond - uncond)` on the
 raw logits, before temperature and filtering (the same as on log-softmax: the per-position log-normaliser terms only
 shift every logit of a position by one constant, which softmax ignores). s = 1: conditional only (the uncond half is
@@ -202,6 +210,7 @@ def sample(
     refine_ratio: float = 0.125,
     refine_unit: str = "token",
     refine_temperature: float | None = None,
+    best_of: int = 1,
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
 
@@ -214,6 +223,8 @@ def sample(
     sampling that row alone with that generator gives (diffusers' per-video generators).
     refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds of the module docstring
     (0 = none); refine_unit="frame" needs frame_tokens.
+    best_of: candidates decoded per row, the most coherent kept (module docstring); > 1 needs frame_tokens. The
+    callback's `step` then counts over the candidates (candidate c's step s is c * num_steps + s).
     """
     vocab_sizes = tuple(int(v) for v in vocab_sizes)
     total = math.prod(vocab_sizes)
@@ -241,12 +252,15 @@ def sample(
         raise ValueError(f"refine_unit must be one of {REFINE_UNITS}; got {refine_unit!r}")
     if refine_temperature is not None and not refine_temperature >= 0:
         raise ValueError(f"refine_temperature must be >= 0 or None; got {refine_temperature!r}")
+    if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
+        raise ValueError(f"best_of must be an int >= 1; got {best_of!r}")
     mask_ratio(0.5, schedule)  # validates the schedule name
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
-    for name, by_frame in (("order", order == "frame"), ("refine_unit", refine_steps and refine_unit == "frame")):
+    for name, by_frame in (("order", order == "frame"), ("refine_unit", refine_steps and refine_unit == "frame"),
+                           ("best_of > 1", best_of > 1)):
         if by_frame and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
-            raise ValueError(f"{name}='frame' needs frame_tokens, the tokens per latent frame dividing seq_len "
+            raise ValueError(f"{name} needs frame_tokens, the tokens per latent frame dividing seq_len "
                              f"{seq_len}; got {frame_tokens!r}")
 
     if known_codes is not None:
@@ -263,6 +277,66 @@ def sample(
         device = torch.device(device) if device is not None else first.device
         codes = torch.full((batch_size, seq_len), mask_id, dtype=torch.long, device=device)
 
+    start, last_scale = codes, guidance_at(guidance_scale, num_steps - 1, num_steps)
+    best, best_score = codes, None
+    for candidate in range(best_of):
+        _reset(logits_fn)
+        codes = _decode(logits_fn, start, generator, vocab_sizes=vocab_sizes, mask_id=mask_id, num_steps=num_steps,
+                        temperature=temperature, choice_temperature=choice_temperature, schedule=schedule,
+                        top_k=top_k, top_p=top_p, guidance_scale=guidance_scale, callback=callback, order=order,
+                        frame_tokens=frame_tokens, refine_steps=refine_steps, refine_ratio=refine_ratio,
+                        refine_unit=refine_unit, refine_temperature=refine_temperature,
+                        step_offset=candidate * num_steps, steps_total=best_of * num_steps)
+        if best_of == 1:
+            return codes
+        frames = frame_scores(logits_fn, codes, start == mask_id, frame_tokens, vocab_sizes, mask_id, last_scale)
+        score = frames.nan_to_num(0.0).sum(-1) / (~frames.isnan()).sum(-1).clamp(min=1)  # (b,): mean over frames
+        better = score > best_score if best_score is not None else torch.ones_like(score, dtype=torch.bool)
+        best = torch.where(better[:, None], codes, best)
+        best_score = score if best_score is None else torch.where(better, score, best_score)
+    return best
+
+
+def _reset(logits_fn: LogitsFn) -> None:
+    """A stateful closure (self-conditioning: `make_guided_logits_fn`) starts a new decode or score afresh."""
+    reset = getattr(logits_fn, "reset", None)
+    if reset is not None:
+        reset()
+
+
+def frame_scores(logits_fn: LogitsFn, codes: torch.Tensor, sampled: torch.Tensor, frame_tokens: int,
+                 vocab_sizes: Sequence[int], mask_id: int, scale: float) -> torch.Tensor:
+    """How likely each latent frame's sampled tokens are given every other token: for frame f, its `sampled`
+    positions go to [MASK] and the mean log-probability of their codes under the (guided) logits is taken. One model
+    pass per frame. codes (B, n) filled; sampled (B, n) bool (primes are False: given, never scored). Returns
+    (B, n // frame_tokens) float; NaN for a frame without sampled positions."""
+    n = codes.shape[1]
+    frames = n // frame_tokens
+    current = split_codes(codes, vocab_sizes, mask_id)
+    scores = []
+    for f in range(frames):
+        in_frame = torch.zeros(n, dtype=torch.bool, device=codes.device)
+        in_frame[f * frame_tokens : (f + 1) * frame_tokens] = True
+        pick = sampled & in_frame  # (b, n)
+        _reset(logits_fn)
+        logits = _guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)
+        logp = sum(lg.log_softmax(dim=-1).gather(-1, ids[..., None]).squeeze(-1) for lg, ids in zip(logits, current))
+        count = pick.sum(dim=-1)  # (b,)
+        total = torch.where(pick, logp, 0.0).sum(dim=-1)
+        scores.append(torch.where(count > 0, total / count.clamp(min=1), float("nan")))
+    return torch.stack(scores, dim=-1)
+
+
+def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, vocab_sizes: tuple[int, ...],
+            mask_id: int, num_steps: int, temperature: float, choice_temperature: float, schedule: str,
+            top_k: int | None, top_p: float | None, guidance_scale: GuidanceScale,
+            callback: Callable[[SamplerStep], None] | None, order: str, frame_tokens: int | None, refine_steps: int,
+            refine_ratio: float, refine_unit: str, refine_temperature: float | None, step_offset: int,
+            steps_total: int) -> torch.Tensor:
+    """One decode of `codes` (B, n) ([MASK] = to sample): the steps and refinement rounds of the module docstring.
+    The callback sees step `step_offset + s` of `steps_total`."""
+    batch_size, seq_len = codes.shape
+    device = codes.device
     unknown_at_start_mask = codes == mask_id  # (b, n): the positions this call samples
     unknown_at_start = unknown_at_start_mask.sum(dim=-1)  # (b,)
     for step in range(num_steps):
@@ -293,7 +367,7 @@ def sample(
             ranks = confidence.argsort(dim=-1, stable=True).argsort(dim=-1)  # 0 = least confident
             codes = torch.where(ranks < mask_len[:, None], mask_id, filled)
         if callback is not None:
-            callback(SamplerStep(step, num_steps, scale, codes.clone(), filled.clone(),
+            callback(SamplerStep(step_offset + step, steps_total, scale, codes.clone(), filled.clone(),
                                  (codes == mask_id).sum(dim=-1)))
     if refine_steps:
         def picks() -> torch.Tensor:
@@ -378,4 +452,5 @@ def make_guided_logits_fn(model: torch.nn.Module, text: TextEmbedding | tuple | 
         logits, state["hidden"] = model(codes, ctx, drop_text, prev, grid=grid, return_embeddings=True)
         return logits
 
+    logits_fn.reset = lambda: state.update(hidden=None)  # type: ignore[attr-defined]  # `sample` starts each decode
     return logits_fn

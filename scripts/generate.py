@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-temperature", type=nonnegative_float, metavar="T",
                    help="temperature of the refinement redraws; 0 = the most likely code (default: pipeline's, "
                         "else --temperature)")
+    p.add_argument("--best-of", type=positive_int, metavar="N",
+                   help="decode each video N times and keep the one whose latent frames the model finds most likely "
+                        "given each other (N decodes; default: pipeline's, 1)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="base seed: video j uses torch.Generator().manual_seed(seed + j), recorded in samples.jsonl")
     p.add_argument("--out-dir", default="samples", metavar="DIR", help="output folder (default: samples)")
@@ -144,7 +147,7 @@ def _generate(args: argparse.Namespace) -> None:
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps,
                                  unmask_order=args.unmask_order, refine_steps=args.refine_steps,
                                  refine_ratio=args.refine_ratio, refine_unit=args.refine_unit,
-                                 refine_temperature=args.refine_temperature)
+                                 refine_temperature=args.refine_temperature, best_of=args.best_of)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,

@@ -80,15 +80,17 @@ def test_gif_prompt_file_and_settings(run_dir, tmp_path):
     assert generate("--model", run_dir, "--prompt-file", prompt_file, "--format", "gif", "--fps", "5",
                     "--guidance-scale", "1.5", "--temperature", "0.5", "--choice-temperature", "2",
                     "--negative-prompt", "noise", "--seed", "9", "--unmask-order", "frame", "--refine-steps", "2",
-                    "--refine-ratio", "0.5", "--refine-unit", "frame", "--refine-temperature", "0", out=out) == 0
+                    "--refine-ratio", "0.5", "--refine-unit", "frame", "--refine-temperature", "0", "--best-of", "2",
+                    out=out) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000-a-red-ball.gif", "001-clouds-over-a-hill.gif",
                                                      "samples.jsonl"]
     assert read_video(out / "001-clouds-over-a-hill.gif").shape == (5, 16, 16, 3)
     line = log_lines(out)[1]
     assert (line["prompt"], line["format"], line["fps"], line["guidance_scale"], line["temperature"],
             line["choice_temperature"], line["negative_prompt"], line["base_seed"], line["unmask_order"],
-            line["refine_steps"], line["refine_ratio"], line["refine_unit"], line["refine_temperature"]) == (
-        "clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9, "frame", 2, 0.5, "frame", 0.0)
+            line["refine_steps"], line["refine_ratio"], line["refine_unit"], line["refine_temperature"],
+            line["best_of"]) == ("clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9, "frame", 2, 0.5, "frame",
+                                 0.0, 2)
 
 
 def test_same_seed_same_frames_and_each_prompt_reproduces_alone(run_dir, tmp_path):

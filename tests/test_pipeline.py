@@ -213,3 +213,18 @@ def test_from_pretrained_errors(pipe, tmp_path):
         (folder / sub).rmdir()
         with pytest.raises(FileNotFoundError, match=f"no {sub}/ subfolder"):
             TextToVideoPipeline.from_pretrained(folder)
+
+
+def test_best_of_returns_one_of_the_candidates_and_counts_their_steps(pipe):
+    """best_of=2 keeps one of the two decodes a generator gives in a row, and the callback counts both."""
+    g = gen(5)
+    first = pipe("a red ball", generator=g, output_type="latent").frames
+    second = pipe("a red ball", generator=g, output_type="latent").frames
+    assert not torch.equal(first, second)
+    seen = []
+    best = pipe("a red ball", generator=gen(5), output_type="latent", best_of=2,
+                callback=lambda step, total, c: seen.append((step, total))).frames
+    assert torch.equal(best, first) or torch.equal(best, second)
+    assert seen == [(i, 8) for i in range(8)]  # 4 steps per decode (the tiny recipe), two decodes
+    with pytest.raises(ValueError, match="best_of must be a positive int"):
+        pipe("a", best_of=0)

@@ -134,7 +134,7 @@ def reproduce_command(model_dir: Path, prompts: Sequence[str], settings: Pipelin
     if settings.top_k is not None:
         args += ["--top-k", str(settings.top_k)]
     args += ["--refine-steps", str(settings.refine_steps), "--refine-ratio", str(settings.refine_ratio),
-             "--refine-unit", settings.refine_unit]
+             "--refine-unit", settings.refine_unit, "--best-of", str(settings.best_of)]
     if settings.refine_temperature is not None:
         args += ["--refine-temperature", str(settings.refine_temperature)]
     args += ["--fps", str(settings.fps)]
