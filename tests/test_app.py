@@ -4,6 +4,7 @@ command line. The page in a real browser: tests/test_app_browser.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -362,3 +363,19 @@ def test_text_encoders_count_tokens_before_truncation():
 
     with pytest.raises(NotImplementedError):
         Silent().count_tokens(["a"])
+
+
+def test_the_app_decodes_once_even_when_the_pipeline_defaults_to_best_of(models, tmp_path):
+    """The unmasking view shows one decode, so the page asks for best_of=1 and says so in its command."""
+    pipe = models.pipeline
+    saved = pipe.defaults
+    pipe.defaults = dataclasses.replace(saved, best_of=3)
+    try:
+        steps_seen: list[tuple[int, int, int]] = []
+        events = list(generate(models, GenerateRequest(prompts=("clouds",), seed=2, num_frames=3, steps=3),
+                               tmp_path / "app", lambda *a: steps_seen.append(a)))
+    finally:
+        pipe.defaults = saved
+    extras = [s for kind, s in events if kind == "extras"]
+    assert steps_seen == [(0, s, 3) for s in range(3)]  # three steps, not three decodes of three
+    assert "--best-of 1" in extras[0].command and log_lines(tmp_path / "app")[0]["best_of"] == 1

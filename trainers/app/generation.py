@@ -38,7 +38,8 @@ SEED_LIMIT = 2**31  # random base seeds are drawn from [0, SEED_LIMIT), short en
 class GenerateRequest:
     """What the Generate tab asks for. seed None: draw a random base seed. guidance_end: None = a constant scale,
     else a linear ramp from guidance_scale at the first step to guidance_end at the last. top_k None = all codes.
-    refine_steps: refinement rounds after the last unmasking step (None: the pipeline's default)."""
+    refine_steps: refinement rounds after the last unmasking step (None: the pipeline's default). The page decodes
+    each video once (best_of=1, whatever the pipeline's default): its unmasking view shows that decode's steps."""
 
     prompts: tuple[str, ...]
     negative_prompt: str | None = None
@@ -109,7 +110,7 @@ def resolve_settings(pipeline: TextToVideoPipeline, request: GenerateRequest) ->
     settings = pipeline.settings(num_frames=request.num_frames, num_inference_steps=request.steps,
                                  guidance_scale=guidance, temperature=request.temperature,
                                  choice_temperature=request.choice_temperature, top_k=request.top_k,
-                                 refine_steps=request.refine_steps)
+                                 refine_steps=request.refine_steps, best_of=1)  # the page shows one decode's steps
     if settings.num_frames > pipeline.max_num_frames:  # the page shows one window's unmasking: no chained windows
         f = pipeline.tokenizer.time_compression
         raise ValueError(f"num_frames={settings.num_frames} needs {(settings.num_frames - 1) // f + 1} latent frames "
