@@ -65,6 +65,12 @@ class TokenizerConfig:
     codebook_size: int | None = None  # LFQ: a power of 2 (2**18 in the paper); must be None with FSQ
     use_fsq: bool = False  # finite scalar quantization instead of LFQ
     fsq_levels: tuple[int, ...] | None = None  # e.g. (8, 5, 5, 5) -> 1000 codes
+    # FSQ's symmetric levels (evenly spaced in [-1, 1] for even level counts too) and, in training only, a uniform
+    # offset in [-0.5, 0.5) on this share of the quantized values (vector-quantize-pytorch's `preserve_symmetry` /
+    # `noise_dropout`, arXiv 2411.19842 sec. 3.2; the noise needs the symmetric levels; drawn from the global RNG,
+    # like dropout)
+    fsq_preserve_symmetry: bool = False
+    fsq_noise_dropout: float = 0.0
     dim_cond: int | None = None  # width of the optional conditioning vector (needed by cond_* layers)
     dim_cond_expansion_factor: float = 4.0  # cond vector is expanded by an MLP to dim_cond * this
     input_conv_kernel_size: tuple[int, int, int] = (7, 7, 7)  # (t, h, w) kernel of the causal stem
@@ -137,7 +143,15 @@ class TokenizerConfig:
                 raise ValueError(f"use_fsq=True needs fsq_levels, ints >= 2, e.g. (8, 5, 5, 5); got {self.fsq_levels}")
             if self.codebook_size is not None:
                 raise ValueError("codebook_size must be None with FSQ (it is the product of fsq_levels)")
+            p = self.fsq_noise_dropout
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"fsq_noise_dropout must be in [0, 1); got {p!r}")
+            if p > 0 and not self.fsq_preserve_symmetry:
+                raise ValueError("fsq_noise_dropout > 0 needs fsq_preserve_symmetry=True (the library's noise assumes "
+                                 "symmetric levels)")
             return
+        if self.fsq_preserve_symmetry or self.fsq_noise_dropout:
+            raise ValueError("fsq_preserve_symmetry / fsq_noise_dropout given but use_fsq=False")
         k = self.codebook_size
         if not isinstance(k, int) or k < 2 or k & (k - 1):
             raise ValueError(f"LFQ codebook_size must be a power of 2 (e.g. 1024 or 2**18); got {k!r}")

@@ -163,7 +163,8 @@ class FSQuantizer(Float32Module):
     def __init__(self, dim: int, config: TokenizerConfig):
         super().__init__()
         self.codebook_size = config.effective_codebook_size
-        self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True)
+        self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True,
+                       preserve_symmetry=config.fsq_preserve_symmetry, noise_dropout=float(config.fsq_noise_dropout))
 
     def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -221,6 +221,11 @@ def test_bad_codes_raise_clear_value_errors():
         (dict(layers=(("consecutive_residual", 0),)), "positive int"),
         (dict(image_size=18, layers=("compress_space", "compress_space")), "divisible by the space compression 4"),
         (dict(use_fsq=True), "fsq_levels"),
+        (dict(use_fsq=True, fsq_levels=(8, 5), codebook_size=None, fsq_noise_dropout=0.5),
+         "needs fsq_preserve_symmetry=True"),
+        (dict(use_fsq=True, fsq_levels=(8, 5), codebook_size=None, fsq_preserve_symmetry=True,
+              fsq_noise_dropout=1.0), r"fsq_noise_dropout must be in \[0, 1\)"),
+        (dict(fsq_preserve_symmetry=True), "use_fsq=False"),
     ],
 )
 def test_bad_configs_raise(kwargs, message):
@@ -328,3 +333,17 @@ def test_decoder_trained_under_a_frozen_encoder_does_not_crash():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
                             env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert result.returncode == 0 and "ok" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
+def test_fsq_noise_dropout_perturbs_training_outputs_only_and_never_the_codes():
+    kw = dict(use_fsq=True, fsq_levels=(8, 5, 5), codebook_size=None, fsq_preserve_symmetry=True)
+    plain, noisy = make(("residual", "compress_space"), **kw), make(("residual", "compress_space"), **kw,
+                                                                      fsq_noise_dropout=0.5)
+    noisy.load_state_dict(plain.state_dict())  # same weights: only the noise differs
+    video = clip(t=1)
+    torch.manual_seed(0)
+    assert not torch.equal(plain(video), noisy(video))  # training mode: noise on half the quantized values
+    assert torch.equal(plain.tokenize(video), noisy.tokenize(video))
+    plain.eval(), noisy.eval()
+    assert torch.equal(plain(video), noisy(video))
+    assert TokenizerConfig.from_dict(noisy.config.to_dict()) == noisy.config
