@@ -157,13 +157,27 @@ class LFQuantizer(Float32Module):
         return rearrange(self.lfq.project_out(bits * 2 - 1), "b t h w d -> b d t h w")
 
 
+class RatedNoiseFSQ(FSQ):
+    """The library's FSQ, its `noise_dropout` drawn at the rate asked: vector-quantize-pytorch 1.32 draws the mask with
+    `full_like(z, p).bernoulli_()`, which ignores the tensor (`Tensor.bernoulli_` defaults to 0.5), so every rate
+    acted as 0.5. A uniform offset in [-0.5, 0.5) on a share p of the quantized values, clamped to [-1, 1], in
+    training only; drawn from the global RNG, like dropout."""
+
+    def maybe_apply_noise(self, bounded_z: Tensor) -> Tensor:
+        if not self.training or self.noise_dropout == 0.0:
+            return bounded_z
+        noised = torch.rand_like(bounded_z) < self.noise_dropout
+        offset = torch.rand_like(bounded_z) - 0.5
+        return torch.where(noised, bounded_z + offset, bounded_z).clamp(-1.0, 1.0)
+
+
 class FSQuantizer(Float32Module):
     """Finite scalar quantization (no auxiliary loss); codebook size = prod(fsq_levels)."""
 
     def __init__(self, dim: int, config: TokenizerConfig):
         super().__init__()
         self.codebook_size = config.effective_codebook_size
-        self.fsq = FSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True,
+        self.fsq = RatedNoiseFSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True,
                        preserve_symmetry=config.fsq_preserve_symmetry, noise_dropout=float(config.fsq_noise_dropout))
 
     def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:

@@ -347,3 +347,18 @@ def test_fsq_noise_dropout_perturbs_training_outputs_only_and_never_the_codes():
     plain.eval(), noisy.eval()
     assert torch.equal(plain(video), noisy(video))
     assert TokenizerConfig.from_dict(noisy.config.to_dict()) == noisy.config
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_fsq_noise_reaches_the_share_of_values_asked_for(rate):
+    """vector-quantize-pytorch 1.32 noised half the values at every rate; `RatedNoiseFSQ` noises `rate` of them."""
+    from magvit2.quantize import RatedNoiseFSQ
+
+    fsq = RatedNoiseFSQ(levels=[8, 5, 5, 5], preserve_symmetry=True, noise_dropout=rate)
+    z = torch.randn(1, 20000, 4, generator=torch.Generator().manual_seed(0)) * 0.5  # few values at the +-1 ends
+    torch.manual_seed(0)
+    noisy, indices = fsq(z)
+    clean, clean_indices = fsq.eval()(z)
+    assert torch.equal(indices, clean_indices)  # codes come before the noise
+    share = float((noisy != clean).float().mean())
+    assert rate * 0.85 < share <= rate * 1.02
