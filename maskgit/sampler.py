@@ -257,7 +257,8 @@ def sample(
     mask_ratio(0.5, schedule)  # validates the schedule name
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
-    for name, by_frame in (("order", order == "frame"), ("refine_unit", refine_steps and refine_unit == "frame"),
+    for name, by_frame in (("order='frame'", order == "frame"),
+                           ("refine_unit='frame'", refine_steps and refine_unit == "frame"),
                            ("best_of > 1", best_of > 1)):
         if by_frame and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
             raise ValueError(f"{name} needs frame_tokens, the tokens per latent frame dividing seq_len "
