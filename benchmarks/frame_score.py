@@ -47,6 +47,7 @@ def score_and_judge(pipeline_dir: Path, data: Path, settings: dict, per_seen: in
     from maskgit.pipeline import TextToVideoPipeline
     from maskgit.sampler import frame_scores, make_guided_logits_fn
     from trainers.demo.judge import DigitJudge, judge_direction
+    from trainers.demo.report import judged_jobs
     from trainers.rng import make_generator
 
     pipe = TextToVideoPipeline.from_pretrained(pipeline_dir)
@@ -56,8 +57,7 @@ def score_and_judge(pipeline_dir: Path, data: Path, settings: dict, per_seen: in
     built = json.loads((data / "manifest.json").read_text())["settings"]["digits"]
     judge = DigitJudge(seed=built.get("seed", 0), objects=built.get("objects", "digits"))
     prompts = json.loads((data / "digits/prompts.json").read_text())
-    jobs = [(group, p) for group, n in (("seen", per_seen), ("held_out", per_heldout))
-            for p in prompts["seen" if group == "seen" else "heldout"] for _ in range(n)]
+    jobs = judged_jobs(prompts, per_seen, per_heldout)  # the same videos as the harness's judging
     transformer = pipe.transformer.eval()
     records = []
     for start in range(0, len(jobs), batch_size):

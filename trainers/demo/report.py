@@ -94,6 +94,13 @@ def digit_legibility(tokenizer_dir: Path, digits_dir: Path, judge: DigitJudge, n
             "reconstructed_frame_consistency": consistent["recon"] / n}
 
 
+def judged_jobs(prompts: dict, per_seen: int, per_heldout: int) -> list[tuple[str, dict]]:
+    """(group, prompt record) per video to generate, in order: `per_seen` per seen prompt, then `per_heldout` per
+    held-out prompt (prompts: the data's prompts.json, "seen" / "heldout" lists)."""
+    return [(group, p) for group, n in (("seen", per_seen), ("held_out", per_heldout))
+            for p in prompts["seen" if group == "seen" else "heldout"] for _ in range(n)]
+
+
 @torch.no_grad()
 def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, out_dir: Path, judge: DigitJudge,
                        per_seen: int, per_heldout: int, seed: int, batch_size: int = 16, **settings: Any
@@ -104,8 +111,7 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
     pipeline = (pipeline_dir if isinstance(pipeline_dir, TextToVideoPipeline)
                 else TextToVideoPipeline.from_pretrained(pipeline_dir))
     pipeline.defaults = pipeline.settings(**settings)
-    jobs = [(group, p) for group, n in (("seen", per_seen), ("held_out", per_heldout))
-            for p in prompts["seen" if group == "seen" else "heldout"] for _ in range(n)]
+    jobs = judged_jobs(prompts, per_seen, per_heldout)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for start in range(0, len(jobs), batch_size):
