@@ -195,8 +195,10 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
     p.add_argument("--max-bad-fraction", "--max_bad_fraction", dest="max_bad_fraction", type=fraction,
                    metavar="F", help="stop when more than this fraction of the files cannot be read "
                    "(data.max_bad_fraction)")
-    p.add_argument("--mixed-precision", "--mixed_precision", dest="mixed_precision", choices=("no", "bf16", "fp16"),
-                   help="autocast precision (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
+    p.add_argument("--mixed-precision", "--mixed_precision", dest="mixed_precision",
+                   choices=("no", "bf16", "fp16", "auto"),
+                   help="autocast precision; auto: bf16 where the GPU or CPU (AMX, AVX512-BF16) computes in bf16 "
+                   "natively, else no (default: the launcher's, e.g. accelerate launch --mixed_precision bf16)")
     p.add_argument("--dist-timeout-minutes", type=positive_float, metavar="M",
                    help="how long a process waits for the others (the process-group timeout; NCCL's default is 10) "
                    "and for rank 0's work, e.g. an index build, to show signs of life (run.dist_timeout_minutes)")

@@ -22,7 +22,7 @@ from maskgit.lora import LoraSettings
 from trainers.horizon import HORIZONS
 from trainers.optim import OptimConfig
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,10 @@ class RunConfig:
     val_every: int = 500
     checkpoint_every: int = 500
     keep_last: int = 3
-    mixed_precision: str | None = None  # "no", "bf16" (recommended on GPUs), "fp16"; None: the launcher's choice
+    # "no", "bf16" (recommended on GPUs), "fp16", "auto" (bf16 where the device computes in bf16 natively: a CUDA GPU
+    # with bf16, a CPU with AMX or AVX512-BF16; else no: trainers.run_setup.resolve_mixed_precision); None: the
+    # launcher's choice
+    mixed_precision: str | None = None
     compile: bool = False  # torch.compile the model(s)
     gradient_checkpointing: bool = False  # recompute block activations in the backward (less memory, more compute)
     nonfinite: str = "raise"  # "raise" (stop before the update) or "skip" (skip the update, max 3 in a row)

@@ -18,6 +18,31 @@ from torch import nn
 from trainers.argnames import KEYWORDS, ArgNames
 from trainers.configs import EMAConfig, RunConfig
 
+
+def native_bf16(cuda: bool | None = None) -> bool:
+    """Whether this process's device computes in bf16 natively: a CUDA GPU that supports it, or a CPU with AMX or
+    AVX512-BF16 (elsewhere torch emulates bf16 on the CPU, slower than fp32)."""
+    if torch.cuda.is_available() if cuda is None else cuda:
+        return torch.cuda.is_bf16_supported()
+    if hasattr(torch.cpu, "get_capabilities"):  # torch >= 2.7; older: the kernel's flags
+        caps = torch.cpu.get_capabilities()
+        return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_mixed_precision(value: str | None, cuda: bool | None = None) -> str | None:
+    """`run.mixed_precision` as accelerate takes it: "auto" -> "bf16" where `native_bf16()`, else "no"; other
+    values unchanged (None: the launcher's choice)."""
+    if value != "auto":
+        return value
+    return "bf16" if native_bf16(cuda) else "no"
+
+
 _UNSUPPORTED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
 
 
@@ -35,8 +60,9 @@ def make_accelerator(run: RunConfig, run_dir: str | os.PathLike | None = None) -
             raise ValueError(f"{engine} is not supported by the magvit2-maskgit trainers yet (their checkpoints hold "
                              f"full, unsharded state); launch with DDP instead: accelerate launch --multi_gpu ...")
     kwargs: dict[str, Any] = {}
+    cuda = torch.cuda.is_available()
     if run.mixed_precision is not None:
-        kwargs["mixed_precision"] = run.mixed_precision
+        kwargs["mixed_precision"] = resolve_mixed_precision(run.mixed_precision, cuda)
     if run.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -46,7 +72,6 @@ def make_accelerator(run: RunConfig, run_dir: str | os.PathLike | None = None) -
         logging_dir = Path(run.logging_dir) if run_dir is None else Path(run_dir) / run.logging_dir
         kwargs.update(log_with=check_trackers(run.trackers()), project_config=ProjectConfiguration(
             project_dir=str(run_dir or "."), logging_dir=str(logging_dir)))
-    cuda = torch.cuda.is_available()
     acc = Accelerator(cpu=not cuda, dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=cuda),
                       kwargs_handlers=[process_group_kwargs(run)], **kwargs)
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):

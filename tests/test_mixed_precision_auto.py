@@ -1,0 +1,83 @@
+"""`run.mixed_precision: auto`: bf16 where the device computes in bf16 natively (a CPU with AMX or AVX512-BF16, a
+CUDA GPU with bf16), plain fp32 elsewhere, where torch would emulate bf16 more slowly than fp32. The CPU's
+capabilities are monkeypatched, so both answers are checked on any machine; a real run resolves it on this one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scripts import train_tokenizer
+from tests.helpers.training import reset_accelerate_state
+from trainers.configs import RunConfig
+from trainers.run_setup import make_accelerator, native_bf16, resolve_mixed_precision
+
+CPUS = {"amx": {"amx_bf16": True, "avx512_bf16": False}, "avx512-bf16": {"amx_bf16": False, "avx512_bf16": True},
+        "avx2 only": {"avx2": True}, "avx512 without bf16": {"avx512_f": True, "avx512_bf16": False}}
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_auto_is_bf16_exactly_on_cpus_with_bf16_arithmetic(cpu, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: CPUS[cpu])
+    expected = "bf16" if cpu in ("amx", "avx512-bf16") else "no"
+    assert native_bf16(cuda=False) is (expected == "bf16")
+    assert resolve_mixed_precision("auto", cuda=False) == expected
+
+
+def test_auto_on_a_gpu_follows_its_bf16_support(monkeypatch):
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert resolve_mixed_precision("auto", cuda=True) == ("bf16" if supported else "no")
+
+
+@pytest.mark.parametrize("value", [None, "no", "bf16", "fp16"])
+def test_explicit_values_pass_through(value, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    assert resolve_mixed_precision(value, cuda=False) == value
+
+
+@pytest.mark.parametrize("cpu", ["amx", "avx2 only"])
+def test_the_accelerator_gets_the_resolved_precision(cpu, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: CPUS[cpu])
+    reset_accelerate_state()
+    try:
+        acc, _ = make_accelerator(RunConfig(mixed_precision="auto"))
+        assert acc.mixed_precision == ("bf16" if cpu == "amx" else "no")
+    finally:
+        reset_accelerate_state()
+
+
+def test_the_flag_takes_auto_and_refuses_other_words(capsys):
+    parser = train_tokenizer.build_parser()
+    config = train_tokenizer.make_config(parser.parse_args(["--data", "x", "--out", "y", "--mixed-precision", "auto"]))
+    assert config.run.mixed_precision == "auto"
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--data", "x", "--out", "y", "--mixed-precision", "bf17"])
+    assert e.value.code == 2 and "bf17" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"run\.mixed_precision must be one of"):
+        RunConfig(mixed_precision="half")
+
+
+def test_the_demo_trains_stage_one_at_auto_and_lfq_gan_in_fp32():
+    from trainers.configs import build_config
+    from trainers.demo.run import DEMO_TOKENIZERS
+
+    assert build_config("tokenizer", "demo").run.mixed_precision == "auto"
+    lfq = build_config("tokenizer", "demo", overrides={**DEMO_TOKENIZERS["lfq-gan"], "run": {
+        **DEMO_TOKENIZERS["lfq-gan"]["run"], "seed": 1}})
+    assert lfq.run.mixed_precision == "no" and lfq.run.seed == 1 and lfq.disc_start_step == 200
+    assert build_config("maskgit", "demo").run.mixed_precision is None  # stage two: not measured, the launcher's
+
+
+def test_without_torch_cpu_capabilities_the_kernel_flags_decide(monkeypatch):
+    """torch < 2.7 has no `torch.cpu.get_capabilities`: /proc/cpuinfo's flags say the same (Linux)."""
+    import builtins
+    import io
+
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    real_open = builtins.open
+    for flags, expected in (("fpu avx2 avx512f amx_bf16", True), ("fpu avx2 avx512f", False)):
+        cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+        monkeypatch.setattr(builtins, "open", lambda path, *a, cpuinfo=cpuinfo, **k: io.StringIO(cpuinfo)
+                            if path == "/proc/cpuinfo" else real_open(path, *a, **k))
+        assert native_bf16(cuda=False) is expected
