@@ -28,6 +28,7 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
         assert 0 <= report["tokenizer"][key] < 100
     # stage one: still frames, then the video tokenizer inflated from them (trainers.demo.stage_one)
     assert report["tokenizer"]["image_steps"] == report["tokenizer"]["steps"] == 6
+    assert report["tokenizer"]["mixed_precision"] == "no"  # the tiny recipe leaves it to the launcher: fp32 here
     image_run = json.loads((out / "tokenizer-image" / "tokenizer" / "config.json").read_text())
     assert image_run["training"]["num_frames"] == 1, image_run.get("training")
     assert "on still frames and 6 on clips" in (out / "report.md").read_text()

@@ -271,7 +271,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     lines = [
         "# magvit2-maskgit demo report", "",
         f"Trained on this machine ({report['environment']['cpu_count']} CPU cores, torch "
-        f"{report['environment']['torch']}, no downloads): a MagViT2 tokenizer for {tok.get('image_steps', 0)} "
+        f"{report['environment']['torch']}, no downloads): a MagViT2 tokenizer"
+        f"{' (bf16 autocast)' if tok.get('mixed_precision') == 'bf16' else ''} for {tok.get('image_steps', 0)} "
         f"steps on still frames and {tok['steps']} on clips "
         f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit on its codes for {mg['steps']} steps "
         f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.", "",
