@@ -3,6 +3,8 @@
 demo (the demo's own shapes):
 1. Tokenizer: tokenize / decode / one training update (G + D on the shared forward) for the demo preset at 9 frames.
 2. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer on the demo's 3x8x8 grid.
+3. Both stages' training updates (backward, no optimizer) in fp32 and under CPU bf16 autocast (`run.mixed_precision:
+   auto`).
 reference (`benchmarks.reference_compare`): side by side with magvit2-pytorch 0.5.1 in its own environment, the
 machine's conv3d limit, LFQ at 2^10 / 2^14 / 2^18 codes vs vector-quantize-pytorch, MaskGit on a 5x16x16 grid.
 lora (`benchmarks.lora`): LoRA vs a full fine-tune of the same pipeline: adapter size, trainable parameters,
@@ -139,6 +141,41 @@ def bench_maskgit() -> None:
     print(f"| 8 | {t:.3f} | {8 / t:.1f} |")
 
 
+def bench_precision() -> None:
+    """The two updates `make demo` trains, in fp32 and under bf16 autocast (what `run.mixed_precision: auto` picks
+    where `native_bf16()`): stage one's reconstruction-only update on 8 clips, stage two's masked-token update on 16
+    code clips with 16-token captions."""
+    from magvit2 import VideoTokenizer, preset_config
+    from maskgit import MaskGitConfig, MaskGitTransformer, maskgit_preset
+    from maskgit.objective import masked_token_loss
+    from trainers.run_setup import native_bf16
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(preset_config("demo"))
+    video = torch.rand(8, 3, 9, *tok.config.image_size) * 2 - 1
+    config = MaskGitConfig(codebook_size=1000, latent_shape=(3, 8, 8), text_dim=384, **maskgit_preset("demo"))
+    model = MaskGitTransformer(config)
+    codes, text = torch.randint(0, 1000, (16, 3, 8, 8)), (torch.randn(16, 16, 384), torch.ones(16, 16, dtype=bool))
+    gen = torch.Generator().manual_seed(0)
+
+    def update(module, loss_fn, bf16):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn()
+            loss.backward()
+            module.zero_grad(set_to_none=True)
+        return run
+
+    losses = {"tokenizer (recon-only update, 8 clips)": (tok, lambda: (tok(video).float() - video).pow(2).mean()),
+              "MaskGit (masked-token update, batch 16)": (model, lambda: masked_token_loss(model, codes, text, gen)[0])}
+    print(f"\n## The demo's training updates, fp32 and bf16 autocast (this CPU computes bf16 natively: "
+          f"{native_bf16(cuda=False)})")
+    print("| update | fp32 median s | bf16 median s | speed-up |\n|---|---|---|---|")
+    for name, (module, loss_fn) in losses.items():
+        fp32, bf16 = (timed(update(module, loss_fn, b), repeats=5) for b in (False, True))
+        print(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="make bench: the demo-shape benchmarks and the side-by-side comparison",
                                 epilog="other flags go to benchmarks.reference_compare (see its --help)")
@@ -153,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "demo"):
         bench_tokenizer()
         bench_maskgit()
+        bench_precision()
     code = 0
     if args.only in ("all", "lora"):
         bench_lora()

@@ -81,3 +81,26 @@ def test_without_torch_cpu_capabilities_the_kernel_flags_decide(monkeypatch):
         monkeypatch.setattr(builtins, "open", lambda path, *a, cpuinfo=cpuinfo, **k: io.StringIO(cpuinfo)
                             if path == "/proc/cpuinfo" else real_open(path, *a, **k))
         assert native_bf16(cuda=False) is expected
+
+
+def test_make_bench_times_both_demo_updates_in_both_precisions(monkeypatch, capsys):
+    """`benchmarks.run_all.bench_precision` (make bench): one row per stage with fp32 and bf16 seconds that were
+    measured (each update run once here), and the speed-up they give."""
+    import time
+
+    from benchmarks import run_all
+
+    def once(fn, repeats=5):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    monkeypatch.setattr(run_all, "timed", once)
+    run_all.bench_precision()
+    out = capsys.readouterr().out
+    assert f"computes bf16 natively: {native_bf16(cuda=False)}" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| tokenizer", "| MaskGit"))]
+    assert len(rows) == 2
+    for _, fp32, bf16, speedup in rows:
+        assert float(fp32) > 0 and float(bf16) > 0
+        assert abs(float(speedup.strip().rstrip("x")) - float(fp32) / float(bf16)) < 0.02 * float(fp32) / float(bf16)
