@@ -76,7 +76,9 @@ def _rate(fn: Callable[[], object], flops: float, repeats: int) -> dict[str, flo
 
 
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); without it torch emulates bf16 convs, slowly."""
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); without it torch emulates bf16 convs, slowly.
+    (Not `trainers.run_setup.native_bf16`: this file runs under `python -I` in the reference environment, where
+    nothing of ours imports.)"""
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()

@@ -70,7 +70,7 @@ def test_the_demo_trains_stage_one_at_auto_and_lfq_gan_in_fp32():
 
 
 def test_without_torch_cpu_capabilities_the_kernel_flags_decide(monkeypatch):
-    """torch < 2.7 has no `torch.cpu.get_capabilities`: /proc/cpuinfo's flags say the same (Linux)."""
+    """A torch without `torch.cpu.get_capabilities` (older releases): /proc/cpuinfo's flags say the same (Linux)."""
     import builtins
     import io
 

@@ -24,7 +24,7 @@ def native_bf16(cuda: bool | None = None) -> bool:
     AVX512-BF16 (elsewhere torch emulates bf16 on the CPU, slower than fp32)."""
     if torch.cuda.is_available() if cuda is None else cuda:
         return torch.cuda.is_bf16_supported()
-    if hasattr(torch.cpu, "get_capabilities"):  # torch >= 2.7; older: the kernel's flags
+    if hasattr(torch.cpu, "get_capabilities"):  # a torch without it (the project allows >= 2.4): the kernel's flags
         caps = torch.cpu.get_capabilities()
         return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
     try:
