@@ -36,8 +36,9 @@ class PipelineDefaults:
     # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", or "frame" (earlier latent frames first)
     unmask_order: str = "confidence"
     # after the last step, rounds that redraw some tokens given the rest and keep the more likely token
-    # (maskgit.sampler: one model pass each; 0 = plain MaskGIT): a random refine_ratio of them (refine_unit "token")
-    # or one latent frame's ("frame"), drawn at refine_temperature (None: temperature; 0: the most likely token)
+    # (maskgit.sampler: one model pass each; 0 = plain MaskGIT): a random refine_ratio of them (refine_unit "token"),
+    # one latent frame's ("frame") or the least likely frame's ("worst_frame"), drawn at refine_temperature (None:
+    # temperature; 0: the most likely token)
     refine_steps: int = 0
     refine_ratio: float = 0.125
     refine_unit: str = "token"

@@ -21,7 +21,11 @@ only where it is more likely than the token it would replace under the same dist
 Mask-Predict's re-masking; guidance at its last-step value). Each round costs one model pass. What a round
 re-masks, `refine_unit`: "token", a random `refine_ratio` of the sampled positions; "frame", every sampled position
 of one latent frame (drawn at random per video among those with sampled positions), so the frame is redrawn given
-the other frames alone (`frame_tokens` per latent frame). Redraws use `refine_temperature` (None: `temperature`;
+the other frames alone (`frame_tokens` per latent frame); "worst_frame", the same for the latent frame the model
+finds least likely given the others: the first rounds visit every frame once, each round scoring the frame it
+redraws as the mean log-probability of its tokens after the round (what `frame_scores` measures, at no extra pass),
+and each later round redraws the lowest-scoring frame other than the one redrawn last (scores of frames not redrawn
+since are kept, though the frames around them may have changed). Redraws use `refine_temperature` (None: `temperature`;
 0: the most likely token, so a round only moves a token to its mode given the rest).
 
 Best of N (off by default; `best_of` > 1): each row is decoded `best_of` times (the generator runs on, so the
@@ -52,8 +56,8 @@ from .transformer import merge_codes, split_codes
 
 # which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
 UNMASK_ORDERS = ("confidence", "random", "frame")
-# what a refinement round re-masks: a random share of the sampled tokens, or one latent frame's
-REFINE_UNITS = ("token", "frame")
+# what a refinement round re-masks: a random share of the sampled tokens, one latent frame's, or the least likely one's
+REFINE_UNITS = ("token", "frame", "worst_frame")
 Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
 
@@ -172,7 +176,7 @@ def sample(
     generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
     sampling that row alone with that generator gives (diffusers' per-video generators).
     refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds of the module docstring
-    (0 = none); refine_unit="frame" needs frame_tokens.
+    (0 = none); refine_unit "frame" / "worst_frame" needs frame_tokens.
     best_of: candidates decoded per row, the most coherent kept (module docstring); > 1 needs frame_tokens. The
     callback's `step` then counts over the candidates (candidate c's step s is c * num_steps + s).
     """
@@ -208,7 +212,7 @@ def sample(
     if order not in UNMASK_ORDERS:
         raise ValueError(f"order must be one of {UNMASK_ORDERS}; got {order!r}")
     for name, by_frame in (("order='frame'", order == "frame"),
-                           ("refine_unit='frame'", refine_steps and refine_unit == "frame"),
+                           (f"refine_unit={refine_unit!r}", refine_steps and refine_unit != "token"),
                            ("best_of > 1", best_of > 1)):
         if by_frame and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
             raise ValueError(f"{name} needs frame_tokens, the tokens per latent frame dividing seq_len "
@@ -321,14 +325,18 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             callback(SamplerStep(step_offset + step, steps_total, scale, codes.clone(), filled.clone(),
                                  (codes == mask_id).sum(dim=-1)))
     if refine_steps:
+        worst = _WorstFrame(unknown_at_start_mask, frame_tokens) if refine_unit == "worst_frame" else None
+
         def picks() -> torch.Tensor:
+            if worst is not None:
+                return worst.picks()
             if refine_unit == "frame":
                 return _frame_pick(unknown_at_start_mask, frame_tokens, generator)
             return (_uniform((batch_size, seq_len), generator, device) < refine_ratio) & unknown_at_start_mask
 
         codes = _refine(logits_fn, codes, picks, refine_steps, guidance_at(guidance_scale, num_steps - 1, num_steps),
                         vocab_sizes, mask_id, temperature if refine_temperature is None else refine_temperature,
-                        top_k, top_p, generator)
+                        top_k, top_p, generator, observe=None if worst is None else worst.observe)
     return codes
 
 
@@ -346,9 +354,11 @@ def _frame_pick(editable: torch.Tensor, frame_tokens: int, generator: Generators
 
 def _refine(logits_fn: LogitsFn, codes: torch.Tensor, picks: Callable[[], torch.Tensor], rounds: int, scale: float,
             vocab_sizes: tuple[int, ...], mask_id: int, temperature: float, top_k: int | None, top_p: float | None,
-            generator: Generators) -> torch.Tensor:
+            generator: Generators, observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+            ) -> torch.Tensor:
     """The refinement rounds of the module docstring. codes (B, n) all filled; picks() -> (B, n) bool: the sampled
-    positions one round re-masks."""
+    positions one round re-masks; observe(pick, logp), if given, sees after each round the (B, n) log-probability
+    of every token under that round's distribution (the kept redraw's or the unchanged token's)."""
     for _ in range(rounds):
         pick = picks()  # (b, n)
         if not bool(pick.any()):
@@ -358,4 +368,36 @@ def _refine(logits_fn: LogitsFn, codes: torch.Tensor, picks: Callable[[], torch.
         sub_ids, log_new, log_current = _draw_tokens(logits, temperature, top_k, top_p, generator, current)
         better = pick & (log_new > log_current)
         codes = torch.where(better, merge_codes(sub_ids, vocab_sizes, mask_id), codes)
+        if observe is not None:
+            observe(pick, torch.where(better, log_new, log_current))
     return codes
+
+
+
+class _WorstFrame:
+    """The frame choice of `refine_unit="worst_frame"` (module docstring): `picks()` -> (B, n) bool, every editable
+    position of one latent frame per row; `observe(pick, logp)` records the picked frame's mean log-probability
+    after the round. editable (B, n) bool: the sampled positions (primes are never redrawn or scored)."""
+
+    def __init__(self, editable: torch.Tensor, frame_tokens: int):
+        b, n = editable.shape
+        self.editable, self.frame_tokens = editable, frame_tokens
+        self.has = editable.view(b, n // frame_tokens, frame_tokens).any(dim=-1)  # (b, F)
+        # -inf: not scored yet, visited first (in frame order); +inf: nothing to redraw there
+        self.score = torch.full(self.has.shape, float("-inf"), device=editable.device).masked_fill(~self.has,
+                                                                                                   float("inf"))
+        self.frame_ids = torch.arange(self.has.shape[1], device=editable.device)  # (F,)
+        self.last = torch.full((b, 1), -1, dtype=torch.long, device=editable.device)
+
+    def picks(self) -> torch.Tensor:
+        others = (self.frame_ids == self.last) & (self.has.sum(dim=-1, keepdim=True) > 1)
+        self.chosen = self.score.masked_fill(others, float("inf")).argmin(dim=-1)  # (b,)
+        self.last = self.chosen[:, None]
+        one_hot = self.frame_ids == self.chosen[:, None]  # (b, F)
+        return one_hot.repeat_interleave(self.frame_tokens, dim=-1) & self.editable
+
+    def observe(self, pick: torch.Tensor, logp: torch.Tensor) -> None:
+        count = pick.sum(dim=-1)  # (b,)
+        mean = torch.where(pick, logp, 0.0).sum(dim=-1) / count.clamp(min=1)
+        rows = torch.arange(pick.shape[0], device=pick.device)
+        self.score[rows, self.chosen] = torch.where(count > 0, mean, self.score[rows, self.chosen])

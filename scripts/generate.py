@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and keeps the more likely one, one model pass each; 0 = none (default: pipeline's)")
     p.add_argument("--refine-ratio", type=positive_float, metavar="P",
                    help="share of the codes each refinement round redraws, in (0, 1] (default: pipeline's, 0.125)")
-    p.add_argument("--refine-unit", choices=("token", "frame"),
-                   help="what a refinement round redraws: a random share of the codes (token) or every code of one "
-                        "latent frame given the others (frame) (default: pipeline's)")
+    p.add_argument("--refine-unit", choices=("token", "frame", "worst_frame"),
+                   help="what a refinement round redraws: a random share of the codes (token), every code of one "
+                        "latent frame given the others (frame), or of the frame the model finds least likely given "
+                        "the others (worst_frame) (default: pipeline's)")
     p.add_argument("--refine-temperature", type=nonnegative_float, metavar="T",
                    help="temperature of the refinement redraws; 0 = the most likely code (default: pipeline's, "
                         "else --temperature)")

@@ -1,6 +1,6 @@
 """Refinement rounds of the MaskGIT sampler (`refine_steps`): they only trade a token for a more likely one, never
 touch primes, cost one model pass each, and leave the main decode's draws unchanged; by token share or by latent
-frame (`refine_unit`), at their own temperature (`refine_temperature`)."""
+frame or by the least likely frame (`refine_unit`), at their own temperature (`refine_temperature`)."""
 
 import pytest
 import torch
@@ -60,13 +60,18 @@ class RecordingLogits(FakeLogits):
         return super().__call__(codes)
 
 
+def first_frame_primed(b: int, n: int, per_frame: int) -> torch.Tensor:
+    """known_codes (b, n): the first latent frame primed in every row, and every frame in row 0 (nothing to refine)."""
+    known = torch.full((b, n), -1, dtype=torch.long)
+    known[:, :per_frame] = 5
+    known[0, per_frame:] = 7
+    return known
+
+
 def test_frame_rounds_redraw_one_whole_latent_frame_never_a_primed_one():
     b, frames, per_frame, vocab, steps, rounds = 3, 4, 8, (32,), 4, 12
     n = frames * per_frame
-    known = torch.full((b, n), -1, dtype=torch.long)
-    known[:, :per_frame] = 5  # the first latent frame is primed
-    known[0, per_frame:] = 7  # row 0: every frame primed, nothing to refine
-    fn = RecordingLogits(n, vocab, b, seed=2, mask_id=32)
+    known, fn = first_frame_primed(b, n, per_frame), RecordingLogits(n, vocab, b, seed=2, mask_id=32)
     out = run(fn, b=b, n=n, vocab=vocab, num_steps=steps, known_codes=known, refine_steps=rounds,
               refine_unit="frame", frame_tokens=per_frame, temperature=2.0)
     assert torch.equal(out[0], known[0]) and torch.equal(out[:, :per_frame], known[:, :per_frame])
@@ -79,6 +84,46 @@ def test_frame_rounds_redraw_one_whole_latent_frame_never_a_primed_one():
             assert int(whole.sum()) == 1 and int(by_frame.sum()) == per_frame  # exactly one whole frame
             picked.add(int(whole.nonzero()))
     assert picked == {1, 2, 3}  # 12 rounds x 2 rows drew every unprimed frame, never the primed one
+
+
+def test_worst_frame_rounds_visit_each_frame_then_redraw_the_least_likely_one():
+    # greedy decode and greedy redraws: every token is its mode, so no round changes a token and each frame's score
+    # (mean log-probability of its tokens) stays what its table's sharpness makes it: frame 1 flattest (least
+    # likely), then frame 0, then frame 2
+    b, frames, per_frame, vocab, steps = 2, 3, 6, (16,), 3
+    n = frames * per_frame
+    fn = RecordingLogits(n, vocab, b, seed=5, mask_id=16)
+    sharpness = torch.tensor([0.5, 0.1, 3.0]).repeat_interleave(per_frame)[:, None]  # (n, 1)
+    fn.cond = [fn.cond[0] * sharpness]
+    fn.uncond = [fn.uncond[0] * sharpness]
+    out = run(fn, b=b, n=n, vocab=vocab, num_steps=steps, temperature=0.0, refine_steps=8,
+              refine_unit="worst_frame", frame_tokens=per_frame)
+    assert torch.equal(out, fn.cond[0].argmax(-1).expand(b, n))
+    order = []
+    for masked in fn.masked[steps:]:
+        by_frame = masked.view(b, frames, per_frame)
+        assert bool((by_frame.all(-1).sum(-1) == 1).all()) and int(masked.sum()) == b * per_frame
+        order.append(by_frame.all(-1).int().argmax(-1).tolist())
+    # every frame once, in order; then the lowest score other than the frame just redrawn: 1, 0, 1, 0, 1
+    assert order == [[f, f] for f in (0, 1, 2, 1, 0, 1, 0, 1)]
+
+
+def test_worst_frame_rounds_skip_primed_frames_and_only_raise_probability():
+    b, frames, per_frame, vocab, steps, t = 3, 4, 8, (32,), 4, 2.0
+    n = frames * per_frame
+    known, fn = first_frame_primed(b, n, per_frame), RecordingLogits(n, vocab, b, seed=2, mask_id=32)
+    plain = run(fn, b=b, n=n, vocab=vocab, num_steps=steps, known_codes=known, temperature=t)
+    fn.masked.clear()
+    out = run(fn, b=b, n=n, vocab=vocab, num_steps=steps, known_codes=known, temperature=t, refine_steps=6,
+              refine_unit="worst_frame", frame_tokens=per_frame)
+    assert torch.equal(out[0], known[0]) and torch.equal(out[:, :per_frame], known[:, :per_frame])
+    for masked in fn.masked[steps:]:
+        assert not bool(masked[0].any()) and not bool(masked[:, :per_frame].any())
+    assert [int(m[1].view(frames, per_frame).all(-1).int().argmax()) for m in fn.masked[steps:steps + 3]] == [1, 2, 3]
+    changed = out != plain
+    assert bool(changed.any())
+    before, after = logp_of(fn, plain, vocab, t), logp_of(fn, out, vocab, t)
+    assert bool((after[changed] > before[changed]).all())
 
 
 def test_refine_temperature_zero_moves_tokens_to_their_mode_given_the_rest():
@@ -97,6 +142,7 @@ def test_refine_temperature_zero_moves_tokens_to_their_mode_given_the_rest():
     ({"refine_steps": 1, "refine_unit": "clip"}, "refine_unit must be one of"),
     ({"refine_steps": 1, "refine_unit": "frame"}, "refine_unit='frame' needs frame_tokens"),
     ({"refine_steps": 1, "refine_unit": "frame", "frame_tokens": 3}, "refine_unit='frame' needs frame_tokens"),
+    ({"refine_steps": 1, "refine_unit": "worst_frame"}, "refine_unit='worst_frame' needs frame_tokens"),
     ({"refine_steps": 1, "refine_temperature": -0.5}, "refine_temperature must be >= 0 or None"),
     ({"refine_steps": -1}, "refine_steps must be an int >= 0"),
     ({"refine_steps": 1.5}, "refine_steps must be an int >= 0"),
@@ -124,7 +170,9 @@ def test_pipeline_passes_refinement_through_and_stores_it(tmp_path):
     assert len(passes) == 2 * steps + 3 and plain.shape == refined.shape
     by_frame = pipe("a red ball", generator=gen(0), output_type="latent", guidance_scale=1.0, refine_steps=2,
                     refine_unit="frame", refine_temperature=0.0).frames
-    assert by_frame.shape == plain.shape and len(passes) == 2 * steps + 3  # (the hook was removed)
+    worst = pipe("a red ball", generator=gen(0), output_type="latent", guidance_scale=1.0, refine_steps=2,
+                 refine_unit="worst_frame").frames
+    assert by_frame.shape == worst.shape == plain.shape and len(passes) == 2 * steps + 3  # (the hook was removed)
     pipe.defaults = pipe.settings(refine_steps=3, refine_ratio=0.5, refine_unit="frame", refine_temperature=0.0)
     pipe.save_pretrained(tmp_path)
     loaded = TextToVideoPipeline.from_pretrained(tmp_path).defaults
@@ -133,7 +181,7 @@ def test_pipeline_passes_refinement_through_and_stores_it(tmp_path):
     assert (old.refine_steps, old.refine_unit, old.refine_temperature) == (0, "token", None)
     with pytest.raises(ValueError, match="refine_ratio must be in"):
         PipelineDefaults(refine_ratio=0.0)
-    with pytest.raises(ValueError, match="refine_unit must be one of token, frame"):
+    with pytest.raises(ValueError, match="refine_unit must be one of token, frame, worst_frame"):
         PipelineDefaults(refine_unit="clip")
     with pytest.raises(ValueError, match="refine_temperature must be a number >= 0 or None"):
         PipelineDefaults(refine_temperature=-1.0)
