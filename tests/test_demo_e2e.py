@@ -88,5 +88,11 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
 
     defaults = build_config("maskgit", "demo").pipeline
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
+    assert defaults["refine_unit"] == "worst_frame"  # wave 12
+    assert refine_note({"refine_steps": 16, "refine_ratio": 0.125, "refine_unit": "worst_frame"}) == \
+        " + 16 refinement rounds of the least likely latent frame"
+    assert refine_note({"refine_steps": 16, "refine_ratio": 0.125, "refine_unit": "frame", "refine_temperature": 0}) \
+        == " + 16 refinement rounds of a random latent frame (most likely codes)"
+    # reports written before refine_unit existed redrew a share of the tokens; before refinement, nothing
     assert refine_note({"refine_steps": 16, "refine_ratio": 0.125}) == " + 16 refinement rounds of 12.5% of the tokens"
-    assert refine_note({"num_inference_steps": 12}) == ""  # reports written before refinement existed
+    assert refine_note({"num_inference_steps": 12}) == ""

@@ -91,8 +91,11 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "optim": {"lr": 2e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
         # 48 model passes per video (12 before wave 6: frame consistency on held-out prompts 4-6% -> 11-15%), spent
         # since wave 7 as 32 decoding steps + 16 refinement rounds: against 48 plain steps on three digit models,
-        # +5.3 / +5.4 points of seen / held-out digit accuracy and +3.9 / +1.2 of frame consistency, same time
-        "pipeline": {"num_inference_steps": 32, "refine_steps": 16, "guidance_scale": 3.0},
+        # +5.3 / +5.4 points of seen / held-out digit accuracy and +3.9 / +1.2 of frame consistency, same time;
+        # since wave 12 each round redraws the latent frame the model finds least likely given the others: against
+        # 16 rounds of 12.5% of the tokens, on two demo models, digit +7.1 / +7.5 and frame consistency +15.4 / +1.2
+        "pipeline": {"num_inference_steps": 32, "refine_steps": 16, "refine_unit": "worst_frame",
+                     "guidance_scale": 3.0},
     },
     # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
     "base": {

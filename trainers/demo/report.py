@@ -145,14 +145,22 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
     scores["settings"] = {"num_inference_steps": settings.num_inference_steps,
                           "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
                           "choice_temperature": settings.choice_temperature, "refine_steps": settings.refine_steps,
-                          "refine_ratio": settings.refine_ratio, "seed": seed}
+                          "refine_ratio": settings.refine_ratio, "refine_unit": settings.refine_unit,
+                          "refine_temperature": settings.refine_temperature, "seed": seed}
     return scores, records
 
 
 def refine_note(settings: dict[str, Any]) -> str:
-    """' + R refinement rounds of P%' for a report's sampling settings, '' when there were none (older reports)."""
+    """' + R refinement rounds of <what each redraws>' for a report's sampling settings, '' when there were none
+    (older reports; those also predate `refine_unit`, so they redrew a share of the tokens)."""
     rounds = settings.get("refine_steps", 0)
-    return f" + {rounds} refinement rounds of {settings['refine_ratio']:.1%} of the tokens" if rounds else ""
+    if not rounds:
+        return ""
+    unit = settings.get("refine_unit", "token")
+    what = {"token": f"{settings['refine_ratio']:.1%} of the tokens", "frame": "a random latent frame",
+            "worst_frame": "the least likely latent frame"}[unit]
+    greedy = " (most likely codes)" if settings.get("refine_temperature") == 0 else ""
+    return f" + {rounds} refinement rounds of {what}{greedy}"
 
 
 def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_shown: int = 5, scale: int = 2) -> Path:
