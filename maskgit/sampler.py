@@ -373,7 +373,6 @@ def _refine(logits_fn: LogitsFn, codes: torch.Tensor, picks: Callable[[], torch.
     return codes
 
 
-
 class _WorstFrame:
     """The frame choice of `refine_unit="worst_frame"` (module docstring): `picks()` -> (B, n) bool, every editable
     position of one latent frame per row; `observe(pick, logp)` records the picked frame's mean log-probability
@@ -387,7 +386,8 @@ class _WorstFrame:
         self.score = torch.full(self.has.shape, float("-inf"), device=editable.device).masked_fill(~self.has,
                                                                                                    float("inf"))
         self.frame_ids = torch.arange(self.has.shape[1], device=editable.device)  # (F,)
-        self.last = torch.full((b, 1), -1, dtype=torch.long, device=editable.device)
+        self.last = torch.full((b, 1), -1, dtype=torch.long, device=editable.device)  # the frame redrawn last
+        self.chosen = torch.zeros(b, dtype=torch.long, device=editable.device)  # this round's frame per row
 
     def picks(self) -> torch.Tensor:
         others = (self.frame_ids == self.last) & (self.has.sum(dim=-1, keepdim=True) > 1)

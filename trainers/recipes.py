@@ -93,7 +93,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         # since wave 7 as 32 decoding steps + 16 refinement rounds: against 48 plain steps on three digit models,
         # +5.3 / +5.4 points of seen / held-out digit accuracy and +3.9 / +1.2 of frame consistency, same time;
         # since wave 12 each round redraws the latent frame the model finds least likely given the others: against
-        # 16 rounds of 12.5% of the tokens, on two demo models, digit +7.1 / +7.5 and frame consistency +15.4 / +1.2
+        # 16 rounds of 12.5% of the tokens, seen-prompt frame consistency +17.5 / +13.3 / +10.0 points on two demo
+        # models and a shapes model, held-out pairs within noise (docs/experiments.md)
         "pipeline": {"num_inference_steps": 32, "refine_steps": 16, "refine_unit": "worst_frame",
                      "guidance_scale": 3.0},
     },
