@@ -47,18 +47,17 @@ from dataclasses import dataclass
 
 import torch
 
-from magvit2.torch_utils import uniform
-
+from .draw import Generators, draw_tokens, uniform_rows
+from .draw import _sample_categorical as _sample_categorical  # re-exported: its home before the split
+from .draw import filter_logits as filter_logits  # re-exported: its home before the split
 from .guidance import GuidanceScale, LogitsFn, guidance_at, guided_logits
 from .guidance import make_guided_logits_fn as make_guided_logits_fn  # re-exported: its home before the split
+from .refine import REFINE_UNITS, WorstFrame, frame_pick, refine
 from .schedule import mask_ratio, num_to_mask
 from .transformer import merge_codes, split_codes
 
 # which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
 UNMASK_ORDERS = ("confidence", "random", "frame")
-# what a refinement round re-masks: a random share of the sampled tokens, one latent frame's, or the least likely one's
-REFINE_UNITS = ("token", "frame", "worst_frame")
-Generators = torch.Generator | Sequence[torch.Generator]  # one for the batch, or one per row (diffusers' lists)
 
 
 @dataclass
@@ -72,71 +71,6 @@ class SamplerStep:
     codes: torch.Tensor
     preview: torch.Tensor
     num_masked: torch.Tensor
-
-
-def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Sets logits outside the top-k and outside the top-p nucleus to -inf (the best token is always kept).
-    (..., V) -> (..., V)."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        remove = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
-        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
-
-
-def _sample_categorical(logits: torch.Tensor, temperature: float, generator: Generators
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, n, V) logits -> sampled ids (B, n) and their log-probabilities (B, n) under the sampling distribution.
-    A list of generators draws row b from generator b (as the row alone would with that generator)."""
-    if temperature <= 0:  # greedy
-        logp = logits.log_softmax(dim=-1)
-        ids = logp.argmax(dim=-1)
-    else:
-        logp = (logits / temperature).log_softmax(dim=-1)
-        rows = [(logp, generator)] if isinstance(generator, torch.Generator) else \
-            [(logp[b : b + 1], g) for b, g in enumerate(generator)]
-        ids = torch.cat([_gumbel_max(lp, g) for lp, g in rows])
-    return ids, logp.gather(-1, ids[..., None]).squeeze(-1)
-
-
-def _gumbel_max(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw per position from (b, n, V) log-probabilities: argmax(log p + Gumbel noise), the Gumbel noise from one
-    uniform per code. The same race `torch.multinomial` runs with exponential draws (a small change of one logit
-    rarely changes the winner, so bf16 and fp32 draw alike), at less than half its CPU cost; an inverse CDF is cheaper
-    still but a rounding error anywhere below a code's cumulative position moves the draw. Ids of probability 0 are
-    never drawn. -> (b, n) long."""
-    u = uniform(tuple(logp.shape), generator, logp.device).clamp_(1e-20, 1.0 - 1e-7)
-    return (logp - u.log_().neg_().log_()).argmax(dim=-1)
-
-
-def _draw_tokens(logits: Sequence[torch.Tensor], temperature: float, top_k: int | None, top_p: float | None,
-                 generator: Generators, current: Sequence[torch.Tensor] | None = None
-                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-    """Draws one sub-id per factor from (B, n, V_k) logits. Returns the sub-ids, their summed log-probability
-    (B, n) under the sampling distribution and, when `current` sub-ids are given, theirs under the same one."""
-    sub_ids, log_conf = [], 0.0
-    log_current = None if current is None else 0.0
-    for k, lg in enumerate(logits):
-        lg = filter_logits(lg, top_k, top_p)
-        ids, logp = _sample_categorical(lg, temperature, generator)
-        sub_ids.append(ids)
-        log_conf = log_conf + logp
-        if current is not None:
-            full = lg.log_softmax(dim=-1) if temperature <= 0 else (lg / temperature).log_softmax(dim=-1)
-            log_current = log_current + full.gather(-1, current[k][..., None]).squeeze(-1)
-    return sub_ids, log_conf, log_current
-
-
-def _uniform(shape: tuple[int, int], generator: Generators, device: torch.device) -> torch.Tensor:
-    """U[0, 1) of `shape` (B, n); with a list of generators, row b from generator b."""
-    if isinstance(generator, torch.Generator):
-        return uniform(shape, generator, device)
-    return torch.cat([uniform((1, *shape[1:]), g, device) for g in generator])
 
 
 @torch.no_grad()
@@ -301,7 +235,7 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             break
         scale = guidance_at(guidance_scale, step, num_steps)
         logits = guided_logits(logits_fn, codes, scale, vocab_sizes)
-        sub_ids, log_conf, _ = _draw_tokens(logits, temperature, top_k, top_p, generator)
+        sub_ids, log_conf, _ = draw_tokens(logits, temperature, top_k, top_p, generator)
         sampled = merge_codes(sub_ids, vocab_sizes, mask_id)
         filled = torch.where(unknown, sampled, codes)  # (b, n)
 
@@ -311,9 +245,9 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             ratio = (step + 1) / num_steps
             mask_len = num_to_mask(unknown_at_start, ratio, schedule).to(device)  # (b,)
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
-            confidence = log_conf if order != "random" else _uniform((batch_size, seq_len), generator, device)
+            confidence = log_conf if order != "random" else uniform_rows((batch_size, seq_len), generator, device)
             if choice_temperature > 0 and order != "random":
-                u = _uniform((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
+                u = uniform_rows((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
             if order == "frame":  # a frame outranks every later one: ranks by (frame, confidence)
                 frame = torch.arange(seq_len, device=device) // frame_tokens  # (n,)
@@ -325,79 +259,16 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             callback(SamplerStep(step_offset + step, steps_total, scale, codes.clone(), filled.clone(),
                                  (codes == mask_id).sum(dim=-1)))
     if refine_steps:
-        worst = _WorstFrame(unknown_at_start_mask, frame_tokens) if refine_unit == "worst_frame" else None
+        worst = WorstFrame(unknown_at_start_mask, frame_tokens) if refine_unit == "worst_frame" else None
 
         def picks() -> torch.Tensor:
             if worst is not None:
                 return worst.picks()
             if refine_unit == "frame":
-                return _frame_pick(unknown_at_start_mask, frame_tokens, generator)
-            return (_uniform((batch_size, seq_len), generator, device) < refine_ratio) & unknown_at_start_mask
+                return frame_pick(unknown_at_start_mask, frame_tokens, generator)
+            return (uniform_rows((batch_size, seq_len), generator, device) < refine_ratio) & unknown_at_start_mask
 
-        codes = _refine(logits_fn, codes, picks, refine_steps, guidance_at(guidance_scale, num_steps - 1, num_steps),
+        codes = refine(logits_fn, codes, picks, refine_steps, guidance_at(guidance_scale, num_steps - 1, num_steps),
                         vocab_sizes, mask_id, temperature if refine_temperature is None else refine_temperature,
                         top_k, top_p, generator, observe=None if worst is None else worst.observe)
     return codes
-
-
-def _frame_pick(editable: torch.Tensor, frame_tokens: int, generator: Generators) -> torch.Tensor:
-    """(B, n) bool: every editable position of one latent frame per row, the frame drawn uniformly among the row's
-    frames that hold an editable position (none for a row without any)."""
-    b, n = editable.shape
-    has = editable.view(b, n // frame_tokens, frame_tokens).any(dim=-1)  # (b, frames)
-    count = has.sum(dim=-1, keepdim=True)  # (b, 1)
-    target = (_uniform((b, 1), generator, editable.device) * count).floor().clamp(max=count - 1)  # k-th such frame
-    chosen = (has.cumsum(dim=-1) > target) & has  # (b, frames): the k-th frame and later ones with positions
-    first = chosen & (chosen.cumsum(dim=-1) == 1)  # (b, frames): only the k-th
-    return first.repeat_interleave(frame_tokens, dim=-1) & editable
-
-
-def _refine(logits_fn: LogitsFn, codes: torch.Tensor, picks: Callable[[], torch.Tensor], rounds: int, scale: float,
-            vocab_sizes: tuple[int, ...], mask_id: int, temperature: float, top_k: int | None, top_p: float | None,
-            generator: Generators, observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None
-            ) -> torch.Tensor:
-    """The refinement rounds of the module docstring. codes (B, n) all filled; picks() -> (B, n) bool: the sampled
-    positions one round re-masks; observe(pick, logp), if given, sees after each round the (B, n) log-probability
-    of every token under that round's distribution (the kept redraw's or the unchanged token's)."""
-    for _ in range(rounds):
-        pick = picks()  # (b, n)
-        if not bool(pick.any()):
-            continue
-        logits = guided_logits(logits_fn, torch.where(pick, mask_id, codes), scale, vocab_sizes)
-        current = split_codes(codes, vocab_sizes, mask_id)
-        sub_ids, log_new, log_current = _draw_tokens(logits, temperature, top_k, top_p, generator, current)
-        better = pick & (log_new > log_current)
-        codes = torch.where(better, merge_codes(sub_ids, vocab_sizes, mask_id), codes)
-        if observe is not None:
-            observe(pick, torch.where(better, log_new, log_current))
-    return codes
-
-
-class _WorstFrame:
-    """The frame choice of `refine_unit="worst_frame"` (module docstring): `picks()` -> (B, n) bool, every editable
-    position of one latent frame per row; `observe(pick, logp)` records the picked frame's mean log-probability
-    after the round. editable (B, n) bool: the sampled positions (primes are never redrawn or scored)."""
-
-    def __init__(self, editable: torch.Tensor, frame_tokens: int):
-        b, n = editable.shape
-        self.editable, self.frame_tokens = editable, frame_tokens
-        self.has = editable.view(b, n // frame_tokens, frame_tokens).any(dim=-1)  # (b, F)
-        # -inf: not scored yet, visited first (in frame order); +inf: nothing to redraw there
-        self.score = torch.full(self.has.shape, float("-inf"), device=editable.device).masked_fill(~self.has,
-                                                                                                   float("inf"))
-        self.frame_ids = torch.arange(self.has.shape[1], device=editable.device)  # (F,)
-        self.last = torch.full((b, 1), -1, dtype=torch.long, device=editable.device)  # the frame redrawn last
-        self.chosen = torch.zeros(b, dtype=torch.long, device=editable.device)  # this round's frame per row
-
-    def picks(self) -> torch.Tensor:
-        others = (self.frame_ids == self.last) & (self.has.sum(dim=-1, keepdim=True) > 1)
-        self.chosen = self.score.masked_fill(others, float("inf")).argmin(dim=-1)  # (b,)
-        self.last = self.chosen[:, None]
-        one_hot = self.frame_ids == self.chosen[:, None]  # (b, F)
-        return one_hot.repeat_interleave(self.frame_tokens, dim=-1) & self.editable
-
-    def observe(self, pick: torch.Tensor, logp: torch.Tensor) -> None:
-        count = pick.sum(dim=-1)  # (b,)
-        mean = torch.where(pick, logp, 0.0).sum(dim=-1) / count.clamp(min=1)
-        rows = torch.arange(pick.shape[0], device=pick.device)
-        self.score[rows, self.chosen] = torch.where(count > 0, mean, self.score[rows, self.chosen])
