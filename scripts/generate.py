@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from maskgit.sampler import REFINE_UNITS, UNMASK_ORDERS
 from scripts._cli import ArgumentParser, nonnegative_int, positive_float, positive_int, run
 
 
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gumbel noise on the re-masking confidence, annealed C*(1-r) (default: pipeline's, 4.5)")
     p.add_argument("--top-k", type=positive_int, metavar="K",
                    help="sample among the K most likely codes (default: pipeline's, all)")
-    p.add_argument("--unmask-order", choices=("confidence", "random", "frame"),
+    p.add_argument("--unmask-order", choices=UNMASK_ORDERS,
                    help="which sampled codes each step keeps: the most confident (MaskGIT), random ones, or the "
                         "earliest latent frame's first (default: pipeline's, confidence)")
     p.add_argument("--refine-steps", type=nonnegative_int, metavar="R",
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and keeps the more likely one, one model pass each; 0 = none (default: pipeline's)")
     p.add_argument("--refine-ratio", type=positive_float, metavar="P",
                    help="share of the codes each refinement round redraws, in (0, 1] (default: pipeline's, 0.125)")
-    p.add_argument("--refine-unit", choices=("token", "frame", "worst_frame"),
+    p.add_argument("--refine-unit", choices=REFINE_UNITS,
                    help="what a refinement round redraws: a random share of the codes (token), every code of one "
                         "latent frame given the others (frame), or of the frame the model finds least likely given "
                         "the others (worst_frame) (default: pipeline's)")

@@ -242,12 +242,3 @@ def test_prime_frames_choose_how_much_of_the_prime_is_kept(run_dir, tmp_path, ca
                  "--device", "cpu", "--out-dir", str(out)]) == 2
     assert main(["--model", str(run_dir), "--prompt", "x", "--prime-video", str(clip), "--prime-frames", "21",
                  "--num-frames", "21", "--device", "cpu", "--out-dir", str(out)]) == 2
-
-
-def test_sampling_choices_are_the_samplers():
-    """The CLI spells the sampler's choices out (it parses without importing torch); they must stay the same."""
-    from maskgit.sampler import REFINE_UNITS, UNMASK_ORDERS
-    from scripts.generate import build_parser
-
-    options = {a.option_strings[0]: a.choices for a in build_parser()._actions if a.option_strings}
-    assert tuple(options["--refine-unit"]) == REFINE_UNITS and tuple(options["--unmask-order"]) == UNMASK_ORDERS
