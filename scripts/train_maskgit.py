@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, metavar="PATH", help="frozen tokenizer: a tokenizer folder, a run or "
                    "pipeline folder holding one, or a Hugging Face Hub repo id")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--codes", metavar="CODES_DIR", help="code shards written by magvit2-tokenize (fast path)")
+    source.add_argument("--codes", metavar="CODES_DIR", nargs="+", help="code shards written by magvit2-tokenize "
+                        "(fast path); several folders of one tokenizer train as one set")
     source.add_argument("--data", "--train_data_dir", dest="data", nargs="+", metavar="DIR",
                         help="captioned clip folder(s), tokenized on the fly "
                         "(captions from metadata.jsonl or NAME.txt sidecars), or packed shards (a folder, URL or "

@@ -14,6 +14,8 @@ import torch
 
 from magvit2 import VideoTokenizer, preset_config
 from maskgit import TextToVideoPipeline
+from scripts import train_maskgit
+from tests.helpers.media import pan_frames
 from tests.helpers.training import (
     STAGE_TWO_CAPTIONS,
     STAGE_TWO_PHOTOS,
@@ -24,8 +26,9 @@ from tests.helpers.training import (
     weights_after_update,
 )
 from trainers.checkpointing import CheckpointManager
+from trainers.commands.tokenize_folder import tokenize_folder
 from trainers.data.codes import CodeShardDataset
-from trainers.data.video_io import read_video
+from trainers.data.video_io import read_video, write_video
 from trainers.guards import NonFiniteLossError
 from trainers.logging import read_metrics
 from trainers.maskgit_trainer import MaskGitTrainer
@@ -166,6 +169,28 @@ def test_resume_refuses_another_architecture_and_a_reused_run_dir(stage_two, tmp
                         resume="latest")
     with pytest.raises(ValueError, match="text encoder 'tiny:32'"):
         maskgit_trainer(stage_two, tmp_path / "run", "--max-steps", "4", "--text-encoder", "tiny:16", resume="latest")
+
+
+def test_several_code_folders_train_as_one_set(stage_two, tmp_path):
+    """`codes_dir=[a, b]` (`--codes A B`): the clips of both folders, in order, each with its own caption; a folder
+    of another tokenizer is named in the error."""
+    more = tmp_path / "more"
+    more.mkdir()
+    write_video(more / "moon.mp4", pan_frames(5, (16, 16), "moon"), lossless=True)
+    (more / "metadata.jsonl").write_text(json.dumps({"file_name": "moon.mp4", "text": "the moon at night"}))
+    tokenize_folder(stage_two["tokenizer"], more, tmp_path / "codes-more", num_frames=5, device="cpu")
+    first, second = CodeShardDataset(stage_two["codes"]), CodeShardDataset(tmp_path / "codes-more")
+    args = train_maskgit.build_parser().parse_args(["--tokenizer", "t", "--out", "o", "--codes", "a", "b"])
+    assert args.codes == ["a", "b"]
+    t = maskgit_trainer(stage_two, tmp_path / "run", cfg=maskgit_config("--max-steps", "2", data={"val_fraction": 0.0}),
+                        codes_dir=[stage_two["codes"], tmp_path / "codes-more"])
+    assert len(t.train_set) == len(first) + len(second) == len(STAGE_TWO_PHOTOS) + 1
+    assert list(t.train_set.captions) == [*first.captions, "the moon at night"]
+    assert torch.equal(t.train_set.codes, torch.cat([first.codes, second.codes]))
+    t.fit()
+    other = make_stage_two(tmp_path / "k32", STAGE_TWO_PHOTOS[:2], STAGE_TWO_CAPTIONS[:2], codebook_size=2**5)
+    with pytest.raises(ValueError, match=r"vocabulary mismatch: codes_dir .*k32"):
+        maskgit_trainer(stage_two, tmp_path / "run2", codes_dir=[stage_two["codes"], other["codes"]])
 
 
 def test_vocabulary_and_grid_mismatches_are_clear_errors(stage_two, tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from trainers.base import Trainer
 from trainers.configs import MaskGitTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.captions import CaptionBank, read_prompt_file, warn_empty_captions
-from trainers.data.codes import CodeClips, CodeShardDataset, collate_codes, split_code_clips
+from trainers.data.codes import CodeClips, CodeShardDataset, ShardCodeClips, collate_codes, split_code_clips
 from trainers.data.folders import folder_datasets, size_note
 from trainers.export_card import export_card
 from trainers.lora_training import LoraTraining, recorded_base, resolve_base
@@ -55,19 +55,21 @@ _RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from 
 class MaskGitTrainer(Trainer):
     """Train a `MaskGitTransformer` on the codes of a frozen tokenizer. `fit()` runs until max_steps/max_minutes.
 
-    Exactly one of `codes_dir` (shards from `magvit2-tokenize`) and `data_dirs` (captioned clips, tokenized on the
-    fly) is given; validation uses `val_codes_dir`, `val_data_dir`, or `data.val_fraction` of the training files.
+    Exactly one of `codes_dir` (shards from `magvit2-tokenize`: a folder, or a list of folders of one tokenizer
+    trained on as one set) and `data_dirs` (captioned clips, tokenized on the fly) is given; validation uses
+    `val_codes_dir`, `val_data_dir`, or `data.val_fraction` of the training files.
     """
 
     name, export_name = "maskgit", "pipeline"
     ddp_attributes = ("model",)
 
     def __init__(self, config: MaskGitTrainConfig, tokenizer: str | Path, run_dir: str | Path,
-                 codes_dir: str | Path | None = None, data_dirs: list[str | Path] | None = None,
+                 codes_dir: str | Path | Sequence[str | Path] | None = None, data_dirs: list[str | Path] | None = None,
                  val_codes_dir: str | Path | None = None, val_data_dir: str | Path | None = None,
                  resume: str | None = None, init_from: str | Path | None = None,
                  sample_prompts: str | Path | list[str] | None = None, names: ArgNames = MASKGIT_KEYWORDS) -> None:
-        if (codes_dir is None) == (not data_dirs):
+        codes_dirs = [codes_dir] if isinstance(codes_dir, (str, Path)) else list(codes_dir or [])
+        if bool(codes_dirs) == bool(data_dirs):
             raise ValueError(f"pass exactly one of {names['codes']} and {names['data']}")
         if val_codes_dir is not None and val_data_dir is not None:
             raise ValueError(f"pass at most one of {names['val_codes']} and {names['val_data']}")
@@ -88,7 +90,7 @@ class MaskGitTrainer(Trainer):
         self.tokenizer, self.tokenizer_dir = load_frozen_tokenizer(tokenizer, self.device, names["tokenizer"])
         self.text_encoder = build_text_encoder(config.text_encoder, max_length=config.text_max_length,
                                                device=self.device)
-        self._build_data(absolute(codes_dir) if codes_dir else None, [self.local_data(d) for d in data_dirs or []],
+        self._build_data([absolute(d) for d in codes_dirs], [self.local_data(d) for d in data_dirs or []],
                          absolute(val_codes_dir) if val_codes_dir else None, self.local_data(val_data_dir))
         captions = list(self.train_set.captions) + (self.val_clips.captions if self.val_clips is not None else [])
         self.num_empty_captions = warn_empty_captions(self.train_set.captions, "training clips")
@@ -128,7 +130,7 @@ class MaskGitTrainer(Trainer):
 
     # setup -------------------------------------------------------------------------------------------------------
 
-    def _shards(self, codes_dir: Path, flag: str) -> CodeClips:
+    def _shards(self, codes_dir: Path, flag: str) -> ShardCodeClips:
         """Code shards checked against the tokenizer: same vocabulary and the latent grid it gives."""
         shards, tok = CodeShardDataset(codes_dir), self.tokenizer
         if shards.codebook_size != tok.codebook_size:
@@ -169,19 +171,19 @@ class MaskGitTrainer(Trainer):
             raise ValueError("no readable validation clips")
         return CodeClips(torch.cat(codes), captions, paths)
 
-    def _build_data(self, codes_dir: Path | None, data_dirs: list[Path], val_codes_dir: Path | None,
+    def _build_data(self, codes_dirs: list[Path], data_dirs: list[Path], val_codes_dir: Path | None,
                     val_data_dir: Path | None) -> None:
         c, d, acc = self.config, self.config.data, self.accelerator
         f, size = self.tokenizer.time_compression, self.tokenizer.config.image_size
         common = dict(image_size=size, seed=c.run.seed, include_images=d.include_images,
                       max_bad_fraction=d.max_bad_fraction, frame_stride=d.frame_stride, caption_column=d.caption_column)
-        if d.caption_column != "text" and codes_dir is not None:
+        if d.caption_column != "text" and codes_dirs:
             raise ValueError(f"data.caption_column {d.caption_column!r} (--caption_column) reads --data's "
                              "metadata.jsonl; --codes shards hold the captions magvit2-tokenize stored")
         separate_val = val_codes_dir is not None or val_data_dir is not None
         val_clips = None
-        if codes_dir is not None:
-            clips = self._shards(codes_dir, self.names["codes"])
+        if codes_dirs:
+            clips = ShardCodeClips.concat([self._shards(folder, self.names["codes"]) for folder in codes_dirs])
             self.num_frames = self.tokenizer.num_frames_for(clips.latent_shape[0])
             self.train_set, val_clips = (clips, None) if separate_val else split_code_clips(clips, d.val_fraction,
                                                                                              c.run.seed)
@@ -218,7 +220,7 @@ class MaskGitTrainer(Trainer):
                                  f"{self.latent_shape}")
         self.val_clips = val_clips
         self.log.info("training clips: %d (%s); validation clips: %d; codes per clip: %s", len(self.train_set),
-                      "code shards" if codes_dir else "tokenized on the fly", len(val_clips) if val_clips else 0,
+                      "code shards" if codes_dirs else "tokenized on the fly", len(val_clips) if val_clips else 0,
                       self.latent_shape)
 
     def _model_config(self, init_from: str | Path | None) -> tuple[MaskGitConfig, dict[str, torch.Tensor] | None]:

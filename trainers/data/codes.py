@@ -330,6 +330,17 @@ class ShardCodeClips(CodeClips):
             raise ValueError(f"code shard {path} was truncated after it was opened")
         return torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64).reshape(shape[1:]))
 
+    @classmethod
+    def concat(cls, parts: Sequence[ShardCodeClips]) -> ShardCodeClips:
+        """The clips of several shard sets in order (code folders of one tokenizer and latent grid: the caller
+        checks), still read lazily."""
+        if len({tuple(p.latent_shape) for p in parts}) > 1:
+            raise ValueError(f"code folders hold different latent grids: {[tuple(p.latent_shape) for p in parts]}")
+        offsets = np.cumsum([0] + [int(p.starts[-1]) for p in parts])  # first row of each part in the union
+        return cls([layout for p in parts for layout in p.layouts],
+                   np.concatenate([p.rows + offset for p, offset in zip(parts, offsets)]),
+                   [c for p in parts for c in p.captions], [q for p in parts for q in p.paths])
+
     def select(self, indices: Sequence[int]) -> ShardCodeClips:
         chosen = list(indices)
         return ShardCodeClips(self.layouts, self.rows[np.asarray(chosen, dtype=np.int64)],
