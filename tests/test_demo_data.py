@@ -113,6 +113,24 @@ def test_train_and_val_use_disjoint_digit_images(digit_dir):
     assert not train & other
 
 
+def test_more_continues_the_train_split_in_its_own_folder(tmp_path, digit_dir):
+    """more/ holds train clips 60.. of a 2-per-pair config: with train/ it is the 3-per-pair train split, clip for
+    clip; without more_clips_per_pair no folder is written and the manifest's settings stay as before."""
+    assert not (digit_dir / "more").exists() and "more_clips_per_pair" not in SMALL_DIGITS.to_dict()
+    config = dataclasses.replace(SMALL_DIGITS, more_clips_per_pair=1, val_clips_per_pair=0, heldout_clips_per_pair=0)
+    assert build_digit_dataset(tmp_path, config)["more"] == 30
+    longer = dataclasses.replace(SMALL_DIGITS, clips_per_pair=3)
+    records = _records(tmp_path / "more")
+    assert _records(tmp_path / "train") == _records(digit_dir / "train")
+    assert {(r["digit"], r["direction"]) for r in records} == set(seen_pairs())  # balanced: every seen pair once
+    for i in (0, 7, 29):
+        clip = make_digit_clip(longer, "train", 60 + i)
+        assert np.array_equal(make_digit_clip(config, "more", i).frames, clip.frames)
+        assert records[i]["source_index"] == clip.source_index and records[i]["text"] == clip.text
+    with pytest.raises(ValueError, match="more_clips_per_pair must be >= 0, got -1"):
+        DigitDataConfig(more_clips_per_pair=-1)
+
+
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, digit_dir):
     build_digit_dataset(tmp_path / "again", SMALL_DIGITS)
     for split in ("train", "val", "heldout"):

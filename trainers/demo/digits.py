@@ -46,7 +46,7 @@ DIRECTIONS = ("up", "down", "left", "right")
 # (row, col) unit step of each direction; image rows grow downward, so "up" decreases the row.
 DIRECTION_STEPS = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "val", "heldout")
+SPLITS = ("train", "more", "val", "heldout")
 _SPLIT_CODES = {"train": 0, "val": 1, "heldout": 2}
 _IMAGE_SPLIT_KEY, _CLIP_KEY, _POOL_KEY = 7_919, 7_927, 7_933  # derive_seed purpose tags
 SPEED_WORDS = {"slowly": 0.5, "quickly": 1.0}  # fraction of `travel` covered by the clip
@@ -102,6 +102,10 @@ class DigitDataConfig:
     clips_per_pair: int = 40  # train clips per seen (digit, direction) pair -> 30 * 40 = 1200
     val_clips_per_pair: int = 4  # val clips per seen pair (new handwriting)
     heldout_clips_per_pair: int = 8  # clips per held-out pair (new handwriting)
+    # training clips beyond `clips_per_pair`, in their own folder (more/): clip i of "more" is train clip
+    # 30 * clips_per_pair + i, so train/ + more/ is the train split of `clips_per_pair + more_clips_per_pair`. The demo
+    # gives its MaskGit train/ + more/ and keeps stage one on train/ (its mix of digits and real clips)
+    more_clips_per_pair: int = 0
     val_fraction: float = 0.25  # share of each digit class's images reserved for val/held-out clips
     digit_size: int | None = 16  # side of the upscaled 8x8 digit block; None: 7/16 of `size`
     travel: float | None = 8  # pixels travelled over the clip; None: 7/16 of `size`
@@ -115,7 +119,7 @@ class DigitDataConfig:
         for name in ("size", "num_frames"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
-        for name in ("clips_per_pair", "val_clips_per_pair", "heldout_clips_per_pair"):
+        for name in ("clips_per_pair", "val_clips_per_pair", "heldout_clips_per_pair", "more_clips_per_pair"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -156,11 +160,13 @@ class DigitDataConfig:
         return float(min(candidates, key=lambda g: abs(g - position))) if candidates else position
 
     def to_dict(self) -> dict:
-        """The fields; ``objects`` only when it is not "digits", so manifests of digit builds stay as they were
-        (and an existing build is not redone)."""
+        """The fields; ``objects`` only when it is not "digits" and ``more_clips_per_pair`` only when it is not 0, so
+        manifests of earlier builds stay as they were (and an existing build is not redone)."""
         out = asdict(self)
         if self.objects == "digits":
             del out["objects"]
+        if self.more_clips_per_pair == 0:
+            del out["more_clips_per_pair"]
         return out
 
 
@@ -275,7 +281,8 @@ def _pairs_of(split: str) -> list[tuple[int, str]]:
 
 
 def _clips_per_pair(config: DigitDataConfig, split: str) -> int:
-    field = {"train": "clips_per_pair", "val": "val_clips_per_pair", "heldout": "heldout_clips_per_pair"}[split]
+    field = {"train": "clips_per_pair", "more": "more_clips_per_pair", "val": "val_clips_per_pair",
+             "heldout": "heldout_clips_per_pair"}[split]
     return getattr(config, field)
 
 
@@ -287,6 +294,8 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
     """Clip ``index`` of ``split``: a pure function of ``(config, split, index)``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "more":  # the train split continued
+        return make_digit_clip(config, "train", num_clips(config, "train") + index)
     pairs = _pairs_of(split)
     digit, direction = pairs[index % len(pairs)]  # interleave pairs so any prefix is balanced
     # This is the k-th clip of `digit` in the split; it takes the k-th image of a seeded permutation of the
@@ -374,12 +383,12 @@ def prompts_table(objects: str | DigitDataConfig = "digits") -> dict:
 
 
 def build_digit_dataset(out_dir: str | os.PathLike, config: DigitDataConfig = DigitDataConfig(), fps: int = 8) -> dict:
-    """Write ``out_dir/{train,val,heldout}/`` (mp4 + metadata.jsonl) and ``out_dir/prompts.json``.
-    Returns the clip count per split."""
+    """Write ``out_dir/{train,val,heldout}/`` (mp4 + metadata.jsonl), ``out_dir/more/`` when
+    ``more_clips_per_pair`` > 0, and ``out_dir/prompts.json``. Returns the clip count per split written."""
     out_dir = Path(out_dir)
     words = object_words(config.objects)
     counts = {}
-    for split in SPLITS:
+    for split in (s for s in SPLITS if s != "more" or config.more_clips_per_pair):
 
         def items(split=split):
             for i in range(num_clips(config, split)):
