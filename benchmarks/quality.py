@@ -4,6 +4,7 @@ the same step budget, judged by the demo's own judges.
     python -m benchmarks.quality data --out runs/exp/data [--objects shapes] [--val-videos vtest.avi]
     python -m benchmarks.quality tokenizer --data runs/exp/data --name base --steps 700 [--set key=value ...]
     python -m benchmarks.quality codes --data runs/exp/data --tokenizer runs/exp/tokenizer-base
+    python -m benchmarks.quality data --out runs/exp/data --more-clips-per-pair 120   # + digits/more (demo's)
     python -m benchmarks.quality maskgit --data runs/exp/data --codes runs/exp/codes-base --name tube \\
         --steps 1300 --set tube_mask_prob=0.5 [--sample unmask_order=random ...]
     python -m benchmarks.quality sample --data runs/exp/data --pipeline runs/exp/maskgit-tube/pipeline \\
@@ -92,7 +93,8 @@ def cmd_data(a: argparse.Namespace) -> None:
     from trainers.demo.digits import DigitDataConfig
     from trainers.demo.photos import PhotoDataConfig
 
-    build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects),
+    build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects,
+                                                        more_clips_per_pair=a.more_clips_per_pair),
                     photos=PhotoDataConfig(seed=a.seed, val_videos=a.val_videos), debian_dir=a.debian_clips)
 
 
@@ -127,9 +129,10 @@ def cmd_codes(a: argparse.Namespace) -> None:
     data, root = Path(a.data), Path(a.data).parent
     folder = Path(a.tokenizer)
     name = (folder.parent if folder.name == "tokenizer" else folder).name.removeprefix("tokenizer-")
-    for split in ("train", "val"):
-        tokenize_folder(Path(a.tokenizer), data / "digits" / split, root / f"codes-{name}" / split,
-                        num_frames=NUM_FRAMES)
+    for split in ("train", "more", "val"):
+        if (data / "digits" / split).is_dir():  # more/: only in data built with --more-clips-per-pair
+            tokenize_folder(Path(a.tokenizer), data / "digits" / split, root / f"codes-{name}" / split,
+                            num_frames=NUM_FRAMES)
 
 
 def cmd_legibility(a: argparse.Namespace) -> None:
@@ -163,12 +166,13 @@ def cmd_maskgit(a: argparse.Namespace) -> None:
     tokenizer = root / f"tokenizer-{codes.name.removeprefix('codes-')}" / "tokenizer"
     start = time.monotonic()
     trainer = MaskGitTrainer(build_config("maskgit", "demo", overrides=overrides), tokenizer, run,
-                             codes_dir=codes / "train", val_codes_dir=codes / "val")
+                             codes_dir=[codes / split for split in a.train_splits], val_codes_dir=codes / "val")
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
     scores = judge_pipeline(a, run / "pipeline", run / "judged")
     record(root, {"kind": "maskgit", "name": a.name, "set": changes, "sample": parse_sets(a.sample),
-                  "codes": codes.name, "steps": summary["step"], "minutes": round(minutes, 2), "seed": a.seed,
+                  "codes": codes.name, "train_splits": a.train_splits, "train_clips": summary.get("train_clips"),
+                  "steps": summary["step"], "minutes": round(minutes, 2), "seed": a.seed,
                   "val_accuracy": summary.get("val_accuracy"), "val_loss": summary.get("val_loss"), **scores})
 
 
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--debian-clips")
     d.add_argument("--objects", choices=OBJECTS, default="digits",
                    help="what the captioned clips show: handwritten digits (the demo's) or drawn shapes")
+    d.add_argument("--more-clips-per-pair", type=int, default=0,
+                   help="digits/more/: train clips beyond the 40 per pair (the demo's MaskGit trains on train + more)")
     d.add_argument("--val-videos", nargs="+", choices=DEBIAN_VIDEOS, default=list(VAL_VIDEOS),
                    help="the Debian clips held out of the tokenizer's training (a second real-video set: vtest.avi)")
     for name in ("tokenizer", "codes", "maskgit", "sample", "legibility"):
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--steps", type=int, default=1000)
         q.add_argument("--tokenizer")
         q.add_argument("--codes")
+        q.add_argument("--train-splits", nargs="+", default=["train"], choices=("train", "more"),
+                       help="maskgit: the code folders under --codes it trains on (the demo's: train more)")
         q.add_argument("--pipeline")
         q.add_argument("--init-from")
         q.add_argument("--init-from-image")
