@@ -33,6 +33,9 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     assert image_run["training"]["num_frames"] == 1, image_run.get("training")
     assert "on still frames and 6 on clips" in (out / "report.md").read_text()
     assert 0 <= report["maskgit"]["val_token_accuracy"] <= 1
+    # the MaskGit trains on digits/train + digits/more (2 + 1 clips per seen pair), stage one on digits/train only
+    assert report["maskgit"]["train_clips"] == 90 and "on 90 training clips" in (out / "report.md").read_text()
+    assert json.loads((out / "codes" / "more" / "index.json").read_text())["num_clips"] == 30
     for group, n in (("seen", 30), ("held_out", 10)):
         scores = report["prompt_following"][group]
         assert scores["n"] == n and 0 <= scores["digit_acc"] <= 1 and 0 <= scores["direction_acc"] <= 1

@@ -77,9 +77,9 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "optim": {"lr": 1e-3, "warmup_steps": 2, "schedule": "cosine"},
         "pipeline": {"num_inference_steps": 4, "guidance_scale": 2.0},
     },
-    # the CPU demo (make demo): 3x8x8 = 192 tokens of the demo tokenizer's 1000 FSQ codes, 1200 captioned
-    # moving-digit clips, the bundled MiniLM text encoder. dim 128 x depth 4 (2.48M params) at batch 16 runs
-    # ~0.41 s/update on 2 cores (975 updates in the demo's 6.6 minutes, fresh clone, wave 6)
+    # the CPU demo (make demo): 3x8x8 = 192 tokens of the demo tokenizer's 1000 FSQ codes, 4800 captioned
+    # moving-digit clips (1200 before wave 13), the bundled MiniLM text encoder. dim 128 x depth 4 (2.48M params) at
+    # batch 16 runs ~0.33 s/update on 2 cores (1,138 updates, the step cap, in the demo's 6.3 minutes, wave 12)
     "demo": {
         "cond_drop_prob": 0.1,
         "text_encoder": "default",

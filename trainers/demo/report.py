@@ -299,7 +299,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "## MaskGit (held-out digit clips)", "",
         f"Masked-token accuracy of the EMA model, fixed masks: **{mg['val_token_accuracy']:.1%}** (mean over mask "
         f"ratios {', '.join(mg['accuracy_by_ratio'])}: "
-        f"{', '.join(f'{v:.1%}' for v in mg['accuracy_by_ratio'].values())}); validation loss {mg['val_loss']:.3f}.",
+        f"{', '.join(f'{v:.1%}' for v in mg['accuracy_by_ratio'].values())}); validation loss {mg['val_loss']:.3f}; "
+        f"{mg['steps']} updates on {mg['train_clips']:,} training clips.",
         "", "## Prompt following", "",
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "

@@ -34,6 +34,9 @@ DEMO_TOKENIZERS: dict[str, dict[str, Any]] = {
                 "disc_start_step": 200, "run": {"mixed_precision": "no"}},
 }
 TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (prompt following is the harder part)
+# the MaskGit trains on 4x stage one's digit clips (digits/train + digits/more: 160 per seen pair, new positions and
+# pairings of the same handwriting); at its ~1,100 updates, 1,200 clips overfit (docs/experiments.md, wave 13)
+MORE_CLIPS_PER_PAIR = 120
 DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach in this budget
 
 
@@ -79,8 +82,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
         clock = now
         log.info("demo: %s done in %.2f min", name, stamps[name])
 
-    digits = DigitDataConfig(seed=seed, **({"clips_per_pair": 2, "val_clips_per_pair": 1,
-                                             "heldout_clips_per_pair": 1} if tiny else {}))
+    digits = DigitDataConfig(seed=seed, more_clips_per_pair=1 if tiny else MORE_CLIPS_PER_PAIR,
+                             **({"clips_per_pair": 2, "val_clips_per_pair": 1, "heldout_clips_per_pair": 1} if tiny
+                                else {}))
     photos = PhotoDataConfig(seed=seed, **({"clips_per_photo": 1, "val_clips_per_photo": 1, "gif_clips": 2,
                                             "face_clips": 4} if tiny else {}))
     build_demo_data(data, digits=digits, photos=photos, debian_dir=None if tiny else debian_dir)
@@ -96,7 +100,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     stage("tokenizer")
 
     frames = 5 if tiny else 9
-    for split in ("train", "val"):
+    for split in ("train", "more", "val"):
         tokenize_folder(tok_run, data / "digits" / split, out / "codes" / split, num_frames=frames)
     stage("tokenize")
 
@@ -106,7 +110,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     mg_run = out / "maskgit"
     limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
     MaskGitTrainer(build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}}), tok_run, mg_run,
-                   codes_dir=out / "codes/train", val_codes_dir=out / "codes/val",
+                   codes_dir=[out / "codes/train", out / "codes/more"], val_codes_dir=out / "codes/val",
                    sample_prompts=sample_prompts).fit()
     stage("maskgit")
 
