@@ -27,9 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.data.video_write import write_video
 from trainers.rng import derive_seed
 
+from .clip_folder import write_clip_folder
 from .shapes import SHAPE_WORDS, load_shape_images
 
 DIRECTIONS = ("up", "down", "left", "right")
@@ -334,35 +331,6 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
 def make_digit_clips(config: DigitDataConfig, split: str, limit: int | None = None) -> list[DigitClip]:
     n = num_clips(config, split) if limit is None else min(limit, num_clips(config, split))
     return [make_digit_clip(config, split, i) for i in range(n)]
-
-
-# ---- dataset folders (shared with photos.py) ----------------------------------------------------------------
-
-
-def write_clip_folder(
-    folder: str | os.PathLike, clips: Iterable[tuple[str, np.ndarray, dict]], fps: int = 8, workers: int = 4
-) -> int:
-    """Write ``(file_name, frames uint8 (T, H, W, 3), record)`` items as lossless mp4 files plus
-    ``metadata.jsonl`` (one ``record`` per line, in item order, ``file_name`` first). Encoding runs in ``workers``
-    threads (PyAV releases the GIL) while the caller's generator renders the next clips. Returns the clip count."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
-    pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for file_name, frames, record in clips:
-            path = folder / file_name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pending.append(pool.submit(write_video, path, frames, fps=fps, lossless=True))
-            lines.append(json.dumps({"file_name": file_name, **record}))
-            while len(pending) > 4 * max(1, workers):  # bounded memory; re-raises a failed write
-                pending.popleft().result()
-        for future in pending:
-            future.result()
-    tmp = folder / "metadata.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, folder / "metadata.jsonl")
-    return len(lines)
 
 
 def prompts_table(objects: str | DigitDataConfig = "digits") -> dict:

@@ -30,7 +30,7 @@ from PIL import Image
 from trainers.data.video_io import cover_size, crop_offsets, probe_video, read_video
 from trainers.rng import derive_seed
 
-from .digits import write_clip_folder
+from .clip_folder import write_clip_folder
 
 SKIMAGE_PHOTOS = (
     "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry", "colorwheel",
