@@ -150,6 +150,11 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
     return scores, records
 
 
+def guidance_note(scale: float | list[float]) -> str:
+    """'3.0', or '3.0 -> 2.0 over the steps' for a linear ramp (the refinement rounds use its last value)."""
+    return f"{scale[0]} -> {scale[1]} over the steps" if isinstance(scale, (list, tuple)) else f"{scale}"
+
+
 def refine_note(settings: dict[str, Any]) -> str:
     """' + R refinement rounds of <what each redraws>' for a report's sampling settings, '' when there were none
     (older reports; those also predate `refine_unit`, so they redrew a share of the tokens)."""
@@ -304,7 +309,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "", "## Prompt following", "",
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "
-        f"{pf['settings']['guidance_scale']}), judged by a digit classifier trained on the digits data (its own "
+        f"{guidance_note(pf['settings']['guidance_scale'])}), judged by a digit classifier trained on the digits "
+        "data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
         "| prompts | videos | digit accuracy | direction accuracy | both | frame consistency |",
