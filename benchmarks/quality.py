@@ -1,10 +1,10 @@
 """Controlled quality experiments on the demo's data (docs/experiments.md): one change at a time, the same data,
 the same step budget, judged by the demo's own judges.
 
-    python -m benchmarks.quality data --out runs/exp/data [--objects shapes] [--val-videos vtest.avi]
+    python -m benchmarks.quality data --out runs/exp/data [--objects shapes] [--val-videos vtest.avi] \
+        [--more-clips-per-pair 120]   # + digits/more/, the demo MaskGit's extra clips
     python -m benchmarks.quality tokenizer --data runs/exp/data --name base --steps 700 [--set key=value ...]
     python -m benchmarks.quality codes --data runs/exp/data --tokenizer runs/exp/tokenizer-base
-    python -m benchmarks.quality data --out runs/exp/data --more-clips-per-pair 120   # + digits/more (demo's)
     python -m benchmarks.quality maskgit --data runs/exp/data --codes runs/exp/codes-base --name tube \\
         --steps 1300 --set tube_mask_prob=0.5 [--sample unmask_order=random ...]
     python -m benchmarks.quality sample --data runs/exp/data --pipeline runs/exp/maskgit-tube/pipeline \\

@@ -87,7 +87,7 @@ def test_demo_stage_one_choices():
 
 def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     from trainers.configs import build_config
-    from trainers.demo.report import refine_note
+    from trainers.demo.report import guidance_note, refine_note
 
     defaults = build_config("maskgit", "demo").pipeline
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
@@ -99,3 +99,6 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     # reports written before refine_unit existed redrew a share of the tokens; before refinement, nothing
     assert refine_note({"refine_steps": 16, "refine_ratio": 0.125}) == " + 16 refinement rounds of 12.5% of the tokens"
     assert refine_note({"num_inference_steps": 12}) == ""
+    # wave 13: guidance falls from 3 to 2 over the steps; the report says so (a constant scale prints as before)
+    assert defaults["guidance_scale"] == [3.0, 2.0]
+    assert guidance_note(defaults["guidance_scale"]) == "3.0 -> 2.0 over the steps" and guidance_note(3.0) == "3.0"
