@@ -49,6 +49,18 @@ def prefix_frame_mask(ratios: torch.Tensor, grid: tuple[int, int, int], generato
     return ranks < counts[:, None]
 
 
+def whole_frame_mask(batch: int, grid: tuple[int, int, int], generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """Frame redraws (the state `refine_unit="frame"` / `"worst_frame"` rounds sample from): row i masks every
+    position of one latent frame, drawn uniformly from the t frames, and gives all the others whole.
+    -> (batch, t*h*w) bool; needs t >= 2."""
+    t, h, w = grid
+    if t < 2:
+        raise ValueError(f"whole-frame masks need at least 2 latent frames; got grid {grid}")
+    frame = (uniform((batch,), generator, device) * t).long().clamp(max=t - 1)  # (batch,) in 0..t-1
+    return (torch.arange(t * h * w, device=device)[None] // (h * w)) == frame[:, None]
+
+
 def random_token_mask(num_masked: torch.Tensor, n: int, generator: torch.Generator,
                       device: torch.device) -> torch.Tensor:
     """Per-sample random subsets: row i has exactly num_masked[i] True among n, positions from a random
@@ -91,6 +103,7 @@ def masked_token_loss(
     replicas: int = 1,
     tube_prob: float = 0.0,
     prefix_prob: float = 0.0,
+    frame_prob: float = 0.0,
     min_mask_ratio: float = 0.0,
     loss_average: str = "token",
     config: Any = None,
@@ -119,6 +132,8 @@ def masked_token_loss(
     prefix_prob: per-sample probability of a frame-prediction mask (`prefix_frame_mask`: the first latent frames
     given whole, the rest masked at the drawn ratio), the state `unmask_order="frame"` sampling decodes from; needs
     the grid; drawn after the tube choice, so it wins where both are drawn.
+    frame_prob: per-sample probability of a whole-frame mask (`whole_frame_mask`: one latent frame masked, the
+    others given), the state the frame refinement rounds redraw from; needs the grid; drawn last, so it wins.
     min_mask_ratio: mask ratios are at least this (the easy, nearly unmasked samples teach copying, not reading the
     caption).
     loss_average: "token" (mean over all masked tokens of the global batch) or "sample" (each sample's mean over
@@ -130,9 +145,9 @@ def masked_token_loss(
         raise ValueError(f"cond_drop_prob must be in [0, 1]; got {cond_drop_prob}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
-    if not (0.0 <= tube_prob <= 1.0 and 0.0 <= prefix_prob <= 1.0 and 0.0 <= min_mask_ratio < 1.0):
-        raise ValueError(f"tube_prob and prefix_prob must be in [0, 1] and min_mask_ratio in [0, 1); got "
-                         f"{tube_prob}, {prefix_prob}, {min_mask_ratio}")
+    if not (all(0.0 <= p <= 1.0 for p in (tube_prob, prefix_prob, frame_prob)) and 0.0 <= min_mask_ratio < 1.0):
+        raise ValueError(f"tube_prob, prefix_prob and frame_prob must be in [0, 1] and min_mask_ratio in [0, 1); "
+                         f"got {tube_prob}, {prefix_prob}, {frame_prob}, {min_mask_ratio}")
     if loss_average not in ("token", "sample"):
         raise ValueError(f"loss_average must be 'token' or 'sample'; got {loss_average!r}")
     if codes.ndim == 4:
@@ -165,6 +180,11 @@ def masked_token_loss(
             raise ValueError("prefix-frame masks need the (t, h, w) grid: pass codes (b, t, h, w) or grid=")
         prefixed = uniform((total,), generator, device) < prefix_prob  # (total,) bool
         global_mask = torch.where(prefixed[:, None], prefix_frame_mask(ratios, grid, generator, device), global_mask)
+    if frame_prob > 0:  # likewise
+        if grid is None:
+            raise ValueError("whole-frame masks need the (t, h, w) grid: pass codes (b, t, h, w) or grid=")
+        whole = uniform((total,), generator, device) < frame_prob  # (total,) bool
+        global_mask = torch.where(whole[:, None], whole_frame_mask(total, grid, generator, device), global_mask)
     drop_text = (uniform((total,), generator, device) < cond_drop_prob)[offset : offset + b]  # (b,) bool
     mask = global_mask[offset : offset + b]  # (b, n): this process's rows
     if loss_average == "token":  # mean over the global batch's masked tokens

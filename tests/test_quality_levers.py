@@ -69,6 +69,30 @@ def test_prefix_masks_give_the_first_frames_whole_and_mask_the_rest_at_the_drawn
         prefix_frame_mask(ratios[:2], (1, 3, 3), torch.Generator(), torch.device("cpu"))
 
 
+def test_whole_frame_masks_hide_one_latent_frame_and_give_the_others():
+    from maskgit.objective import whole_frame_mask
+
+    grid = (3, 2, 5)
+    mask = whole_frame_mask(3000, grid, torch.Generator().manual_seed(0), torch.device("cpu")).view(-1, 3, 10)
+    per_frame = mask.sum(-1)  # (b, t): 10 where the frame is masked, 0 elsewhere
+    assert ((per_frame == 10) | (per_frame == 0)).all() and (per_frame.sum(-1) == 10).all()  # exactly one, whole
+    picked = (per_frame == 10).float().mean(0)  # each frame ~1/3 of the rows
+    assert (picked - 1 / 3).abs().max() < 0.04
+    with pytest.raises(ValueError, match="at least 2 latent frames"):
+        whole_frame_mask(2, (1, 3, 3), torch.Generator(), torch.device("cpu"))
+
+    plain, off, half = (_training_mask(**kw) for kw in ({}, {"frame_prob": 0.0}, {"frame_prob": 0.5}))
+    assert torch.equal(plain, off)  # off = the old draws, bit for bit
+    def one_whole_frame(mask: torch.Tensor) -> torch.Tensor:  # (64,) bool: the row masks one frame, nothing else
+        per = mask.view(64, GRID[0], -1).sum(-1)  # (64, t)
+        return ((per == 16) | (per == 0)).all(-1) & (per.sum(-1) == 16)
+
+    assert 16 <= int(one_whole_frame(half).sum()) <= 48  # about half the rows
+    assert int(one_whole_frame(plain).sum()) < 8  # control: random masks rarely are
+    with pytest.raises(ValueError, match="whole-frame masks need the"):
+        _training_mask(grid=None, frame_prob=0.5)
+
+
 def test_min_mask_ratio_raises_every_rows_masked_fraction():
     codes, text = codes_and_text(256, 32)
     _, free = masked_token_loss(FakeModel(CONFIG), codes, text, torch.Generator().manual_seed(0))
@@ -218,3 +242,12 @@ def test_rotary_positions_reach_self_attention_and_round_trip(tmp_path, monkeypa
         assert torch.allclose(out, loaded(codes, text)[0], atol=1e-6)
     with pytest.raises(ValueError, match="position_encoding must be one of learned, rotary, both; got 'rope'"):
         MaskGitConfig(codebook_size=64, latent_shape=GRID, position_encoding="rope")
+
+
+@pytest.mark.parametrize("name", ["tube_mask_prob", "prefix_mask_prob", "frame_mask_prob"])
+def test_the_train_config_names_a_mask_probability_outside_0_1(name):
+    from trainers.configs import MaskGitTrainConfig
+
+    assert getattr(MaskGitTrainConfig(**{name: 0.25}), name) == 0.25
+    with pytest.raises(ValueError, match=f"{name} must be in \\[0, 1\\]; got 1.5"):
+        MaskGitTrainConfig(**{name: 1.5})

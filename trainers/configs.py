@@ -230,6 +230,8 @@ class MaskGitTrainConfig:
     tube_mask_prob: float = 0.0  # per-sample probability of a temporal tube mask (maskgit.objective.tube_mask)
     prefix_mask_prob: float = 0.0  # per-sample probability of a frame-prediction mask: the first latent frames
     # given whole (maskgit.objective.prefix_frame_mask)
+    frame_mask_prob: float = 0.0  # per-sample probability of masking one whole latent frame, the others given: the
+    # state the frame refinement rounds redraw from (maskgit.objective.whole_frame_mask)
     loss_average: str = "token"  # masked-token loss: mean over the batch's masked tokens, or per "sample" first
     cond_drop_prob: float = 0.1  # per-sample probability of training on the null text (classifier-free guidance)
     label_smoothing: float = 0.0  # of the masked-token cross-entropy
@@ -252,7 +254,8 @@ class MaskGitTrainConfig:
             raise ValueError(f"loss_average must be 'token' or 'sample'; got {self.loss_average!r}")
         if not 0 <= self.min_mask_ratio < 1:
             raise ValueError(f"min_mask_ratio must be in [0, 1); got {self.min_mask_ratio}")
-        for name in ("self_cond_prob", "cond_drop_prob", "tube_mask_prob", "prefix_mask_prob"):
+        for name in ("self_cond_prob", "cond_drop_prob", "tube_mask_prob", "prefix_mask_prob",
+                     "frame_mask_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:

@@ -352,7 +352,8 @@ class MaskGitTrainer(Trainer):
                         self.model, codes, text, generator, schedule=c.mask_schedule, self_cond_prob=c.self_cond_prob,
                         cond_drop_prob=c.cond_drop_prob, label_smoothing=c.label_smoothing, rows=batch["rows"],
                         replicas=self.world_size, tube_prob=c.tube_mask_prob, prefix_prob=c.prefix_mask_prob,
-                        min_mask_ratio=c.min_mask_ratio, loss_average=c.loss_average, config=self.model_config)
+                        frame_prob=c.frame_mask_prob, min_mask_ratio=c.min_mask_ratio, loss_average=c.loss_average,
+                        config=self.model_config)
                 self.backward(loss)
             sums["loss"] = sums["loss"] + loss.detach() / self.grad_accum  # what was backpropagated
             for k in ("accuracy", "mask_fraction", "drop_fraction"):
