@@ -118,6 +118,25 @@ def nan_loss_at(steps: set[int], trainer: MaskGitTrainer, monkeypatch) -> None:
     monkeypatch.setattr(module, "masked_token_loss", patched)
 
 
+def test_frame_mask_prob_reaches_the_objective(stage_two, tmp_path, monkeypatch):
+    import trainers.maskgit_trainer as module
+
+    masks, original = [], module.masked_token_loss
+
+    def spy(*args, **kwargs):
+        loss, stats = original(*args, **kwargs)
+        masks.append((stats.mask.clone(), args[1].shape[1:]))  # (b, n) masked positions, the (t', h', w') grid
+        return loss, stats
+
+    monkeypatch.setattr(module, "masked_token_loss", spy)
+    cfg = maskgit_config("--max-steps", "3", frame_mask_prob=1.0, run={"val_every": 1000, "checkpoint_every": 1000})
+    maskgit_trainer(stage_two, tmp_path / "run", cfg=cfg).fit()
+    assert len(masks) == 3
+    for mask, (t, h, w) in masks:
+        per_frame = mask.view(len(mask), t, h * w).sum(-1)  # (b, t')
+        assert t >= 2 and (per_frame.sum(-1) == h * w).all() and (per_frame.max(-1).values == h * w).all()
+
+
 def test_non_finite_loss_stops_before_the_update_and_writes_no_checkpoint(stage_two, tmp_path, monkeypatch):
     cfg = maskgit_config("--max-steps", "8", run={"checkpoint_every": 1})
     t = maskgit_trainer(stage_two, tmp_path / "run", cfg=cfg)
