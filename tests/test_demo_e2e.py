@@ -87,7 +87,7 @@ def test_demo_stage_one_choices():
 
 def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     from trainers.configs import build_config
-    from trainers.demo.report import guidance_note, refine_note
+    from trainers.demo.report import frame_mask_note, guidance_note, refine_note
 
     defaults = build_config("maskgit", "demo").pipeline
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
@@ -102,3 +102,8 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     # wave 13: guidance falls from 3 to 2 over the steps; the report says so (a constant scale prints as before)
     assert defaults["guidance_scale"] == [3.0, 2.0]
     assert guidance_note(defaults["guidance_scale"]) == "3.0 -> 2.0 over the steps" and guidance_note(3.0) == "3.0"
+    # wave 14: a quarter of the MaskGit's training clips mask one whole latent frame; the report says so (reports of
+    # runs without it, and the tiny recipe's, say nothing)
+    assert build_config("maskgit", "demo").frame_mask_prob == 0.25
+    assert frame_mask_note(0.25).startswith(" (25% of them masked one whole latent frame")
+    assert frame_mask_note(0.0) == frame_mask_note(None) == ""

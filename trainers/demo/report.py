@@ -155,6 +155,14 @@ def guidance_note(scale: float | list[float]) -> str:
     return f"{scale[0]} -> {scale[1]} over the steps" if isinstance(scale, (list, tuple)) else f"{scale}"
 
 
+def frame_mask_note(prob: float | None) -> str:
+    """How the MaskGit's training masks included whole latent frames, for the report's sentence on its training."""
+    if not prob:
+        return ""
+    return (f" ({prob:.0%} of them masked one whole latent frame and gave the others, the state the refinement rounds "
+            "redraw from; the rest cosine-drawn random tokens)")
+
+
 def refine_note(settings: dict[str, Any]) -> str:
     """' + R refinement rounds of <what each redraws>' for a report's sampling settings, '' when there were none
     (older reports; those also predate `refine_unit`, so they redrew a share of the tokens)."""
@@ -305,7 +313,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"Masked-token accuracy of the EMA model, fixed masks: **{mg['val_token_accuracy']:.1%}** (mean over mask "
         f"ratios {', '.join(mg['accuracy_by_ratio'])}: "
         f"{', '.join(f'{v:.1%}' for v in mg['accuracy_by_ratio'].values())}); validation loss {mg['val_loss']:.3f}; "
-        f"{mg['steps']} updates on {mg['train_clips']:,} training clips.",
+        f"{mg['steps']} updates on {mg['train_clips']:,} training clips{frame_mask_note(mg.get('frame_mask_prob'))}.",
         "", "## Prompt following", "",
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "

@@ -130,7 +130,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
         "maskgit": {"val_token_accuracy": mg_summary["val_accuracy"], "val_loss": mg_summary["val_loss"],
                     "accuracy_by_ratio": {k.split("@")[1]: v for k, v in mg_summary.items()
                                           if k.startswith("val_accuracy@")},
-                    "steps": mg_summary["step"], "train_clips": mg_summary["train_clips"]},
+                    "steps": mg_summary["step"], "train_clips": mg_summary["train_clips"],
+                    "frame_mask_prob": load_yaml(mg_run / "config.yaml").get("frame_mask_prob", 0.0)},
         "prompt_following": {**scores, "judge": {"digit_val_accuracy": judge.val_accuracy},
                              "legibility": digit_legibility(tok_run / "tokenizer", data / "digits/val", judge, frames)},
         "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
