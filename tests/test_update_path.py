@@ -13,30 +13,32 @@ from tests.helpers.models import tiny_transformer
 from trainers.rng import make_generator
 
 
-def replica_gradients(model, codes, text, splits: list[int]) -> torch.Tensor:
+def replica_gradients(model, codes, text, splits: list[int], **levers) -> torch.Tensor:
     """What W data-parallel processes holding `splits` rows each would average (DDP: mean of their gradients)."""
     total, offset, grads = sum(splits), 0, []
     for rows in splits:
         model.zero_grad(set_to_none=True)
         part = slice(offset, offset + rows)
         loss, _ = masked_token_loss(model, codes[part], (text[0][part], text[1][part]), make_generator(0, 1),
-                                    rows=(offset, total), replicas=len(splits), self_cond_prob=0.0)
+                                    rows=(offset, total), replicas=len(splits), self_cond_prob=0.0, **levers)
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
         offset += rows
     return torch.stack(grads).mean(0)
 
 
-def test_masked_loss_of_unequal_process_shares_equals_one_process_on_the_global_batch():
+@pytest.mark.parametrize("levers", [{}, {"tube_prob": 0.3, "prefix_prob": 0.3, "frame_prob": 0.3}])
+def test_masked_loss_of_unequal_process_shares_equals_one_process_on_the_global_batch(levers):
     """3 + 2 rows on two processes (one process's clip failed to decode) average to the gradient of one process on
-    all 5 rows (scaling each process's loss by total / rows would assume equal shares and would not)."""
+    all 5 rows (scaling each process's loss by total / rows would assume equal shares and would not); also with the
+    tube, prefix-frame and whole-frame masks, whose draws are made for the global batch too."""
     model = tiny_transformer()
     gen = torch.Generator().manual_seed(1)
     codes = torch.randint(0, 16, (5, 2, 2, 2), generator=gen)
     text = (torch.randn(5, 3, 8, generator=gen), torch.ones(5, 3, dtype=torch.bool))
-    whole = replica_gradients(model, codes, text, [5])
-    torch.testing.assert_close(replica_gradients(model, codes, text, [3, 2]), whole, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(replica_gradients(model, codes, text, [1, 4]), whole, rtol=1e-5, atol=1e-7)
+    whole = replica_gradients(model, codes, text, [5], **levers)
+    torch.testing.assert_close(replica_gradients(model, codes, text, [3, 2], **levers), whole, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(replica_gradients(model, codes, text, [1, 4], **levers), whole, rtol=1e-5, atol=1e-7)
 
 
 def test_the_launchers_dynamo_backend_is_refused_with_one_line_naming_compile(monkeypatch, fresh_accelerate_state):
