@@ -83,6 +83,7 @@ def test_whole_frame_masks_hide_one_latent_frame_and_give_the_others():
 
     plain, off, half = (_training_mask(**kw) for kw in ({}, {"frame_prob": 0.0}, {"frame_prob": 0.5}))
     assert torch.equal(plain, off)  # off = the old draws, bit for bit
+
     def one_whole_frame(mask: torch.Tensor) -> torch.Tensor:  # (64,) bool: the row masks one frame, nothing else
         per = mask.view(64, GRID[0], -1).sum(-1)  # (64, t)
         return ((per == 16) | (per == 0)).all(-1) & (per.sum(-1) == 16)

@@ -36,6 +36,10 @@ def test_masked_loss_of_unequal_process_shares_equals_one_process_on_the_global_
     gen = torch.Generator().manual_seed(1)
     codes = torch.randint(0, 16, (5, 2, 2, 2), generator=gen)
     text = (torch.randn(5, 3, 8, generator=gen), torch.ones(5, 3, dtype=torch.bool))
+    if levers:  # the levers do change this batch's masks (a control: otherwise the equality below says nothing new)
+        masks = [masked_token_loss(model, codes, text, make_generator(0, 1), self_cond_prob=0.0, **kw)[1].mask
+                 for kw in ({}, levers)]
+        assert not torch.equal(*masks)
     whole = replica_gradients(model, codes, text, [5], **levers)
     torch.testing.assert_close(replica_gradients(model, codes, text, [3, 2], **levers), whole, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(replica_gradients(model, codes, text, [1, 4], **levers), whole, rtol=1e-5, atol=1e-7)

@@ -109,7 +109,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
     limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
-    MaskGitTrainer(build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}}), tok_run, mg_run,
+    mg_config = build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}})
+    MaskGitTrainer(mg_config, tok_run, mg_run,
                    codes_dir=[out / "codes/train", out / "codes/more"], val_codes_dir=out / "codes/val",
                    sample_prompts=sample_prompts).fit()
     stage("maskgit")
@@ -131,7 +132,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                     "accuracy_by_ratio": {k.split("@")[1]: v for k, v in mg_summary.items()
                                           if k.startswith("val_accuracy@")},
                     "steps": mg_summary["step"], "train_clips": mg_summary["train_clips"],
-                    "frame_mask_prob": load_yaml(mg_run / "config.yaml").get("frame_mask_prob", 0.0)},
+                    "frame_mask_prob": mg_config.frame_mask_prob},
         "prompt_following": {**scores, "judge": {"digit_val_accuracy": judge.val_accuracy},
                              "legibility": digit_legibility(tok_run / "tokenizer", data / "digits/val", judge, frames)},
         "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
