@@ -94,7 +94,8 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         # lr 2e-3 vs 1e-3 in the 7-minute demo: seen-prompt digit accuracy 42.5% vs 34.2% (120 videos each); 5e-3 vs
         # 2e-3 on 4,800 clips with the whole-frame masks (wave 14, two seeds): frame consistency 71.7 / 78.3% -> 92.5 /
         # 86.7% seen and 43.8 / 42.5% -> 73.8 / 71.2% held-out, held-out digit +18.8 / +6.2 points, lower validation
-        # loss; on the 1,200-clip shapes set within noise (3e-3 lies between) (docs/experiments.md)
+        # loss; on the 1,200-clip shapes set within noise (3e-3 lies between); 8e-3 and weight decay 0.1 no better
+        # (wave 15: a gain at one digit seed, a wash or a loss at the other, split on the shapes) (docs/experiments.md)
         "optim": {"lr": 5e-3, "warmup_steps": 100, "schedule": "cosine", "min_lr_ratio": 0.05, "betas": [0.9, 0.98]},
         # 48 model passes per video (12 before wave 6: frame consistency on held-out prompts 4-6% -> 11-15%), spent
         # since wave 7 as 32 decoding steps + 16 refinement rounds: against 48 plain steps on three digit models,
