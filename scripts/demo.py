@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", choices=("fsq", "lfq-gan"), default="fsq",
                    help="stage one: FSQ codes without the GAN (what learns fastest in these minutes), or the paper's "
                         "LFQ codes with the entropy and adversarial losses")
+    p.add_argument("--finish-by", type=positive_float, default=None, metavar="EPOCH_SECONDS",
+                   help="a deadline for the whole demo (seconds since the epoch, as `date +%%s` prints): each training "
+                        "stage gets at most what fits before it. `make demo` passes 15 minutes from its own start "
+                        "(the install included) unless DEMO_MINUTES is set")
     p.add_argument("--tiny", action="store_true", help="a seconds-long run of the same pipeline (tests)")
     return p
 
@@ -29,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main_(args: argparse.Namespace) -> None:
     from trainers.demo.run import run_demo
 
-    report = run_demo(args.out, args.data, args.minutes, args.debian_clips, args.seed, args.tiny, args.tokenizer)
+    report = run_demo(args.out, args.data, args.minutes, args.debian_clips, args.seed, args.tiny, args.tokenizer,
+                      args.finish_by)
     pf = report["prompt_following"]
     print(f"tokenizer: PSNR {report['tokenizer']['psnr_db']:.2f} dB, usage {report['tokenizer']['codebook_usage']:.1%}"
           f"; maskgit token accuracy {report['maskgit']['val_token_accuracy']:.1%}; prompt following seen digit "

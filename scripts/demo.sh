@@ -9,5 +9,6 @@ if [ -e "$OUT" ]; then
   echo "demo: moving the previous $OUT to $OUT.prev-$(date +%Y%m%d-%H%M%S)"
   mv "$OUT" "$OUT.prev-$(date +%Y%m%d-%H%M%S)"
 fi
+# DEMO_FINISH_BY (from the Makefile: 15 minutes after `make demo` started): each training stage gets what fits before it
 exec "$PY" -m scripts.demo --out "$OUT" --minutes "${DEMO_MINUTES:-10.5}" --debian-clips data/debian_clips \
-  --tokenizer "${DEMO_TOKENIZER:-fsq}"
+  --tokenizer "${DEMO_TOKENIZER:-fsq}" ${DEMO_FINISH_BY:+--finish-by "$DEMO_FINISH_BY"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     from trainers.model_sources import pipeline_dir
 
     out = tmp_path / "demo"
-    assert main(["--tiny", "--out", str(out), "--data", str(tmp_path / "data")]) == 0
+    finish_by = time.time() + 3600
+    assert main(["--tiny", "--out", str(out), "--data", str(tmp_path / "data"), "--finish-by", str(finish_by)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]  # the demo ends with the command that opens the app
     assert last.startswith("open the app on this pipeline: "), last
     app = shlex.split(last.split(": ", 1)[1])
@@ -48,6 +51,8 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     showcase = read_video(out / report["showcase"]["file"])  # (t, h, w, 3): 4 rows x 5 tiles of 16 px, 3x
     assert showcase.shape == (5, 3 * (4 * 18 + 2), 3 * (5 * 18 + 2), 3)
     assert set(report["minutes"]) == {"data", "tokenizer", "tokenize", "maskgit", "generate", "report", "total"}
+    assert report["settings"]["finish_by"] == pytest.approx(finish_by)  # tiny runs are step-bound: nothing cut
+    assert report["settings"]["training_minutes_given"]["maskgit"]["given"] is None
     markdown = (out / "report.md").read_text()
     assert "## Prompt following" in markdown and "![generated](samples/showcase.gif)" in markdown
     assert "SSIM (of the [0, 1] frames" in markdown and report["tokenizer"]["ssim_range"] == [0.0, 1.0]
@@ -83,6 +88,46 @@ def test_demo_stage_one_choices():
     assert configs["lfq-gan"].loss.adversarial_weight > 0
     with pytest.raises(ValueError, match="unknown demo tokenizer 'vq'"):
         run_demo(tokenizer="vq")
+
+
+def test_a_deadline_cuts_the_training_minutes_to_what_fits(monkeypatch):
+    """`make demo` must end within 15 minutes of its start, install included: on a slower machine each training stage
+    gets what fits before the deadline, keeping the reserves for the stages after it, and the report says so."""
+    from trainers.demo import run
+    from trainers.demo.report import deadline_note
+    from trainers.recipes import MASKGIT_RECIPES
+
+    recipe = MASKGIT_RECIPES["demo"]
+    assert run._budget(10.5, 0.6, recipe) == {"max_minutes": 6.3, "max_steps": 1138}  # no deadline: as before
+    assert run._budget(10.5, 0.6, recipe, fits=9.0)["max_minutes"] == 6.3  # time to spare: the asked minutes
+    assert run._budget(10.5, 0.6, recipe, fits=6.1) == {"max_minutes": 6.1, "max_steps": 1138}  # cut, same cap
+    assert run._budget(10.5, 0.6, recipe, fits=-2.0)["max_minutes"] == pytest.approx(0.25 * 6.3, abs=0.01)  # floor
+    monkeypatch.setattr(run.time, "time", lambda: 1000.0)
+    assert run._minutes_left(None, 2.0) is None
+    assert run._minutes_left(1000.0 + 600, 2.0) == pytest.approx(8.0)
+    settings = {"finish_by": 1600.0, "training_minutes_given": {"tokenizer": {"asked": 4.2, "given": 3.94},
+                                                                 "maskgit": {"asked": 6.3, "given": 6.3}}}
+    assert deadline_note(settings) == (" To end by its deadline (`--finish-by`; `make demo`: 15 minutes from its "
+                                       "start) the demo trained stage one 3.94 of 4.20 min.")
+    settings["training_minutes_given"]["tokenizer"]["given"] = 4.2
+    assert deadline_note(settings) == deadline_note({"finish_by": None}) == ""
+
+
+def test_make_demo_passes_a_deadline_15_minutes_from_its_start_unless_minutes_are_set():
+    root = Path(__file__).resolve().parents[1]
+
+    def dry_run(*args: str) -> str:  # -o: the venv counts as built, so only the demo's own command is printed
+        return subprocess.run(["make", "-n", "-o", ".venv/.installed", "VENV=.venv", "demo", *args], cwd=root,
+                              capture_output=True, text=True, check=True).stdout
+
+    start = time.time()
+    line = dry_run().strip().splitlines()[-1]
+    assert "bash scripts/demo.sh" in line and "DEMO_MINUTES=10.5" in line, line
+    finish_by = int(line.split("DEMO_FINISH_BY=")[1].split()[0])
+    assert start + 15 * 60 - 2 <= finish_by <= time.time() + 15 * 60 + 1
+    assert "DEMO_FINISH_BY= " in dry_run("DEMO_MINUTES=30")  # the user's own minutes: no deadline
+    line = dry_run("DEMO_BUDGET=14.5").strip().splitlines()[-1]
+    assert int(line.split("DEMO_FINISH_BY=")[1].split()[0]) <= time.time() + 14.5 * 60 + 1
 
 
 def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():

@@ -284,6 +284,17 @@ STAGE_ONE = {  # the demo's --tokenizer choices, as the report names them
 }
 
 
+def deadline_note(settings: dict[str, Any]) -> str:
+    """What the demo's deadline (`--finish-by`) left the training stages, when it cut them; else ""."""
+    given = settings.get("training_minutes_given") or {}
+    cut = {k: v for k, v in given.items() if v.get("given") is not None and v["given"] < v["asked"]}
+    if not settings.get("finish_by") or not cut:
+        return ""
+    names = {"tokenizer": "stage one", "maskgit": "the MaskGit"}
+    return (" To end by its deadline (`--finish-by`; `make demo`: 15 minutes from its start) the demo trained "
+            + ", ".join(f"{names[k]} {v['given']:.2f} of {v['asked']:.2f} min" for k, v in cut.items()) + ".")
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """report.json (everything) and report.md (the tables people read)."""
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -296,7 +307,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"{' (bf16 autocast)' if tok.get('mixed_precision') == 'bf16' else ''} for {tok.get('image_steps', 0)} "
         f"steps on still frames and {tok['steps']} on clips "
         f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit on its codes for {mg['steps']} steps "
-        f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.", "",
+        f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.{deadline_note(report['settings'])}",
+        "",
         "## Tokenizer (held-out real clips)", "",
         STAGE_ONE[report["settings"].get("tokenizer", "fsq")], "",
         f"{tok['clips']} clips of {tok['num_frames']} frames at {tok['image_size'][0]}x{tok['image_size'][1]} from "

@@ -38,22 +38,41 @@ TOKENIZER_SHARE = 0.4  # of the training minutes; the MaskGit gets the rest (pro
 # pairings of the same handwriting); at its ~1,100 updates, 1,200 clips overfit (docs/experiments.md, wave 13)
 MORE_CLIPS_PER_PAIR = 120
 DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach in this budget
+# With a deadline (`finish_by`: `make demo` passes 15 minutes from its start, the install included) each training
+# stage gets what fits before it, keeping these minutes for the stages after training. Measured in fresh-clone demos
+# on 2 cores: tokenizing 0.34-0.90 min; generating the 100 judged videos 1.15-1.39, the report ~0.1, and each training
+# stage's final validation and save up to 0.15 (docs/experiments.md, waves 13-16).
+TOKENIZE_RESERVE = 1.0
+AFTER_TRAINING_RESERVE = 2.0
+LEAST_SHARE = 0.25  # a stage never gets less than this share of its minutes: past the deadline, a late demo beats none
 
 
-def _budget(minutes: float, share: float, recipe: dict) -> dict[str, float]:
-    """Stop at `share` of the minutes, or at the recipe's step count scaled to the budget (a bigger budget trains
-    proportionally longer). The LR schedule spans that step count, so on 2 cores a run stops before its cosine ends:
-    decaying over the steps that fit instead (`run.schedule_horizon: max_minutes`) measured no better for the
-    MaskGit (docs/experiments.md)."""
+def _budget(minutes: float, share: float, recipe: dict, fits: float | None = None) -> dict[str, float]:
+    """Stop at `share` of the minutes (or at `fits` minutes when fewer fit before the demo's deadline), or at the
+    recipe's step count scaled to the budget (a bigger budget trains proportionally longer). The LR schedule spans
+    that step count, so on 2 cores a run stops before its cosine ends: decaying over the steps that fit instead
+    (`run.schedule_horizon: max_minutes`) measured no better for the MaskGit (docs/experiments.md)."""
     steps = max(1, round(recipe["run"]["max_steps"] * minutes / DEFAULT_MINUTES))
-    return {"max_minutes": round(minutes * share, 2), "max_steps": steps}
+    asked = minutes * share
+    given = asked if fits is None else max(min(asked, fits), LEAST_SHARE * asked)
+    if fits is not None and fits < LEAST_SHARE * asked:
+        log.warning("demo: %.2f training minutes fit before the deadline; training %.2f (a quarter of %.2f), so the "
+                    "demo will end late", max(fits, 0.0), given, asked)
+    return {"max_minutes": round(given, 2), "max_steps": steps}
+
+
+def _minutes_left(finish_by: float | None, reserve: float) -> float | None:
+    """Wall-clock minutes until `finish_by` (seconds since the epoch, as `date +%s`) less `reserve`; None: no
+    deadline."""
+    return None if finish_by is None else (finish_by - time.time()) / 60 - reserve
 
 
 def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minutes: float = DEFAULT_MINUTES,
              debian_dir: str | Path | None = None, seed: int = 0, tiny: bool = False,
-             tokenizer: str = "fsq") -> dict[str, Any]:
+             tokenizer: str = "fsq", finish_by: float | None = None) -> dict[str, Any]:
     """Run every stage; `minutes` is the training budget, split between the tokenizer and the MaskGit;
-    `tokenizer` picks stage one's quantizer and losses (`DEMO_TOKENIZERS`)."""
+    `tokenizer` picks stage one's quantizer and losses (`DEMO_TOKENIZERS`); `finish_by` (seconds since the epoch, or
+    None) is a deadline for the whole demo: each training stage gets at most what fits before it."""
     if tokenizer not in DEMO_TOKENIZERS:
         raise ValueError(f"unknown demo tokenizer {tokenizer!r}; expected one of {', '.join(DEMO_TOKENIZERS)}")
     from trainers.demo.judge import DigitJudge
@@ -91,7 +110,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     stage("data")
 
     preset = "tiny" if tiny else "demo"
-    limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"])
+    fits = _minutes_left(finish_by, TOKENIZE_RESERVE + AFTER_TRAINING_RESERVE)  # both training stages
+    limit = {"max_steps": 6} if tiny else _budget(minutes, TOKENIZER_SHARE, TOKENIZER_RECIPES["demo"],
+                                                  None if fits is None else fits * TOKENIZER_SHARE)
+    given = {"tokenizer": {"asked": round(minutes * TOKENIZER_SHARE, 2), "given": limit.get("max_minutes")}}
     tok_run = out / "tokenizer"
     choice = DEMO_TOKENIZERS[tokenizer]
     stage_one = train_stage_one(preset, {**choice, "run": {**choice.get("run", {}), "seed": seed}},
@@ -108,7 +130,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     sample_prompts = out / "sample_prompts.txt"
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
-    limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"])
+    limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, MASKGIT_RECIPES["demo"],
+                                                  _minutes_left(finish_by, AFTER_TRAINING_RESERVE))
+    given["maskgit"] = {"asked": round(minutes * (1 - TOKENIZER_SHARE), 2), "given": limit.get("max_minutes")}
     mg_config = build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}})
     MaskGitTrainer(mg_config, tok_run, mg_run,
                    codes_dir=[out / "codes/train", out / "codes/more"], val_codes_dir=out / "codes/val",
@@ -138,7 +162,7 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
         "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
         "environment": environment(),
         "settings": {"minutes_budget": minutes, "seed": seed, "tiny": tiny, "data": str(data),
-                     "tokenizer": tokenizer},
+                     "tokenizer": tokenizer, "finish_by": finish_by, "training_minutes_given": given},
     }
     plot_curves(tok_run, ["generator.recon", "generator.usage", "generator.codebook_entropy"],
                 out / "tokenizer_curves.png", "tokenizer training")
