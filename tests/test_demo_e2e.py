@@ -132,7 +132,7 @@ def test_make_demo_passes_a_deadline_15_minutes_from_its_start_unless_minutes_ar
 
 def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     from trainers.configs import build_config
-    from trainers.demo.report import frame_mask_note, guidance_note, refine_note
+    from trainers.demo.report import frame_mask_note, guidance_note, refine_note, temperature_note
 
     defaults = build_config("maskgit", "demo").pipeline
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
@@ -150,5 +150,8 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     # wave 14: a quarter of the MaskGit's training clips mask one whole latent frame; the report says so (reports of
     # runs without it, and the tiny recipe's, say nothing)
     assert build_config("maskgit", "demo").frame_mask_prob == 0.25
+    # wave 16: the codes are drawn at temperature 0.7; the report says so (1, the sampler's default, says nothing)
+    assert defaults["temperature"] == 0.7
+    assert temperature_note(defaults) == ", temperature 0.7" and temperature_note({"temperature": 1.0}) == ""
     assert frame_mask_note(0.25).startswith(" (25% of them masked one whole latent frame")
     assert frame_mask_note(0.0) == frame_mask_note(None) == ""

@@ -284,6 +284,12 @@ STAGE_ONE = {  # the demo's --tokenizer choices, as the report names them
 }
 
 
+def temperature_note(settings: dict[str, Any]) -> str:
+    """", temperature 0.7" when the codes were drawn at a temperature other than 1 (wave 16); else ""."""
+    t = settings.get("temperature", 1.0)
+    return "" if t == 1.0 else f", temperature {t:g}"
+
+
 def deadline_note(settings: dict[str, Any]) -> str:
     """What the demo's deadline (`--finish-by`) left the training stages, when it cut them; else ""."""
     given = settings.get("training_minutes_given") or {}
@@ -329,8 +335,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "", "## Prompt following", "",
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "
-        f"{guidance_note(pf['settings']['guidance_scale'])}), judged by a digit classifier trained on the digits "
-        "data (its own "
+        f"{guidance_note(pf['settings']['guidance_scale'])}{temperature_note(pf['settings'])}), judged by a digit "
+        "classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
         "| prompts | videos | digit accuracy | direction accuracy | both | frame consistency |",
