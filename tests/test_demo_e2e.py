@@ -108,8 +108,8 @@ def test_a_deadline_cuts_the_training_minutes_to_what_fits(monkeypatch):
     assert run._minutes_left(1000.0 + 600, 2.0) == pytest.approx(8.0)
     settings = {"finish_by": 1600.0, "training_minutes_given": {"tokenizer": {"asked": 4.2, "given": 3.94},
                                                                  "maskgit": {"asked": 6.3, "given": 6.3}}}
-    assert deadline_note(settings) == (" To end by its deadline (`--finish-by`; `make demo`: 15 minutes from its "
-                                       "start) the demo trained stage one 3.94 of 4.20 min.")
+    assert deadline_note(settings) == (" To end by its deadline (`--finish-by`; `make demo`: DEMO_BUDGET, 15 minutes "
+                                       "by default, from its start) the demo trained stage one 3.94 of 4.20 min.")
     settings["training_minutes_given"]["tokenizer"]["given"] = 4.2
     assert deadline_note(settings) == deadline_note({"finish_by": None}) == ""
 

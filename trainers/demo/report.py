@@ -297,7 +297,8 @@ def deadline_note(settings: dict[str, Any]) -> str:
     if not settings.get("finish_by") or not cut:
         return ""
     names = {"tokenizer": "stage one", "maskgit": "the MaskGit"}
-    return (" To end by its deadline (`--finish-by`; `make demo`: 15 minutes from its start) the demo trained "
+    return (" To end by its deadline (`--finish-by`; `make demo`: DEMO_BUDGET, 15 minutes by default, from its start) "
+            "the demo trained "
             + ", ".join(f"{names[k]} {v['given']:.2f} of {v['asked']:.2f} min" for k, v in cut.items()) + ".")
 
 

@@ -56,8 +56,8 @@ def _budget(minutes: float, share: float, recipe: dict, fits: float | None = Non
     asked = minutes * share
     given = asked if fits is None else max(min(asked, fits), LEAST_SHARE * asked)
     if fits is not None and fits < LEAST_SHARE * asked:
-        log.warning("demo: %.2f training minutes fit before the deadline; training %.2f (a quarter of %.2f), so the "
-                    "demo will end late", max(fits, 0.0), given, asked)
+        log.warning("demo: %.2f training minutes fit before the deadline; training %.2f (%.0f%% of %.2f), so the "
+                    "demo will end late", max(fits, 0.0), given, 100 * LEAST_SHARE, asked)
     return {"max_minutes": round(given, 2), "max_steps": steps}
 
 
