@@ -155,11 +155,11 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     # wave 13: guidance falls from 3 to 2 over the steps; the report says so (a constant scale prints as before)
     assert defaults["guidance_scale"] == [3.0, 2.0]
     assert guidance_note(defaults["guidance_scale"]) == "3.0 -> 2.0 over the steps" and guidance_note(3.0) == "3.0"
-    # wave 14: a quarter of the MaskGit's training clips mask one whole latent frame; the report says so (reports of
-    # runs without it, and the tiny recipe's, say nothing)
-    assert build_config("maskgit", "demo").frame_mask_prob == 0.25
+    # wave 14: a quarter of the MaskGit's training clips mask one whole latent frame, 40% since wave 17; the report
+    # says so (reports of runs without it, and the tiny recipe's, say nothing)
+    assert build_config("maskgit", "demo").frame_mask_prob == 0.4
     # wave 16: the codes are drawn at temperature 0.7; the report says so (1, the sampler's default, says nothing)
     assert defaults["temperature"] == 0.7
     assert temperature_note(defaults) == ", temperature 0.7" and temperature_note({"temperature": 1.0}) == ""
-    assert frame_mask_note(0.25).startswith(" (25% of them masked one whole latent frame")
+    assert frame_mask_note(0.4).startswith(" (40% of them masked one whole latent frame")
     assert frame_mask_note(0.0) == frame_mask_note(None) == ""
