@@ -85,8 +85,9 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         # 40% of the rows mask one whole latent frame, the others given (the state the worst-frame rounds redraw
         # from). A quarter (wave 14): frame consistency +5.9 / +11.6 / +8.3 points seen and +12.6 / +12.5 / +13.7
         # held-out on two digit seeds and a shapes model. 0.4 against 0.25 at lr 5e-3 (wave 17, 400 videos per model):
-        # held-out consistency +4.4 / +11.9 / +16.2 points on three digit stage ones and +21.2 on 4,800 shape clips,
-        # lower validation loss on the digits; on 1,200 shape clips -6.2 and held-out accuracy -10 (docs/experiments.md)
+        # held-out consistency +4.4 / +11.9 / +14.4 points on three digit stage ones and +21.2 on 4,800 shape clips,
+        # lower validation loss on the digits; on 1,200 shape clips -6.2 and held-out accuracy -10: for a set that
+        # small, train with `frame_mask_prob: 0.25` in a --config YAML (docs/experiments.md)
         "frame_mask_prob": 0.4,
         "text_encoder": "default",
         "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
