@@ -71,6 +71,10 @@ class TokenizerConfig:
     # like dropout)
     fsq_preserve_symmetry: bool = False
     fsq_noise_dropout: float = 0.0
+    # FSQ has no auxiliary loss; > 0 adds LFQ's entropy loss on a soft assignment to FSQ's levels (weight * (per-token
+    # entropy - codebook entropy); `magvit2.quantize.FSQuantizer`), at this temperature in squared level spacings
+    fsq_entropy_loss_weight: float = 0.0
+    fsq_entropy_temperature: float = 0.5
     dim_cond: int | None = None  # width of the optional conditioning vector (needed by cond_* layers)
     dim_cond_expansion_factor: float = 4.0  # cond vector is expanded by an MLP to dim_cond * this
     input_conv_kernel_size: tuple[int, int, int] = (7, 7, 7)  # (t, h, w) kernel of the causal stem
@@ -149,9 +153,15 @@ class TokenizerConfig:
             if p > 0 and not self.fsq_preserve_symmetry:
                 raise ValueError("fsq_noise_dropout > 0 needs fsq_preserve_symmetry=True (the library's noise assumes "
                                  "symmetric levels)")
+            w, tau = self.fsq_entropy_loss_weight, self.fsq_entropy_temperature
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w < float("inf"):
+                raise ValueError(f"fsq_entropy_loss_weight must be a finite number >= 0; got {w!r}")
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau < float("inf"):
+                raise ValueError(f"fsq_entropy_temperature must be a finite number > 0; got {tau!r}")
             return
-        if self.fsq_preserve_symmetry or self.fsq_noise_dropout:
-            raise ValueError("fsq_preserve_symmetry / fsq_noise_dropout given but use_fsq=False")
+        if self.fsq_preserve_symmetry or self.fsq_noise_dropout or self.fsq_entropy_loss_weight:
+            raise ValueError("fsq_preserve_symmetry / fsq_noise_dropout / fsq_entropy_loss_weight given but "
+                             "use_fsq=False")
         k = self.codebook_size
         if not isinstance(k, int) or k < 2 or k & (k - 1):
             raise ValueError(f"LFQ codebook_size must be a power of 2 (e.g. 1024 or 2**18); got {k!r}")

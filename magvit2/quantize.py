@@ -28,6 +28,7 @@ from magvit2.distributed import global_average
 from magvit2.metrics import codebook_usage
 
 ENTROPY_CHUNK = 4096  # tokens per chunk of the codebook-entropy computation
+FSQ_JOINT_CHUNK = 2**22  # entries of one (tokens, codebook) matrix of FSQ's joint soft assignment
 
 
 @dataclass
@@ -172,20 +173,62 @@ class RatedNoiseFSQ(FSQ):
 
 
 class FSQuantizer(Float32Module):
-    """Finite scalar quantization (no auxiliary loss); codebook size = prod(fsq_levels)."""
+    """Finite scalar quantization; codebook size = prod(fsq_levels). With `fsq_entropy_loss_weight` > 0, LFQ's
+    entropy loss on a soft assignment of each value to its dimension's levels, softmax(-(v - level)^2 / temperature)
+    in level units (rounding v gives the code): the per-token entropy (a sum over dimensions) pushes values to level
+    centres, the exact codebook entropy of the batch-averaged joint assignment (prod(levels) entries, chunked) spreads
+    them over the codes. Without it FSQ has no auxiliary loss."""
 
     def __init__(self, dim: int, config: TokenizerConfig):
         super().__init__()
         self.codebook_size = config.effective_codebook_size
+        self.entropy_weight, self.temperature = config.fsq_entropy_loss_weight, config.fsq_entropy_temperature
         self.fsq = RatedNoiseFSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True,
                        preserve_symmetry=config.fsq_preserve_symmetry, noise_dropout=float(config.fsq_noise_dropout))
+
+    def level_values(self, z: Tensor) -> Tensor:
+        """(n, D) projected values -> (n, D) positions in level units, levels at 0 .. L_d - 1 (the library's bounds,
+        shifted: rounding them gives each dimension's level index)."""
+        levels = self.fsq._levels.to(z)  # (D,)
+        if self.fsq.preserve_symmetry:
+            return (levels - 1) * (torch.tanh(z) + 1) / 2
+        half_l = (levels - 1) * (1 + 1e-3) / 2  # the library's eps
+        offset = torch.where(self.fsq._levels % 2 == 0, 0.5, 0.0).to(z)
+        bounded = torch.tanh(z + torch.atanh(offset / half_l)) * half_l - offset  # rounds to -(L//2) .. L-1-L//2
+        return bounded + torch.div(levels, 2, rounding_mode="floor")
+
+    def entropies(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(per-token entropy, codebook entropy) in nats of the soft assignment of z: (n, D) fp32 projected values."""
+        v = self.level_values(z)  # (n, D)
+        levels = self.fsq._levels.tolist()
+        centres = torch.arange(max(levels), device=z.device, dtype=z.dtype)  # (Lmax,)
+        absent = centres[None, :] >= self.fsq._levels.to(z.device)[:, None]  # (D, Lmax): beyond dimension d's levels
+        logits = (-(v[..., None] - centres) ** 2 / self.temperature).masked_fill(absent, float("-inf"))  # (n, D, Lmax)
+        log_p = logits.log_softmax(dim=-1)
+        probs = [p[..., :n_levels] for p, n_levels in zip(log_p.exp().unbind(dim=1), levels)]  # D x (n, L_d)
+        per_token = -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(dim=(1, 2)).mean()
+        chunk = max(1, FSQ_JOINT_CHUNK // self.codebook_size)  # tokens per joint matrix
+        total = z.new_zeros(self.codebook_size)
+        for c in range(0, z.shape[0], chunk):
+            joint = probs[0][c : c + chunk]  # built dimension by dimension, first dimension fastest (library order)
+            for p in probs[1:]:
+                joint = (p[c : c + chunk, :, None] * joint[:, None, :]).flatten(1)
+            total = total + joint.sum(dim=0)
+        avg = global_average(total, z.shape[0])  # (codebook,): over every process's tokens
+        return per_token, -(avg * avg.clamp(min=1e-12).log()).sum()
 
     def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:
         with torch.autocast(device_type=x.device.type, enabled=False):
             quantized, indices = self.fsq(x.float())  # (b, dim, t, h, w), (b, t, h, w)
-        zero = quantized.new_zeros(())
+            zero = quantized.new_zeros(())
+            per_token = codebook_entropy = aux = zero
+            if self.training and self.entropy_weight > 0:
+                z = self.fsq.project_in(rearrange(x.float(), "b d t h w -> (b t h w) d"))  # (n, D), as the library's
+                per_token, codebook_entropy = self.entropies(z)
+                aux = self.entropy_weight * (per_token - codebook_entropy)
         usage, perplexity = codebook_usage(indices, self.codebook_size, validate=False)
-        return QuantizerOutput(quantized.to(x.dtype), indices.long(), zero, zero, zero, zero, 0.0, usage, perplexity)
+        return QuantizerOutput(quantized.to(x.dtype), indices.long(), aux, per_token, codebook_entropy, zero,
+                               self.entropy_weight, usage, perplexity)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         return self.fsq.indices_to_codes(indices)  # (b, dim, t, h, w) float32

@@ -142,3 +142,63 @@ def test_2_to_the_18_lfq_loss_runs_in_far_less_memory_than_the_full_matrix():
     assert stats["finite"]
     assert stats["delta_mb"] < full_matrix_mb / 10, stats
     assert 0 < stats["codebook_entropy"] <= 18 * 0.6932
+
+
+def fsq_config(**kw) -> TokenizerConfig:
+    return TokenizerConfig(image_size=8, use_fsq=True, fsq_levels=(8, 5, 3), layers=("residual",), **kw)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_fsq_level_values_round_to_the_librarys_codes(symmetric):
+    """The soft assignment's centres are the library's levels: rounding the level-unit values gives its indices."""
+    q = quantize.FSQuantizer(16, fsq_config(fsq_entropy_loss_weight=0.1, fsq_preserve_symmetry=symmetric)).train()
+    x = latents(16, scale=2.0)
+    out = q(x)
+    z = q.fsq.project_in(x.permute(0, 2, 3, 4, 1).reshape(-1, 16))
+    levels = q.level_values(z).round().long()  # (n, 3) level indices
+    assert levels.min() >= 0 and bool((levels < torch.tensor([8, 5, 3])).all())
+    assert torch.equal((levels * torch.tensor([1, 8, 40])).sum(-1), out.indices.flatten())
+
+
+def test_fsq_codebook_entropy_is_the_exact_joint_entropy_in_chunks(monkeypatch):
+    q = quantize.FSQuantizer(16, fsq_config(fsq_entropy_loss_weight=0.1)).train()
+    z = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    probs = (-(q.level_values(z)[..., None] - torch.arange(8.0)) ** 2 / 0.5)
+    probs = [probs[:, d, :n].softmax(-1) for d, n in enumerate((8, 5, 3))]
+    joint = torch.einsum("na,nb,nc->ncba", *probs).reshape(50, -1).mean(0)  # first dimension fastest
+    expected = -(joint * joint.log()).sum()
+    per_token, codebook = q.entropies(z)
+    assert codebook == pytest.approx(float(expected), rel=1e-5)
+    monkeypatch.setattr(quantize, "FSQ_JOINT_CHUNK", 7 * 120)  # chunks of 7 tokens
+    assert q.entropies(z)[1] == pytest.approx(float(expected), rel=1e-5)
+    assert per_token == pytest.approx(float(sum(-(p * p.log()).sum(-1) for p in probs).mean()), rel=1e-5)
+
+
+def test_fsq_entropy_loss_spreads_codes_and_is_off_by_default():
+    torch.manual_seed(0)
+    x = (torch.randn(4, 3, 1, 8, 8) * 0.01).requires_grad_()  # every value near one level: one code to start
+    plain = quantize.FSQuantizer(3, fsq_config()).train()
+    assert float(plain(x).aux_loss) == 0.0 and plain(x).aux_loss.grad_fn is None
+    q = quantize.FSQuantizer(3, fsq_config(fsq_entropy_loss_weight=1.0)).train()
+    assert isinstance(q.fsq.project_in, torch.nn.Identity)  # 3 values per token: the optimiser moves them directly
+    start = q(x)
+    opt = torch.optim.Adam([x], lr=0.05)
+    for _ in range(100):
+        opt.zero_grad()
+        q(x).aux_loss.backward()
+        opt.step()
+    end = q(x)
+    assert float(start.usage) < 0.05 and float(end.usage) > 0.5
+    assert end.codebook_entropy > start.codebook_entropy + 2.0
+    assert float(q.eval()(x).aux_loss) == 0.0  # a training-only loss
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(fsq_entropy_loss_weight=-1.0), "fsq_entropy_loss_weight must be a finite number >= 0"),
+    (dict(fsq_entropy_temperature=0.0), "fsq_entropy_temperature must be a finite number > 0"),
+])
+def test_fsq_entropy_settings_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fsq_config(**kwargs)
+    with pytest.raises(ValueError, match="use_fsq=False"):
+        config(4, fsq_entropy_loss_weight=0.1)
