@@ -18,7 +18,7 @@ TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
     # on 2 cores (~0.45 s per update of 8 clips of 9 frames), all compute at <= 16x16 after the stem. FSQ, not LFQ:
     # in a 5-minute CPU budget LFQ learned digit shapes far more slowly (benchmarks/quantizer_budget.py). Levels
     # (8, 5, 5, 5), not (5, 5, 5, 5): the 625 codes fill 64-82% of the codebook at the same PSNR, but the MaskGit on
-    # them lost frame consistency on two of three stage ones (wave 19, docs/experiments.md)
+    # them won on no more than one of three stage ones (one MaskGit seed each; wave 19, docs/experiments.md)
     "demo": dict(
         image_size=32, init_dim=16, max_dim=64, use_fsq=True, fsq_levels=(8, 5, 5, 5),
         layers=("compress_space", "residual", "compress_space", "residual", "compress_time", "residual",
