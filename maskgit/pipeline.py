@@ -264,6 +264,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         refine_ratio: float | None = None,
         refine_unit: str | None = None,
         refine_temperature: float | None = None,
+        refine_guidance_scale: float | None = None,
         best_of: int | None = None,
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
@@ -280,8 +281,8 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         num_frames must be 1 + k*f (f = tokenizer.time_compression); above `max_num_frames` the video is made of
         overlapping windows, each primed on the last `window_overlap` latent frames of the previous one (default:
         half a window; `maskgit.windows`). height / width: checked against the tokenizer's frame size.
-        refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds after the last step
-        (`maskgit.sampler`: one model pass each; default from `self.defaults`).
+        refine_steps / refine_ratio / refine_unit / refine_temperature / refine_guidance_scale: the refinement rounds
+        after the last step (`maskgit.sampler`: one model pass each; default from `self.defaults`).
         best_of: decodes per video; the one whose latent frames the model finds most likely given each other is
         returned (`maskgit.sampler`; costs best_of decodes; default from `self.defaults`).
         guidance_scale s >= 0: `uncond + s*(cond - uncond)` on the logits; 1 = no guidance; a (start, end) pair
@@ -317,7 +318,7 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
                           temperature=temperature, choice_temperature=choice_temperature, top_k=top_k, top_p=top_p,
                           mask_schedule=mask_schedule, unmask_order=unmask_order, refine_steps=refine_steps,
                           refine_ratio=refine_ratio, refine_unit=refine_unit, refine_temperature=refine_temperature,
-                          best_of=best_of)
+                          refine_guidance_scale=refine_guidance_scale, best_of=best_of)
         windows = self.plan(s.num_frames, window_overlap)
         grid = (windows[-1].start + windows[-1].length, *self.tokenizer.latent_shape(1)[1:])  # the whole video
         cond, uncond = self.encode_prompt(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,

@@ -38,11 +38,12 @@ class PipelineDefaults:
     # after the last step, rounds that redraw some tokens given the rest and keep the more likely token
     # (maskgit.sampler: one model pass each; 0 = plain MaskGIT): a random refine_ratio of them (refine_unit "token"),
     # one latent frame's ("frame") or the least likely frame's ("worst_frame"), drawn at refine_temperature (None:
-    # temperature; 0: the most likely token)
+    # temperature; 0: the most likely token) and refine_guidance_scale (None: the last step's guidance; 1: none)
     refine_steps: int = 0
     refine_ratio: float = 0.125
     refine_unit: str = "token"
     refine_temperature: float | None = None
+    refine_guidance_scale: float | None = None
     # candidates decoded per video, the one whose latent frames the model finds most likely given each other kept
     # (maskgit.sampler's best of N: best_of decodes + one pass per latent frame each; 1 = one decode)
     best_of: int = 1
@@ -68,6 +69,9 @@ class PipelineDefaults:
         t = self.refine_temperature
         if t is not None and not (_is_number(t) and t >= 0):
             raise ValueError(f"refine_temperature must be a number >= 0 or None; got {t!r}")
+        rg = self.refine_guidance_scale
+        if rg is not None and not (_is_number(rg) and rg >= 0):
+            raise ValueError(f"refine_guidance_scale must be a number >= 0 or None; got {rg!r}")
         g = self.guidance_scale
         if isinstance(g, list):
             object.__setattr__(self, "guidance_scale", g := tuple(g))

@@ -15,18 +15,19 @@ Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0
 Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
 
 Refinement (off by default; `refine_steps` > 0): MaskGIT never revisits a token, so a token fixed early, from little
-context, stays even when the finished video contradicts it. After the last step, each of `refine_steps` rounds
-re-masks some sampled positions (never primes), redraws them in one pass given everything else, and keeps a redraw
-only where it is more likely than the token it would replace under the same distribution (a greedy form of
-Mask-Predict's re-masking; guidance at its last-step value). Each round costs one model pass. What a round
-re-masks, `refine_unit`: "token", a random `refine_ratio` of the sampled positions; "frame", every sampled position
-of one latent frame (drawn at random per video among those with sampled positions), so the frame is redrawn given
-the other frames alone (`frame_tokens` per latent frame); "worst_frame", the same for the latent frame the model
-finds least likely given the others: the first rounds visit every frame once, each round scoring the frame it
-redraws as the mean log-probability of its tokens after the round (what `frame_scores` measures, at no extra pass),
-and each later round redraws the lowest-scoring frame other than the one redrawn last (scores of frames not redrawn
-since are kept, though the frames around them may have changed). Redraws use `refine_temperature` (None: `temperature`;
-0: the most likely token, so a round only moves a token to its mode given the rest).
+context, stays even when the finished video contradicts it. After the last step, each of `refine_steps` rounds re-masks
+some sampled positions (never primes), redraws them in one pass given everything else, and keeps a redraw only where it
+is more likely than the token it would replace under the same distribution (a greedy form of Mask-Predict's re-masking),
+guided at `refine_guidance_scale` (None: the last step's scale; 1: no guidance). Each round costs one model pass (of
+twice the rows when guided). What a round re-masks, `refine_unit`: "token", a random `refine_ratio` of the sampled
+positions; "frame", every sampled position of one latent frame (drawn at random per video among those with sampled
+positions), so the frame is redrawn given the other frames alone (`frame_tokens` per latent frame); "worst_frame", the
+same for the latent frame the model finds least likely given the others: the first rounds visit every frame once, each
+round scoring the frame it redraws as the mean log-probability of its tokens after the round (what `frame_scores`
+measures, at no extra pass), and each later round redraws the lowest-scoring frame other than the one redrawn last
+(scores of frames not redrawn since are kept, though the frames around them may have changed). Redraws use
+`refine_temperature` (None: `temperature`; 0: the most likely token, so a round only moves a token to its mode given the
+rest).
 
 Best of N (off by default; `best_of` > 1): each row is decoded `best_of` times (the generator runs on, so the
 candidates differ) and the candidate the model itself finds most coherent is kept: `frame_scores` masks each latent
@@ -98,6 +99,7 @@ def sample(
     refine_ratio: float = 0.125,
     refine_unit: str = "token",
     refine_temperature: float | None = None,
+    refine_guidance_scale: float | None = None,
     best_of: int = 1,
 ) -> torch.Tensor:
     """MaskGIT decoding (module docstring). Returns long codes (batch_size, seq_len) in [0, prod(vocab_sizes)).
@@ -109,8 +111,8 @@ def sample(
     from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
     generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
     sampling that row alone with that generator gives (diffusers' per-video generators).
-    refine_steps / refine_ratio / refine_unit / refine_temperature: the refinement rounds of the module docstring
-    (0 = none); refine_unit "frame" / "worst_frame" needs frame_tokens.
+    refine_steps / refine_ratio / refine_unit / refine_temperature / refine_guidance_scale: the refinement rounds of
+    the module docstring (0 = none); refine_unit "frame" / "worst_frame" needs frame_tokens.
     best_of: candidates decoded per row, the most coherent kept (module docstring); > 1 needs frame_tokens. The
     callback's `step` then counts over the candidates (candidate c's step s is c * num_steps + s).
     """
@@ -140,6 +142,8 @@ def sample(
         raise ValueError(f"refine_unit must be one of {REFINE_UNITS}; got {refine_unit!r}")
     if refine_temperature is not None and not refine_temperature >= 0:
         raise ValueError(f"refine_temperature must be >= 0 or None; got {refine_temperature!r}")
+    if refine_guidance_scale is not None and not refine_guidance_scale >= 0:
+        raise ValueError(f"refine_guidance_scale must be >= 0 or None; got {refine_guidance_scale!r}")
     if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
         raise ValueError(f"best_of must be an int >= 1; got {best_of!r}")
     mask_ratio(0.5, schedule)  # validates the schedule name
@@ -175,7 +179,8 @@ def sample(
                         top_k=top_k, top_p=top_p, guidance_scale=guidance_scale, callback=callback, order=order,
                         frame_tokens=frame_tokens, refine_steps=refine_steps, refine_ratio=refine_ratio,
                         refine_unit=refine_unit, refine_temperature=refine_temperature,
-                        step_offset=candidate * num_steps, steps_total=best_of * num_steps)
+                        refine_guidance_scale=refine_guidance_scale, step_offset=candidate * num_steps,
+                        steps_total=best_of * num_steps)
         if best_of == 1:
             return codes
         frames = frame_scores(logits_fn, codes, start == mask_id, frame_tokens, vocab_sizes, mask_id, last_scale)
@@ -220,7 +225,8 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             mask_id: int, num_steps: int, temperature: float, choice_temperature: float, schedule: str,
             top_k: int | None, top_p: float | None, guidance_scale: GuidanceScale,
             callback: Callable[[SamplerStep], None] | None, order: str, frame_tokens: int | None, refine_steps: int,
-            refine_ratio: float, refine_unit: str, refine_temperature: float | None, step_offset: int,
+            refine_ratio: float, refine_unit: str, refine_temperature: float | None,
+            refine_guidance_scale: float | None, step_offset: int,
             steps_total: int) -> torch.Tensor:
     """One decode of `codes` (B, n) ([MASK] = to sample): the steps and refinement rounds of the module docstring.
     The callback sees step `step_offset + s` of `steps_total`."""
@@ -268,7 +274,9 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
                 return frame_pick(unknown_at_start_mask, frame_tokens, generator)
             return (uniform_rows((batch_size, seq_len), generator, device) < refine_ratio) & unknown_at_start_mask
 
-        codes = refine(logits_fn, codes, picks, refine_steps, guidance_at(guidance_scale, num_steps - 1, num_steps),
+        round_scale = (guidance_at(guidance_scale, num_steps - 1, num_steps) if refine_guidance_scale is None
+                       else refine_guidance_scale)
+        codes = refine(logits_fn, codes, picks, refine_steps, round_scale,
                         vocab_sizes, mask_id, temperature if refine_temperature is None else refine_temperature,
                         top_k, top_p, generator, observe=None if worst is None else worst.observe)
     return codes

@@ -75,6 +75,6 @@ def sample_windows(transformer: Any, known: torch.Tensor, windows: Sequence[Wind
             known_codes=known[:, span].flatten(1), device=known.device, callback=make_step(index, part),
             order=s.unmask_order, frame_tokens=math.prod(part[1:]), refine_steps=s.refine_steps,
             refine_ratio=s.refine_ratio, refine_unit=s.refine_unit, refine_temperature=s.refine_temperature,
-            best_of=s.best_of,
+            refine_guidance_scale=s.refine_guidance_scale, best_of=s.best_of,
         ).view(b, *part)
     return known

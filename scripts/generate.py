@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-temperature", type=nonnegative_float, metavar="T",
                    help="temperature of the refinement redraws; 0 = the most likely code (default: pipeline's, "
                         "else --temperature)")
+    p.add_argument("--refine-guidance-scale", type=nonnegative_float, metavar="G",
+                   help="classifier-free guidance of the refinement rounds; 1 = none (default: pipeline's, else the "
+                        "last step's --guidance-scale)")
     p.add_argument("--best-of", type=positive_int, metavar="N",
                    help="decode each video N times and keep the one whose latent frames the model finds most likely "
                         "given each other (N decodes; default: pipeline's, 1)")
@@ -149,7 +152,8 @@ def _generate(args: argparse.Namespace) -> None:
                                  choice_temperature=args.choice_temperature, top_k=args.top_k, fps=args.fps,
                                  unmask_order=args.unmask_order, refine_steps=args.refine_steps,
                                  refine_ratio=args.refine_ratio, refine_unit=args.refine_unit,
-                                 refine_temperature=args.refine_temperature, best_of=args.best_of)
+                                 refine_temperature=args.refine_temperature,
+                                 refine_guidance_scale=args.refine_guidance_scale, best_of=args.best_of)
     prime = None if args.prime_video is None else load_prime_video(args.prime_video, pipeline, settings.num_frames,
                                                                     args.prime_frames)
     record = {"model": str(model_dir), "model_arg": str(args.model), "prime_video": args.prime_video,

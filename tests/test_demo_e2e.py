@@ -152,6 +152,12 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     # reports written before refine_unit existed redrew a share of the tokens; before refinement, nothing
     assert refine_note({"refine_steps": 16, "refine_ratio": 0.125}) == " + 16 refinement rounds of 12.5% of the tokens"
     assert refine_note({"num_inference_steps": 12}) == ""
+    assert refine_note({"refine_steps": 16, "refine_ratio": 0.125, "refine_unit": "worst_frame",
+                        "refine_guidance_scale": 1.0}) == \
+        " + 16 refinement rounds of the least likely latent frame without guidance"
+    assert refine_note({"refine_steps": 4, "refine_ratio": 0.125, "refine_unit": "frame",
+                        "refine_guidance_scale": 2.5}) == \
+        " + 4 refinement rounds of a random latent frame at guidance 2.5"
     # wave 13: guidance falls from 3 to 2 over the steps; the report says so (a constant scale prints as before)
     assert defaults["guidance_scale"] == [3.0, 2.0]
     assert guidance_note(defaults["guidance_scale"]) == "3.0 -> 2.0 over the steps" and guidance_note(3.0) == "3.0"

@@ -81,7 +81,7 @@ def test_gif_prompt_file_and_settings(run_dir, tmp_path):
                     "--guidance-scale", "1.5", "--temperature", "0.5", "--choice-temperature", "2",
                     "--negative-prompt", "noise", "--seed", "9", "--unmask-order", "frame", "--refine-steps", "2",
                     "--refine-ratio", "0.5", "--refine-unit", "frame", "--refine-temperature", "0", "--best-of", "2",
-                    out=out) == 0
+                    "--refine-guidance-scale", "1", out=out) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000-a-red-ball.gif", "001-clouds-over-a-hill.gif",
                                                      "samples.jsonl"]
     assert read_video(out / "001-clouds-over-a-hill.gif").shape == (5, 16, 16, 3)
@@ -89,8 +89,8 @@ def test_gif_prompt_file_and_settings(run_dir, tmp_path):
     assert (line["prompt"], line["format"], line["fps"], line["guidance_scale"], line["temperature"],
             line["choice_temperature"], line["negative_prompt"], line["base_seed"], line["unmask_order"],
             line["refine_steps"], line["refine_ratio"], line["refine_unit"], line["refine_temperature"],
-            line["best_of"]) == ("clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0, "noise", 9, "frame", 2, 0.5, "frame",
-                                 0.0, 2)
+            line["best_of"], line["refine_guidance_scale"]) == ("clouds over a hill", "gif", 5.0, 1.5, 0.5, 2.0,
+                                                               "noise", 9, "frame", 2, 0.5, "frame", 0.0, 2, 1.0)
 
 
 def test_same_seed_same_frames_and_each_prompt_reproduces_alone(run_dir, tmp_path):
@@ -151,6 +151,7 @@ def test_user_errors_exit_2_with_one_line(run_dir, tmp_path, capsys):
         (["--model", run_dir, "--prompt", "a", "--refine-steps", "-2"], "expected an integer >= 0"),
         (["--model", run_dir, "--prompt", "a", "--refine-unit", "clip"], "invalid choice"),
         (["--model", run_dir, "--prompt", "a", "--refine-temperature", "-1"], "--refine-temperature"),
+        (["--model", run_dir, "--prompt", "a", "--refine-guidance-scale", "-1"], "--refine-guidance-scale"),
     ]
     for argv, match in cases:
         expect_user_error(capsys, argv, match)

@@ -1,6 +1,7 @@
-"""Refinement rounds of the MaskGIT sampler (`refine_steps`): they only trade a token for a more likely one, never
-touch primes, cost one model pass each, and leave the main decode's draws unchanged; by token share or by latent
-frame or by the least likely frame (`refine_unit`), at their own temperature (`refine_temperature`)."""
+"""Refinement rounds of the MaskGIT sampler (`refine_steps`): they only trade a token for a more likely one, never touch
+primes, cost one model pass each, and leave the main decode's draws unchanged; by token share or by latent frame or
+by the least likely frame (`refine_unit`), at their own temperature (`refine_temperature`) and guidance
+(`refine_guidance_scale`)."""
 
 import pytest
 import torch
@@ -41,6 +42,22 @@ def test_refinement_keeps_primes_and_counts_passes():
               refine_ratio=1.0, guidance_scale=2.0)
     assert torch.equal(out[:, :8], known[:, :8])
     assert fn.rows == [2 * b] * (4 + 5)  # every step and every round: one guided (2B) pass
+
+
+def test_rounds_guide_at_their_own_scale():
+    b, n, vocab = 2, 32, (64,)
+    fn = FakeLogits(n, vocab, b, seed=6)
+    ramp = dict(b=b, n=n, vocab=vocab, num_steps=4, temperature=2.0, refine_steps=5, refine_ratio=0.5,
+                guidance_scale=(3.0, 2.0))
+    default = run(fn, **ramp)
+    assert fn.rows == [2 * b] * (4 + 5)
+    assert torch.equal(run(fn, **ramp, refine_guidance_scale=2.0), default)  # None = the last step's scale
+    fn.rows.clear()
+    unguided = run(fn, **ramp, refine_guidance_scale=1.0)
+    assert fn.rows == [2 * b] * 4 + [b] * 5  # scale 1: the rounds run the conditional rows alone
+    assert torch.equal(run(fn, **{**ramp, "refine_steps": 0}), run(fn, **{**ramp, "refine_steps": 0},
+                                                                   refine_guidance_scale=1.0))
+    assert not torch.equal(unguided, default)
 
 
 def test_zero_rounds_is_plain_maskgit():
@@ -144,6 +161,7 @@ def test_refine_temperature_zero_moves_tokens_to_their_mode_given_the_rest():
     ({"refine_steps": 1, "refine_unit": "frame", "frame_tokens": 3}, "refine_unit='frame' needs frame_tokens"),
     ({"refine_steps": 1, "refine_unit": "worst_frame"}, "refine_unit='worst_frame' needs frame_tokens"),
     ({"refine_steps": 1, "refine_temperature": -0.5}, "refine_temperature must be >= 0 or None"),
+    ({"refine_steps": 1, "refine_guidance_scale": -1.0}, "refine_guidance_scale must be >= 0 or None"),
     ({"refine_steps": -1}, "refine_steps must be an int >= 0"),
     ({"refine_steps": 1.5}, "refine_steps must be an int >= 0"),
     ({"refine_steps": 2, "refine_ratio": 0.0}, r"refine_ratio must be in \(0, 1\]"),
@@ -173,15 +191,20 @@ def test_pipeline_passes_refinement_through_and_stores_it(tmp_path):
     worst = pipe("a red ball", generator=gen(0), output_type="latent", guidance_scale=1.0, refine_steps=2,
                  refine_unit="worst_frame").frames
     assert by_frame.shape == worst.shape == plain.shape and len(passes) == 2 * steps + 3  # (the hook was removed)
-    pipe.defaults = pipe.settings(refine_steps=3, refine_ratio=0.5, refine_unit="frame", refine_temperature=0.0)
+    pipe.defaults = pipe.settings(refine_steps=3, refine_ratio=0.5, refine_unit="frame", refine_temperature=0.0,
+                                  refine_guidance_scale=1.0)
     pipe.save_pretrained(tmp_path)
     loaded = TextToVideoPipeline.from_pretrained(tmp_path).defaults
-    assert (loaded.refine_steps, loaded.refine_unit, loaded.refine_temperature) == (3, "frame", 0.0)
+    assert (loaded.refine_steps, loaded.refine_unit, loaded.refine_temperature, loaded.refine_guidance_scale) \
+        == (3, "frame", 0.0, 1.0)
     old = PipelineDefaults.from_dict({})  # pipelines saved before the options load as before
-    assert (old.refine_steps, old.refine_unit, old.refine_temperature) == (0, "token", None)
+    assert (old.refine_steps, old.refine_unit, old.refine_temperature, old.refine_guidance_scale) \
+        == (0, "token", None, None)
     with pytest.raises(ValueError, match="refine_ratio must be in"):
         PipelineDefaults(refine_ratio=0.0)
     with pytest.raises(ValueError, match="refine_unit must be one of token, frame, worst_frame"):
         PipelineDefaults(refine_unit="clip")
     with pytest.raises(ValueError, match="refine_temperature must be a number >= 0 or None"):
         PipelineDefaults(refine_temperature=-1.0)
+    with pytest.raises(ValueError, match="refine_guidance_scale must be a number >= 0 or None"):
+        PipelineDefaults(refine_guidance_scale=-1.0)

@@ -138,6 +138,8 @@ def reproduce_command(model_dir: Path, prompts: Sequence[str], settings: Pipelin
              "--refine-unit", settings.refine_unit, "--best-of", str(settings.best_of)]
     if settings.refine_temperature is not None:
         args += ["--refine-temperature", str(settings.refine_temperature)]
+    if settings.refine_guidance_scale is not None:
+        args += ["--refine-guidance-scale", str(settings.refine_guidance_scale)]
     args += ["--fps", str(settings.fps)]
     return shlex.join(args)
 

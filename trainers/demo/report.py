@@ -146,7 +146,8 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
                           "guidance_scale": settings.guidance_scale, "temperature": settings.temperature,
                           "choice_temperature": settings.choice_temperature, "refine_steps": settings.refine_steps,
                           "refine_ratio": settings.refine_ratio, "refine_unit": settings.refine_unit,
-                          "refine_temperature": settings.refine_temperature, "seed": seed}
+                          "refine_temperature": settings.refine_temperature,
+                          "refine_guidance_scale": settings.refine_guidance_scale, "seed": seed}
     return scores, records
 
 
@@ -173,7 +174,9 @@ def refine_note(settings: dict[str, Any]) -> str:
     what = {"token": f"{settings['refine_ratio']:.1%} of the tokens", "frame": "a random latent frame",
             "worst_frame": "the least likely latent frame"}[unit]
     greedy = " (most likely codes)" if settings.get("refine_temperature") == 0 else ""
-    return f" + {rounds} refinement rounds of {what}{greedy}"
+    scale = settings.get("refine_guidance_scale")
+    guided = "" if scale is None else (" without guidance" if scale == 1 else f" at guidance {scale}")
+    return f" + {rounds} refinement rounds of {what}{greedy}{guided}"
 
 
 def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_shown: int = 5, scale: int = 2) -> Path:
