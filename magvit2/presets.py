@@ -17,8 +17,9 @@ TOKENIZER_PRESETS: dict[str, dict[str, Any]] = {
     # the CPU demo: 32x32, 9 frames -> 3 x 8 x 8 codes (4x space, 4x time), FSQ with 1000 codes; sized for minutes
     # on 2 cores (~0.45 s per update of 8 clips of 9 frames), all compute at <= 16x16 after the stem. FSQ, not LFQ:
     # in a 5-minute CPU budget LFQ learned digit shapes far more slowly (benchmarks/quantizer_budget.py). Levels
-    # (8, 5, 5, 5), not (5, 5, 5, 5): the 625 codes fill 64-82% of the codebook at the same PSNR, but the MaskGit on
-    # them won on no more than one of three stage ones (one MaskGit seed each; wave 19, docs/experiments.md)
+    # (8, 5, 5, 5), not (5, 5, 5, 5): the 625 codes fill 64-82% of the codebook at the same PSNR, but the MaskGits on
+    # them (two training seeds on each of three stage ones) followed prompts less well: held-out frame consistency
+    # 64.8 against 69.1% on average, both seeds of one stage one -12 / -24 points (waves 19-20, docs/experiments.md)
     "demo": dict(
         image_size=32, init_dim=16, max_dim=64, use_fsq=True, fsq_levels=(8, 5, 5, 5),
         layers=("compress_space", "residual", "compress_space", "residual", "compress_time", "residual",
