@@ -41,12 +41,9 @@ from .pipeline_folder import (
     PIPELINE_MODEL_KIND,
     TOKENIZER_DIR,
     TRANSFORMER_DIR,
-    check_model_index,
-    component_dir,
+    load_components,
     pipeline_card_spec,
     pipeline_config,
-    read_pipeline_config,
-    text_encoder_source,
     write_model_index,
     write_pipeline_config,
 )
@@ -68,7 +65,7 @@ from .pipeline_output import (
     postprocess_video,
 )
 from .pipeline_settings import PipelineDefaults
-from .text import TextEmbedding, TextEncoder, build_text_encoder
+from .text import TextEmbedding, TextEncoder
 from .transformer import MaskGitTransformer
 from .windows import Window, plan_windows, sample_windows
 
@@ -378,23 +375,9 @@ class TextToVideoPipeline(PipelineBase, LoraLoaderMixin, PretrainedMixin):
         otherwise). allow_pickle_text_encoder: let the text encoder load `pytorch_model.bin` (a pickle) when it has
         no safetensors weights.
         """
-        payload = read_pipeline_config(directory)
-        check_model_index(directory)
-        # a Hub cache snapshot's files are links into the repo's blobs/ (checked by magvit2.hub)
-        tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths or from_hub)
-                                          for sub in (TOKENIZER_DIR, TRANSFORMER_DIR))
-        defaults = PipelineDefaults.from_dict(payload["defaults"])
-        tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir)
-        transformer = MaskGitTransformer.from_pretrained(transformer_dir)
-        if text_encoder is None:
-            text = payload["text_encoder"]
-            spec = text_encoder_source(directory, text["spec"], allow_outside_paths)
-            text_encoder = build_text_encoder(spec, max_length=text["max_length"], device=device,
-                                              allow_pickle=allow_pickle_text_encoder)
-            if text_encoder.dim != text["dim"]:
-                raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
-                                 f"was saved with {text['dim']}-d ones")
-        return cls(tokenizer, text_encoder, transformer, defaults)
+        return cls(*load_components(directory, from_hub=from_hub, device=device, text_encoder=text_encoder,
+                                    allow_outside_paths=allow_outside_paths,
+                                    allow_pickle_text_encoder=allow_pickle_text_encoder))
 
     @staticmethod
     def stored_dtype(folder: Path) -> torch.dtype:

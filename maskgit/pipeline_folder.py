@@ -1,4 +1,4 @@
-"""The pipeline folder format: names, and reading / writing `pipeline.json`.
+"""The pipeline folder format: names, reading / writing `pipeline.json`, and loading a folder's components.
 
 Layout written by `TextToVideoPipeline.save_pretrained` (no pickle anywhere)::
 
@@ -29,9 +29,11 @@ from magvit2.checks import check_config_dict, inside, read_json
 from magvit2.model_card import CardSpec
 from magvit2.model_paths import ModelKind
 from magvit2.serialization import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, package_version
+from magvit2.tokenizer import VideoTokenizer
 
 from .pipeline_settings import PipelineDefaults
-from .text import DEFAULT_TEXT_ENCODER_ID, TextEncoder
+from .text import DEFAULT_TEXT_ENCODER_ID, TextEncoder, build_text_encoder
+from .transformer import MaskGitTransformer
 
 PIPELINE_KIND = "TextToVideoPipeline"
 PIPELINE_FORMAT_VERSION = 1
@@ -217,3 +219,28 @@ def pipeline_card_spec(pipe: Any) -> CardSpec:
         usage=f"frames = pipe(\"a prompt\", generator=torch.Generator().manual_seed(0)).frames[0]  "
               f"# ({pipe.max_num_frames}, {h}, {w}, 3) in [0, 1]\n"
               f"export_to_video(frames, \"video.mp4\", fps={pipe.defaults.fps:g})")
+
+
+def load_components(directory: Path, *, from_hub: bool, device: Any, text_encoder: TextEncoder | None = None,
+                    allow_outside_paths: bool = False, allow_pickle_text_encoder: bool = False
+                    ) -> tuple[VideoTokenizer, TextEncoder, MaskGitTransformer, PipelineDefaults]:
+    """(tokenizer, text_encoder, transformer, defaults) of a pipeline folder, the arguments of
+    `TextToVideoPipeline(...)` (modules on the CPU; the text encoder built on `device` unless one is given, which
+    must give the stored width); the keywords as `TextToVideoPipeline.from_pretrained` documents them."""
+    payload = read_pipeline_config(directory)
+    check_model_index(directory)
+    # a Hub cache snapshot's files are links into the repo's blobs/ (checked by magvit2.hub)
+    tokenizer_dir, transformer_dir = (component_dir(directory, sub, allow_outside_paths or from_hub)
+                                      for sub in (TOKENIZER_DIR, TRANSFORMER_DIR))
+    defaults = PipelineDefaults.from_dict(payload["defaults"])
+    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir)
+    transformer = MaskGitTransformer.from_pretrained(transformer_dir)
+    if text_encoder is None:
+        text = payload["text_encoder"]
+        spec = text_encoder_source(directory, text["spec"], allow_outside_paths)
+        text_encoder = build_text_encoder(spec, max_length=text["max_length"], device=device,
+                                          allow_pickle=allow_pickle_text_encoder)
+        if text_encoder.dim != text["dim"]:
+            raise ValueError(f"text encoder {text['spec']!r} gives {text_encoder.dim}-d embeddings; the pipeline "
+                             f"was saved with {text['dim']}-d ones")
+    return tokenizer, text_encoder, transformer, defaults
