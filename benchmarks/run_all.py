@@ -4,7 +4,7 @@ demo (the demo's own shapes):
 1. Tokenizer: tokenize / decode / one training update (G + D on the shared forward) for the demo preset at 9 frames.
 2. MaskGit: 12-step sampling with classifier-free guidance for the demo-sized transformer on the demo's 3x8x8 grid.
 3. Both stages' training updates (backward, no optimizer) in fp32 and under CPU bf16 autocast (`run.mixed_precision:
-   auto`).
+   auto`); the MaskGit's whole update eager, in bf16, compiled and both (`benchmarks.maskgit_compile`).
 reference (`benchmarks.reference_compare`): side by side with magvit2-pytorch 0.5.1 in its own environment, the
 machine's conv3d limit, LFQ at 2^10 / 2^14 / 2^18 codes vs vector-quantize-pytorch, MaskGit on a 5x16x16 grid.
 lora (`benchmarks.lora`): LoRA vs a full fine-tune of the same pipeline: adapter size, trainable parameters,
@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_tokenizer()
         bench_maskgit()
         bench_precision()
+        from benchmarks.maskgit_compile import bench_update_modes, table
+
+        print("\n## The demo MaskGit's whole update (loss, backward, AdamW): eager, bf16, torch.compile, both")
+        print(table(bench_update_modes()))
     code = 0
     if args.only in ("all", "lora"):
         bench_lora()

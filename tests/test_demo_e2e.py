@@ -37,6 +37,7 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     assert image_run["training"]["num_frames"] == 1, image_run.get("training")
     assert "on still frames and 6 on clips" in (out / "report.md").read_text()
     assert 0 <= report["maskgit"]["val_token_accuracy"] <= 1
+    assert report["maskgit"]["compiled"] is False and report["maskgit"]["mixed_precision"] == "no"  # the tiny recipe
     # the MaskGit trains on digits/train + digits/more (2 + 1 clips per seen pair), stage one on digits/train only
     assert report["maskgit"]["train_clips"] == 90 and "on 90 training clips" in (out / "report.md").read_text()
     assert json.loads((out / "codes" / "more" / "index.json").read_text())["num_clips"] == 30
@@ -140,7 +141,13 @@ def test_make_demo_passes_a_deadline_15_minutes_from_its_start_unless_minutes_ar
 
 def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     from trainers.configs import build_config
-    from trainers.demo.report import frame_mask_note, guidance_note, refine_note, temperature_note
+    from trainers.demo.report import (
+        frame_mask_note,
+        guidance_note,
+        maskgit_engine_note,
+        refine_note,
+        temperature_note,
+    )
 
     defaults = build_config("maskgit", "demo").pipeline
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
@@ -169,3 +176,7 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
     assert temperature_note(defaults) == ", temperature 0.7" and temperature_note({"temperature": 1.0}) == ""
     assert frame_mask_note(0.4).startswith(" (40% of them masked one whole latent frame")
     assert frame_mask_note(0.0) == frame_mask_note(None) == ""
+    # wave 21: how the MaskGit's updates ran; reports from before say nothing, and so does an eager fp32 run
+    assert maskgit_engine_note({"compiled": True, "mixed_precision": "bf16"}) == " (torch.compile, bf16 autocast)"
+    assert maskgit_engine_note({"compiled": True, "mixed_precision": "no"}) == " (torch.compile)"
+    assert maskgit_engine_note({"compiled": False, "mixed_precision": "no"}) == maskgit_engine_note({}) == ""

@@ -46,7 +46,7 @@ from trainers.maskgit_eval import validation_losses, write_samples
 from trainers.model_sources import hub_repo_id, load_frozen_tokenizer, load_init_weights
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import derive_seed, make_generator
-from trainers.run_setup import absolute, build_ema, prepare_ddp
+from trainers.run_setup import absolute, build_ema, compile_module, prepare_ddp
 
 _MASK_KEY, _DROPOUT_KEY = 301, 302  # purpose tags for derive_seed (validation uses 303)
 _RUNTIME_FIELDS = ("dropout", "attn_flash")  # MaskGitConfig fields --init-from may change (no effect on weights)
@@ -118,7 +118,7 @@ class MaskGitTrainer(Trainer):
         self.optimizers = {"optimizer": self.optimizer}
         self.model = prepare_ddp(self.accelerator, self.transformer)  # DDP on several processes
         if config.run.compile:
-            self.model = torch.compile(self.model)
+            self.model = compile_module(self.model, self.device, self.log)
         if defaults.num_frames is None:
             defaults = replace(defaults, num_frames=self.num_frames)
         self.pipeline = TextToVideoPipeline(self.tokenizer, self.text_encoder,

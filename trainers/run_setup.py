@@ -100,6 +100,23 @@ def prepare_ddp(acc: Accelerator, module: nn.Module, *, find_unused_parameters: 
         acc.ddp_handler = None
 
 
+def compile_module(module: nn.Module, device: torch.device, log: Any) -> nn.Module:
+    """`torch.compile(module)`, or `module` itself with a warning where inductor has no C++ compiler to build CPU
+    kernels with (a CPU machine without g++ or clang++): the run then trains eagerly instead of failing at its first
+    step. torch has no public check for this; `cpp_builder.get_cpp_compiler` is the search inductor itself runs."""
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as err:  # whatever the search raises, eager training still works
+            log.warning("run.compile: no C++ compiler for torch.compile's CPU kernels (%s); training without "
+                        "compiling (install g++, or set CXX, to compile)", str(err).splitlines()[0] if str(err) else
+                        type(err).__name__)
+            return module
+    return torch.compile(module)
+
+
 def absolute(path: str | os.PathLike) -> Path:
     """`path` made absolute (~ expanded, `..` folded, symlinks kept) when a trainer is built, so a later chdir
     changes nothing about where it reads and writes."""

@@ -31,7 +31,7 @@ from trainers.export_card import export_card
 from trainers.model_sources import load_init_tokenizer
 from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import make_generator
-from trainers.run_setup import build_ema, prepare_ddp
+from trainers.run_setup import build_ema, compile_module, prepare_ddp
 
 _G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
 
@@ -97,7 +97,7 @@ class TokenizerTrainer(Trainer):
         self.d_forward = prepare_ddp(self.accelerator, self.loss_fn, find_unused_parameters=True,
                                      broadcast_buffers=False)
         if config.run.compile:
-            self.g_forward = torch.compile(self.g_forward)
+            self.g_forward = compile_module(self.g_forward, self.device, self.log)
         self._build_data([self.local_data(d) for d in data_dirs], self.local_data(val_dir))
         self.d_step = 0
         self.start()

@@ -156,6 +156,14 @@ def guidance_note(scale: float | list[float]) -> str:
     return f"{scale[0]} -> {scale[1]} over the steps" if isinstance(scale, (list, tuple)) else f"{scale}"
 
 
+def maskgit_engine_note(mg: dict[str, Any]) -> str:
+    """How the MaskGit's updates ran (compiled, bf16 autocast), for the report's first sentence; older reports
+    without the keys say nothing."""
+    parts = [name for name, on in (("torch.compile", mg.get("compiled")),
+                                   ("bf16 autocast", mg.get("mixed_precision") == "bf16")) if on]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def frame_mask_note(prob: float | None) -> str:
     """How the MaskGit's training masks included whole latent frames, for the report's sentence on its training."""
     if not prob:
@@ -316,7 +324,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"{report['environment']['torch']}, no downloads): a MagViT2 tokenizer"
         f"{' (bf16 autocast)' if tok.get('mixed_precision') == 'bf16' else ''} for {tok.get('image_steps', 0)} "
         f"steps on still frames and {tok['steps']} on clips "
-        f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit on its codes for {mg['steps']} steps "
+        f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit{maskgit_engine_note(mg)} on its codes for "
+        f"{mg['steps']} steps "
         f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.{deadline_note(report['settings'])}",
         "",
         "## Tokenizer (held-out real clips)", "",

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trainers.commands.tokenize_folder import tokenize_folder
 from trainers.configs import build_config, load_yaml
 from trainers.demo import build_demo_data
@@ -134,9 +136,10 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                                                   _minutes_left(finish_by, AFTER_TRAINING_RESERVE))
     given["maskgit"] = {"asked": round(minutes * (1 - TOKENIZER_SHARE), 2), "given": limit.get("max_minutes")}
     mg_config = build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}})
-    MaskGitTrainer(mg_config, tok_run, mg_run,
-                   codes_dir=[out / "codes/train", out / "codes/more"], val_codes_dir=out / "codes/val",
-                   sample_prompts=sample_prompts).fit()
+    mg_trainer = MaskGitTrainer(mg_config, tok_run, mg_run,
+                                codes_dir=[out / "codes/train", out / "codes/more"], val_codes_dir=out / "codes/val",
+                                sample_prompts=sample_prompts)
+    mg_trainer.fit()
     stage("maskgit")
 
     judge = DigitJudge(seed=seed)
@@ -156,7 +159,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                     "accuracy_by_ratio": {k.split("@")[1]: v for k, v in mg_summary.items()
                                           if k.startswith("val_accuracy@")},
                     "steps": mg_summary["step"], "train_clips": mg_summary["train_clips"],
-                    "frame_mask_prob": mg_config.frame_mask_prob},
+                    "frame_mask_prob": mg_config.frame_mask_prob,
+                    "mixed_precision": load_yaml(mg_run / "config.yaml")["launch"]["mixed_precision"],
+                    "compiled": isinstance(mg_trainer.model, torch._dynamo.eval_frame.OptimizedModule)},
         "prompt_following": {**scores, "judge": {"digit_val_accuracy": judge.val_accuracy},
                              "legibility": digit_legibility(tok_run / "tokenizer", data / "digits/val", judge, frames)},
         "showcase": {"file": "samples/showcase.gif", "prompts": [r["prompt"] for r in shown]},
