@@ -204,7 +204,9 @@ def add_training_flags(p: argparse.ArgumentParser, *, init_from: str, seed: str,
                    "and for rank 0's work, e.g. an index build, to show signs of life (run.dist_timeout_minutes)")
     p.add_argument("--allow-tf32", "--allow_tf32", dest="allow_tf32", action="store_true", default=None,
                    help="TF32 matmuls and convolutions on Ampere+ GPUs (run.allow_tf32)")
-    p.add_argument("--compile", action="store_true", default=None, help=f"torch.compile the {compiled} forward")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"torch.compile the {compiled} forward (run.compile; default: the recipe's; eager with a "
+                   "warning where no C++ compiler is found)")
     p.add_argument("--gradient-checkpointing", "--gradient_checkpointing", dest="gradient_checkpointing",
                    action="store_true", default=None,
                    help=f"recompute the {compiled}'s block activations in the backward (less memory, ~30%% slower)")

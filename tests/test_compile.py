@@ -54,3 +54,16 @@ def test_without_a_cpp_compiler_the_run_trains_eagerly_with_a_warning(stage_two,
     assert not isinstance(run.model, torch._dynamo.eval_frame.OptimizedModule)
     assert "no C++ compiler for torch.compile's CPU kernels (Failed to find a working C++ compiler" in caplog.text
     assert run.fit()["step"] == 1
+
+
+def test_compile_and_no_compile_set_run_compile_over_the_recipe():
+    from scripts import train_maskgit
+
+    def config(*flags: str):
+        args = train_maskgit.build_parser().parse_args(["--tokenizer", "x", "--codes", "x", "--out", "y", "--preset",
+                                                        "demo", *flags])
+        return train_maskgit.make_config(args).run
+
+    assert config().compile is False  # the demo recipe trains eagerly: compiled + bf16 was a wash (wave 21)
+    assert config("--compile").compile is True and config("--no-compile").compile is False
+    assert config("--compile", "--no-compile").compile is False  # the last flag wins, as argparse does
