@@ -295,8 +295,8 @@ class MaskGitTransformer(nn.Module, PretrainedMixin):
                              f"{codes.dtype}")
         b, n = codes.shape
         grid = self.resolve_grid(n, grid)
-        # skipped while torch.compile traces: a data-dependent branch splits the graph in two (the trainers check the
-        # codes' vocabulary when they open the shards; an out-of-range id still fails in the embedding lookup)
+        # checked in eager calls only: under torch.compile this data-dependent branch would split the graph in two
+        # (the trainers, which compile, check the codes' vocabulary when they open the shards)
         if not torch.compiler.is_compiling() and bool(((codes < 0) | (codes > self.mask_id)).any()):
             raise ValueError(f"codes must lie in [0, {self.mask_id}] ({self.mask_id} = mask id); got values in "
                              f"[{int(codes.min())}, {int(codes.max())}]; does the tokenizer's codebook_size match?")
