@@ -47,6 +47,20 @@ def test_the_accelerator_gets_the_resolved_precision(cpu, monkeypatch):
         reset_accelerate_state()
 
 
+def test_a_second_trainer_in_the_process_gets_its_own_precision_not_the_first_ones(monkeypatch,
+                                                                                    fresh_accelerate_state):
+    """accelerate keeps one precision per process: the demo's bf16 stage one made its MaskGit (precision unset: the
+    launcher's, fp32 here) train in bf16 too, and an explicit "no" after it raised accelerate's "cannot be changed"."""
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    first, _ = make_accelerator(RunConfig(mixed_precision="bf16"))
+    assert first.mixed_precision == "bf16"
+    assert make_accelerator(RunConfig())[0].mixed_precision == "no"  # unset: the launcher's, none here
+    assert make_accelerator(RunConfig(mixed_precision="bf16"))[0].mixed_precision == "bf16"
+    assert make_accelerator(RunConfig(mixed_precision="no"))[0].mixed_precision == "no"  # no ValueError
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert make_accelerator(RunConfig())[0].mixed_precision == "bf16"
+
+
 def test_the_flag_takes_auto_and_refuses_other_words(capsys):
     parser = train_tokenizer.build_parser()
     config = train_tokenizer.make_config(parser.parse_args(["--data", "x", "--out", "y", "--mixed-precision", "auto"]))

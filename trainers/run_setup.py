@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, DistributedType
+from accelerate.state import AcceleratorState
 from accelerate.utils import DynamoBackend, InitProcessGroupKwargs, ProjectConfiguration
 from ema_pytorch import EMA
 from torch import nn
@@ -61,8 +62,14 @@ def make_accelerator(run: RunConfig, run_dir: str | os.PathLike | None = None) -
                              f"full, unsharded state); launch with DDP instead: accelerate launch --multi_gpu ...")
     kwargs: dict[str, Any] = {}
     cuda = torch.cuda.is_available()
-    if run.mixed_precision is not None:
-        kwargs["mixed_precision"] = resolve_mixed_precision(run.mixed_precision, cuda)
+    # the run's precision, else the launcher's (accelerate launch sets ACCELERATE_MIXED_PRECISION): never what an
+    # earlier trainer in this process chose, which accelerate's process-wide state would otherwise keep (the demo's
+    # bf16 stage one made its MaskGit train in bf16 too) or refuse to change with a ValueError
+    kwargs["mixed_precision"] = (os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+                                 if run.mixed_precision is None else resolve_mixed_precision(run.mixed_precision, cuda))
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") not in (
+            None, kwargs["mixed_precision"]):
+        AcceleratorState._reset_state()  # accelerate has no public way to change it; the process group is kept
     if run.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
