@@ -98,6 +98,15 @@ def cmd_data(a: argparse.Namespace) -> None:
                     photos=PhotoDataConfig(seed=a.seed, val_videos=a.val_videos), debian_dir=a.debian_clips)
 
 
+def exit_if_stopped(trainer: Any, run: Path, summary: dict[str, Any]) -> None:
+    """A run stopped by SIGTERM saved a partly trained model: judging it costs minutes and would record a result
+    that is not the experiment's, so the command records nothing and exits 3 (a --max-minutes stop is judged)."""
+    if trainer.stop_requested:
+        print(f"{run.name}: stopped by SIGTERM at step {summary['step']}; not judged, nothing recorded",
+              file=sys.stderr)
+        raise SystemExit(3)
+
+
 def cmd_tokenizer(a: argparse.Namespace) -> None:
     from trainers.demo.report import digit_legibility, evaluate_tokenizer
     from trainers.tokenizer_trainer import TokenizerTrainer
@@ -112,6 +121,7 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
                                init_from=a.init_from, init_from_image=a.init_from_image)
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
+    exit_if_stopped(trainer, run, summary)
     held_out = evaluate_tokenizer(run / "tokenizer", data / "tokenizer/val", NUM_FRAMES)
     legible = digit_legibility(run / "tokenizer", data / "digits/val", make_judge(a), NUM_FRAMES)
     record(root, {"kind": "tokenizer", "name": a.name, "set": changes, "steps": summary["step"],
@@ -169,6 +179,7 @@ def cmd_maskgit(a: argparse.Namespace) -> None:
                              codes_dir=[codes / split for split in a.train_splits], val_codes_dir=codes / "val")
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
+    exit_if_stopped(trainer, run, summary)
     scores = judge_pipeline(a, run / "pipeline", run / "judged")
     record(root, {"kind": "maskgit", "name": a.name, "set": changes, "sample": parse_sets(a.sample),
                   "codes": codes.name, "train_splits": a.train_splits, "train_clips": summary.get("train_clips"),
