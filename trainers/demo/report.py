@@ -147,7 +147,8 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
                           "choice_temperature": settings.choice_temperature, "refine_steps": settings.refine_steps,
                           "refine_ratio": settings.refine_ratio, "refine_unit": settings.refine_unit,
                           "refine_temperature": settings.refine_temperature,
-                          "refine_guidance_scale": settings.refine_guidance_scale, "seed": seed}
+                          "refine_guidance_scale": settings.refine_guidance_scale, "best_of": settings.best_of,
+                          "seed": seed}
     return scores, records
 
 
@@ -301,6 +302,13 @@ def temperature_note(settings: dict[str, Any]) -> str:
     return "" if t == 1.0 else f", temperature {t:g}"
 
 
+def best_of_note(settings: dict[str, Any]) -> str:
+    """", the better of 2 decodes ..." when each video was chosen among best_of decodes (wave 22); else ""."""
+    n = settings.get("best_of", 1)
+    return "" if n == 1 else (f", the best of {n} decodes by the model's own frame score (each latent frame's "
+                              "likelihood given the others)")
+
+
 def deadline_note(settings: dict[str, Any]) -> str:
     """What the demo's deadline (`--finish-by`) left the training stages, when it cut them; else ""."""
     given = settings.get("training_minutes_given") or {}
@@ -348,7 +356,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         "", "## Prompt following", "",
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "
-        f"{guidance_note(pf['settings']['guidance_scale'])}{temperature_note(pf['settings'])}), judged by a digit "
+        f"{guidance_note(pf['settings']['guidance_scale'])}{temperature_note(pf['settings'])}"
+        f"{best_of_note(pf['settings'])}), judged by a digit "
         "classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",
