@@ -125,9 +125,7 @@ def probe(root: Path, method: str, batch: int, steps: int, rank: int, targets: s
 
     overrides: dict[str, Any] = {
         "text_encoder": TEXT, "data": {"batch_size": batch, "val_fraction": 0.1, "val_clips": 8},
-        "run": {"max_steps": steps, "log_every": 1, "val_every": 10**6, "checkpoint_every": 10**6, "seed": 0,
-                # eager, as this benchmark has always measured (the demo recipe compiles since wave 22)
-                "compile": False}}
+        "run": {"max_steps": steps, "log_every": 1, "val_every": 10**6, "checkpoint_every": 10**6, "seed": 0}}
     if method == "lora":
         overrides["lora"] = {"rank": rank, "targets": targets}
     config = build_config("maskgit", "demo", overrides=overrides)

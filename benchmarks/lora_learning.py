@@ -64,7 +64,7 @@ def fine_tune(demo: Path, codes: Path, out: Path, minutes: float, lora: bool, te
     overrides: dict[str, Any] = {
         "text_encoder": text_encoder,
         "run": {"max_minutes": minutes, "max_steps": 1_000_000, "val_every": 1_000_000,
-                "checkpoint_every": 1_000_000, "seed": 0, "compile": False},  # eager, as measured before wave 22
+                "checkpoint_every": 1_000_000, "seed": 0},
         "optim": {"lr": LORA_LR if lora else FULL_LR, "warmup_steps": 20, "schedule": "constant"}}
     if lora:
         overrides["lora"] = {"rank": 16}

@@ -92,10 +92,7 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         "text_encoder": "default",
         "data": {"num_frames": 9, "batch_size": 16, "val_clips": 64, "val_fraction": 0.05, "hflip": False,
                  "include_images": False, "num_workers": 0},
-        # compiled since wave 22 (the eager update's numbers, tests/test_compile.py; 1.36x per update, ~30 s to compile;
-        # eager with a warning where no C++ compiler is found): it pays for the best-of-2 sampling below, whose
-        # minutes come out of the MaskGit's (1,021 updates against 1,138 by steps: no judged difference, wave 22)
-        "run": {"max_steps": 1300, "log_every": 10, "val_every": 250, "checkpoint_every": 250, "compile": True},
+        "run": {"max_steps": 1300, "log_every": 10, "val_every": 250, "checkpoint_every": 250},
         "ema": {"beta": 0.995, "update_after_step": 100},
         # lr 2e-3 vs 1e-3 in the 7-minute demo: seen-prompt digit accuracy 42.5% vs 34.2% (120 videos each); 5e-3 vs
         # 2e-3 on 4,800 clips with the whole-frame masks (wave 14, two seeds): frame consistency 71.7 / 78.3% -> 92.5 /
@@ -113,11 +110,12 @@ MASKGIT_RECIPES: dict[str, dict[str, Any]] = {
         # models (one at two sampling seeds) and a shapes model, held-out pairs a wash; since wave 16 the codes are
         # drawn at temperature 0.7: frame consistency seen +1.3 / +3.7 / +6.6 / -0.8 points and held-out +4.4 / +8.1 /
         # +5.0 / -1.2 on two digit models (400 videos each) and two shapes models (200), digit accuracy and the spread
-        # between a prompt's videos unchanged; since wave 22 each video is the better of two decodes by the model's
-        # frame score: seen-prompt frame consistency +3.9 points on average over the six recipe MaskGits (SE 1.2; 87.2
-        # -> 91.1%), held-out pairs and digit accuracy unchanged, twice the generation time (docs/experiments.md)
+        # between a prompt's videos unchanged (docs/experiments.md). Best of two decodes (`best_of: 2`, wave 22): seen
+        # consistency +3.9 points over the six recipe MaskGits at the same model, but its second decode's minutes,
+        # taken from the MaskGit's (compiled: 1.10x per update in the trainer, not the bare 1.36x), left it 838
+        # updates instead of 1,021 in the fresh-clone demo: not adopted
         "pipeline": {"num_inference_steps": 32, "refine_steps": 16, "refine_unit": "worst_frame",
-                     "guidance_scale": [3.0, 2.0], "temperature": 0.7, "best_of": 2},
+                     "guidance_scale": [3.0, 2.0], "temperature": 0.7},
     },
     # one GPU (MaskGIT / MAGVIT recipe: AdamW (0.9, 0.96), wd 0.045, label smoothing 0.1, 5k warmup, cosine)
     "base": {

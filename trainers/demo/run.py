@@ -46,8 +46,8 @@ DEFAULT_MINUTES = 12.0  # the demo recipes' max_steps are what 2 CPU cores reach
 # stage's final validation and save up to 0.15 (docs/experiments.md, waves 13-16).
 TOKENIZE_RESERVE = 1.0
 AFTER_TRAINING_RESERVE = 2.0
-# each further decode of the recipe's best-of-N sampling (`best_of: 2`, wave 22) generates the videos again: those
-# minutes come out of the MaskGit's, not stage one's (its split of the minutes stays as measured)
+# each further decode of a recipe's best-of-N sampling (`best_of`) generates the videos again: those minutes come out
+# of the MaskGit's, not stage one's (its split of the minutes stays as measured); the demo recipe decodes once
 DECODE_RESERVE = 1.4
 LEAST_SHARE = 0.25  # a stage never gets less than this share of its minutes: past the deadline, a late demo beats none
 
