@@ -303,7 +303,7 @@ def temperature_note(settings: dict[str, Any]) -> str:
 
 
 def best_of_note(settings: dict[str, Any]) -> str:
-    """", the better of 2 decodes ..." when each video was chosen among best_of decodes (wave 22); else ""."""
+    """", the best of N decodes by ..." when each video was chosen among N = best_of decodes (wave 22); else ""."""
     n = settings.get("best_of", 1)
     return "" if n == 1 else (f", the best of {n} decodes by the model's own frame score (each latent frame's "
                               "likelihood given the others)")
