@@ -93,7 +93,7 @@ def cmd_data(a: argparse.Namespace) -> None:
     from trainers.demo.digits import DigitDataConfig
     from trainers.demo.photos import PhotoDataConfig
 
-    build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects,
+    build_demo_data(Path(a.out), digits=DigitDataConfig(seed=a.seed, objects=a.objects, warp=a.warp,
                                                         more_clips_per_pair=a.more_clips_per_pair),
                     photos=PhotoDataConfig(seed=a.seed, val_videos=a.val_videos), debian_dir=a.debian_clips)
 
@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="what the captioned clips show: handwritten digits (the demo's) or drawn shapes")
     d.add_argument("--more-clips-per-pair", type=int, default=0,
                    help="digits/more/: train clips beyond the 40 per pair (the demo's MaskGit trains on train + more)")
+    d.add_argument("--warp", type=float, default=0.0,
+                   help="a random affine warp of each train clip's digit image, this strong (DigitDataConfig.warp)")
     d.add_argument("--val-videos", nargs="+", choices=DEBIAN_VIDEOS, default=list(VAL_VIDEOS),
                    help="the Debian clips held out of the tokenizer's training (a second real-video set: vtest.avi)")
     for name in ("tokenizer", "codes", "maskgit", "sample", "legibility"):

@@ -165,6 +165,28 @@ def test_grid_puts_digits_on_tokenizer_cells_moving_whole_pixels():
             assert np.array_equal(np.roll(clip.frames[0], sign * t, axis=axis), clip.frames[t])
 
 
+def test_warp_varies_train_handwriting_only_and_keeps_it_legible(judge):
+    plain, warped = DigitDataConfig(more_clips_per_pair=1), DigitDataConfig(more_clips_per_pair=1, warp=1.0)
+    assert "warp" not in plain.to_dict() and warped.to_dict()["warp"] == 1.0  # old manifests stay as they were
+    changed = 0
+    for split, n in (("train", 12), ("more", 4), ("val", 6), ("heldout", 6)):
+        for i in range(n):
+            a, b = make_digit_clip(plain, split, i), make_digit_clip(warped, split, i)
+            assert a.record() == b.record()  # same caption, digit, direction and source image
+            if split in ("val", "heldout"):
+                assert np.array_equal(a.frames, b.frames)  # they keep measuring the pool's own handwriting
+            else:
+                changed += int(not np.array_equal(a.frames, b.frames))
+                axis, sign = {"up": (0, -1), "down": (0, 1), "left": (1, -1), "right": (1, 1)}[b.direction]
+                ahead, behind = np.arange(4, 32), np.arange(0, 28)  # whole-pixel motion (a warped digit may
+                later, earlier = (ahead, behind) if sign > 0 else (behind, ahead)  # overhang the frame's edge)
+                assert np.array_equal(b.frames[4].take(later, axis), b.frames[0].take(earlier, axis))
+    assert changed == 16
+    clips = [make_digit_clip(warped, "train", i) for i in range(60)]
+    read = [judge.judge_digit(c.frames)[0] == c.digit for c in clips]
+    assert np.mean(read) >= 0.8  # a warp varies the hand, not the digit
+
+
 def test_bad_digit_config_raises():
     with pytest.raises(ValueError, match="grid"):
         DigitDataConfig(grid=-1)
@@ -172,6 +194,8 @@ def test_bad_digit_config_raises():
         DigitDataConfig(size=16, digit_size=14)
     with pytest.raises(ValueError, match="val_fraction"):
         DigitDataConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="warp must be in"):
+        DigitDataConfig(warp=-0.5)
 
 
 # ---- judges ---------------------------------------------------------------------------------------------------

@@ -110,9 +110,15 @@ class DigitDataConfig:
     speed_words: bool = False  # append "slowly"/"quickly" (half or full `travel`)
     grid: int = 4  # > 0: start positions snap to multiples of `grid` pixels (the tokenizer's cell size)
     objects: str = "digits"  # "digits" (handwritten, the demo's) or "shapes" (drawn shapes, shapes.py)
+    # > 0: each train clip's image gets its own random affine warp (more varied handwriting from the same pool):
+    # rotation up to 12 degrees, per-axis scale up to 12% and shear up to 0.2, each times `warp`. Val and held-out
+    # clips are never warped, so they keep measuring the pool's own handwriting
+    warp: float = 0.0
 
     def __post_init__(self) -> None:
         check_objects(self.objects)
+        if not 0.0 <= self.warp <= 2.0:
+            raise ValueError(f"warp must be in [0, 2], got {self.warp}")
         for name in ("size", "num_frames"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
@@ -157,13 +163,14 @@ class DigitDataConfig:
         return float(min(candidates, key=lambda g: abs(g - position))) if candidates else position
 
     def to_dict(self) -> dict:
-        """The fields; ``objects`` only when it is not "digits" and ``more_clips_per_pair`` only when it is not 0, so
-        manifests of earlier builds stay as they were (and an existing build is not redone)."""
+        """The fields; ``objects`` only when it is not "digits", ``more_clips_per_pair`` and ``warp`` only when they
+        are not 0, so manifests of earlier builds stay as they were (and an existing build is not redone)."""
         out = asdict(self)
         if self.objects == "digits":
             del out["objects"]
-        if self.more_clips_per_pair == 0:
-            del out["more_clips_per_pair"]
+        for name in ("more_clips_per_pair", "warp"):
+            if out[name] == 0:
+                del out[name]
         return out
 
 
@@ -228,19 +235,37 @@ def _image_pool(seed: int, val_fraction: float, split: str, digit: int, objects:
     return np.random.default_rng(derive_seed(seed, _POOL_KEY, _SPLIT_CODES[split], digit)).permutation(rows)
 
 
-def render_digit(image8: np.ndarray, size: int, box: float, top: float, left: float) -> np.ndarray:
+def render_digit(
+    image8: np.ndarray, size: int, box: float, top: float, left: float, warp: np.ndarray | None = None
+) -> np.ndarray:
     """Draw an 8x8 digit (values 0..16) as a ``box``-pixel square with top-left corner at sub-pixel
-    ``(top, left)`` into a black ``size x size`` frame; bilinear. Returns float32 (size, size) in [0, 1]."""
+    ``(top, left)`` into a black ``size x size`` frame; bilinear. ``warp``: a (2, 2) matrix that maps a frame
+    pixel's (col, row) offset from the block's centre to its offset in the source image (about the image's centre),
+    in source pixels per box-relative pixel: the identity draws the image as it is. Returns float32 (size, size)
+    in [0, 1]."""
     src = Image.fromarray(np.ascontiguousarray(image8, dtype=np.float32) / 16.0, mode="F")
     s = 8.0 / box  # source pixels per frame pixel
+    m = s * (np.eye(2) if warp is None else np.asarray(warp, dtype=np.float64))
+    # source = 4 + m @ (frame - centre), centre = (left, top) + box / 2, as PIL's (a, b, c, d, e, f)
+    c = 4.0 - m @ np.array([left + box / 2, top + box / 2])
     out = src.transform(
         (size, size),
         Image.Transform.AFFINE,
-        (s, 0.0, -left * s, 0.0, s, -top * s),
+        (m[0, 0], m[0, 1], c[0], m[1, 0], m[1, 1], c[1]),
         resample=Image.Resampling.BILINEAR,
         fillcolor=0.0,
     )
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def random_warp(rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A random (2, 2) handwriting warp for ``render_digit``: rotation up to 12 degrees, per-axis scale up to 12%
+    (log-uniform) and shear up to 0.2, each times ``strength``; the identity at strength 0."""
+    angle = np.deg2rad(rng.uniform(-12.0, 12.0) * strength)
+    scale = np.exp(rng.uniform(-1.0, 1.0, size=2) * np.log1p(0.12) * strength)
+    shear = rng.uniform(-0.2, 0.2) * strength
+    rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return rotate @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(1.0 / scale)
 
 
 def random_color(rng: np.random.Generator) -> np.ndarray:
@@ -259,16 +284,18 @@ def render_moving_digit(
     start: tuple[float, float],
     distance: float,
     color: np.ndarray,
+    warp: np.ndarray | None = None,
 ) -> np.ndarray:
     """One clip: the digit block starts with its top-left corner at ``start`` (row, col) and moves
-    ``distance`` pixels in ``direction`` at constant speed. Returns uint8 (T, H, W, 3)."""
+    ``distance`` pixels in ``direction`` at constant speed; ``warp`` as in ``render_digit``. Returns uint8
+    (T, H, W, 3)."""
     if direction not in DIRECTION_STEPS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     dr, dc = DIRECTION_STEPS[direction]
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for t in range(num_frames):
         step = distance * t / max(1, num_frames - 1)
-        ink = render_digit(image8, size, box, start[0] + dr * step, start[1] + dc * step)  # (h, w)
+        ink = render_digit(image8, size, box, start[0] + dr * step, start[1] + dc * step, warp)  # (h, w)
         frames[t] = np.round(ink[..., None] * color * 255.0).astype(np.uint8)  # (h, w, 3)
     return frames
 
@@ -315,6 +342,8 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
     first = lo if dr + dc > 0 else lo + distance  # moving toward smaller coordinates starts at the far end
     start = (first, across) if dr != 0 else (across, first)
     color = random_color(rng) if config.colored else np.ones(3, dtype=np.float32)
+    # drawn after everything else, so warp 0 leaves every clip as earlier builds made it
+    warp = random_warp(rng, config.warp) if config.warp > 0 and split == "train" else None
     frames = render_moving_digit(
         load_object_images(config.objects)[0][source],
         direction,
@@ -324,6 +353,7 @@ def make_digit_clip(config: DigitDataConfig, split: str, index: int) -> DigitCli
         start=start,
         distance=distance,
         color=color,
+        warp=warp,
     )
     return DigitClip(frames, caption(digit, direction, speed, config.objects), digit, direction, source)
 
