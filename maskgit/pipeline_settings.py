@@ -13,7 +13,7 @@ from typing import Any
 
 from magvit2.serialization import config_from_dict
 
-from .sampler import REFINE_UNITS
+from .sampler import REFINE_UNITS, UNMASK_ORDERS
 from .schedule import SCHEDULES
 
 
@@ -33,7 +33,8 @@ class PipelineDefaults:
     top_k: int | None = None  # keep the k most likely codes per position (None = all)
     top_p: float | None = None  # nucleus sampling mass (None = all)
     mask_schedule: str = "cosine"  # fraction still masked after each step (maskgit.schedule)
-    # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", or "frame" (earlier latent frames first)
+    # which sampled tokens each step keeps: "confidence" (MaskGIT), "random", "frame" (earlier latent frames first) or
+    # "halton" (a shifted 3D Halton order over the latent grid: each step's tokens spread evenly; maskgit.halton)
     unmask_order: str = "confidence"
     # after the last step, rounds that redraw some tokens given the rest and keep the more likely token
     # (maskgit.sampler: one model pass each; 0 = plain MaskGIT): a random refine_ratio of them (refine_unit "token"),
@@ -85,8 +86,8 @@ class PipelineDefaults:
                 raise ValueError(f"{name} must be a number >= 0; got {getattr(self, name)!r}")
         if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] or None; got {self.top_p!r}")
-        if self.unmask_order not in ("confidence", "random", "frame"):
-            raise ValueError(f"unmask_order must be 'confidence', 'random' or 'frame'; got {self.unmask_order!r}")
+        if self.unmask_order not in UNMASK_ORDERS:
+            raise ValueError(f"unmask_order must be one of {', '.join(UNMASK_ORDERS)}; got {self.unmask_order!r}")
         if self.mask_schedule not in SCHEDULES:
             raise ValueError(f"mask_schedule must be one of {', '.join(SCHEDULES)}; got {self.mask_schedule!r}")
         if not _is_number(self.fps) or self.fps <= 0:

@@ -10,7 +10,9 @@ Decode rule (google-research/maskgit `libml/parallel_decode.py`), for step s = 0
      replaces the log-probability by uniform noise: tokens are kept in random order (1X GENIE's video default:
      confidence-first "tends to copy the previous frame"); `order="frame"` keeps earlier latent frames first
      (confidence, with its noise, ranks tokens within a frame): the first frame settles what the video shows and
-     later frames are sampled given it (`frame_tokens` = h' * w' tokens per latent frame);
+     later frames are sampled given it (`frame_tokens` = h' * w' tokens per latent frame); `order="halton"` keeps
+     tokens in a randomly shifted 3D Halton order over the latent `grid` (t', h', w'), ignoring confidence: each
+     step's tokens are spread evenly over frames and space (`maskgit.halton`);
   4. the mask_len lowest-confidence positions go back to [MASK].
 Deviation: where the official rule would stall (more steps than unknown tokens), decoding just finishes early.
 
@@ -53,12 +55,14 @@ from .draw import _sample_categorical as _sample_categorical  # re-exported: its
 from .draw import filter_logits as filter_logits  # re-exported: its home before the split
 from .guidance import GuidanceScale, LogitsFn, guidance_at, guided_logits
 from .guidance import make_guided_logits_fn as make_guided_logits_fn  # re-exported: its home before the split
+from .halton import halton_ranks
 from .refine import REFINE_UNITS, WorstFrame, frame_pick, refine
 from .schedule import mask_ratio, num_to_mask
 from .transformer import merge_codes, split_codes
 
-# which sampled tokens each step keeps: the most confident, random ones, or the earliest latent frame's most confident
-UNMASK_ORDERS = ("confidence", "random", "frame")
+# which sampled tokens each step keeps: the most confident, random ones, the earliest latent frame's most confident, or
+# the next ones in a shifted Halton order over the latent grid
+UNMASK_ORDERS = ("confidence", "random", "frame", "halton")
 
 
 @dataclass
@@ -95,6 +99,7 @@ def sample(
     callback: Callable[[SamplerStep], None] | None = None,
     order: str = "confidence",
     frame_tokens: int | None = None,
+    grid: Sequence[int] | None = None,
     refine_steps: int = 0,
     refine_ratio: float = 0.125,
     refine_unit: str = "token",
@@ -111,6 +116,7 @@ def sample(
     from `generator` (on its device) and never from the global RNG; the same generator state gives the same codes.
     generator may be a list of batch_size generators: row b then draws only from generator b, so it equals what
     sampling that row alone with that generator gives (diffusers' per-video generators).
+    grid: the latent grid (t', h', w') the seq_len positions flatten (time-major); needed by order="halton".
     refine_steps / refine_ratio / refine_unit / refine_temperature / refine_guidance_scale: the refinement rounds of
     the module docstring (0 = none); refine_unit "frame" / "worst_frame" needs frame_tokens.
     best_of: candidates decoded per row, the most coherent kept (module docstring); > 1 needs frame_tokens. The
@@ -155,6 +161,8 @@ def sample(
         if by_frame and (not isinstance(frame_tokens, int) or frame_tokens < 1 or seq_len % frame_tokens):
             raise ValueError(f"{name} needs frame_tokens, the tokens per latent frame dividing seq_len "
                              f"{seq_len}; got {frame_tokens!r}")
+    if order == "halton" and (grid is None or len(grid) != 3 or math.prod(grid) != seq_len):
+        raise ValueError(f"order='halton' needs grid, the latent (t', h', w') of the {seq_len} positions; got {grid!r}")
 
     if known_codes is not None:
         if tuple(known_codes.shape) != (batch_size, seq_len):
@@ -177,7 +185,7 @@ def sample(
         codes = _decode(logits_fn, start, generator, vocab_sizes=vocab_sizes, mask_id=mask_id, num_steps=num_steps,
                         temperature=temperature, choice_temperature=choice_temperature, schedule=schedule,
                         top_k=top_k, top_p=top_p, guidance_scale=guidance_scale, callback=callback, order=order,
-                        frame_tokens=frame_tokens, refine_steps=refine_steps, refine_ratio=refine_ratio,
+                        frame_tokens=frame_tokens, grid=grid, refine_steps=refine_steps, refine_ratio=refine_ratio,
                         refine_unit=refine_unit, refine_temperature=refine_temperature,
                         refine_guidance_scale=refine_guidance_scale, step_offset=candidate * num_steps,
                         steps_total=best_of * num_steps)
@@ -224,7 +232,8 @@ def frame_scores(logits_fn: LogitsFn, codes: torch.Tensor, sampled: torch.Tensor
 def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, vocab_sizes: tuple[int, ...],
             mask_id: int, num_steps: int, temperature: float, choice_temperature: float, schedule: str,
             top_k: int | None, top_p: float | None, guidance_scale: GuidanceScale,
-            callback: Callable[[SamplerStep], None] | None, order: str, frame_tokens: int | None, refine_steps: int,
+            callback: Callable[[SamplerStep], None] | None, order: str, frame_tokens: int | None,
+            grid: Sequence[int] | None, refine_steps: int,
             refine_ratio: float, refine_unit: str, refine_temperature: float | None,
             refine_guidance_scale: float | None, step_offset: int,
             steps_total: int) -> torch.Tensor:
@@ -234,6 +243,8 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
     device = codes.device
     unknown_at_start_mask = codes == mask_id  # (b, n): the positions this call samples
     unknown_at_start = unknown_at_start_mask.sum(dim=-1)  # (b,)
+    if order == "halton":  # one shifted order per decode, drawn before the steps' draws
+        halton = -halton_ranks(tuple(int(g) for g in grid), batch_size, generator, device).float()  # (b, n)
     for step in range(num_steps):
         unknown = codes == mask_id  # (b, n)
         unknown_now = unknown.sum(dim=-1)
@@ -251,8 +262,12 @@ def _decode(logits_fn: LogitsFn, codes: torch.Tensor, generator: Generators, *, 
             ratio = (step + 1) / num_steps
             mask_len = num_to_mask(unknown_at_start, ratio, schedule).to(device)  # (b,)
             mask_len = torch.minimum(mask_len.clamp(min=1), unknown_now - 1).clamp(min=0)
-            confidence = log_conf if order != "random" else uniform_rows((batch_size, seq_len), generator, device)
-            if choice_temperature > 0 and order != "random":
+            if order in ("random", "halton"):
+                confidence = (uniform_rows((batch_size, seq_len), generator, device) if order == "random"
+                              else halton)
+            else:
+                confidence = log_conf
+            if choice_temperature > 0 and order not in ("random", "halton"):
                 u = uniform_rows((batch_size, seq_len), generator, device).clamp(1e-20, 1.0 - 1e-7)
                 confidence = confidence + choice_temperature * (1.0 - ratio) * -torch.log(-torch.log(u))
             if order == "frame":  # a frame outranks every later one: ranks by (frame, confidence)

@@ -73,7 +73,8 @@ def sample_windows(transformer: Any, known: torch.Tensor, windows: Sequence[Wind
             temperature=s.temperature, choice_temperature=s.choice_temperature, schedule=s.mask_schedule,
             top_k=s.top_k, top_p=s.top_p, guidance_scale=s.guidance_scale,
             known_codes=known[:, span].flatten(1), device=known.device, callback=make_step(index, part),
-            order=s.unmask_order, frame_tokens=math.prod(part[1:]), refine_steps=s.refine_steps,
+            order=s.unmask_order, frame_tokens=math.prod(part[1:]), grid=part,
+            refine_steps=s.refine_steps,
             refine_ratio=s.refine_ratio, refine_unit=s.refine_unit, refine_temperature=s.refine_temperature,
             refine_guidance_scale=s.refine_guidance_scale, best_of=s.best_of,
         ).view(b, *part)

@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, metavar="K",
                    help="sample among the K most likely codes (default: pipeline's, all)")
     p.add_argument("--unmask-order", choices=UNMASK_ORDERS,
-                   help="which sampled codes each step keeps: the most confident (MaskGIT), random ones, or the "
-                        "earliest latent frame's first (default: pipeline's, confidence)")
+                   help="which sampled codes each step keeps: the most confident (MaskGIT), random ones, the "
+                        "earliest latent frame's first, or the next in a shifted Halton order over the latent grid "
+                        "(default: pipeline's, confidence)")
     p.add_argument("--refine-steps", type=nonnegative_int, metavar="R",
                    help="refinement rounds after decoding: each redraws a random share of the codes given the rest "
                         "and keeps the more likely one, one model pass each; 0 = none (default: pipeline's)")

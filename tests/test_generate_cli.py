@@ -108,6 +108,23 @@ def test_same_seed_same_frames_and_each_prompt_reproduces_alone(run_dir, tmp_pat
     assert np.array_equal(a[0], d[0])
 
 
+def test_halton_order_reproduces_keeps_primes_and_spans_windows(run_dir, tmp_path):
+    clip = tmp_path / "prime.mp4"
+    write_video(clip, pan_frames(7, (24, 32)), lossless=True)
+    videos = []
+    for name in ("h1", "h2"):  # a primed video and one longer than the grid (sliding windows), twice
+        out = tmp_path / name
+        assert generate("--model", run_dir, "--prompt", "pan on", "--prime-video", clip, "--unmask-order", "halton",
+                        "--seed", "5", out=out) == 0
+        assert generate("--model", run_dir, "--prompt", "long", "--num-frames", "9", "--unmask-order", "halton",
+                        "--seed", "5", out=out) == 0
+        lines = log_lines(out)
+        assert [line["unmask_order"] for line in lines] == ["halton", "halton"] and lines[0]["prime_frames"] == 3
+        videos.append([read_video(out / line["file"]) for line in lines])
+    assert videos[1][1].shape == (9, 16, 16, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(*videos))  # the order comes from the seed alone
+
+
 def test_prime_video_and_image(run_dir, tmp_path):
     clip = tmp_path / "prime.mp4"
     write_video(clip, pan_frames(7, (24, 32)), lossless=True)
