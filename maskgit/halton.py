@@ -37,7 +37,7 @@ def halton_ranks(grid: tuple[int, int, int], batch_size: int, generator: Generat
     if len(grid) != len(BASES) or any(not isinstance(g, int) or g < 1 for g in grid):
         raise ValueError(f"grid must be (t', h', w') positive ints; got {grid!r}")
     n = math.prod(grid)
-    points = 16 * n  # ample: a 3x8x8 grid is covered within ~4 n points at any shift
+    points = 16 * n  # ample: every cell visited within 4.9 n (3x8x8) / 8.2 n (5x16x16) points over 100 shifts
     index = torch.arange(1, points + 1)
     base_points = torch.stack([radical_inverse(index, b) for b in BASES], dim=-1)  # (points, 3)
     shift = uniform_rows((batch_size, len(BASES)), generator, device).double().cpu()  # (b, 3)
