@@ -173,7 +173,7 @@ def bench_precision() -> None:
     print("| update | fp32 median s | bf16 median s | speed-up |\n|---|---|---|---|")
     for name, (module, loss_fn) in losses.items():
         fp32, bf16 = (timed(update(module, loss_fn, b), repeats=5) for b in (False, True))
-        print(f"| {name} | {fp32:.3f} | {bf16:.3f} | {fp32 / bf16:.2f}x |")
+        print(f"| {name} | {fp32:.4g} | {bf16:.4g} | {fp32 / bf16:.3g}x |")
 
 
 def main(argv: list[str] | None = None) -> int:

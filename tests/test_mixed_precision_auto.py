@@ -117,4 +117,7 @@ def test_make_bench_times_both_demo_updates_in_both_precisions(monkeypatch, caps
     assert len(rows) == 2
     for _, fp32, bf16, speedup in rows:
         assert float(fp32) > 0 and float(bf16) > 0
-        assert abs(float(speedup.strip().rstrip("x")) - float(fp32) / float(bf16)) < 0.02 * float(fp32) / float(bf16)
+        # 4 significant digits per time, 3 in the speed-up: the printed ratio agrees within their rounding (< 1%),
+        # however far apart the two times are (a CPU that emulates bf16 gives 0.04x)
+        ratio = float(fp32) / float(bf16)
+        assert abs(float(speedup.strip().rstrip("x")) - ratio) < 0.01 * ratio
