@@ -109,6 +109,14 @@ def test_a_deadline_cuts_the_training_minutes_to_what_fits(monkeypatch):
     assert run._maskgit_reserve({"pipeline": {"best_of": 2}}) == pytest.approx(run.AFTER_TRAINING_RESERVE
                                                                                + run.DECODE_RESERVE)
     assert run._maskgit_reserve(recipe) == run._maskgit_reserve({}) == run.AFTER_TRAINING_RESERVE
+    # a machine that tokenized slowly generates slowly too: the reserve grows with the measured minutes (the fixed
+    # reserve made a 3x slower draw, 1.24 min tokenizing, overrun its 15 minutes), a fast one keeps the floor
+    assert run._maskgit_reserve(recipe, tokenize_minutes=0.5) == run.AFTER_TRAINING_RESERVE
+    slow = run._maskgit_reserve(recipe, tokenize_minutes=1.24)
+    assert slow == pytest.approx(run.AFTER_TRAINING_RESERVE - run.DECODE_RESERVE + run.DECODE_PER_TOKENIZE * 1.24)
+    assert slow > 2.23 + 0.11 + 0.27  # that draw's generating, report and final validation past the MaskGit's minutes
+    best_of_2 = run._maskgit_reserve({"pipeline": {"best_of": 2}}, 1.24)
+    assert best_of_2 == pytest.approx(slow + run.DECODE_PER_TOKENIZE * 1.24)
     assert run._minutes_left(None, 2.0) is None
     assert run._minutes_left(1000.0 + 600, 2.0) == pytest.approx(8.0)
     settings = {"finish_by": 1600.0, "training_minutes_given": {"tokenizer": {"asked": 4.2, "given": 3.94},

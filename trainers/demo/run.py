@@ -49,6 +49,10 @@ AFTER_TRAINING_RESERVE = 2.0
 # each further decode of a recipe's best-of-N sampling (`best_of`) generates the videos again: those minutes come out
 # of the MaskGit's, not stage one's (its split of the minutes stays as measured); the demo recipe decodes once
 DECODE_RESERVE = 1.4
+# on a slower machine generating grows with everything else: it took 1.8-2.4x the tokenizing stage's minutes in the
+# fresh-clone demos (0.64-1.24 min tokenizing, 1.14-2.23 generating; waves 15-24), so a decode is reserved at least
+# this multiple of the measured tokenizing (a 3x slower draw overran the 15 minutes by 38 s with the fixed reserve)
+DECODE_PER_TOKENIZE = 2.4
 LEAST_SHARE = 0.25  # a stage never gets less than this share of its minutes: past the deadline, a late demo beats none
 
 
@@ -66,10 +70,13 @@ def _budget(minutes: float, share: float, recipe: dict, fits: float | None = Non
     return {"max_minutes": round(given, 2), "max_steps": steps}
 
 
-def _maskgit_reserve(recipe: dict) -> float:
-    """The minutes the MaskGit leaves before the deadline: what follows training, and a generation per extra decode
-    of the recipe's best-of-N sampling."""
-    return AFTER_TRAINING_RESERVE + DECODE_RESERVE * (recipe.get("pipeline", {}).get("best_of", 1) - 1)
+def _maskgit_reserve(recipe: dict, tokenize_minutes: float = 0.0) -> float:
+    """The minutes the MaskGit leaves before the deadline: what follows training (the final validation, the report,
+    one generation of the judged videos), and a generation per extra decode of the recipe's best-of-N sampling; a
+    generation is reserved `DECODE_RESERVE` minutes, or `DECODE_PER_TOKENIZE` x `tokenize_minutes` (this machine's
+    measured tokenizing stage) where that is more."""
+    decode = max(DECODE_RESERVE, DECODE_PER_TOKENIZE * tokenize_minutes)
+    return AFTER_TRAINING_RESERVE - DECODE_RESERVE + decode * recipe.get("pipeline", {}).get("best_of", 1)
 
 
 def _minutes_left(finish_by: float | None, reserve: float) -> float | None:
@@ -142,8 +149,8 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
     sample_prompts.write_text("\n".join(p["prompt"] for p in prompts["seen"][:3] + prompts["heldout"][:3]) + "\n")
     mg_run = out / "maskgit"
     mg_recipe = MASKGIT_RECIPES["demo"]
-    limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, mg_recipe,
-                                                  _minutes_left(finish_by, _maskgit_reserve(mg_recipe)))
+    fits = _minutes_left(finish_by, _maskgit_reserve(mg_recipe, stamps["tokenize"]))
+    limit = {"max_steps": 6} if tiny else _budget(minutes, 1 - TOKENIZER_SHARE, mg_recipe, fits)
     given["maskgit"] = {"asked": round(minutes * (1 - TOKENIZER_SHARE), 2), "given": limit.get("max_minutes")}
     mg_config = build_config("maskgit", preset, overrides={"run": {"seed": seed, **limit}})
     mg_trainer = MaskGitTrainer(mg_config, tok_run, mg_run,
