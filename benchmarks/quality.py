@@ -118,7 +118,8 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
     start = time.monotonic()
     trainer = TokenizerTrainer(build_config("tokenizer", "demo", overrides=overrides),
                                [data / "tokenizer/train", data / "digits/train"], run, val_dir=data / "tokenizer/val",
-                               init_from=a.init_from, init_from_image=a.init_from_image)
+                               init_from=a.init_from, init_from_image=a.init_from_image,
+                               resume="latest" if a.resume else None)
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
     exit_if_stopped(trainer, run, summary)
@@ -126,7 +127,7 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
     legible = digit_legibility(run / "tokenizer", data / "digits/val", make_judge(a), NUM_FRAMES)
     record(root, {"kind": "tokenizer", "name": a.name, "set": changes, "steps": summary["step"],
                   "init_from": a.init_from, "init_from_image": a.init_from_image,
-                  "minutes": round(minutes, 2), "seed": a.seed,
+                  "minutes": round(minutes, 2), "resumed": a.resume, "seed": a.seed,
                   **{k: held_out[k] for k in ("psnr_db", "ssim", "codebook_usage", "perplexity")},
                   "psnr_db_by_source": held_out["psnr_db_by_source"],
                   "reconstructed_digit_acc": legible["reconstructed_digit_acc"],
@@ -176,14 +177,15 @@ def cmd_maskgit(a: argparse.Namespace) -> None:
     tokenizer = root / f"tokenizer-{codes.name.removeprefix('codes-')}" / "tokenizer"
     start = time.monotonic()
     trainer = MaskGitTrainer(build_config("maskgit", "demo", overrides=overrides), tokenizer, run,
-                             codes_dir=[codes / split for split in a.train_splits], val_codes_dir=codes / "val")
+                             codes_dir=[codes / split for split in a.train_splits], val_codes_dir=codes / "val",
+                             resume="latest" if a.resume else None)
     summary = trainer.fit()
     minutes = (time.monotonic() - start) / 60
     exit_if_stopped(trainer, run, summary)
     scores = judge_pipeline(a, run / "pipeline", run / "judged")
     record(root, {"kind": "maskgit", "name": a.name, "set": changes, "sample": parse_sets(a.sample),
                   "codes": codes.name, "train_splits": a.train_splits, "train_clips": summary.get("train_clips"),
-                  "steps": summary["step"], "minutes": round(minutes, 2), "seed": a.seed,
+                  "steps": summary["step"], "minutes": round(minutes, 2), "resumed": a.resume, "seed": a.seed,
                   "val_accuracy": summary.get("val_accuracy"), "val_loss": summary.get("val_loss"), **scores})
 
 
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--pipeline")
         q.add_argument("--init-from")
         q.add_argument("--init-from-image")
+        q.add_argument("--resume", action="store_true",
+                       help="tokenizer, maskgit: go on from the run's latest checkpoint (one a SIGTERM stopped); the "
+                            "recorded minutes are the resumed part's")
         q.add_argument("--videos-per-seen", type=int, default=4)
         q.add_argument("--videos-per-heldout", type=int, default=8)
         q.add_argument("--sample-seed", type=int, default=0)

@@ -1,6 +1,7 @@
 """The quality harness (benchmarks/quality.py) judges and records only runs that trained to their end."""
 
 import json
+from typing import ClassVar
 
 import pytest
 
@@ -12,23 +13,25 @@ class FakeTrainer:
     """Stands in for MaskGitTrainer: `fit` ends as a SIGTERM'd run or a finished one would."""
 
     stop = False
+    kwargs: ClassVar[dict] = {}
 
     def __init__(self, config, tokenizer, run, **kwargs):
         self.stop_requested = False
+        FakeTrainer.kwargs = kwargs
 
     def fit(self):
         self.stop_requested = FakeTrainer.stop
         return {"step": 1 if FakeTrainer.stop else 40, "val_loss": 1.5}
 
 
-def run_maskgit(tmp_path, monkeypatch, stop: bool):
+def run_maskgit(tmp_path, monkeypatch, stop: bool, *extra: str):
     FakeTrainer.stop = stop
     judged = []
     monkeypatch.setattr(trainers.maskgit_trainer, "MaskGitTrainer", FakeTrainer)
     monkeypatch.setattr(quality, "judge_pipeline", lambda a, pipeline, out: judged.append(pipeline) or {"seen": {}})
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data").mkdir(exist_ok=True)
     quality.main(["maskgit", "--data", str(tmp_path / "data"), "--codes", str(tmp_path / "codes-tok"),
-                  "--name", "x", "--steps", "40"])
+                  "--name", "x", "--steps", "40", *extra])
     return judged
 
 
@@ -45,3 +48,14 @@ def test_a_finished_run_is_judged_and_recorded(tmp_path, monkeypatch):
     assert judged == [tmp_path / "maskgit-x" / "pipeline"]
     (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
     assert json.loads(line)["steps"] == 40
+
+
+def test_resume_goes_on_from_the_latest_checkpoint_and_says_so(tmp_path, monkeypatch):
+    """`--resume` (a run a SIGTERM stopped): the trainer resumes "latest", and the record marks its minutes as the
+    resumed part's; without it a run starts anew."""
+    run_maskgit(tmp_path, monkeypatch, False)
+    assert FakeTrainer.kwargs["resume"] is None
+    run_maskgit(tmp_path, monkeypatch, False, "--resume")
+    assert FakeTrainer.kwargs["resume"] == "latest"
+    fresh, resumed = (json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines())
+    assert (fresh["resumed"], resumed["resumed"]) == (False, True)
