@@ -28,6 +28,17 @@ from maskgit.pipeline import TextToVideoPipeline
 from trainers.data.folders import VideoFolderDataset
 from trainers.data.video_write import write_gif, write_video
 from trainers.demo.judge import DigitJudge, judge_direction
+from trainers.demo.report_notes import (
+    STAGE_ONE,
+    best_of_note,
+    deadline_note,
+    frame_mask_note,
+    guidance_note,
+    maskgit_engine_note,
+    refine_note,
+    temperature_note,
+    update_shortfall,
+)
 from trainers.logging import read_metrics
 from trainers.rng import make_generator
 
@@ -152,42 +163,6 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
     return scores, records
 
 
-def guidance_note(scale: float | list[float]) -> str:
-    """'3.0', or '3.0 -> 2.0 over the steps' for a linear ramp (the refinement rounds use its last value)."""
-    return f"{scale[0]} -> {scale[1]} over the steps" if isinstance(scale, (list, tuple)) else f"{scale}"
-
-
-def maskgit_engine_note(mg: dict[str, Any]) -> str:
-    """How the MaskGit's updates ran (compiled, bf16 autocast), for the report's first sentence; older reports
-    without the keys say nothing."""
-    parts = [name for name, on in (("torch.compile", mg.get("compiled")),
-                                   ("bf16 autocast", mg.get("mixed_precision") == "bf16")) if on]
-    return f" ({', '.join(parts)})" if parts else ""
-
-
-def frame_mask_note(prob: float | None) -> str:
-    """How the MaskGit's training masks included whole latent frames, for the report's sentence on its training."""
-    if not prob:
-        return ""
-    return (f" ({prob:.0%} of them masked one whole latent frame and gave the others, the state the refinement rounds "
-            "redraw from; the rest cosine-drawn random tokens)")
-
-
-def refine_note(settings: dict[str, Any]) -> str:
-    """' + R refinement rounds of <what each redraws>' for a report's sampling settings, '' when there were none
-    (older reports; those also predate `refine_unit`, so they redrew a share of the tokens)."""
-    rounds = settings.get("refine_steps", 0)
-    if not rounds:
-        return ""
-    unit = settings.get("refine_unit", "token")
-    what = {"token": f"{settings['refine_ratio']:.1%} of the tokens", "frame": "a random latent frame",
-            "worst_frame": "the least likely latent frame"}[unit]
-    greedy = " (most likely codes)" if settings.get("refine_temperature") == 0 else ""
-    scale = settings.get("refine_guidance_scale")
-    guided = "" if scale is None else (" without guidance" if scale == 1 else f" at guidance {scale}")
-    return f" + {rounds} refinement rounds of {what}{greedy}{guided}"
-
-
 def contact_sheet(records: list[dict], sample_dir: Path, path: Path, frames_shown: int = 5, scale: int = 2) -> Path:
     """One PNG: a row per generated video (evenly spaced frames), labelled with its prompt and the judges' verdict."""
     from trainers.data.video_io import read_video
@@ -289,36 +264,12 @@ def aims_met(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-STAGE_ONE = {  # the demo's --tokenizer choices, as the report names them
-    "fsq": "Stage one (`--tokenizer fsq`, the default): FSQ codes, reconstruction loss only (no GAN).",
-    "lfq-gan": "Stage one (`--tokenizer lfq-gan`): LFQ codes with the entropy and commitment losses, and the "
-               "adversarial loss in the final phase.",
-}
-
-
-def temperature_note(settings: dict[str, Any]) -> str:
-    """", temperature 0.7" when the codes were drawn at a temperature other than 1 (wave 16); else ""."""
-    t = settings.get("temperature", 1.0)
-    return "" if t == 1.0 else f", temperature {t:g}"
-
-
-def best_of_note(settings: dict[str, Any]) -> str:
-    """", the best of N decodes by ..." when each video was chosen among N = best_of decodes (wave 22); else ""."""
-    n = settings.get("best_of", 1)
-    return "" if n == 1 else (f", the best of {n} decodes by the model's own frame score (each latent frame's "
-                              "likelihood given the others)")
-
-
-def deadline_note(settings: dict[str, Any]) -> str:
-    """What the demo's deadline (`--finish-by`) left the training stages, when it cut them; else ""."""
-    given = settings.get("training_minutes_given") or {}
-    cut = {k: v for k, v in given.items() if v.get("given") is not None and v["given"] < v["asked"]}
-    if not settings.get("finish_by") or not cut:
-        return ""
-    names = {"tokenizer": "stage one", "maskgit": "the MaskGit"}
-    return (" To end by its deadline (`--finish-by`; `make demo`: DEMO_BUDGET, 15 minutes by default, from its start) "
-            "the demo trained "
-            + ", ".join(f"{names[k]} {v['given']:.2f} of {v['asked']:.2f} min" for k, v in cut.items()) + ".")
+def shortfall_args(report: dict[str, Any]) -> tuple[dict[str, int], float, dict[str, Any]]:
+    """`update_shortfall`'s arguments from a report: each stage's updates (stage one: on clips), the training
+    minutes, and what the deadline gave each stage."""
+    steps = {"tokenizer": report["tokenizer"]["steps"], "maskgit": report["maskgit"]["steps"]}
+    settings = report["settings"]
+    return steps, settings["minutes_budget"], settings.get("training_minutes_given") or {}
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
@@ -334,7 +285,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"steps on still frames and {tok['steps']} on clips "
         f"({mins['tokenizer']:.1f} min), then a text-conditioned MaskGit{maskgit_engine_note(mg)} on its codes for "
         f"{mg['steps']} steps "
-        f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.{deadline_note(report['settings'])}",
+        f"({mins['maskgit']:.1f} min). Total wall time {mins['total']:.1f} min.{deadline_note(report['settings'])}"
+        f"{'' if report['settings'].get('tiny') else update_shortfall(*shortfall_args(report))}",
         "",
         "## Tokenizer (held-out real clips)", "",
         STAGE_ONE[report["settings"].get("tokenizer", "fsq")], "",

@@ -19,6 +19,7 @@ from trainers.configs import build_config, load_yaml
 from trainers.demo import build_demo_data
 from trainers.demo.digits import DigitDataConfig
 from trainers.demo.photos import PhotoDataConfig
+from trainers.demo.report_notes import update_shortfall
 from trainers.demo.stage_one import IMAGE_BATCH, train_stage_one
 from trainers.logging import get_logger
 from trainers.maskgit_trainer import MaskGitTrainer
@@ -138,6 +139,9 @@ def run_demo(out: str | Path = "runs/demo", data: str | Path = "data/demo", minu
                                 [data / "tokenizer/train", data / "digits/train"], data / "tokenizer/val", out, limit,
                                 image_batch=None if tiny else IMAGE_BATCH)  # tiny: the tiny recipe's batch
     stage("tokenizer")
+    short = "" if tiny else update_shortfall({"tokenizer": stage_one["steps"]}, minutes, given)
+    if short:  # said now, not only in the report: the user may stop here and rerun with more minutes
+        log.warning("demo:%s", short)
 
     frames = 5 if tiny else 9
     for split in ("train", "more", "val"):
