@@ -57,6 +57,7 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
     assert report["settings"]["finish_by"] == pytest.approx(finish_by)  # tiny runs are step-bound: nothing cut
     assert report["settings"]["training_minutes_given"]["maskgit"]["given"] is None
     markdown = (out / "report.md").read_text()
+    assert report["prompt_following"]["settings"]["unmask_order"] == "confidence"
     assert "update-starved" not in markdown  # tiny runs are step-bound by design: no shortfall to report
     from trainers.demo.report import write_report  # the same numbers from a real run: 6 updates each are short
 
@@ -187,11 +188,16 @@ def test_report_names_the_refinement_rounds_the_demo_recipe_samples_with():
         frame_mask_note,
         guidance_note,
         maskgit_engine_note,
+        order_note,
         refine_note,
         temperature_note,
     )
 
     defaults = build_config("maskgit", "demo").pipeline
+    # the demo unmasks most confident first (wave 24's Halton order stays off); a run sampled otherwise says so
+    assert defaults.get("unmask_order", "confidence") == "confidence"
+    assert order_note({"unmask_order": "confidence"}) == order_note({}) == ""
+    assert order_note({"unmask_order": "halton"}) == ", unmasking in halton order"
     assert (defaults["num_inference_steps"], defaults["refine_steps"]) == (32, 16)  # wave 7: 48 passes, as before
     assert defaults["refine_unit"] == "worst_frame"  # wave 12
     assert refine_note({"refine_steps": 16, "refine_ratio": 0.125, "refine_unit": "worst_frame"}) == \

@@ -35,6 +35,7 @@ from trainers.demo.report_notes import (
     frame_mask_note,
     guidance_note,
     maskgit_engine_note,
+    order_note,
     refine_note,
     temperature_note,
     update_shortfall,
@@ -159,7 +160,7 @@ def generate_and_judge(pipeline_dir: Path | TextToVideoPipeline, prompts: dict, 
                           "refine_ratio": settings.refine_ratio, "refine_unit": settings.refine_unit,
                           "refine_temperature": settings.refine_temperature,
                           "refine_guidance_scale": settings.refine_guidance_scale, "best_of": settings.best_of,
-                          "seed": seed}
+                          "unmask_order": settings.unmask_order, "seed": seed}
     return scores, records
 
 
@@ -309,7 +310,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"Videos generated from prompts ({pf['settings']['num_inference_steps']} steps"
         f"{refine_note(pf['settings'])}, guidance "
         f"{guidance_note(pf['settings']['guidance_scale'])}{temperature_note(pf['settings'])}"
-        f"{best_of_note(pf['settings'])}), judged by a digit "
+        f"{best_of_note(pf['settings'])}{order_note(pf['settings'])}), judged by a digit "
         "classifier trained on the digits data (its own "
         f"accuracy on unseen handwriting: {pf['judge']['digit_val_accuracy']:.1%}) and by the direction of the "
         "centre-of-mass track. Held-out prompts pair a digit with a direction it never moves in during training.", "",

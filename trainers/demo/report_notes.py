@@ -71,6 +71,13 @@ def best_of_note(settings: dict[str, Any]) -> str:
                               "likelihood given the others)")
 
 
+def order_note(settings: dict[str, Any]) -> str:
+    """", unmasking in Halton order" (or random / frame order) when the tokens were not unmasked most confident
+    first, the default; reports written before the setting was recorded unmasked confidence-first."""
+    order = settings.get("unmask_order", "confidence")
+    return "" if order == "confidence" else f", unmasking in {order} order"
+
+
 def deadline_note(settings: dict[str, Any]) -> str:
     """What the demo's deadline (`--finish-by`) left the training stages, when it cut them; else ""."""
     given = settings.get("training_minutes_given") or {}
