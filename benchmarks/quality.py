@@ -98,13 +98,18 @@ def cmd_data(a: argparse.Namespace) -> None:
                     photos=PhotoDataConfig(seed=a.seed, val_videos=a.val_videos), debian_dir=a.debian_clips)
 
 
-def exit_if_stopped(trainer: Any, run: Path, summary: dict[str, Any]) -> None:
-    """A run stopped by SIGTERM saved a partly trained model: judging it costs minutes and would record a result
-    that is not the experiment's, so the command records nothing and exits 3 (a --max-minutes stop is judged)."""
-    if trainer.stop_requested:
-        print(f"{run.name}: stopped by SIGTERM at step {summary['step']}; not judged, nothing recorded",
+def fit_or_exit(trainer: Any, run: Path) -> dict[str, Any]:
+    """Train; a run stopped by SIGTERM saved a partly trained model: judging it costs minutes and would record a
+    result that is not the experiment's, so the command records nothing and exits 3 (a --max-minutes stop is judged;
+    --resume goes on from the saved run)."""
+    from trainers.stopping import TrainingStopped
+
+    try:
+        return trainer.fit()
+    except TrainingStopped as stopped:
+        print(f"{run.name}: stopped by SIGTERM at step {stopped.step}; not judged, nothing recorded",
               file=sys.stderr)
-        raise SystemExit(3)
+        raise SystemExit(3) from None
 
 
 def cmd_tokenizer(a: argparse.Namespace) -> None:
@@ -120,9 +125,8 @@ def cmd_tokenizer(a: argparse.Namespace) -> None:
                                [data / "tokenizer/train", data / "digits/train"], run, val_dir=data / "tokenizer/val",
                                init_from=a.init_from, init_from_image=a.init_from_image,
                                resume="latest" if a.resume else None)
-    summary = trainer.fit()
+    summary = fit_or_exit(trainer, run)
     minutes = (time.monotonic() - start) / 60
-    exit_if_stopped(trainer, run, summary)
     held_out = evaluate_tokenizer(run / "tokenizer", data / "tokenizer/val", NUM_FRAMES)
     legible = digit_legibility(run / "tokenizer", data / "digits/val", make_judge(a), NUM_FRAMES)
     record(root, {"kind": "tokenizer", "name": a.name, "set": changes, "steps": summary["step"],
@@ -179,9 +183,8 @@ def cmd_maskgit(a: argparse.Namespace) -> None:
     trainer = MaskGitTrainer(build_config("maskgit", "demo", overrides=overrides), tokenizer, run,
                              codes_dir=[codes / split for split in a.train_splits], val_codes_dir=codes / "val",
                              resume="latest" if a.resume else None)
-    summary = trainer.fit()
+    summary = fit_or_exit(trainer, run)
     minutes = (time.monotonic() - start) / 60
-    exit_if_stopped(trainer, run, summary)
     scores = judge_pipeline(a, run / "pipeline", run / "judged")
     record(root, {"kind": "maskgit", "name": a.name, "set": changes, "sample": parse_sets(a.sample),
                   "codes": codes.name, "train_splits": a.train_splits, "train_clips": summary.get("train_clips"),

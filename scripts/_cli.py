@@ -11,6 +11,7 @@ from trainers.argnames import ArgNames
 from trainers.checkpointing import CheckpointError
 from trainers.disk_space import disk_full
 from trainers.guards import NonFiniteLossError
+from trainers.stopping import TrainingStopped
 
 # Errors a user can cause (bad paths, values or files; a missing optional extra): exit 2, one line. Malformed
 # configs, metadata, shard indexes and model folders raise ValueError naming the file and the key (data that will
@@ -71,6 +72,9 @@ def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentP
     except NonFiniteLossError as e:
         say(f"{parser.prog}: stopped: {e}")
         return 1
+    except TrainingStopped as e:  # pre-empted: saved, and the process ends as the signal asked
+        say(f"{parser.prog}: {e}")
+        return int(e.code)
     except KeyboardInterrupt:
         say(f"{parser.prog}: interrupted")
         return 130

@@ -4,6 +4,7 @@ code has no test switches).
     python tests/faults.py [--crash-at K] [--break-restore optimizer|sampler] MODULE [ARGS...]
 
 --crash-at K: SIGKILL the process once K updates are done (when update K asks for its first batch).
+--sigterm-at K[:R]: SIGTERM (a scheduler's pre-emption) likewise, on process R only when given.
 --break-restore: make the resume forget the optimizer state or the data position (negative controls).
 --fail-images-on-rank R: on process R every image fails to decode at load time (the other processes read them).
 --slow-index S: rank 0 takes S seconds more over its first dataset index (a large folder).
@@ -23,6 +24,7 @@ from pathlib import Path
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--crash-at", type=int)
+    p.add_argument("--sigterm-at")
     p.add_argument("--break-restore", choices=("optimizer", "sampler"))
     p.add_argument("--fail-images-on-rank", type=int)
     p.add_argument("--slow-index", type=float)
@@ -46,6 +48,16 @@ def main() -> int:
             return next_batch(self, batches)
 
         Trainer.next_batch = crash_then_next_batch
+    if a.sigterm_at is not None:
+        at, _, rank = a.sigterm_at.partition(":")
+        next_batch = Trainer.next_batch
+
+        def sigterm_then_next_batch(self, batches):
+            if self.step == int(at) and rank in ("", os.environ.get("RANK", "0")):
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered now: the handler runs before the next line
+            return next_batch(self, batches)
+
+        Trainer.next_batch = sigterm_then_next_batch
     if a.break_restore == "optimizer":
         torch.optim.Optimizer.load_state_dict = lambda self, state: None
     elif a.break_restore == "sampler":

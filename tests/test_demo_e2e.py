@@ -78,6 +78,34 @@ def test_tiny_demo_writes_samples_and_a_complete_report(tmp_path, capsys):
         run_demo(out, tmp_path / "data", tiny=True)
 
 
+def test_a_sigterm_during_stage_one_ends_the_demo_after_saving(tmp_path, monkeypatch):
+    """A pre-empted (SIGTERM'd) demo must stop, not tokenize with a part-trained stage one and train a MaskGit on
+    its codes for minutes (wave 26 found it going on); what the stopped stage trained is saved."""
+    import os
+    import signal
+
+    from trainers.base import Trainer
+    from trainers.demo.run import run_demo
+    from trainers.stopping import TrainingStopped
+
+    next_batch = Trainer.next_batch
+
+    def sigterm_at_update_3(self, batches):
+        if self.step == 2 and self.name == "tokenizer":
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the trainer: a clean stop after this update
+        return next_batch(self, batches)
+
+    monkeypatch.setattr(Trainer, "next_batch", sigterm_at_update_3)
+    out, before = tmp_path / "demo", signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped) as stopped:
+        run_demo(out, tmp_path / "data", tiny=True)
+    assert stopped.value.code == 143 and stopped.value.step == 3
+    assert stopped.value.run_dir == out / "tokenizer-image"  # the still-frame phase: the video phase never started
+    assert (out / "tokenizer-image" / "checkpoints" / "step-00000003" / "COMPLETE.json").is_file()
+    assert not (out / "tokenizer").exists() and not (out / "codes").exists() and not (out / "maskgit").exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer put back the handler it found
+
+
 def test_demo_stage_one_choices():
     """`--tokenizer lfq-gan` trains the paper's stage one (LFQ codes, annealed entropy, the GAN in the final phase)
     with the same command."""

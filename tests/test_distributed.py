@@ -5,7 +5,8 @@ asserts the world size it ran with.
 W processes x batch B must train like one process x batch W*B (same global batches, the LFQ codebook entropy, LeCam
 means and adaptive GAN weight of the global batch, the MaskGit masks of the global batch); a run resumes exactly on
 another process count with the same global batch; a kill -9 of a 2-process run resumes bitwise; --max-minutes ends
-every process with one checkpoint; FSDP and DeepSpeed refuse with one line."""
+every process with one checkpoint, and a SIGTERM on one process saves and ends all of them; FSDP and DeepSpeed
+refuse with one line."""
 
 from __future__ import annotations
 
@@ -184,6 +185,34 @@ def test_max_minutes_ends_both_processes_with_one_checkpoint(mixed, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert 0 < summary["step"] < 100000
     assert (run / "checkpoints" / f"step-{summary['step']:08d}" / "COMPLETE.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_saves_then_ends_every_process_and_the_run_resumes(mixed, tokenizer_runs, tmp_path, processes):
+    """A scheduler's pre-emption: SIGTERM during update 4 (on process 1 only when there are two) ends the run after
+    that update on every process, with its checkpoint, export and summary written; the command exits 143 (what a
+    SIGTERM'd process reports) with one line, so a script chaining stages stops too; --resume finishes the run."""
+    run = tmp_path / "run"
+    args = tokenizer_args(mixed, run, 4 // processes)
+    result = launch("scripts.train_tokenizer", *args, processes=processes,
+                    faults=("--sigterm-at", "3" if processes == 1 else "3:1"))
+    if processes == 1:
+        assert result.returncode == 143, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0, result.stderr[-2000:]  # torchrun: a worker exited 143
+    # every process says so in one line (with two, torchrun's own failure report follows: its traceback)
+    assert result.stderr.count("stopped by SIGTERM after step 4; saved in") == processes, result.stderr[-3000:]
+    assert "at step 4 (SIGTERM)" in result.stderr  # process 0 logs why, signalled or not
+    assert processes == 2 or "Traceback" not in result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["step"], summary["world_size"]) == (4, processes)  # process 0 stopped with process 1
+    assert (run / "checkpoints" / "step-00000004" / "COMPLETE.json").is_file()
+    assert not (run / "checkpoints" / "step-00000005").exists()
+    ok(launch("scripts.train_tokenizer", *args, "--resume", "latest", processes=processes))
+    assert json.loads((run / "summary.json").read_text())["step"] == 9
+    reference = train_records(tokenizer_runs["one" if processes == 1 else "two"])
+    assert_losses_close(reference, train_records(run), ("generator.recon",), steps=(5,), rtol=1e-3)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 
 import benchmarks.quality as quality
 import trainers.maskgit_trainer
+from trainers.stopping import TrainingStopped
 
 
 class FakeTrainer:
@@ -16,12 +17,13 @@ class FakeTrainer:
     kwargs: ClassVar[dict] = {}
 
     def __init__(self, config, tokenizer, run, **kwargs):
-        self.stop_requested = False
+        self.run = run
         FakeTrainer.kwargs = kwargs
 
     def fit(self):
-        self.stop_requested = FakeTrainer.stop
-        return {"step": 1 if FakeTrainer.stop else 40, "val_loss": 1.5}
+        if FakeTrainer.stop:  # what `fit` does once a SIGTERM'd run has saved everything
+            raise TrainingStopped(1, self.run)
+        return {"step": 40, "val_loss": 1.5}
 
 
 def run_maskgit(tmp_path, monkeypatch, stop: bool, *extra: str):

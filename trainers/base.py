@@ -37,7 +37,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from trainers.publish import check_push
 from trainers.rank_zero import on_local_main, same_outcome
 from trainers.run_checkpoints import CheckpointedRun
 from trainers.run_setup import Clock, absolute, make_accelerator, prepare_run_dir
+from trainers.stopping import TrainingStopped, catch_sigterm, restore_sigterm
 
 
 class Trainer(ProcessGroupRun, CheckpointedRun):
@@ -94,6 +94,7 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
         self.last_checkpoint = "none"
         self.stop_requested = False  # set by SIGTERM; acted on at the end of the step, by every process
         self.stop_agreed = False  # every process's stop decision for this step (time up or SIGTERM anywhere)
+        self.sigterm_agreed = False  # ... and whether a SIGTERM anywhere was why
         self.clock: Clock | None = None  # the wall clock of `fit`, for run.max_minutes
         self.fit_start_step = 0  # the step `fit` started from (this invocation's step rate)
         # micro-batches per update: the config's, else the launcher's (accelerate launch --gradient_accumulation_steps)
@@ -272,16 +273,17 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
         loss_bad = ~torch.stack(finite).all()
         norm_bad = ~torch.isfinite(torch.stack([n.float().to(self.device) for n in norms.values()])).all()
         local = torch.stack([loss_bad, norm_bad]).float()
-        wants_stop = self.stop_requested or (self.config.run.max_minutes is not None and self.clock is not None
-                                             and self.clock.minutes() >= self.config.run.max_minutes)
+        time_up = (self.config.run.max_minutes is not None and self.clock is not None
+                   and self.clock.minutes() >= self.config.run.max_minutes)
+        wants_stop = 2.0 if self.stop_requested else float(time_up)  # the max says whether any process had SIGTERM
         horizon = self.horizon.signal(self.step, self.fit_start_step, self.clock.minutes() if self.clock else 0.0)
-        local = torch.cat([local, torch.tensor([float(wants_stop), *horizon], device=self.device)])
+        local = torch.cat([local, torch.tensor([wants_stop, *horizon], device=self.device)])
         agreed = local.clone()
         if self.world_size > 1:
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-        *flags, ready_any, neg_estimate = torch.cat([local[:3], agreed]).tolist()
-        loss_bad_here, _, _, loss_bad_any, norm_bad_any, stop_any = (bool(x) for x in flags)
-        self.stop_agreed = stop_any
+        *flags, stop_any, ready_any, neg_estimate = torch.cat([local[:3], agreed]).tolist()
+        loss_bad_here, _, _, loss_bad_any, norm_bad_any = (bool(x) for x in flags)
+        self.stop_agreed, self.sigterm_agreed = stop_any > 0, stop_any == 2
         if (steps := self.horizon.agree(ready_any, neg_estimate, self.step)) is not None:
             self.log.info("step %d: the LR schedule decays over %d steps, what fits in run.max_minutes %.4g at "
                           "this rate (run.schedule_horizon)", self.step + 1, steps, self.config.run.max_minutes)
@@ -317,7 +319,8 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
     def fit(self) -> dict[str, Any]:
         """Train until run.max_steps updates or run.max_minutes: validate every val_every, checkpoint (and export)
         every checkpoint_every and when time is up; then a final checkpoint and validation unless the last step
-        already had them. Writes RUN_DIR/summary.json and returns it."""
+        already had them. Writes RUN_DIR/summary.json and returns it; after a SIGTERM (on any process), raises
+        `trainers.stopping.TrainingStopped` on every process once all that is written."""
         c = self.config.run
         clock = self.clock = Clock()
         self.fit_start_step = self.step
@@ -325,7 +328,7 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
             self.log.info("the run stops at whichever comes first: %.4g minutes or step %d (run.max_steps; "
                           "--max-steps raises it)", c.max_minutes, c.max_steps)
         batches = self.batches()
-        previous = self._catch_sigterm()
+        previous = catch_sigterm(self.request_stop)
         bar = progress_bar(c.max_steps, disable=not self.is_main, initial=self.step, desc=self.name)
         last_val: dict[str, float] = {}
         saved_at, validated_at = self.step, None
@@ -346,12 +349,12 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
                 self.save()
                 saved_at = self.step
             if stop:
-                why = "SIGTERM" if self.stop_requested else "--max-minutes"
+                why = "SIGTERM" if self.sigterm_agreed else "--max-minutes"
                 self.log.info("stopping after %.1f minutes at step %d (%s)", clock.minutes(), self.step, why)
                 break
         bar.close()
         batches.close()  # ends the DataLoader iterator: its workers shut down now, not at interpreter exit
-        self._restore_sigterm(previous)
+        restore_sigterm(previous)
         if saved_at != self.step:
             self.save()
         if validated_at != self.step:
@@ -365,26 +368,17 @@ class Trainer(ProcessGroupRun, CheckpointedRun):
         if c.push_to_hub and self.any_process(self.push_error is not None):  # decided together: nobody waits
             raise ValueError(f"training finished ({self.run_dir / self.export_name}) but the upload to "
                              f"{c.hub_model_id} failed: {self.push_error or 'on the main process'}")
+        if self.any_process(self.stop_requested):  # a SIGTERM anywhere: every process ends alike, all saved
+            raise TrainingStopped(self.step, self.run_dir)
         return summary
+
+    def request_stop(self) -> None:
+        """SIGTERM's handler during `fit`: stop cleanly at the end of this step (checkpoint, export, summary), then
+        raise `TrainingStopped`."""
+        self.stop_requested = True
 
     def log_validation(self, values: dict[str, float]) -> None:
         """A validation's numbers to metrics.jsonl and the trackers, and its samples (RUN_DIR/samples/step-N/*.gif,
         if it wrote any) to the trackers that take media."""
         self.metrics.log(values, step=self.step, kind="val")
         self.metrics.log_samples(self.run_dir / "samples" / f"step-{self.step:08d}", self.step)
-
-    def _catch_sigterm(self) -> Any:
-        """SIGTERM (a scheduler's pre-emption) asks for a clean stop: checkpoint at the end of this step, then exit."""
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self.stop_requested = True
-
-        try:
-            return signal.signal(signal.SIGTERM, request_stop)
-        except ValueError:  # not the main thread: leave the handler alone
-            return None
-
-    @staticmethod
-    def _restore_sigterm(previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
