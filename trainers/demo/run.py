@@ -61,7 +61,8 @@ def _budget(minutes: float, share: float, recipe: dict, fits: float | None = Non
     """Stop at `share` of the minutes (or at `fits` minutes when fewer fit before the demo's deadline), or at the
     recipe's step count scaled to the budget (a bigger budget trains proportionally longer). The LR schedule spans
     that step count, so on 2 cores a run stops before its cosine ends: decaying over the steps that fit instead
-    (`run.schedule_horizon: max_minutes`) measured no better for the MaskGit (docs/experiments.md)."""
+    (`run.schedule_horizon: max_minutes`) measured no better for the MaskGit (docs/experiments.md, wave 2; wave
+    26's paired fresh-clone demos on a CPU without bf16: lower validation loss, lower judged numbers)."""
     steps = max(1, round(recipe["run"]["max_steps"] * minutes / DEFAULT_MINUTES))
     asked = minutes * share
     given = asked if fits is None else max(min(asked, fits), LEAST_SHARE * asked)
