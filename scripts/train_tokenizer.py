@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-only", action="store_true", help="train the decoder only: the encoder and the "
                    "quantizer's input projection stay frozen, so every clip keeps its codes (decoder fine-tuning of a "
                    "trained tokenizer, given with --init-from or --resume)")
+    p.add_argument("--code-noise", type=float, metavar="SHARE", help="in training, redraw this share of each clip's "
+                   "codes uniformly at random before decoding, so the decoder learns to draw clean frames from a "
+                   "generator's imperfect codes (e.g. 0.2 with --decoder-only; default 0: off)")
+    p.add_argument("--code-noise-clips", type=float, metavar="SHARE", help="with --code-noise: the share of each "
+                   "batch's clips that get it; the others decode clean, which keeps the decoder's fidelity on clean "
+                   "codes (default 1: every clip)")
     return p
 
 
@@ -52,6 +58,9 @@ def make_config(args: argparse.Namespace) -> TokenizerTrainConfig:
     overrides = training_flag_overrides(args)
     if args.decoder_only:
         overrides["decoder_only"] = True
+    for key in ("code_noise", "code_noise_clips"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     return build_config("tokenizer", args.preset, args.config, overrides)
 
 

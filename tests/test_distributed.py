@@ -241,6 +241,22 @@ def test_decoder_only_on_two_processes_trains_like_one_and_keeps_the_encoder(mix
 
 
 @pytest.mark.slow
+def test_code_noise_on_two_processes_draws_what_one_process_does(mixed, tokenizer_runs, tmp_path):
+    """`--code-noise` under DDP: the redrawn codes are drawn for the global batch and each process takes its rows, so
+    two processes x batch 2 train as one x batch 4 does; the noise reaches the loss (it differs from a clean run's)."""
+    init = tokenizer_runs["one"] / "tokenizer"
+    runs = {}
+    for name, n, noise in (("clean", 1, ()), ("one", 1, ("--code-noise", "0.3")), ("two", 2, ("--code-noise", "0.3"))):
+        runs[name] = tmp_path / name
+        ok(launch("scripts.train_tokenizer", *tokenizer_args(mixed, runs[name], 4 // n), "--init-from", str(init),
+                  "--decoder-only", *noise, processes=n))
+        assert world_size_of(runs[name]) == n
+    clean, one, two = (train_records(runs[k]) for k in ("clean", "one", "two"))
+    assert_losses_close(one, two, ("generator.recon",), steps=(1, 2, 3), rtol=1e-3)
+    assert all(one[s]["generator.recon"] != pytest.approx(clean[s]["generator.recon"], rel=1e-2) for s in (1, 2, 3))
+
+
+@pytest.mark.slow
 def test_a_batch_one_process_cannot_load_is_dropped_by_every_process(mixed, tmp_path):
     """Process 1 fails to decode every image, so its half of each image batch is empty: both processes drop those
     global batches together (no hang, no collective mismatch) and train on the video batches."""

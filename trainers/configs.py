@@ -164,10 +164,21 @@ class TokenizerTrainConfig:
     # train the decoder only: the encoder and the quantizer's input projection stay frozen, so the codes do not
     # change (VidTok's decoder fine-tuning; with --init-from a trained tokenizer)
     decoder_only: bool = False
+    # share of each clip's codes replaced by uniformly random codes before decoding, in training only: the decoder
+    # learns to draw clean frames from codes with a generator's errors (latent perturbation, RobusTok); with
+    # decoder_only, a decoder fine-tuned for generation on codes that stay fixed (trainers.code_noise)
+    code_noise: float = 0.0
+    code_noise_clips: float = 1.0  # the share of clips that get code noise; the others decode clean
 
     def __post_init__(self) -> None:
         if not isinstance(self.decoder_only, bool):
             raise ValueError(f"decoder_only must be true or false; got {self.decoder_only!r}")
+        if isinstance(self.code_noise, bool) or not isinstance(self.code_noise, (int, float)) \
+                or not 0.0 <= self.code_noise < 1.0:
+            raise ValueError(f"code_noise must be a share in [0, 1); got {self.code_noise!r}")
+        if isinstance(self.code_noise_clips, bool) or not isinstance(self.code_noise_clips, (int, float)) \
+                or not 0.0 < self.code_noise_clips <= 1.0:
+            raise ValueError(f"code_noise_clips must be a share in (0, 1]; got {self.code_noise_clips!r}")
         if self.disc_start_step < 0 or (self.grad_accum is not None and self.grad_accum < 1):
             raise ValueError(f"disc_start_step must be >= 0 and grad_accum >= 1; got {self.disc_start_step}, "
                              f"{self.grad_accum}")

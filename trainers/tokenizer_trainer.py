@@ -23,6 +23,7 @@ from magvit2.metrics import psnr, ssim, usage_from_counts
 from magvit2.pixels import to_uint8
 from trainers.argnames import KEYWORDS, ArgNames
 from trainers.base import Trainer
+from trainers.code_noise import reconstruct_with_code_noise
 from trainers.configs import TokenizerTrainConfig, to_dict
 from trainers.data.batches import build_dataloader
 from trainers.data.folders import folder_datasets, size_note
@@ -33,19 +34,24 @@ from trainers.optim import OptimizerGroup, build_optimizer, lr_at
 from trainers.rng import make_generator
 from trainers.run_setup import build_ema, compile_module, prepare_ddp
 
-_G_KEY, _D_KEY = 201, 202  # purpose tags for derive_seed
+_G_KEY, _D_KEY, _NOISE_KEY = 201, 202, 203  # purpose tags for derive_seed
 
 
 class ReconstructStep(nn.Module):
     """`tokenizer.reconstruct(video, step=step)` as a module forward, the G step's entry point that a distributed
-    engine (DDP) wraps. It holds no weights of its own."""
+    engine (DDP) wraps; with `code_noise` > 0 that share of the codes is redrawn before decoding
+    (`trainers.code_noise`, from `generator`). It holds no weights of its own."""
 
-    def __init__(self, tokenizer: VideoTokenizer) -> None:
+    def __init__(self, tokenizer: VideoTokenizer, code_noise: float = 0.0, code_noise_clips: float = 1.0) -> None:
         super().__init__()
-        self.tokenizer = tokenizer
+        self.tokenizer, self.code_noise, self.code_noise_clips = tokenizer, code_noise, code_noise_clips
 
-    def forward(self, video: torch.Tensor, step: int):
-        return self.tokenizer.reconstruct(video, step=step)
+    def forward(self, video: torch.Tensor, step: int, generator: torch.Generator | None = None,
+                rows: tuple[int, int] | None = None):
+        if self.code_noise == 0.0:
+            return self.tokenizer.reconstruct(video, step=step)
+        return reconstruct_with_code_noise(self.tokenizer, video, self.code_noise, generator, step=step, rows=rows,
+                                           clips=self.code_noise_clips)
 
 
 class TokenizerTrainer(Trainer):
@@ -93,7 +99,8 @@ class TokenizerTrainer(Trainer):
         # adversarial terms call the unwrapped discriminators with their weights frozen.
         # G uses every trainable tokenizer weight at every step; the D loss leaves the temporal discriminators unused on
         # image batches, and the frozen perceptual network's buffers need no broadcast (LeCam's means are all-reduced)
-        self.g_forward = prepare_ddp(self.accelerator, ReconstructStep(self.tokenizer))
+        step = ReconstructStep(self.tokenizer, config.code_noise, config.code_noise_clips)
+        self.g_forward = prepare_ddp(self.accelerator, step)
         self.d_forward = prepare_ddp(self.accelerator, self.loss_fn, find_unused_parameters=True,
                                      broadcast_buffers=False)
         if config.run.compile:
@@ -180,7 +187,9 @@ class TokenizerTrainer(Trainer):
                     no_sync.enter_context(acc.no_sync(self.g_forward))
                     no_sync.enter_context(acc.no_sync(self.d_forward))
                 with acc.autocast():
-                    out = self.g_forward(video, step)
+                    # code noise: drawn for the global batch (no rank key), each process taking its rows
+                    out = self.g_forward(video, step, make_generator(c.run.seed, _NOISE_KEY, step, micro),
+                                         batch["rows"])
                     g_loss, g_parts = self.loss_fn.generator_loss(
                         video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
                         generator=make_generator(c.run.seed, _G_KEY, step, micro, *self.rank_key))
