@@ -161,7 +161,7 @@ def cmd_legibility(a: argparse.Namespace) -> None:
                          "objects": data_settings(data)["objects"], **legible})
 
 
-def judge_pipeline(a: argparse.Namespace, pipeline: Path, out: Path) -> dict[str, Any]:
+def judge_pipeline(a: argparse.Namespace, pipeline: Any, out: Path) -> dict[str, Any]:
     from trainers.demo.report import generate_and_judge
 
     prompts = json.loads((Path(a.data) / "digits/prompts.json").read_text())
@@ -193,11 +193,21 @@ def cmd_maskgit(a: argparse.Namespace) -> None:
 
 
 def cmd_sample(a: argparse.Namespace) -> None:
+    """Judge a pipeline's videos; with --tokenizer, the same sampled codes decoded by that tokenizer instead (one
+    with the pipeline's encoder: a decoder fine-tuned with --decoder-only, e.g. with code noise)."""
+    from magvit2 import VideoTokenizer
+    from maskgit.pipeline import TextToVideoPipeline
+
     root = Path(a.data).parent
     pipeline = Path(a.pipeline)
-    scores = judge_pipeline(a, pipeline, root / f"judged-{a.name}")
-    record(root, {"kind": "sample", "name": a.name, "pipeline": str(pipeline), "sample": parse_sets(a.sample),
-                  "seed": a.sample_seed, **scores})
+    target: Path | TextToVideoPipeline = pipeline
+    if a.tokenizer:
+        loaded = TextToVideoPipeline.from_pretrained(pipeline)
+        target = TextToVideoPipeline(VideoTokenizer.from_pretrained(a.tokenizer).eval(), loaded.text_encoder,
+                                     loaded.transformer, loaded.defaults)
+    scores = judge_pipeline(a, target, root / f"judged-{a.name}")
+    record(root, {"kind": "sample", "name": a.name, "pipeline": str(pipeline), "tokenizer": a.tokenizer,
+                  "sample": parse_sets(a.sample), "seed": a.sample_seed, **scores})
 
 
 def main(argv: list[str] | None = None) -> int:

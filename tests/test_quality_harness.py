@@ -61,3 +61,29 @@ def test_resume_goes_on_from_the_latest_checkpoint_and_says_so(tmp_path, monkeyp
     assert FakeTrainer.kwargs["resume"] == "latest"
     fresh, resumed = (json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines())
     assert (fresh["resumed"], resumed["resumed"]) == (False, True)
+
+
+def test_sample_with_another_tokenizer_decodes_the_same_codes_with_it(tmp_path, monkeypatch):
+    """`sample --tokenizer T`: the pipeline's transformer and text encoder sample, T decodes (a decoder fine-tuned with
+    --decoder-only, e.g. with code noise, judged on the same generated codes); the record names T."""
+    import torch
+
+    from magvit2 import VideoTokenizer
+    from tests.helpers.models import build_pipeline
+
+    pipeline = build_pipeline()
+    pipeline.save_pretrained(tmp_path / "pipeline")
+    other = VideoTokenizer(pipeline.tokenizer.config)
+    other.save_pretrained(tmp_path / "other")
+    judged = []
+    monkeypatch.setattr(quality, "judge_pipeline", lambda a, target, out: judged.append(target) or {"seen": {}})
+    (tmp_path / "data").mkdir()
+    for extra in ([], ["--tokenizer", str(tmp_path / "other")]):
+        quality.main(["sample", "--data", str(tmp_path / "data"), "--pipeline", str(tmp_path / "pipeline"), *extra])
+    assert judged[0] == tmp_path / "pipeline"  # without --tokenizer: the folder as it is
+    swapped = judged[1]
+    assert all(torch.equal(swapped.tokenizer.state_dict()[k], v) for k, v in other.state_dict().items())
+    sampler = pipeline.transformer.state_dict()
+    assert all(torch.equal(swapped.transformer.state_dict()[k], v) for k, v in sampler.items())
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["tokenizer"] for r in records] == [None, str(tmp_path / "other")]
