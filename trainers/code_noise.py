@@ -38,8 +38,7 @@ def reconstruct_with_code_noise(tokenizer: VideoTokenizer, video: torch.Tensor, 
     """`tokenizer.reconstruct(video)` with `share` of the codes replaced before decoding. Clean positions keep the
     quantizer's straight-through values, so the encoder still learns from them; the drawn ones carry no gradient to
     the encoder. The output's codes and quantizer stats are the clean ones; `rows` and `clips` as in
-    `noisy_codes`. video (b, c, t, h, w) (or images
-    (b, c, h, w)) in [-1, 1]."""
+    `noisy_codes`. video: (b, c, t, h, w) (or images (b, c, h, w)) in [-1, 1]."""
     q = tokenizer.quantize(tokenizer.encode(video), step=step)  # encode checks the video (images: 1 frame)
     codes, hit = noisy_codes(q.indices, share, tokenizer.codebook_size, generator, rows, clips)
     drawn = tokenizer.quantizer.indices_to_codes(codes).to(q.quantized.dtype)  # (b, d, t', h', w')
