@@ -75,8 +75,9 @@ def test_code_noise_is_a_share(tmp_path, capsys):
     for bad in (1.0, -0.5, True, "0.2"):
         with pytest.raises(ValueError, match="code_noise must be a share in"):
             TokenizerTrainConfig(code_noise=bad)
+    for bad in (0.0, 1.5, True, "0.5"):
         with pytest.raises(ValueError, match="code_noise_clips must be a share in"):
-            TokenizerTrainConfig(code_noise_clips=bad if bad != 1.0 else 0.0)
+            TokenizerTrainConfig(code_noise_clips=bad)
     one_line(*cli("scripts.train_tokenizer", ["--data", tmp_path, "--out", tmp_path / "r", "--code-noise", "1.5"],
                   capsys), "code_noise must be a share in [0, 1); got 1.5")
 

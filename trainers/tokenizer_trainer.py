@@ -188,8 +188,8 @@ class TokenizerTrainer(Trainer):
                     no_sync.enter_context(acc.no_sync(self.d_forward))
                 with acc.autocast():
                     # code noise: drawn for the global batch (no rank key), each process taking its rows
-                    out = self.g_forward(video, step, make_generator(c.run.seed, _NOISE_KEY, step, micro),
-                                         batch["rows"])
+                    noise = make_generator(c.run.seed, _NOISE_KEY, step, micro) if c.code_noise else None
+                    out = self.g_forward(video, step, noise, batch["rows"])
                     g_loss, g_parts = self.loss_fn.generator_loss(
                         video, out, last_layer=self.tokenizer.last_layer_weight, step=step, use_adversarial=use_adv,
                         generator=make_generator(c.run.seed, _G_KEY, step, micro, *self.rank_key))
