@@ -142,9 +142,9 @@ def bench_maskgit() -> None:
 
 
 def bench_precision() -> None:
-    """The two updates `make demo` trains, in fp32 and under bf16 autocast (what `run.mixed_precision: auto` picks
-    where `native_bf16()`): stage one's reconstruction-only update on 8 clips, stage two's masked-token update on 16
-    code clips with 16-token captions."""
+    """The updates `make demo` trains, in fp32 and under bf16 autocast (what `run.mixed_precision: auto` picks
+    where `native_bf16()`): stage one's reconstruction-only update on 8 clips and on its frame phase's 32 still frames
+    (1-frame clips), stage two's masked-token update on 16 code clips with 16-token captions."""
     from magvit2 import VideoTokenizer, preset_config
     from maskgit import MaskGitConfig, MaskGitTransformer, maskgit_preset
     from maskgit.objective import masked_token_loss
@@ -153,6 +153,7 @@ def bench_precision() -> None:
     torch.manual_seed(0)
     tok = VideoTokenizer(preset_config("demo"))
     video = torch.rand(8, 3, 9, *tok.config.image_size) * 2 - 1
+    frames = torch.rand(32, 3, 1, *tok.config.image_size) * 2 - 1  # the frame phase's batch of still images
     config = MaskGitConfig(codebook_size=1000, latent_shape=(3, 8, 8), text_dim=384, **maskgit_preset("demo"))
     model = MaskGitTransformer(config)
     codes, text = torch.randint(0, 1000, (16, 3, 8, 8)), (torch.randn(16, 16, 384), torch.ones(16, 16, dtype=bool))
@@ -167,6 +168,8 @@ def bench_precision() -> None:
         return run
 
     losses = {"tokenizer (recon-only update, 8 clips)": (tok, lambda: (tok(video).float() - video).pow(2).mean()),
+              "tokenizer's frame phase (recon-only update, 32 still frames)":
+                  (tok, lambda: (tok(frames).float() - frames).pow(2).mean()),
               "MaskGit (masked-token update, batch 16)": (model, lambda: masked_token_loss(model, codes, text, gen)[0])}
     print(f"\n## The demo's training updates, fp32 and bf16 autocast (this CPU computes bf16 natively: "
           f"{native_bf16(cuda=False)})")
