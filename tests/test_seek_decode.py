@@ -63,3 +63,30 @@ def test_seek_decode_with_resize_and_too_short_request(tmp_path, pan):
 def test_gif_is_read_from_frame_zero_with_the_same_frames(skimage_gif):
     every = vio.read_video(skimage_gif)
     np.testing.assert_array_equal(vio.read_video(skimage_gif, start=7, num_frames=5), every[7:12])
+
+
+def test_one_reformatter_per_thread_reads_what_a_fresh_one_per_clip_does(tmp_path, pan, skimage_gif, monkeypatch):
+    """The thread's reused swscale context follows each clip's format and size (yuv420p, yuv444p, a palette GIF; native
+    and resized): interleaved reads equal reads that build their own; another thread gets its own reformatter."""
+    import threading
+
+    clips = [_write_small_gop(tmp_path / "a.mp4", pan(12, (32, 48))), skimage_gif]
+    with av.open(str(tmp_path / "b.mp4"), "w") as c:  # 4:4:4 like the demo's clips
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv444p"
+        for f in pan(9, (32, 32)):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode(None))
+    clips.append(tmp_path / "b.mp4")
+    reads = [(clip, size, start) for size in (None, (16, 24), (32, 32)) for clip in clips for start in (0, 3)]
+    shared = [vio.read_video(clip, size=size, start=start, num_frames=2) for clip, size, start in reads]
+    assert len({id(vio._thread_reformatter()), id(vio._thread_reformatter())}) == 1
+    other: list[int] = []
+    worker = threading.Thread(target=lambda: other.append(id(vio._thread_reformatter())))
+    worker.start()
+    worker.join()
+    assert other[0] != id(vio._thread_reformatter())
+    monkeypatch.setattr(vio, "_thread_reformatter", vio.VideoReformatter)  # a fresh swscale context per clip
+    for (clip, size, start), got in zip(reads, shared, strict=True):
+        np.testing.assert_array_equal(got, vio.read_video(clip, size=size, start=start, num_frames=2),
+                                      err_msg=f"{clip} size={size} start={start}")
