@@ -110,7 +110,7 @@ def test_a_still_image_through_a_causal_conv_matches_the_padded_3d_conv(kernel, 
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_the_demo_tokenizer_trains_on_still_images_with_a_third_of_the_conv_work(monkeypatch):
+def test_the_demo_tokenizer_trains_on_still_images_at_under_half_the_flops(monkeypatch):
     """The demo's frame phase: a still-image update gives the same reconstruction and parameter gradients as the
     padded 3D convs, for less than half their FLOPs (its 3x3x3 convs run as 3x3)."""
     from torch.utils.flop_counter import FlopCounterMode
