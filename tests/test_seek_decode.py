@@ -90,3 +90,28 @@ def test_one_reformatter_per_thread_reads_what_a_fresh_one_per_clip_does(tmp_pat
     for (clip, size, start), got in zip(reads, shared, strict=True):
         np.testing.assert_array_equal(got, vio.read_video(clip, size=size, start=start, num_frames=2),
                                       err_msg=f"{clip} size={size} start={start}")
+
+
+@pytest.mark.timeout(120)
+def test_dataloader_workers_forked_after_reads_decode_small_and_large_clips(tmp_path, pan):
+    """Forked DataLoader workers inherit the parent's reused swscale context: they must read what the parent reads
+    (a context that owned swscale threads hung the workers). A small clip (the reused, single-threaded context) and a
+    large one (a fresh, threaded context per clip), each read in the parent first."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    small = _write_small_gop(tmp_path / "small.mp4", pan(6, (32, 48)))
+    large = _write_small_gop(tmp_path / "large.mp4", pan(6, (272, 288)))
+    reads = [(small, None), (small, (16, 24)), (large, None), (large, (64, 64))]
+    parent = [vio.read_video(clip, size=size, start=1, num_frames=3) for clip, size in reads]
+
+    class Reads(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(reads)
+
+        def __getitem__(self, i):
+            return vio.read_video(reads[i][0], size=reads[i][1], start=1, num_frames=3)
+
+    loader = DataLoader(Reads(), batch_size=None, num_workers=2, multiprocessing_context="fork")
+    for (clip, size), want, got in zip(reads, parent, list(loader), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"{clip.name} size={size}")

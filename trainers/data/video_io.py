@@ -169,13 +169,12 @@ def read_video(
     kwargs = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
     frames: list[np.ndarray] = []
     decoded = 0
-    reformatter = _thread_reformatter()
     try:
         with av.open(io.BytesIO(data) if data is not None else str(path)) as container:
             if not container.streams.video:
                 raise VideoReadError(path, "no video stream")
             stream = container.streams.video[0]
-            _decoder_threads(stream)
+            reformatter, kwargs = _converter(stream, kwargs)
             if start > 0 and path.suffix.lower() != ".gif":
                 sought = _read_after_seek(container, stream, start, num_frames, stride, kwargs, reformatter)
                 if sought is not None:
@@ -205,28 +204,35 @@ def read_video(
 SMALL_FRAME = 256 * 256  # pixels: frames up to this size decode on one thread
 
 
-def _decoder_threads(stream) -> None:
-    """Frame + slice threads inside the decoder for large frames; one thread for small ones, where starting the
-    threads costs more than they save (a 9-frame 32x32 clip: ~0.4 ms of its ~1 ms)."""
+def _converter(stream, kwargs: dict) -> tuple[VideoReformatter, dict]:
+    """Threads for decoding and the RGB conversion of one clip, by frame size, and the reformatter to convert with.
+
+    Small frames decode and convert on one thread, where starting threads costs more than they save (a 9-frame 32x32
+    clip: ~0.4 ms of its ~1 ms), through this thread's one reformatter, reused across clips: swscale sets itself up
+    again only when a frame's format or size changes, and that setup cost more than decoding a still frame (a
+    frame-phase batch reads 32 clips). Large frames get the decoder's frame + slice threads and a fresh reformatter
+    with swscale's own threads. Only single-threaded swscale contexts are kept: one that owns threads does not survive
+    a fork (a DataLoader worker that freed or used its copy hung).
+    """
     if stream.codec_context.width * stream.codec_context.height <= SMALL_FRAME:
         stream.thread_count = 1
-    else:
-        stream.thread_type = "AUTO"
+        return _thread_reformatter(), {**kwargs, "threads": 1}
+    stream.thread_type = "AUTO"
+    return VideoReformatter(), kwargs
 
 
 _THREAD = threading.local()
 
 
 def _thread_reformatter() -> VideoReformatter:
-    """This thread's one reformatter, reused across clips: swscale sets itself up again only when a frame's format or
-    size changes, and that setup cost more than decoding a still frame (a frame-phase batch reads 32 clips)."""
+    """This thread's one reformatter for small frames (see ``_converter``)."""
     if not hasattr(_THREAD, "reformatter"):
         _THREAD.reformatter = VideoReformatter()
     return _THREAD.reformatter
 
 
 def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter, kwargs: dict) -> np.ndarray:
-    """``uint8 (H, W, 3)`` of a decoded frame through the thread's one reformatter: ``frame.to_ndarray`` builds a
+    """``uint8 (H, W, 3)`` of a decoded frame through one reformatter for the clip: ``frame.to_ndarray`` builds a
     new swscale context for every frame, which made converting a 9-frame 32x32 clip cost twice its decoding."""
     return reformatter.reformat(frame, format="rgb24", **kwargs).to_ndarray()
 
