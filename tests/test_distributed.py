@@ -126,9 +126,10 @@ def test_tokenizer_two_processes_train_like_one_process_with_the_global_batch(to
                                                                       for s in two]
     # the same losses while float noise is small (Adam amplifies it over later GAN steps)
     assert_losses_close(one, two, TOKENIZER_LOSSES, steps=(1, 2, 3), rtol=1e-3)
-    # After 5 updates the weights differ by float noise that LFQ's sign quantization makes jumpy (a value near 0
-    # flips a code bit): 2e-6 to 1.2e-4 at seeds 1-4, measured at 7d45d98 and 0a3f4e8 (wave 28's still-image conv
-    # path moves which seeds land near the top). One update moves a weight by up to ~7e-4 here; 4e-4 leaves 3x margin.
+    # After 5 updates the weights differ by float noise that jumps between seeds (likely LFQ's sign quantization:
+    # a value near 0 flips a code bit): 2e-6 to 1.2e-4 at seeds 1-4, measured at 7d45d98 and 0a3f4e8 (wave 28's
+    # still-image conv path moves which seeds land near the top). One update moves a weight by up to ~7e-4 here;
+    # 4e-4 leaves 3x margin.
     for group in ("tokenizer", "loss", "ema"):
         assert max_diff(tensors(tokenizer_runs["one"], 5, group), tensors(tokenizer_runs["two"], 5, group)) < 4e-4
 
