@@ -165,9 +165,19 @@ def app(tmp_path_factory, playwright_browser, report_measurement):
 
 
 def toast_text(page, contains: str) -> str:
-    """The error message gradio shows in the page (a toast), once it holds `contains`."""
-    page.wait_for_function("s => [...document.querySelectorAll('.toast-body')].some(t => t.innerText.includes(s))",
-                           arg=contains, timeout=STEP_TIMEOUT_MS)
+    """The error message gradio shows in the page (a toast), once it holds `contains`. When none comes, the failure
+    says what the page showed instead (this wait timed out twice in fresh-clone full runs, never alone)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("s => [...document.querySelectorAll('.toast-body')].some(t => t.innerText.includes(s))",
+                               arg=contains, timeout=STEP_TIMEOUT_MS)
+    except PlaywrightTimeout:
+        seen = page.evaluate("() => ({toasts: [...document.querySelectorAll('.toast-body')].map(t => t.innerText),"
+                             " pending: [...document.querySelectorAll('.pending, .generating')].map(e => e.id),"
+                             " info: document.querySelector('#model-info')?.innerText})")
+        wait = f"{STEP_TIMEOUT_MS / 1000:.0f} s"
+        raise AssertionError(f"no toast holding {contains!r} in {wait}; the page: {seen}") from None
     text = "\n".join(page.locator(".toast-body").all_inner_texts())
     page.evaluate("() => document.querySelectorAll('.toast-close').forEach(b => b.click())")
     return text
