@@ -31,6 +31,7 @@ TOKENIZER_RECIPES: dict[str, dict[str, Any]] = {
         "gen_optim": {"lr": 2.5e-4, "warmup_steps": 50, "schedule": "cosine", "min_lr_ratio": 0.05},
         "disc_optim": {"lr": 2e-4, "warmup_steps": 50},
         "disc_start_step": 100_000,
+        # L2, not L1 (wave 30: L1 lost 0.76 dB held-out PSNR by steps; 0.77 / 1.22 dB after the frame phase, two seeds)
         "loss": {"recon_loss": "l2"},
     },
     # one GPU
