@@ -99,6 +99,10 @@ class TokenizerConfig:
     lfq_entropy_groups: int | None = None  # codebook entropy over groups of bits; None: groups of <= 12 bits
     lfq_entropy_anneal_steps: int = 0  # 0: constant entropy weight
     lfq_entropy_anneal_start_weight: float | None = None  # weight at step 0, linearly annealed to the final one
+    # > 0: a non-affine GroupNorm on the quantizer's projected values (FSQ's dimensions before its bound, LFQ's bits
+    # before their sign), per frame: statistics over this many groups of them and the frame's h x w tokens (MAGVIT-v2's
+    # norm before the quantizer; causal, no new weights); 0: off
+    quantizer_norm_groups: int = 0
     # how the first frame becomes a latent frame on its own: "causal" (strided causal convs see 1 + k*f frames,
     # Open-MAGVIT2's rule) or "prepend" (f - 1 copies of the first frame are prepended, so every level works on
     # (k + 1) * f frames and the decoder drops f - 1: 25% more work at 9 frames; folders written before this field
@@ -158,6 +162,7 @@ class TokenizerConfig:
                 raise ValueError(f"fsq_entropy_loss_weight must be a finite number >= 0; got {w!r}")
             if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau < float("inf"):
                 raise ValueError(f"fsq_entropy_temperature must be a finite number > 0; got {tau!r}")
+            self._validate_norm_groups(len(self.fsq_levels), "FSQ dimensions")
             return
         if self.fsq_preserve_symmetry or self.fsq_noise_dropout or self.fsq_entropy_loss_weight:
             raise ValueError("fsq_preserve_symmetry / fsq_noise_dropout / fsq_entropy_loss_weight given but "
@@ -172,6 +177,12 @@ class TokenizerConfig:
             raise ValueError(f"lfq_entropy_groups must be in [1, {self.codebook_bits}] (the code bits); got {groups}")
         if self.lfq_entropy_anneal_steps < 0:
             raise ValueError(f"lfq_entropy_anneal_steps must be >= 0; got {self.lfq_entropy_anneal_steps}")
+        self._validate_norm_groups(self.codebook_bits, "LFQ code bits")
+
+    def _validate_norm_groups(self, size: int, what: str) -> None:
+        g = self.quantizer_norm_groups
+        if isinstance(g, bool) or not isinstance(g, int) or g < 0 or (g and size % g):
+            raise ValueError(f"quantizer_norm_groups must be 0 (off) or divide the {size} {what}; got {g!r}")
 
     # derived quantities -----------------------------------------------------------------------------------------
 

@@ -86,6 +86,16 @@ class Float32Module(nn.Module):
         return super()._apply(move_only, recurse)
 
 
+def frame_group_norm(z: Tensor, frame_tokens: int, groups: int, eps: float = 1e-5) -> Tensor:
+    """Non-affine GroupNorm of projected values per frame: z (b, n, ..., D) with n = frames x frame_tokens (frame
+    major, as the library flattens (t, h, w)) -> same shape, each frame's values in each of `groups` groups of the D
+    dimensions at zero mean and unit variance over the frame's tokens (causal: no statistic mixes frames)."""
+    b, n, d = z.shape[0], z.shape[1], z.shape[-1]
+    g = z.reshape(b, n // frame_tokens, frame_tokens, -1, groups, d // groups)  # (b, t, hw, c, groups, D / groups)
+    var, mean = torch.var_mean(g, dim=(2, 3, 5), correction=0, keepdim=True)
+    return ((g - mean) * torch.rsqrt(var + eps)).reshape(z.shape)
+
+
 class LFQuantizer(Float32Module):
     """Lookup-free quantization of `(b, dim, t, h, w)` latents into K = log2(codebook_size) sign bits."""
 
@@ -126,6 +136,8 @@ class LFQuantizer(Float32Module):
         with torch.autocast(device_type=x.device.type, enabled=False):  # the quantizer always runs in fp32
             seq = rearrange(x.float(), "b d t h w -> b (t h w) d")
             z = self.lfq.project_in(seq)  # (b, n, K)
+            if self.config.quantizer_norm_groups:
+                z = frame_group_norm(z, h * x.shape[-1], self.config.quantizer_norm_groups)
             q = torch.where(z > 0, torch.ones_like(z), -torch.ones_like(z))
             indices = ((q > 0).long() * self.lfq.mask.long()).sum(dim=-1)  # (b, n)
             zq = z + (q - z).detach() if self.training else q
@@ -162,7 +174,18 @@ class RatedNoiseFSQ(FSQ):
     """The library's FSQ, its `noise_dropout` drawn at the rate asked: vector-quantize-pytorch 1.32 draws the mask with
     `full_like(z, p).bernoulli_()`, which ignores the tensor (`Tensor.bernoulli_` defaults to 0.5), so every rate
     acted as 0.5. A uniform offset in [-0.5, 0.5) on a share p of the quantized values, clamped to [-1, 1], in
-    training only; drawn from the global RNG, like dropout."""
+    training only; drawn from the global RNG, like dropout. With `norm_groups` > 0, `frame_group_norm` on the
+    projected values before the bound (the library has no hook between its projection and its bound); the caller
+    sets `frame_tokens` (h x w) before each call."""
+
+    norm_groups: int = 0
+    frame_tokens: int = 0
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """z: (b, n, c, D) projected values -> their quantized values (FSQ's bound, after the norm when on)."""
+        if self.norm_groups:
+            z = frame_group_norm(z, self.frame_tokens, self.norm_groups)
+        return super().quantize(z)
 
     def maybe_apply_noise(self, bounded_z: Tensor) -> Tensor:
         if not self.training or self.noise_dropout == 0.0:
@@ -185,6 +208,7 @@ class FSQuantizer(Float32Module):
         self.entropy_weight, self.temperature = config.fsq_entropy_loss_weight, config.fsq_entropy_temperature
         self.fsq = RatedNoiseFSQ(levels=list(config.fsq_levels), dim=dim, channel_first=True,
                        preserve_symmetry=config.fsq_preserve_symmetry, noise_dropout=float(config.fsq_noise_dropout))
+        self.fsq.norm_groups = config.quantizer_norm_groups
 
     def level_values(self, z: Tensor) -> Tensor:
         """(n, D) projected values -> (n, D) positions in level units, levels at 0 .. L_d - 1 (the library's bounds,
@@ -219,11 +243,15 @@ class FSQuantizer(Float32Module):
 
     def forward(self, x: Tensor, step: int | None = None) -> QuantizerOutput:
         with torch.autocast(device_type=x.device.type, enabled=False):
+            self.fsq.frame_tokens = x.shape[-2] * x.shape[-1]
             quantized, indices = self.fsq(x.float())  # (b, dim, t, h, w), (b, t, h, w)
             zero = quantized.new_zeros(())
             per_token = codebook_entropy = aux = zero
             if self.training and self.entropy_weight > 0:
-                z = self.fsq.project_in(rearrange(x.float(), "b d t h w -> (b t h w) d"))  # (n, D), as the library's
+                z = self.fsq.project_in(rearrange(x.float(), "b d t h w -> b (t h w) d"))  # as the library's
+                if self.fsq.norm_groups:
+                    z = frame_group_norm(z, self.fsq.frame_tokens, self.fsq.norm_groups)
+                z = z.flatten(0, 1)  # (n, D)
                 per_token, codebook_entropy = self.entropies(z)
                 aux = self.entropy_weight * (per_token - codebook_entropy)
         usage, perplexity = codebook_usage(indices, self.codebook_size, validate=False)

@@ -226,6 +226,9 @@ def test_bad_codes_raise_clear_value_errors():
         (dict(use_fsq=True, fsq_levels=(8, 5), codebook_size=None, fsq_preserve_symmetry=True,
               fsq_noise_dropout=1.0), r"fsq_noise_dropout must be in \[0, 1\)"),
         (dict(fsq_preserve_symmetry=True), "use_fsq=False"),
+        (dict(use_fsq=True, fsq_levels=(8, 5, 5), codebook_size=None, quantizer_norm_groups=2),
+         "quantizer_norm_groups must be 0 .off. or divide the 3 FSQ dimensions; got 2"),
+        (dict(quantizer_norm_groups=3), "quantizer_norm_groups must be 0 .off. or divide the 5 LFQ code bits; got 3"),
     ],
 )
 def test_bad_configs_raise(kwargs, message):
@@ -347,6 +350,33 @@ def test_fsq_noise_dropout_perturbs_training_outputs_only_and_never_the_codes():
     plain.eval(), noisy.eval()
     assert torch.equal(plain(video), noisy(video))
     assert TokenizerConfig.from_dict(noisy.config.to_dict()) == noisy.config
+
+
+@pytest.mark.parametrize("use_fsq, groups", [(True, 1), (True, 3), (False, 1), (False, 5)])
+def test_quantizer_norm_normalises_each_frame_alone_and_keeps_the_codes_causal(use_fsq, groups):
+    from magvit2.quantize import frame_group_norm
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3 * 16, 1, 15, generator=g) * 5 + 2  # (b, t x hw, c, D): 3 frames of 16 tokens
+    normed = frame_group_norm(z, 16, groups).reshape(2, 3, 16, 15)
+    per_group = normed.reshape(2, 3, 16, groups, 15 // groups).transpose(2, 3).flatten(3)  # (b, t, groups, values)
+    assert torch.allclose(per_group.mean(-1), torch.zeros(()), atol=1e-5)
+    assert torch.allclose(per_group.var(-1, correction=0), torch.ones(()), atol=1e-3)
+
+    kw = dict(use_fsq=True, fsq_levels=(8, 5, 5), codebook_size=None) if use_fsq else {}  # LFQ: 2^5 codes
+    layers = ("residual", "compress_space", "compress_time")
+    plain, normed_tok = make(layers, **kw), make(layers, **kw, quantizer_norm_groups=groups)
+    normed_tok.load_state_dict(plain.state_dict())  # no new weights: the norm is not affine
+    video = clip(t=5)
+    later = video.clone()
+    later[:, :, 1:] = clip(t=4, seed=1)  # only the frames after the first differ
+    codes, later_codes = normed_tok.tokenize(video), normed_tok.tokenize(later)
+    assert torch.equal(codes[:, 0], later_codes[:, 0]) and not torch.equal(codes[:, 1:], later_codes[:, 1:])
+    assert not torch.equal(codes, plain.tokenize(video))
+    (normed_tok(video) - video).square().mean().backward()  # gradients flow through the norm to the encoder
+    projection = normed_tok.quantizer.fsq if use_fsq else normed_tok.quantizer.lfq
+    assert projection.project_in.weight.grad.abs().sum() > 0
+    assert TokenizerConfig.from_dict(normed_tok.config.to_dict()) == normed_tok.config
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
